@@ -1,0 +1,186 @@
+package event
+
+import (
+	"bytes"
+	"crypto"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-eventlog/cel"
+	"github.com/google/go-eventlog/register"
+)
+
+// CELContentType is the CEL content TLV type tdforge uses for its events.
+// Values 0x80..0xFF are unassigned by the TCG CEL spec; 0xE0 is ours.
+const CELContentType uint8 = 0xE0
+
+// RTMR3CELIndex is RTMR3's CC measurement register index in a CEL (MRTD=0,
+// RTMR0=1, ..., RTMR3=4).
+const RTMR3CELIndex = 4
+
+// celContent adapts Event to cel.Content.
+type celContent struct{ e Event }
+
+func (c celContent) TLV() (cel.TLV, error) {
+	enc, err := c.e.Encode()
+	if err != nil {
+		return cel.TLV{}, err
+	}
+	return cel.TLV{Type: CELContentType, Value: enc}, nil
+}
+
+func (c celContent) GenerateDigest(h crypto.Hash) ([]byte, error) {
+	if h != crypto.SHA384 {
+		return nil, fmt.Errorf("runtime events are measured with SHA-384, not %v", h)
+	}
+	m, err := c.e.Measurement()
+	if err != nil {
+		return nil, err
+	}
+	return m[:], nil
+}
+
+// Log is the runtime event log: a TCG Canonical Event Log of CC measurement
+// register records for RTMR3.
+type Log struct {
+	cel    cel.CEL
+	events []Event
+}
+
+// NewLog returns an empty runtime log.
+func NewLog() *Log { return &Log{cel: cel.NewConfComputeMR()} }
+
+// Append measures e, calls extend with its SHA-384 measurement (the caller
+// extends RTMR3), and on success records it in the log.
+func (l *Log) Append(e Event, extend func(measurement [48]byte) error) error {
+	return l.cel.AppendEvent(celContent{e}, []crypto.Hash{crypto.SHA384}, RTMR3CELIndex,
+		func(_ crypto.Hash, _ int, d []byte) error {
+			var m [48]byte
+			copy(m[:], d)
+			if extend == nil {
+				return nil
+			}
+			return extend(m)
+		})
+}
+
+// Events returns the decoded events in log order.
+func (l *Log) Events() []Event {
+	out := make([]Event, 0, len(l.cel.Records()))
+	for _, r := range l.cel.Records() {
+		e, err := Decode(r.Content.Value)
+		if err == nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// MarshalBinary encodes the log as CEL TLV bytes.
+func (l *Log) MarshalBinary() ([]byte, error) {
+	var b bytes.Buffer
+	if err := l.cel.EncodeCEL(&b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// ParseLog decodes CEL bytes and checks every record: CC MR type, RTMR3
+// index, a tdforge content TLV that decodes canonically, and a SHA-384
+// digest equal to the content's measurement. An empty input is an empty log.
+func ParseLog(raw []byte) (*Log, error) {
+	if len(raw) == 0 {
+		return NewLog(), nil
+	}
+	c, err := cel.DecodeToCEL(bytes.NewBuffer(append([]byte(nil), raw...)))
+	if err != nil {
+		return nil, fmt.Errorf("runtime event log: not a canonical event log: %w", err)
+	}
+	if c.MRType() != cel.CCMRType {
+		return nil, fmt.Errorf("runtime event log: register type %d, want CC measurement registers (%d)", c.MRType(), cel.CCMRType)
+	}
+	for i, r := range c.Records() {
+		if r.Index != RTMR3CELIndex {
+			return nil, fmt.Errorf("runtime event log: record %d targets CC MR %d, want %d (RTMR3)", i, r.Index, RTMR3CELIndex)
+		}
+		if r.Content.Type != CELContentType {
+			return nil, fmt.Errorf("runtime event log: record %d has content type %d, want %d", i, r.Content.Type, CELContentType)
+		}
+		e, err := Decode(r.Content.Value)
+		if err != nil {
+			return nil, fmt.Errorf("runtime event log: record %d: %w", i, err)
+		}
+		if err := cel.VerifyDigests(celContent{e}, r.Digests); err != nil {
+			return nil, fmt.Errorf("runtime event log: record %d (%s): %w", i, e.Label(), err)
+		}
+		if len(r.Digests[crypto.SHA384]) != 48 {
+			return nil, fmt.Errorf("runtime event log: record %d (%s) has no SHA-384 digest", i, e.Label())
+		}
+	}
+	return &Log{cel: c}, nil
+}
+
+// Replay checks the log against an RTMR3 value using go-eventlog's replay.
+func (l *Log) Replay(rtmr3 []byte) error {
+	if len(l.cel.Records()) == 0 {
+		if bytes.Equal(rtmr3, make([]byte, 48)) {
+			return nil
+		}
+		return errors.New("runtime event log is empty but RTMR3 is not zero")
+	}
+	return l.cel.Replay(register.RTMRBank{RTMRs: []register.RTMR{{Index: 3, Digest: rtmr3}}})
+}
+
+// Value returns the RTMR3 value the log replays to.
+func (l *Log) Value() [48]byte {
+	var reg [48]byte
+	for _, r := range l.cel.Records() {
+		var d [48]byte
+		copy(d[:], r.Digests[crypto.SHA384])
+		reg = Extend(reg, d)
+	}
+	return reg
+}
+
+// JSONEvent is the human rendering of one runtime event.
+type JSONEvent struct {
+	Index       int    `json:"index"`
+	Register    string `json:"register"`
+	Type        string `json:"type"`
+	Description string `json:"description"`
+	Kind        string `json:"kind"`
+	Name        string `json:"name"`
+	Content     string `json:"content"`      // alg:hex content digest / root hash
+	Digest      string `json:"digest"`       // SHA-384 extended into RTMR3, hex
+	EncodedData string `json:"encoded_data"` // canonical encoding, hex
+}
+
+// JSONEvents renders events for people and for reference values.
+func JSONEvents(events []Event) ([]JSONEvent, error) {
+	out := make([]JSONEvent, 0, len(events))
+	for i, e := range events {
+		m, err := e.Measurement()
+		if err != nil {
+			return nil, err
+		}
+		enc, _ := e.Encode()
+		out = append(out, JSONEvent{
+			Index: i, Register: "rtmr3", Type: "tdforge-runtime-v1",
+			Description: e.Label(), Kind: e.Kind, Name: e.Name,
+			Content: e.DigestString(), Digest: hex.EncodeToString(m[:]),
+			EncodedData: hex.EncodeToString(enc),
+		})
+	}
+	return out, nil
+}
+
+// MarshalJSON renders the log as a JSON array of JSONEvent.
+func (l *Log) MarshalJSON() ([]byte, error) {
+	j, err := JSONEvents(l.Events())
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(j)
+}
