@@ -98,8 +98,15 @@ func ParseLog(raw []byte) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runtime event log: not a canonical event log: %w", err)
 	}
-	if c.MRType() != cel.CCMRType {
-		return nil, fmt.Errorf("runtime event log: register type %d, want CC measurement registers (%d)", c.MRType(), cel.CCMRType)
+	// go-eventlog v0.0.2 sets the log's register type only when it holds more
+	// than one record, so check each record's own index type.
+	for i, r := range c.Records() {
+		if r.IndexType != uint8(cel.CCMRType) {
+			return nil, fmt.Errorf("runtime event log: record %d has register type %d, want CC measurement registers (%d)", i, r.IndexType, cel.CCMRType)
+		}
+	}
+	if len(c.Records()) == 1 {
+		c = &singleLog{CEL: c}
 	}
 	for i, r := range c.Records() {
 		if r.Index != RTMR3CELIndex {
@@ -184,3 +191,8 @@ func (l *Log) MarshalJSON() ([]byte, error) {
 	}
 	return json.Marshal(j)
 }
+
+// singleLog reports the CC MR type for a one-record log (see ParseLog).
+type singleLog struct{ cel.CEL }
+
+func (singleLog) MRType() cel.MRType { return cel.CCMRType }

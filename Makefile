@@ -1,0 +1,66 @@
+# tdforge — see README.md. All targets run as root on Debian 12.
+SHELL       := /bin/bash
+GO          ?= go
+export GOFLAGS := -buildvcs=false
+export GOTOOLCHAIN := local
+BIN         := bin
+DEV_IMAGE   := images/dev
+PROGRAMS    := builder initd agent verifier
+FUZZTIME    ?= 10s
+
+.PHONY: all deps build test unit fuzz demo bench reference-values check-reference-values lint image clean
+
+all: build
+
+## deps: install Debian packages, pinned kernel/OVMF packages and Go modules (idempotent)
+deps:
+	@bash scripts/deps.sh
+
+## build: all binaries into bin/
+build:
+	@mkdir -p $(BIN)
+	@for p in $(PROGRAMS); do echo "build: $(BIN)/$$p"; CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/$$p ./$$p || exit 1; done
+
+## image: build the dev image (manifests/dev.hcl) into images/dev
+image: build
+	$(BIN)/builder build -o $(DEV_IMAGE) manifests/dev.hcl
+
+## test: deps, then every Go test (unit, cross-checks, QEMU integration), fuzz smoke and the reference-values gate
+test: deps build
+	$(GO) vet ./...
+	$(GO) test -timeout 80m ./...
+	@$(MAKE) --no-print-directory fuzz
+	@$(MAKE) --no-print-directory check-reference-values
+
+## fuzz: run every fuzz target for a short bounded time
+fuzz:
+	@bash scripts/fuzz.sh $(FUZZTIME)
+
+## demo: build, boot, verify and chat with the dev image
+demo: deps build
+	@bash scripts/demo.sh
+
+## bench: every benchmark; report in images/bench.json and a table on stdout
+bench: deps build
+	@bash scripts/bench.sh
+
+## reference-values: regenerate the committed reference values from manifests/
+reference-values: build
+	$(BIN)/builder build -o $(DEV_IMAGE) manifests/dev.hcl
+	cp $(DEV_IMAGE)/reference-values.json reference-values/tdforge-dev.json
+	$(BIN)/builder measure --json manifests/confidential-ai.hcl > reference-values/confidential-ai.measure.json || true
+
+## check-reference-values: rebuild manifests/dev.hcl and fail if the committed values differ
+check-reference-values: build
+	$(BIN)/builder build -o $(DEV_IMAGE) manifests/dev.hcl
+	@if ! diff -u reference-values/tdforge-dev.json $(DEV_IMAGE)/reference-values.json; then \
+	  echo "reference-values/tdforge-dev.json differs from a fresh build: run 'make reference-values' if the change is intended" >&2; exit 1; fi
+	@echo "reference values: reproduced reference-values/tdforge-dev.json"
+
+## lint: gofmt and go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN) images/dev images/*.tmp*

@@ -1,0 +1,191 @@
+// Command agent runs inside the TD: it serves TDX quotes bound to a client
+// nonce and to its own TLS key (RA-TLS), the boot event logs, the web UI,
+// and proxies chat to the measured Ollama.
+//
+// Usage: agent [-policy /etc/tdforge/policy.json] [flags]
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/tdforge/tdforge/agent/ratls"
+	"github.com/tdforge/tdforge/agent/server"
+	"github.com/tdforge/tdforge/internal/policy"
+	"github.com/tdforge/tdforge/internal/quote"
+	"github.com/tdforge/tdforge/internal/simstate"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+type options struct {
+	policyPath, runtimeLog, acpiTables, simDir string
+	listen, plain                              string
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	var o options
+	fs.StringVar(&o.policyPath, "policy", policy.Path, "boot policy")
+	fs.StringVar(&o.runtimeLog, "runtime-log", server.DefaultRuntimeLog, "RTMR3 runtime event log (CEL) written by initd")
+	fs.StringVar(&o.acpiTables, "acpi-tables", server.DefaultACPITables, "ACPI tables directory holding CCEL and data/CCEL")
+	fs.StringVar(&o.simDir, "sim-dir", simstate.Dir, "TDX simulator state (used only when the policy sets tdx.simulate)")
+	fs.StringVar(&o.listen, "listen", "", "override policy agent.listen (tests)")
+	fs.StringVar(&o.plain, "plain-http", "", "override policy agent.plain_http (tests; dev images only)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(os.Stderr, "agent: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	logger := log.New(os.Stderr, "agent: ", log.LstdFlags|log.LUTC)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, o, logger); err != nil {
+		logger.Print(err)
+		return 1
+	}
+	return 0
+}
+
+func loadPolicy(path string) (*policy.Policy, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("boot policy: %w", err)
+	}
+	defer f.Close()
+	return policy.Decode(f)
+}
+
+// webUIDir resolves the web UI directory from the policy ("" when none).
+func webUIDir(p *policy.Policy) (string, error) {
+	if p.Agent.WebUIPayload == "" {
+		return "", nil
+	}
+	for _, pl := range p.Payloads {
+		if pl.Name == p.Agent.WebUIPayload {
+			return filepath.Join(pl.MountPoint, filepath.FromSlash(p.Agent.WebUIPath)), nil
+		}
+	}
+	return "", fmt.Errorf("boot policy: agent webui_payload %q is not a payload", p.Agent.WebUIPayload)
+}
+
+func serve(ctx context.Context, o options, logger *log.Logger) error {
+	p, err := loadPolicy(o.policyPath)
+	if err != nil {
+		return err
+	}
+	if o.listen != "" {
+		p.Agent.Listen = o.listen
+	}
+	if o.plain != "" {
+		if !p.Image.Dev {
+			return errors.New("-plain-http is allowed only for dev images")
+		}
+		p.Agent.PlainHTTP = o.plain
+	}
+	var prov quote.Provider
+	if p.TDX.Simulate {
+		prov, err = quote.OpenSimulator(o.simDir)
+	} else {
+		prov, err = quote.Open(false)
+	}
+	if err != nil {
+		return err
+	}
+	up, err := url.Parse(p.Agent.Upstream)
+	if err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "" {
+		return fmt.Errorf("boot policy: agent upstream %q must be an http(s) URL such as http://127.0.0.1:11434", p.Agent.Upstream)
+	}
+	ui, err := webUIDir(p)
+	if err != nil {
+		return err
+	}
+	key, err := ratls.NewKey()
+	if err != nil {
+		return err
+	}
+	ev := server.Evidence{RuntimeLog: o.runtimeLog, ACPITables: o.acpiTables, SimDir: o.simDir, Simulated: p.TDX.Simulate}
+	logs, err := ev.Read()
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{
+		Policy: p, Provider: prov, SPKIHash: key.SPKIHash, Evidence: ev,
+		Upstream: up, WebUIDir: ui, Log: logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	var servers []*http.Server
+	errc := make(chan error, 2)
+	start := func(addr string, tlsCfg *tls.Config) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", addr, err)
+		}
+		hs := server.HTTPServer(srv, logger)
+		hs.TLSConfig = tlsCfg
+		servers = append(servers, hs)
+		scheme := "http"
+		if tlsCfg != nil {
+			scheme = "https"
+		}
+		// Tests and operators read this line to find the bound address.
+		fmt.Printf("tdforge-agent listening %s://%s provider=%s\n", scheme, ln.Addr(), prov.Name())
+		go func() {
+			var err error
+			if tlsCfg != nil {
+				err = hs.ServeTLS(ln, "", "")
+			} else {
+				err = hs.Serve(ln)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+		return nil
+	}
+	if p.Agent.TLS {
+		cert, _, err := ratls.NewCertificate(key, prov.Quote, ratls.Logs{RuntimeLog: logs.RuntimeLog, CCEL: logs.CCEL, CCELTable: logs.CCELTable}, ratls.Options{})
+		if err != nil {
+			return err
+		}
+		if err := start(p.Agent.Listen, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}); err != nil {
+			return err
+		}
+	} else if err := start(p.Agent.Listen, nil); err != nil {
+		return err
+	}
+	if p.Agent.PlainHTTP != "" {
+		if err := start(p.Agent.PlainHTTP, nil); err != nil {
+			return err
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, hs := range servers {
+		_ = hs.Shutdown(sctx)
+	}
+	return nil
+}

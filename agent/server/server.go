@@ -1,0 +1,366 @@
+// Package server is the agent's HTTP handler: attestation endpoints, the
+// chat proxy to the measured Ollama, the web UI and health checks.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-tdx-guest/abi"
+	pb "github.com/google/go-tdx-guest/proto/tdx"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/tdforge/tdforge/internal/attestation"
+	"github.com/tdforge/tdforge/internal/policy"
+	"github.com/tdforge/tdforge/internal/quote"
+)
+
+// DefaultMaxBody limits proxied request bodies.
+const DefaultMaxBody = 8 << 20
+
+// Config configures the handler.
+type Config struct {
+	Policy   *policy.Policy
+	Provider quote.Provider
+	// SPKIHash is SHA-256 of the agent's TLS SubjectPublicKeyInfo; every
+	// quote's REPORTDATA binds it.
+	SPKIHash [32]byte
+	Evidence Evidence
+	// Upstream is the Ollama base URL (policy.Agent.Upstream).
+	Upstream *url.URL
+	// WebUIDir is the web UI root ("" when the image has none).
+	WebUIDir string
+	// MaxBody bounds proxied request bodies (default DefaultMaxBody).
+	MaxBody int64
+	// UpstreamHeaderTimeout bounds the wait for Ollama's response headers
+	// (a non-streamed generation answers only when done). Default 10 min.
+	UpstreamHeaderTimeout time.Duration
+	Log                   *log.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Server is the agent's http.Handler.
+type Server struct {
+	cfg       Config
+	mux       *http.ServeMux
+	proxy     http.Handler
+	client    *http.Client // readiness probe
+	transport *http.Transport
+	quoteMu   sync.Mutex
+	webui     http.Handler
+	closeFns  []func() error
+}
+
+// New builds the handler.
+func New(cfg Config) (*Server, error) {
+	if cfg.Policy == nil || cfg.Provider == nil || cfg.Upstream == nil {
+		return nil, errors.New("agent server: policy, quote provider and upstream are required")
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.UpstreamHeaderTimeout <= 0 {
+		cfg.UpstreamHeaderTimeout = 10 * time.Minute
+	}
+	if cfg.Log == nil {
+		cfg.Log = log.New(os.Stderr, "agent: ", log.LstdFlags)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	tr := newTransport(cfg.UpstreamHeaderTimeout)
+	s.transport = tr
+	s.proxy = newProxy(cfg.Upstream, tr, cfg.MaxBody, cfg.Log)
+	s.client = &http.Client{Transport: tr, Timeout: 3 * time.Second}
+
+	if cfg.WebUIDir != "" {
+		h, closeFn, err := newWebUI(cfg.WebUIDir)
+		if err != nil {
+			return nil, err
+		}
+		s.webui = h
+		s.closeFns = append(s.closeFns, closeFn)
+	}
+
+	s.mux.HandleFunc(attestation.PathAttestation, getOnly(s.handleAttestation))
+	s.mux.HandleFunc(attestation.PathTEEQuote, getOnly(s.handleTEEQuote))
+	s.mux.HandleFunc(attestation.PathHealth, getOnly(s.handleHealth))
+	s.mux.HandleFunc(attestation.PathReady, getOnly(s.handleReady))
+	for _, p := range ProxiedPaths {
+		s.mux.Handle(p, s.proxy)
+	}
+	for _, p := range RefusedPaths {
+		s.mux.HandleFunc(p, s.handleRefused)
+	}
+	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown API endpoint %s", r.URL.Path))
+	})
+	s.mux.HandleFunc("/", s.handleWebUI)
+	return s, nil
+}
+
+// Close releases the web UI root.
+func (s *Server) Close() error {
+	var first error
+	for _, f := range s.closeFns {
+		if err := f(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// CloseIdleConnections closes idle keep-alive connections to Ollama.
+func (s *Server) CloseIdleConnections() { s.transport.CloseIdleConnections() }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// ProxiedPaths are the Ollama endpoints passed through (ServeMux patterns).
+var ProxiedPaths = []string{
+	"/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/ps", "/api/version",
+	"/api/embed", "/api/embeddings",
+	"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/", "/v1/embeddings",
+}
+
+// RefusedPaths are Ollama's model-management endpoints: the model set is
+// measured, so the agent refuses to change it.
+var RefusedPaths = []string{"/api/pull", "/api/push", "/api/create", "/api/delete", "/api/copy", "/api/blobs/"}
+
+func (s *Server) handleRefused(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusForbidden, fmt.Sprintf(
+		"%s is disabled: the model set of this image is measured into RTMR3 at boot and cannot change at run time; build a new image to change models",
+		r.URL.Path))
+}
+
+func getOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, r.URL.Path+" accepts only GET")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// parseNonce reads the hex nonce query parameter.
+func parseNonce(r *http.Request, required bool) ([]byte, error) {
+	v, ok := r.URL.Query()["nonce"]
+	if !ok || len(v) == 0 || v[0] == "" {
+		if required {
+			return nil, fmt.Errorf("missing nonce: pass ?nonce=<hex>, %d..%d random bytes", attestation.MinNonce, attestation.MaxNonce)
+		}
+		return nil, nil
+	}
+	if len(v) > 1 {
+		return nil, errors.New("nonce given more than once")
+	}
+	n, err := hex.DecodeString(v[0])
+	if err != nil {
+		return nil, fmt.Errorf("nonce is not valid hex (%v): pass an even number of hex digits", err)
+	}
+	if len(n) < attestation.MinNonce || len(n) > attestation.MaxNonce {
+		return nil, fmt.Errorf("nonce is %d bytes; it must be %d..%d bytes (%d..%d hex digits)",
+			len(n), attestation.MinNonce, attestation.MaxNonce, 2*attestation.MinNonce, 2*attestation.MaxNonce)
+	}
+	return n, nil
+}
+
+func (s *Server) quote(nonce []byte) ([]byte, [64]byte, error) {
+	rd, err := attestation.ReportData(nonce, s.cfg.SPKIHash)
+	if err != nil {
+		return nil, rd, err
+	}
+	s.quoteMu.Lock()
+	defer s.quoteMu.Unlock()
+	q, err := s.cfg.Provider.Quote(rd)
+	return q, rd, err
+}
+
+func (s *Server) simulated() bool { return s.cfg.Provider.Name() == quote.NameSimulator }
+
+func (s *Server) handleAttestation(w http.ResponseWriter, r *http.Request) {
+	nonce, err := parseNonce(r, true)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	logs, err := s.cfg.Evidence.Read()
+	if err != nil {
+		s.cfg.Log.Printf("attestation: %v", err)
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	q, rd, err := s.quote(nonce)
+	if err != nil {
+		s.cfg.Log.Printf("attestation: quote: %v", err)
+		writeError(w, http.StatusServiceUnavailable, "quote backend failed: "+err.Error())
+		return
+	}
+	p := s.cfg.Policy
+	writeJSON(w, http.StatusOK, attestation.Response{
+		Version:       1,
+		Quote:         q,
+		QuoteProvider: s.cfg.Provider.Name(),
+		Simulated:     s.simulated(),
+		ReportData: attestation.ReportDataInfo{
+			Scheme:   attestation.Scheme,
+			Nonce:    hex.EncodeToString(nonce),
+			SPKIHash: hex.EncodeToString(s.cfg.SPKIHash[:]),
+			Value:    hex.EncodeToString(rd[:]),
+		},
+		RuntimeLog:     logs.RuntimeLog,
+		RuntimeLogJSON: logs.RuntimeLogJSON,
+		CCEL:           logs.CCEL,
+		CCELTable:      logs.CCELTable,
+		Image:          attestation.Image{Name: p.Image.Name, Version: p.Image.Version, Dev: p.Image.Dev, Simulated: p.TDX.Simulate},
+		ReferenceURL:   p.Image.ReferenceURL,
+		Timestamp:      s.cfg.Now().UTC().Format(time.RFC3339),
+	})
+}
+
+// CompatNoNonce is the nonce the compatibility endpoint binds when the
+// client sends none: 32 zero bytes. REPORTDATA is still
+// SHA-512(domain || nonce || SPKI hash), so it is never all zero and always
+// binds the TLS key, but such a quote is not fresh.
+var CompatNoNonce = make([]byte, 32)
+
+// TEEQuote is the body of GET /api/v1/tee/quote, the shape the original
+// confidential-AI demo's web UI expects, plus the binding details.
+type TEEQuote struct {
+	Quote         string          `json:"quote"` // hex
+	QuoteParse    json.RawMessage `json:"quote_parse,omitempty"`
+	Timestamp     string          `json:"timestamp"`
+	ID            string          `json:"id"`
+	Nonce         string          `json:"nonce"`
+	Fresh         bool            `json:"fresh"` // false when no nonce was given
+	ReportData    string          `json:"report_data"`
+	SPKIHash      string          `json:"spki_hash"`
+	Scheme        string          `json:"report_data_scheme"`
+	QuoteProvider string          `json:"quote_provider"`
+	Simulated     bool            `json:"simulated"`
+}
+
+func (s *Server) handleTEEQuote(w http.ResponseWriter, r *http.Request) {
+	nonce, err := parseNonce(r, false)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	fresh := nonce != nil
+	if !fresh {
+		nonce = CompatNoNonce
+	}
+	q, rd, err := s.quote(nonce)
+	if err != nil {
+		s.cfg.Log.Printf("tee quote: %v", err)
+		writeError(w, http.StatusServiceUnavailable, "quote backend failed: "+err.Error())
+		return
+	}
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	out := TEEQuote{
+		Quote: hex.EncodeToString(q), Timestamp: s.cfg.Now().UTC().Format(time.RFC3339), ID: hex.EncodeToString(id),
+		Nonce: hex.EncodeToString(nonce), Fresh: fresh, ReportData: hex.EncodeToString(rd[:]),
+		SPKIHash: hex.EncodeToString(s.cfg.SPKIHash[:]), Scheme: attestation.Scheme,
+		QuoteProvider: s.cfg.Provider.Name(), Simulated: s.simulated(),
+	}
+	if parsed, err := abi.QuoteToProto(q); err == nil {
+		if qv4, ok := parsed.(*pb.QuoteV4); ok {
+			if b, err := protojson.Marshal(qv4); err == nil {
+				out.QuoteParse = b
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// Ready reports whether Ollama answers /api/version and the quote backend
+// can quote.
+func (s *Server) Ready(ctx context.Context) (map[string]any, error) {
+	out := map[string]any{"quote_provider": s.cfg.Provider.Name()}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.Upstream.JoinPath("/api/version").String(), nil)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return out, fmt.Errorf("upstream Ollama unavailable: %w", err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Version string `json:"version"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return out, fmt.Errorf("upstream Ollama /api/version answered %s", resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&v); err != nil {
+		return out, fmt.Errorf("upstream Ollama /api/version: %w", err)
+	}
+	out["ollama_version"] = v.Version
+	if _, _, err := s.quote([]byte("tdforge-readyz-probe")); err != nil {
+		return out, fmt.Errorf("quote backend failed: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	out, err := s.Ready(ctx)
+	if err != nil {
+		out["status"] = "not ready"
+		out["error"] = err.Error()
+		writeJSON(w, http.StatusServiceUnavailable, out)
+		return
+	}
+	out["status"] = "ready"
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleWebUI(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, "the web UI is read-only: use GET")
+		return
+	}
+	if s.webui == nil {
+		writeError(w, http.StatusNotFound, "this image has no web UI (policy agent.webui_payload is empty)")
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/v1/") {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown API endpoint %s", r.URL.Path))
+		return
+	}
+	s.webui.ServeHTTP(w, r)
+}

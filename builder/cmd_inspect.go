@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/tdforge/tdforge/internal/gptdisk"
+	"github.com/tdforge/tdforge/internal/imagedir"
+	"github.com/tdforge/tdforge/internal/policy"
+	"github.com/tdforge/tdforge/internal/refvalues"
+)
+
+func init() {
+	register(&command{name: "inspect", summary: "describe a build output directory (payload partitions, policy, registers)", run: runInspect})
+}
+
+// inspectOutput is `builder inspect --json`.
+type inspectOutput struct {
+	Image     imagedir.ImageInfo  `json:"image"`
+	VM        imagedir.VMInfo     `json:"vm"`
+	TDX       imagedir.TDXInfo    `json:"tdx"`
+	Artifacts map[string]string   `json:"artifacts"`
+	DiskGUID  string              `json:"disk_guid,omitempty"`
+	Payloads  []inspectPartition  `json:"payloads"`
+	Services  []policy.Service    `json:"services"`
+	Registers refvalues.Registers `json:"registers"`
+	Reasons   map[string]string   `json:"reasons,omitempty"`
+}
+
+type inspectPartition struct {
+	Name           string `json:"name"`
+	Partition      int    `json:"partition"`
+	GUID           string `json:"guid"`
+	StartLBA       uint64 `json:"start_lba"`
+	Size           uint64 `json:"size"`
+	DataSize       uint64 `json:"data_size"`
+	HashOffset     uint64 `json:"hash_offset"`
+	VerityRootHash string `json:"verity_root_hash"`
+	Salt           string `json:"salt"`
+}
+
+func runInspect(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: builder inspect [--json] DIR\n\nDIR is a 'builder build -o DIR' output.\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	dir := fs.Arg(0)
+	out, err := inspect(dir)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "builder inspect: %v\n", err)
+		return exitFail
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+		return exitOK
+	}
+	fmt.Printf("image     %s %s (built from %s)\n", out.Image.Name, out.Image.Version, out.Image.Manifest)
+	fmt.Printf("vm        %d cpus, %d MiB, platform %s\n", out.VM.CPUs, out.VM.MemoryMB, out.VM.Platform)
+	fmt.Printf("tdx       simulate=%v debug=%v\n", out.TDX.Simulate, out.TDX.Debug)
+	if out.DiskGUID != "" {
+		fmt.Printf("disk      GPT %s\n", out.DiskGUID)
+	}
+	for _, p := range out.Payloads {
+		fmt.Printf("payload   #%d %-10s data %d B, hash at %d, root %s\n", p.Partition, p.Name, p.DataSize, p.HashOffset, p.VerityRootHash)
+	}
+	for _, s := range out.Services {
+		fmt.Printf("service   %-10s %s (uid %d, needs %v)\n", s.Name, s.Command, s.UID, s.Payloads)
+	}
+	for _, n := range refvalues.RegisterNames {
+		if v := out.Registers.Get(n); v != nil {
+			fmt.Printf("%-9s %s\n", n, *v)
+		} else {
+			fmt.Printf("%-9s unknown: %s\n", n, out.Reasons[n])
+		}
+	}
+	return exitOK
+}
+
+func inspect(dir string) (*inspectOutput, error) {
+	info, err := imagedir.ReadInfo(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := &inspectOutput{Image: info.Image, VM: info.VM, TDX: info.TDX, Artifacts: info.Artifacts, Payloads: []inspectPartition{}}
+	if _, err := os.Stat(filepath.Join(dir, imagedir.Payloads)); err == nil {
+		l, err := gptdisk.ReadLayout(filepath.Join(dir, imagedir.Payloads))
+		if err != nil {
+			return nil, err
+		}
+		out.DiskGUID = l.DiskGUID
+		for _, p := range l.Partitions {
+			out.Payloads = append(out.Payloads, inspectPartition{
+				Name: p.Name, Partition: p.Index, GUID: p.GUID, StartLBA: p.StartLBA, Size: p.SizeBytes,
+				DataSize: p.DataSize, HashOffset: p.HashOffset, VerityRootHash: p.RootHash, Salt: p.Salt,
+			})
+		}
+	}
+	pf, err := os.Open(filepath.Join(dir, imagedir.Policy))
+	if err != nil {
+		return nil, err
+	}
+	defer pf.Close()
+	pol, err := policy.Decode(pf)
+	if err != nil {
+		return nil, err
+	}
+	out.Services = pol.Services
+	ref, err := refvalues.ReadFile(filepath.Join(dir, imagedir.ReferenceValues))
+	if err != nil {
+		return nil, err
+	}
+	out.Registers, out.Reasons = ref.Registers, ref.Reasons
+	return out, nil
+}

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tdforge/tdforge/internal/imagedir"
+)
+
+func init() {
+	register(&command{name: "launch", summary: "print or run the QEMU command line for a built image", run: runLaunch})
+}
+
+type launchOpts struct {
+	dir        string
+	simulate   bool
+	run        bool
+	detach     bool
+	port       int
+	httpPort   int
+	serial     string
+	pidfile    string
+	waitReady  time.Duration
+	cpus       int
+	memory     string
+	qemu       string
+	disk       string
+	extraAppnd string
+	qmp        string
+}
+
+func runLaunch(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("launch", flag.ContinueOnError)
+	var o launchOpts
+	fs.BoolVar(&o.simulate, "simulate", false, "run under plain QEMU TCG with the TDX simulator (images built with tdx { simulate = true })")
+	fs.BoolVar(&o.run, "run", false, "run QEMU instead of printing the command line")
+	fs.BoolVar(&o.detach, "detach", false, "with --run: start QEMU in the background and return (see --pidfile)")
+	fs.IntVar(&o.port, "port", 8443, "host port forwarded to the agent's HTTPS port")
+	fs.IntVar(&o.httpPort, "http-port", 0, "host port forwarded to the agent's plain HTTP port (dev images with agent.plain_http)")
+	fs.StringVar(&o.serial, "serial", "", "write the guest console to this file (default: stdout)")
+	fs.StringVar(&o.pidfile, "pidfile", "", "write QEMU's PID here")
+	fs.DurationVar(&o.waitReady, "wait-ready", 0, "with --run --detach: wait up to this long for the agent's /readyz")
+	fs.IntVar(&o.cpus, "cpus", 0, "refuse to launch unless this equals the manifest's vm.cpus (reference values assume it)")
+	fs.StringVar(&o.memory, "memory", "", "refuse to launch unless this equals the manifest's vm.memory")
+	fs.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")
+	fs.StringVar(&o.disk, "disk", "", "payload disk to attach instead of DIR/disk.raw (for tamper tests)")
+	fs.StringVar(&o.qmp, "qmp", "", "create a QMP control socket at this path (used by 'builder shutdown')")
+	fs.StringVar(&o.extraAppnd, "cmdline", "", "replace the kernel command line (changes RTMR2; for tamper tests)")
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: builder launch [--simulate] [--run [--detach]] [flags] DIR\n\nPrints (or runs) the QEMU command line for the image in DIR.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	o.dir = fs.Arg(0)
+	argv, cleanup, err := launchCommand(&o)
+	if cleanup != nil {
+		defer cleanup()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "builder launch: %v\n", err)
+		return exitFail
+	}
+	if !o.run {
+		fmt.Println(shellQuote(argv))
+		return exitOK
+	}
+	return execQEMU(ctx, &o, argv, cleanup)
+}
+
+// launchCommand builds the QEMU argv. cleanup removes temporary files (the
+// simulated platform); with --detach they are kept for QEMU's lifetime.
+func launchCommand(o *launchOpts) ([]string, func(), error) {
+	info, err := imagedir.ReadInfo(o.dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.cpus != 0 && o.cpus != info.VM.CPUs {
+		return nil, nil, fmt.Errorf("--cpus %d differs from the manifest's vm.cpus = %d; the reference values assume %d (rebuild with a different vm block instead)", o.cpus, info.VM.CPUs, info.VM.CPUs)
+	}
+	if o.memory != "" {
+		mb, err := parseMemoryMB(o.memory)
+		if err != nil {
+			return nil, nil, err
+		}
+		if mb != info.VM.MemoryMB {
+			return nil, nil, fmt.Errorf("--memory %s differs from the manifest's vm.memory = %d MiB; the reference values assume it (rebuild with a different vm block instead)", o.memory, info.VM.MemoryMB)
+		}
+	}
+	if o.simulate && !info.TDX.Simulate {
+		return nil, nil, fmt.Errorf("image %s was built without tdx { simulate = true }; it can only run on a TDX host (drop --simulate)", info.Image.Name)
+	}
+	if !o.simulate && info.TDX.Simulate {
+		return nil, nil, fmt.Errorf("image %s is a simulated dev image (tdx { simulate = true }); launch it with --simulate", info.Image.Name)
+	}
+	abs := func(n string) string { p, _ := filepath.Abs(filepath.Join(o.dir, n)); return p }
+	cmdlineB, err := os.ReadFile(abs(imagedir.Cmdline))
+	if err != nil {
+		return nil, nil, err
+	}
+	cmdline := strings.TrimRight(string(cmdlineB), "\n")
+	if o.extraAppnd != "" {
+		cmdline = o.extraAppnd
+	}
+	disk := abs(imagedir.Disk)
+	if o.disk != "" {
+		disk, _ = filepath.Abs(o.disk)
+	}
+	fwd := fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:%d", o.port, info.Agent.HTTPSPort)
+	if o.httpPort != 0 {
+		if info.Agent.HTTPPort == 0 {
+			return nil, nil, fmt.Errorf("--http-port: the image's agent has no plain HTTP listener (agent.plain_http is unset)")
+		}
+		fwd += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", o.httpPort, info.Agent.HTTPPort)
+	}
+	argv := []string{o.qemu}
+	if o.simulate {
+		argv = append(argv, "-accel", "tcg", "-cpu", "qemu64", "-machine", "q35")
+	} else {
+		argv = append(argv, "-accel", "kvm", "-cpu", "host",
+			"-machine", "q35,kernel-irqchip=split,confidential-guest-support=tdx0,memory-backend=ram0",
+			"-object", "tdx-guest,id=tdx0",
+			"-object", fmt.Sprintf("memory-backend-memfd,id=ram0,size=%dM", info.VM.MemoryMB))
+	}
+	argv = append(argv,
+		"-smp", strconv.Itoa(info.VM.CPUs), "-m", fmt.Sprintf("%dM", info.VM.MemoryMB),
+		"-nographic", "-no-reboot", "-nodefaults",
+		"-bios", abs(imagedir.Firmware),
+		"-kernel", abs(imagedir.Kernel), "-initrd", abs(imagedir.Initrd), "-append", cmdline,
+		"-drive", "file="+disk+",if=none,id=payload,format=raw,readonly=on",
+		"-device", "virtio-blk-pci,drive=payload",
+		"-netdev", fwd, "-device", "virtio-net-pci,netdev=net0",
+	)
+	if o.qmp != "" {
+		q, _ := filepath.Abs(o.qmp)
+		argv = append(argv, "-qmp", "unix:"+q+",server=on,wait=off")
+	}
+	if o.serial != "" {
+		s, _ := filepath.Abs(o.serial)
+		argv = append(argv, "-serial", "file:"+s)
+	} else {
+		argv = append(argv, "-serial", "stdio")
+	}
+	var cleanup func()
+	if o.simulate {
+		files, tmp, err := simulatedPlatform(o.dir, info, cmdline)
+		if tmp != "" {
+			cleanup = func() { os.RemoveAll(tmp) }
+		}
+		if err != nil {
+			return nil, cleanup, err
+		}
+		for _, f := range files {
+			argv = append(argv, "-fw_cfg", "name="+f[0]+",file="+f[1])
+		}
+	}
+	return argv, cleanup, nil
+}
+
+func execQEMU(ctx context.Context, o *launchOpts, argv []string, cleanup func()) int {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if o.detach {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if o.serial == "" {
+			fmt.Fprintln(os.Stderr, "builder launch: --detach needs --serial FILE for the console")
+			return exitUsage
+		}
+	} else {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "builder launch: starting %s: %v (install qemu-system-x86)\n", argv[0], err)
+		return exitFail
+	}
+	if o.pidfile != "" {
+		if err := os.WriteFile(o.pidfile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+			cmd.Process.Kill()
+			fmt.Fprintf(os.Stderr, "builder launch: %v\n", err)
+			return exitFail
+		}
+	}
+	if o.detach {
+		// Keep the simulated platform files: QEMU reads fw_cfg files lazily.
+		// They live in a private temp dir removed by the next boot's cleanup
+		// of stale dirs, not here.
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		if o.waitReady > 0 {
+			if err := waitReady(ctx, o.port, o.waitReady, exited); err != nil {
+				cmd.Process.Kill()
+				fmt.Fprintf(os.Stderr, "builder launch: %v (console: %s)\n", err, o.serial)
+				return exitFail
+			}
+			fmt.Fprintf(os.Stderr, "builder launch: agent ready on https://127.0.0.1:%d (QEMU pid %d)\n", o.port, cmd.Process.Pid)
+		} else {
+			// QEMU reads -fw_cfg files during machine init; give it time
+			// before the deferred cleanup removes them.
+			time.Sleep(2 * time.Second)
+			fmt.Fprintf(os.Stderr, "builder launch: QEMU pid %d\n", cmd.Process.Pid)
+		}
+		cmd.Process.Release()
+		return exitOK
+	}
+	go func() {
+		<-ctx.Done()
+		cmd.Process.Signal(syscall.SIGTERM)
+	}()
+	if err := cmd.Wait(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		return exitFail
+	}
+	return exitOK
+}
+
+// waitReady polls the agent's /readyz through the port forward.
+func waitReady(ctx context.Context, port int, limit time.Duration, exited <-chan error) error {
+	deadline := time.Now().Add(limit)
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // readiness only; verification is the verifier's job
+		DialContext:     (&net.Dialer{Timeout: time.Second}).DialContext,
+	}}
+	url := fmt.Sprintf("https://127.0.0.1:%d/readyz", port)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("QEMU exited before the agent was ready: %v", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return fmt.Errorf("agent not ready at %s after %s", url, limit)
+}
+
+func shellQuote(argv []string) string {
+	var b strings.Builder
+	for i, a := range argv {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		if a != "" && !strings.ContainsAny(a, " \t\n'\"\\$`;&|<>()*?[]{}!#~") {
+			b.WriteString(a)
+			continue
+		}
+		b.WriteString("'" + strings.ReplaceAll(a, "'", `'\''`) + "'")
+	}
+	return b.String()
+}
+
+func parseMemoryMB(s string) (int, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := 1
+	switch {
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1024, strings.TrimSuffix(t, "G")
+	case strings.HasSuffix(t, "M"):
+		t = strings.TrimSuffix(t, "M")
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("memory %q: want a size like 2G or 2048M", s)
+	}
+	return n * mult, nil
+}

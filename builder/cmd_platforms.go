@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"github.com/tdforge/tdforge/internal/platform"
+)
+
+func init() {
+	register(&command{
+		name:    "platforms",
+		summary: "list the platform profiles (QEMU, OVMF and measurement variant rules)",
+		run:     func(ctx context.Context, args []string) int { return runPlatforms(os.Stdout, os.Stderr, args) },
+	})
+}
+
+func runPlatforms(stdout, stderr io.Writer, args []string) int {
+	fs := flag.NewFlagSet("platforms", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print the profiles as JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "builder platforms: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	list := platform.List()
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(list); err != nil {
+			fmt.Fprintf(stderr, "builder platforms: %v\n", err)
+			return exitFail
+		}
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tQEMU\tOVMF\tVM\tRTMR0\tRULES")
+	for _, p := range list {
+		name := p.Name
+		if p.Name == platform.DefaultName {
+			name += " (default)"
+		}
+		if p.Simulated {
+			name += " (simulated)"
+		}
+		r0 := "predicted"
+		if p.ACPI == nil || p.BootVariables == nil {
+			r0 = "unknown (ACPI/boot variables not pinned)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d CPUs, %d MiB\t%s\t%s\n", name, p.QEMUVersion, p.OVMFBuild, p.VM.CPUs, p.VM.MemoryMB, r0, p.Rules())
+	}
+	tw.Flush()
+	return exitOK
+}

@@ -1,0 +1,261 @@
+// Command initd is the measured PID 1 of a tdforge guest. It mounts the
+// pseudo filesystems, reads the boot policy, loads kernel modules, sets up
+// and mounts every dm-verity payload while extending RTMR3 with one event
+// each plus the runtime config event, configures the network and then
+// starts and supervises exactly the services the policy names. It never
+// runs anything else. See docs/initd.md.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/tdforge/tdforge/initd/bootpolicy"
+	"github.com/tdforge/tdforge/initd/measure"
+	"github.com/tdforge/tdforge/initd/netconf"
+	"github.com/tdforge/tdforge/initd/powerbtn"
+	"github.com/tdforge/tdforge/initd/rootfs"
+	"github.com/tdforge/tdforge/initd/simtdx"
+	"github.com/tdforge/tdforge/initd/supervise"
+	"github.com/tdforge/tdforge/internal/fwcfg"
+	"github.com/tdforge/tdforge/internal/policy"
+	"github.com/tdforge/tdforge/internal/rtmr"
+	"github.com/tdforge/tdforge/internal/simstate"
+	"github.com/u-root/u-root/pkg/kmodule"
+	"github.com/u-root/u-root/pkg/mount"
+	"golang.org/x/sys/unix"
+)
+
+// RunDir holds the runtime log and simulator state, readable by the agent's group.
+const RunDir = "/run/tdforge"
+
+// AgentService is the policy service whose group may read RunDir.
+const AgentService = "agent"
+
+var console = &lockedWriter{w: os.Stdout}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *os.File
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func logf(format string, a ...any) { fmt.Fprintf(console, "initd: "+format+"\n", a...) }
+
+func phase(name string, d time.Duration) { logf("phase %s %dms", name, d.Milliseconds()) }
+
+func uptime() time.Duration {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0
+	}
+	f, err := strconv.ParseFloat(strings.Fields(string(b))[0], 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(f * float64(time.Second))
+}
+
+func main() {
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "initd: must run as PID 1 (it is the guest's init)")
+		os.Exit(2)
+	}
+	if err := rootfs.MountPseudo(); err != nil {
+		fatal(nil, fmt.Errorf("pseudo filesystems: %w", err))
+	}
+	phase("kernel", uptime())
+	// Ctrl-Alt-Del becomes SIGINT to us (handled as a clean poweroff).
+	unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+
+	p, err := bootpolicy.Load(policy.Path)
+	if err != nil {
+		fatal(nil, err)
+	}
+	logf("image %s %s (dev=%v, tdx simulate=%v)", p.Image.Name, p.Image.Version, p.Image.Dev, p.TDX.Simulate)
+
+	start := time.Now()
+	loadModules(p.Kernel.Modules)
+	phase("modules", time.Since(start))
+
+	agentGID := 0
+	for _, s := range p.Services {
+		if s.Name == AgentService {
+			agentGID = s.GID
+		}
+	}
+	if err := prepareRunDir(agentGID); err != nil {
+		fatal(nil, err)
+	}
+	if p.TDX.Simulate {
+		if regs, err := simtdx.Init(fwcfg.Reader{}, simstate.Dir, agentGID); err != nil {
+			logf("TDX simulator not initialised: %v", err)
+		} else {
+			logf("TDX simulator registers initialised from fw_cfg (mrtd %s)", regs.MRTD)
+		}
+	}
+	be, err := rtmr.Open(rtmr.Options{Simulate: p.TDX.Simulate})
+	if err != nil {
+		fatal(nil, err)
+	}
+	logf("measuring into RTMR3 via %s", be.Name())
+
+	start = time.Now()
+	pass := &measure.Pass{Policy: p, Backend: be, Verity: payloadVerity, Mount: mountPayload, RunDir: RunDir, FileGID: agentGID, Console: console}
+	res, err := pass.Run()
+	if err != nil {
+		fatal(res, err)
+	}
+	logf("rtmr3 %x", res.RTMR3)
+	phase("verity", time.Since(start))
+
+	start = time.Now()
+	if err := netconf.Configure(p.Network, console); err != nil {
+		logf("network FAILED: %v", err)
+	}
+	phase("network", time.Since(start))
+
+	start = time.Now()
+	sup, err := startServices(p, res, agentGID)
+	if err != nil {
+		fatal(res, err)
+	}
+	phase("services", time.Since(start))
+	phase("total", uptime())
+
+	waitForShutdown()
+	shutdown(sup)
+}
+
+func loadModules(mods []string) {
+	for _, m := range mods {
+		f, err := os.Open(m)
+		if err != nil {
+			logf("kernel module %s FAILED: %v", m, err)
+			continue
+		}
+		err = kmodule.FileInit(f, "", 0)
+		f.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			logf("kernel module %s FAILED: %v", m, err)
+		}
+	}
+}
+
+func prepareRunDir(gid int) error {
+	if err := os.MkdirAll(RunDir, 0o750); err != nil {
+		return fmt.Errorf("%s: %w", RunDir, err)
+	}
+	if err := os.Chown(RunDir, 0, gid); err != nil {
+		return fmt.Errorf("%s: %w", RunDir, err)
+	}
+	return os.Chmod(RunDir, 0o750|os.ModeSetgid)
+}
+
+func mountPayload(dev, mp, fstype string) error {
+	if _, err := mount.Mount(dev, mp, fstype, "", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID); err != nil {
+		return err
+	}
+	mounted = append(mounted, mp)
+	return nil
+}
+
+func startServices(p *policy.Policy, res *measure.Result, agentGID int) (*supervise.Supervisor, error) {
+	users := rootfs.Users(p)
+	if err := rootfs.WriteAccounts("/etc", users, nil); err != nil {
+		return nil, fmt.Errorf("/etc/passwd: %w", err)
+	}
+	if err := rootfs.MakeHomes(users); err != nil {
+		return nil, err
+	}
+	order, err := p.StartOrder()
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]policy.Service{}
+	for _, s := range p.Services {
+		byName[s.Name] = s
+	}
+	var specs []supervise.Spec
+	for _, name := range order {
+		s := byName[name]
+		var missing []string
+		for _, pl := range s.Payloads {
+			if !res.Mounted[pl] {
+				missing = append(missing, pl)
+			}
+		}
+		if len(missing) > 0 {
+			logf("service %s NOT started: payload(s) %s failed", s.Name, strings.Join(missing, ", "))
+			continue
+		}
+		specs = append(specs, supervise.Spec{
+			Name: s.Name, Path: s.Command, Args: s.Args, Env: rootfs.Env(s),
+			Dir: "/run/home/" + s.User, UID: uint32(s.UID), GID: uint32(s.GID), Restart: s.Restart,
+		})
+	}
+	sup := &supervise.Supervisor{Console: console}
+	if err := sup.Start(specs...); err != nil {
+		return nil, err
+	}
+	return sup, nil
+}
+
+func waitForShutdown() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGPWR)
+	press := make(chan struct{}, 1)
+	// The power button device appears once the button and evdev modules load.
+	if devs := powerbtn.Find("/sys/class/input", "/dev"); len(devs) > 0 {
+		if err := powerbtn.Watch(devs, func() { press <- struct{}{} }); err != nil {
+			logf("ACPI power button: %v", err)
+		} else {
+			logf("ACPI power button armed (%s)", strings.Join(devs, ", "))
+		}
+	}
+	select {
+	case s := <-sig:
+		logf("received %v: shutting down", s)
+	case <-press:
+		logf("ACPI power button pressed: shutting down")
+	}
+}
+
+// shutdown stops services in reverse order, unmounts payloads, syncs and
+// powers off. It never returns.
+func shutdown(sup *supervise.Supervisor) {
+	if sup != nil {
+		sup.Stop()
+	}
+	for i := len(mounted) - 1; i >= 0; i-- {
+		if err := mount.Unmount(mounted[i], false, true); err != nil {
+			logf("unmount %s: %v", mounted[i], err)
+		}
+	}
+	unix.Sync()
+	logf("powering off")
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	select {}
+}
+
+// mounted lists payload mount points in mount order.
+var mounted []string
+
+// fatal reports a boot failure that forbids starting services and powers off.
+func fatal(_ *measure.Result, err error) {
+	logf("FATAL: %v", err)
+	logf("no service started")
+	shutdown(nil)
+}

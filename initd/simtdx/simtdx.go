@@ -1,0 +1,100 @@
+// Package simtdx initialises the TDX simulator state (dev images only) from
+// the QEMU fw_cfg entries `builder launch --simulate` passes: the simulated
+// platform registers, PKI and firmware event log. initd is its only writer.
+package simtdx
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tdforge/tdforge/internal/atomicfile"
+	"github.com/tdforge/tdforge/internal/fwcfg"
+	"github.com/tdforge/tdforge/internal/simstate"
+)
+
+// Init fills dir (02750 root:gid, files 0640) from fw_cfg. RTMR3 starts at
+// zero. If dir already holds registers, Init leaves them alone: registers
+// are initialised once per boot.
+func Init(fw fwcfg.Reader, dir string, gid int) (*simstate.Registers, error) {
+	if r, err := simstate.LoadRegisters(dir); err == nil {
+		return r, nil
+	}
+	raw, err := fw.Read(simstate.FWCfgPlatform)
+	if err != nil {
+		return nil, err
+	}
+	var plat simstate.Platform
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&plat); err != nil {
+		return nil, fmt.Errorf("fw_cfg %s: %w", simstate.FWCfgPlatform, err)
+	}
+	if err := checkPlatform(plat); err != nil {
+		return nil, fmt.Errorf("fw_cfg %s: %w", simstate.FWCfgPlatform, err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	if err := os.Chown(dir, 0, gid); err != nil {
+		return nil, err
+	}
+	// setgid: files replaced later (registers.json on every extend) keep
+	// the agent's group.
+	if err := os.Chmod(dir, 0o750|os.ModeSetgid); err != nil {
+		return nil, err
+	}
+	// Optional blobs: the PKI (quotes) and the simulated CCEL.
+	for name, file := range map[string]string{simstate.FWCfgPKI: simstate.PKIFile, simstate.FWCfgCCEL: simstate.CCELFile, simstate.FWCfgCCELACPI: simstate.CCELTableFile} {
+		b, err := fw.Read(name)
+		if errors.Is(err, fwcfg.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if name == simstate.FWCfgPKI {
+			var pki simstate.PKI
+			if err := json.Unmarshal(b, &pki); err != nil {
+				return nil, fmt.Errorf("fw_cfg %s: %w", name, err)
+			}
+		}
+		if err := writeOwned(filepath.Join(dir, file), b, gid); err != nil {
+			return nil, err
+		}
+	}
+	regs := &simstate.Registers{Platform: plat, RTMR3: strings.Repeat("00", 48)}
+	b, err := json.MarshalIndent(regs, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := writeOwned(filepath.Join(dir, simstate.RegistersFile), append(b, '\n'), gid); err != nil {
+		return nil, err
+	}
+	return regs, nil
+}
+
+func writeOwned(path string, b []byte, gid int) error {
+	return atomicfile.WriteFrom(path, 0o640, func(w io.Writer) error {
+		if f, ok := w.(*atomicfile.File); ok {
+			if err := f.Chown(0, gid); err != nil {
+				return err
+			}
+		}
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+func checkPlatform(p simstate.Platform) error {
+	for i, v := range []string{p.MRTD, p.RTMR[0], p.RTMR[1], p.RTMR[2]} {
+		if _, err := simstate.Decode48(v); err != nil {
+			return fmt.Errorf("%s: %w", []string{"mrtd", "rtmr[0]", "rtmr[1]", "rtmr[2]"}[i], err)
+		}
+	}
+	return nil
+}

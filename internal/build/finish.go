@@ -1,0 +1,82 @@
+package build
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/tdforge/tdforge/internal/imagedir"
+	"github.com/tdforge/tdforge/internal/tdxsim"
+)
+
+// buildSimulator writes the simulated platform's PKI for dev images with
+// tdx { simulate = true }: sim/root.pem (what verifiers pass as --sim-root)
+// and sim/pki.json (what `builder launch --simulate` hands the guest). It
+// is derived from the image identity, so rebuilds are byte-identical. The
+// keys are not secret: a simulated quote proves nothing about hardware.
+func (p *pipeline) buildSimulator(ctx context.Context) error {
+	if !p.m.TDX.Simulate {
+		return nil
+	}
+	seed := sha256.Sum256([]byte("tdforge/v1/simulator-pki\x00" + p.m.Image.Name + "\x00" + p.m.Image.Version))
+	pki, err := tdxsim.GeneratePKI(seed[:])
+	if err != nil {
+		return err
+	}
+	if err := p.write(imagedir.SimRoot, []byte(pki.RootCert), 0o644); err != nil {
+		return err
+	}
+	b, err := jsonIndent(pki)
+	if err != nil {
+		return err
+	}
+	return p.write(imagedir.SimPKI, b, 0o644)
+}
+
+// writeInfo writes build.json last: the artifact digests and the toolchain.
+func (p *pipeline) writeInfo(ctx context.Context) error {
+	info := &imagedir.Info{
+		Schema: "tdforge.build/v1",
+		Image: imagedir.ImageInfo{Name: p.m.Image.Name, Version: p.m.Image.Version, Dev: p.m.Image.Dev,
+			SourceDateEpoch: p.m.Image.SourceDateEpoch, Manifest: filepath.Base(p.m.Path)},
+		VM:        imagedir.VMInfo{CPUs: p.m.VM.CPUs, MemoryMB: p.m.VM.MemoryMB, Platform: p.m.VM.Platform},
+		TDX:       imagedir.TDXInfo{Simulate: p.m.TDX.Simulate, Debug: p.m.TDX.Debug},
+		Agent:     imagedir.AgentInfo{HTTPSPort: listenPort(p.m.Agent.Listen), HTTPPort: listenPort(p.m.Agent.PlainHTTP)},
+		Artifacts: map[string]string{},
+		Toolchain: map[string]string{"go": p.goVersion, "gcc": gccVersion()},
+		Inputs:    p.inputs,
+	}
+	err := filepath.WalkDir(p.stage, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(p.stage, path)
+		sum, _, err := fileSHA256(path)
+		if err != nil {
+			return err
+		}
+		info.Artifacts[filepath.ToSlash(rel)] = sum
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	p.info = info
+	return p.write(imagedir.BuildInfo, append(b, '\n'), 0o644)
+}
+
+func gccVersion() string {
+	out, err := exec.Command("gcc", "-dumpfullversion").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}

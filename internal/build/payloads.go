@@ -1,0 +1,306 @@
+package build
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/tdforge/tdforge/internal/atomicfile"
+	"github.com/tdforge/tdforge/internal/debpkg"
+	"github.com/tdforge/tdforge/internal/fstree"
+	"github.com/tdforge/tdforge/internal/gguf"
+	"github.com/tdforge/tdforge/internal/gobuild"
+	"github.com/tdforge/tdforge/internal/manifest"
+	"github.com/tdforge/tdforge/internal/ollamastore"
+)
+
+// builtPayload is a payload's normalized file tree, ready for the disk.
+type builtPayload struct {
+	name string
+	tree *fstree.Tree
+}
+
+func (p *pipeline) resolvePayloads(ctx context.Context) error {
+	for _, pl := range p.m.Payloads {
+		t, err := p.payloadTree(ctx, pl)
+		if err != nil {
+			return fmt.Errorf("payload %q: %w", pl.Name, err)
+		}
+		t.Epoch = p.m.Image.SourceDateEpoch
+		if err := t.Normalize(); err != nil {
+			return fmt.Errorf("payload %q: %w", pl.Name, err)
+		}
+		p.payloads = append(p.payloads, builtPayload{name: pl.Name, tree: t})
+	}
+	return nil
+}
+
+func (p *pipeline) payloadTree(ctx context.Context, pl manifest.Payload) (*fstree.Tree, error) {
+	key := "payload." + pl.Name
+	src := pl.Source
+	switch src.Kind {
+	case "file", "url":
+		local, err := p.fetchSource(ctx, key, src)
+		if err != nil {
+			return nil, err
+		}
+		name := filepath.Base(src.Path)
+		if src.Kind == "url" {
+			u, err := url.Parse(src.URL)
+			if err != nil {
+				return nil, err
+			}
+			name = path.Base(u.Path)
+		}
+		if src.Kind == "file" {
+			if err := p.lockCheck(key, p.inputs[key]); err != nil {
+				return nil, err
+			}
+		}
+		st, err := os.Stat(local)
+		if err != nil {
+			return nil, err
+		}
+		mode := fs.FileMode(0o644)
+		if st.Mode()&0o111 != 0 {
+			mode = 0o755
+		}
+		return &fstree.Tree{Entries: []fstree.Entry{{Path: name, Type: fstree.File, Mode: mode, Source: local, Size: st.Size()}}}, nil
+	case "dir":
+		t, digest, err := dirTree(src.Path)
+		if err != nil {
+			return nil, err
+		}
+		p.inputs[key] = digest
+		if err := p.lockCheck(key, digest); err != nil {
+			return nil, err
+		}
+		return t, nil
+	case "deb":
+		local, err := p.fetchSource(ctx, key, src)
+		if err != nil {
+			return nil, err
+		}
+		dir := filepath.Join(p.work, "deb-"+pl.Name)
+		if _, err := debpkg.ExtractTree(local, src.PathInDeb, dir); err != nil {
+			return nil, err
+		}
+		t, _, err := dirTree(dir)
+		return t, err
+	case "go":
+		gc, err := p.o.Cache.Dir("gobuild")
+		if err != nil {
+			return nil, err
+		}
+		pkg := src.GoPackage
+		switch {
+		case pkg == "." || pkg == "":
+			pkg = ""
+		case strings.HasPrefix(pkg, "./"):
+			pkg = src.Module + "/" + strings.TrimPrefix(pkg, "./")
+		}
+		var ldflags []string
+		for _, f := range src.Ldflags {
+			ldflags = append(ldflags, strings.Fields(f)...)
+		}
+		res, err := gobuild.Build(ctx, gobuild.Spec{
+			Module: src.Module, Version: src.Version, Sum: src.Sum, Package: pkg,
+			CGO: src.CGO, Static: src.Static, Ldflags: ldflags, Tags: src.Tags,
+		}, gc, logWriter{p})
+		if err != nil {
+			return nil, err
+		}
+		p.inputs[key] = src.Sum
+		p.inputs[key+".binary"] = res.SHA256
+		st, err := os.Stat(res.Binary)
+		if err != nil {
+			return nil, err
+		}
+		out := src.Output
+		if out == "" {
+			out = "bin/" + path.Base(src.Module)
+		}
+		return &fstree.Tree{Entries: []fstree.Entry{{Path: out, Type: fstree.File, Mode: 0o755, Source: res.Binary, Size: st.Size()}}}, nil
+	case "ollama_model":
+		return p.modelTree(ctx, key, pl)
+	}
+	return nil, fmt.Errorf("unsupported source kind %q", src.Kind)
+}
+
+type logWriter struct{ p *pipeline }
+
+func (w logWriter) Write(b []byte) (int, error) {
+	w.p.o.Log.Info(string(trimNL(b)))
+	return len(b), nil
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// lockCheck compares a local input's digest with the lock file. A missing
+// entry is recorded (like `terraform init`); a different one is refused
+// unless -update-lock.
+func (p *pipeline) lockCheck(key, digest string) error {
+	if p.o.UpdateLock {
+		p.lock.Set(key, digest)
+		return nil
+	}
+	if !p.lock.Has(key) {
+		p.lock.Set(key, digest)
+		p.lockDirty = true
+		return nil
+	}
+	return p.lock.Check(key, digest)
+}
+
+// modelTree lays out an Ollama model store.
+func (p *pipeline) modelTree(ctx context.Context, key string, pl manifest.Payload) (*fstree.Tree, error) {
+	om := pl.Source.Model
+	if om == nil {
+		return nil, fmt.Errorf("ollama_model source without a model")
+	}
+	var ggufPath string
+	switch {
+	case om.Generate != "" || om.GGUF.Kind == "generate":
+		gen := om.Generate
+		if gen != "tiny-llama" {
+			return nil, fmt.Errorf("gguf generate = %q: the only built-in generator is \"tiny-llama\"", gen)
+		}
+		dir, err := p.o.Cache.Dir("generated")
+		if err != nil {
+			return nil, err
+		}
+		ggufPath = filepath.Join(dir, fmt.Sprintf("tiny-llama-seed%d.gguf", om.Seed))
+		if _, err := os.Stat(ggufPath); err != nil {
+			if err := atomicfile.WriteFrom(ggufPath, 0o644, func(w io.Writer) error { return gguf.GenerateTiny(w, om.Seed) }); err != nil {
+				return nil, err
+			}
+		}
+		if om.GGUF.SHA256 != "" {
+			got, _, err := fileSHA256(ggufPath)
+			if err != nil {
+				return nil, err
+			}
+			if got != om.GGUF.SHA256 {
+				return nil, fmt.Errorf("generated gguf: sha256 mismatch:\n  manifest pins %s\n  generator made %s\nthe generator changed; update the pin", om.GGUF.SHA256, got)
+			}
+		}
+	default:
+		local, err := p.fetchSource(ctx, key+".gguf", om.GGUF)
+		if err != nil {
+			return nil, err
+		}
+		ggufPath = local
+	}
+	f, err := os.Open(ggufPath)
+	if err != nil {
+		return nil, err
+	}
+	md, err := gguf.ReadMetadata(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", om.Name, err)
+	}
+	if err := md.Validate(); err != nil {
+		return nil, fmt.Errorf("model %s: %w", om.Name, err)
+	}
+	sha, size, err := fileSHA256(ggufPath)
+	if err != nil {
+		return nil, err
+	}
+	p.inputs[key+".gguf"] = sha
+	model := ollamastore.Model{
+		Name: om.Name, Tag: om.Tag, GGUFPath: ggufPath, GGUFSHA256: sha, GGUFSize: size,
+		Template: om.Template, Params: om.Params, System: om.System, Epoch: p.m.Image.SourceDateEpoch,
+	}
+	if om.TemplateSource != nil {
+		b, _, err := p.readSourceFile(ctx, key+".template", *om.TemplateSource)
+		if err != nil {
+			return nil, err
+		}
+		model.Template = string(b)
+	}
+	if om.License != nil {
+		b, _, err := p.readSourceFile(ctx, key+".license", *om.License)
+		if err != nil {
+			return nil, err
+		}
+		model.License = string(b)
+	}
+	t, manifestDigest, err := ollamastore.Layout(model)
+	if err != nil {
+		return nil, err
+	}
+	p.inputs[key+".manifest"] = manifestDigest
+	return t, nil
+}
+
+// dirTree walks a local directory into a tree (modes normalized to 0755 for
+// directories and executables, 0644 otherwise) and returns a digest of the
+// listing and contents for the lock file.
+func dirTree(root string) (*fstree.Tree, string, error) {
+	t := &fstree.Tree{}
+	h := sha256.New()
+	var paths []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == root {
+			return nil
+		}
+		paths = append(paths, p)
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("dir %s: %w", root, err)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		rel, _ := filepath.Rel(root, p)
+		rel = filepath.ToSlash(rel)
+		st, err := os.Lstat(p)
+		if err != nil {
+			return nil, "", err
+		}
+		switch {
+		case st.IsDir():
+			t.Entries = append(t.Entries, fstree.Entry{Path: rel, Type: fstree.Dir, Mode: 0o755})
+			fmt.Fprintf(h, "d %s\n", rel)
+		case st.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return nil, "", err
+			}
+			t.Entries = append(t.Entries, fstree.Entry{Path: rel, Type: fstree.Symlink, Mode: 0o777, Target: target})
+			fmt.Fprintf(h, "l %s %s\n", rel, target)
+		case st.Mode().IsRegular():
+			mode := fs.FileMode(0o644)
+			if st.Mode()&0o111 != 0 {
+				mode = 0o755
+			}
+			sum, size, err := fileSHA256(p)
+			if err != nil {
+				return nil, "", err
+			}
+			t.Entries = append(t.Entries, fstree.Entry{Path: rel, Type: fstree.File, Mode: mode, Source: p, Size: size})
+			fmt.Fprintf(h, "f %s %o %d %s\n", rel, mode, size, sum)
+		default:
+			return nil, "", fmt.Errorf("dir %s: %s is not a regular file, directory or symlink", root, rel)
+		}
+	}
+	return t, hex.EncodeToString(h.Sum(nil)), nil
+}

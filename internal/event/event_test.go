@@ -1,0 +1,125 @@
+package event
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"testing"
+)
+
+func ev(kind, name string, seed byte) Event {
+	d := sha256.Sum256([]byte{seed})
+	alg := AlgVerity
+	if kind == KindConfig {
+		alg = AlgSHA256
+	}
+	return Event{Version: Version, Kind: kind, Name: name, Alg: alg, Digest: d[:]}
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	e := ev(KindPayload, "model", 1)
+	enc, err := e.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(enc, []byte(Domain)) {
+		t.Fatalf("encoding lacks the domain prefix")
+	}
+	got, err := Decode(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Label() != "payload:model" || !bytes.Equal(got.Digest, e.Digest) || got.Alg != e.Alg {
+		t.Fatalf("round trip: got %+v", got)
+	}
+	if _, err := Decode(append(enc, 0)); err == nil || !strings.Contains(err.Error(), "trailing") {
+		t.Fatalf("trailing byte accepted: %v", err)
+	}
+	if _, err := Decode(enc[:len(enc)-1]); err == nil {
+		t.Fatal("truncated encoding accepted")
+	}
+}
+
+// The encoding is fixed: a change breaks every published RTMR3.
+func TestEncodingIsStable(t *testing.T) {
+	e := Event{Version: 1, Kind: KindPayload, Name: "m", Alg: AlgVerity, Digest: make([]byte, 32)}
+	enc, _ := e.Encode()
+	want := hex.EncodeToString([]byte(Domain)) + "01" + "0007" + hex.EncodeToString([]byte("payload")) + "0001" + "6d" +
+		"000d" + hex.EncodeToString([]byte("verity-sha256")) + "0020" + strings.Repeat("00", 32)
+	if hex.EncodeToString(enc) != want {
+		t.Fatalf("encoding changed:\n got %x\nwant %s", enc, want)
+	}
+}
+
+func TestValidateRejects(t *testing.T) {
+	bad := []Event{
+		{Version: 2, Kind: KindPayload, Name: "a", Alg: AlgVerity, Digest: make([]byte, 32)},
+		{Version: 1, Kind: "other", Name: "a", Alg: AlgVerity, Digest: make([]byte, 32)},
+		{Version: 1, Kind: KindPayload, Name: "", Alg: AlgVerity, Digest: make([]byte, 32)},
+		{Version: 1, Kind: KindPayload, Name: "a", Alg: "md5", Digest: make([]byte, 32)},
+		{Version: 1, Kind: KindPayload, Name: "a", Alg: AlgVerity, Digest: make([]byte, 31)},
+	}
+	for i, e := range bad {
+		if _, err := e.Encode(); err == nil {
+			t.Errorf("case %d: %+v encoded", i, e)
+		}
+	}
+}
+
+func TestLogReplayMatchesRegister(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 4} {
+		events := []Event{ev(KindPayload, "ollama", 1), ev(KindPayload, "model", 2), ev(KindPayloadFailed, "webui", 3), ev(KindConfig, "runtime", 4)}[:n]
+		var reg [48]byte
+		l := NewLog()
+		for _, e := range events {
+			if err := l.Append(e, func(m [48]byte) error { reg = Extend(reg, m); return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := Replay(events)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reg != want || l.Value() != want {
+			t.Fatalf("%d events: register %x, log value %x, replay %x", n, reg, l.Value(), want)
+		}
+		raw, err := l.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed, err := ParseLog(raw)
+		if err != nil {
+			t.Fatalf("%d events: ParseLog: %v", n, err)
+		}
+		if err := parsed.Replay(want[:]); err != nil {
+			t.Fatalf("%d events: replay: %v", n, err)
+		}
+		if len(parsed.Events()) != n {
+			t.Fatalf("%d events: parsed %d", n, len(parsed.Events()))
+		}
+		if n > 0 {
+			wrong := want
+			wrong[0] ^= 1
+			if err := parsed.Replay(wrong[:]); err == nil {
+				t.Fatalf("%d events: replay against a wrong register passed", n)
+			}
+		}
+		if _, err := parsed.MarshalJSON(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestParseLogRejectsTamperedDigest(t *testing.T) {
+	l := NewLog()
+	l.Append(ev(KindPayload, "model", 1), nil)
+	l.Append(ev(KindConfig, "runtime", 2), nil)
+	raw, _ := l.MarshalBinary()
+	// Flip one byte of the first record's content (inside the event's digest).
+	i := bytes.Index(raw, []byte(AlgVerity))
+	raw[i+len(AlgVerity)+4] ^= 0xff
+	if _, err := ParseLog(raw); err == nil {
+		t.Fatal("tampered content accepted")
+	}
+}

@@ -1,0 +1,113 @@
+# tdforge development image: boots under plain QEMU TCG with the TDX
+# simulator, serves a tiny generated model, and exposes a plain HTTP listener
+# for local testing. Never deploy a dev image: its attestation is simulated.
+#
+#   builder validate manifests/dev.hcl
+#   builder build -o images/dev manifests/dev.hcl
+
+image {
+  name              = "tdforge-dev"
+  version           = "0.1.0"
+  source_date_epoch = 1735689600 # 2025-01-01T00:00:00Z
+  dev               = true
+}
+
+# TDVF: Debian 12's unified OVMF.fd carries the TDX metadata.
+firmware {
+  deb {
+    package = "ovmf"
+    version = "2022.11-6+deb12u2"
+    arch    = "all"
+    sha256  = "e73d3d1a8799f7f6fc16b73501d913edcdd86237556fbff30693e747e6dc262e"
+    path    = "usr/share/ovmf/OVMF.fd"
+  }
+  sha256 = "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773" # extracted OVMF.fd
+}
+
+kernel {
+  deb {
+    package = "linux-image-6.1.0-56-cloud-amd64-unsigned"
+    version = "6.1.192-2"
+    sha256  = "7ff7fc8da85d313242c20698c6b34542aea447673c7c1975b0d38bd6005100b5"
+    path    = "boot/vmlinuz-6.1.0-56-cloud-amd64"
+  }
+  modules = ["virtio_pci", "virtio_blk", "virtio_net", "dm-verity", "erofs", "qemu_fw_cfg"]
+  cmdline = "console=ttyS0 panic=-1 quiet loglevel=4"
+}
+
+vm {
+  cpus     = 2
+  memory   = "2G"
+  platform = "qemu-7.2-tcg-sim"
+}
+
+tdx {
+  simulate = true
+}
+
+network {
+  mode    = "static"
+  address = "10.0.2.15/24"
+  gateway = "10.0.2.2"
+}
+
+payload "ollama" {
+  go {
+    module  = "github.com/ollama/ollama"
+    version = "v0.5.7"
+    sum     = "h1:YFxF3UYc3TbOH/j/OhJoxl4LOvPQRcuKUdI5txs/pkc="
+    cgo     = true
+    static  = true
+    ldflags = ["-X github.com/ollama/ollama/version.Version=0.5.7"]
+    output  = "bin/ollama"
+  }
+}
+
+# A few hundred KB llama-architecture model with deterministic weights; with
+# temperature 0 and one thread its output is reproducible.
+payload "model" {
+  ollama_model {
+    name = "tiny"
+    tag  = "latest"
+    gguf {
+      generate = "tiny-llama"
+      seed     = 1
+    }
+    template = "{{ .Prompt }}"
+    params = {
+      temperature = 0
+      num_thread  = 1
+      num_ctx     = 512
+      seed        = 1
+      top_k       = 1
+    }
+  }
+}
+
+payload "webui" {
+  dir {
+    path = "../webui"
+  }
+}
+
+service "ollama" {
+  payload = "ollama"
+  command = "bin/ollama"
+  args    = ["serve"]
+  env = {
+    OLLAMA_HOST   = "127.0.0.1:11434"
+    OLLAMA_MODELS = "/payload/model" # payloads mount at /payload/<name>
+  }
+  user    = "ollama"
+  needs   = ["model"]
+  restart = "always"
+}
+
+agent {
+  listen     = ":8443"
+  tls        = true
+  plain_http = ":8080"
+  upstream   = "http://127.0.0.1:11434"
+  webui      = "webui"
+  webui_path = "/"
+}

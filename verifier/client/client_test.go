@@ -1,0 +1,337 @@
+package client
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tdforge/tdforge/internal/attestation"
+	"github.com/tdforge/tdforge/internal/refvalues"
+	"github.com/tdforge/tdforge/internal/simstate"
+	"github.com/tdforge/tdforge/internal/tdxsim"
+	"github.com/tdforge/tdforge/verifier/verify"
+)
+
+// agent is a test TD: the simulator quotes the wire contract of
+// internal/attestation for whatever TLS key the server presents.
+type agent struct {
+	sim     *tdxsim.Simulator
+	pki     *simstate.PKI
+	chats   atomic.Int32
+	release chan struct{}
+}
+
+func newAgent(t *testing.T) *agent {
+	pki, err := tdxsim.GeneratePKI([]byte("client test seed 0123456789"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := strings.Repeat("00", 48)
+	regs := &simstate.Registers{Platform: simstate.Platform{MRTD: strings.Repeat("11", 48), RTMR: [3]string{strings.Repeat("22", 48), z, z},
+		TDAttributes: "0000001000000000", XFAM: "e71a060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16)}, RTMR3: z}
+	sim, err := tdxsim.New(pki, func() (*simstate.Registers, error) { return regs, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &agent{sim: sim, pki: pki, release: make(chan struct{})}
+}
+
+func (a *agent) response(nonce []byte, spki [32]byte) (*attestation.Response, error) {
+	rd, err := attestation.ReportData(nonce, spki)
+	if err != nil {
+		return nil, err
+	}
+	q, err := a.sim.Quote(rd)
+	if err != nil {
+		return nil, err
+	}
+	return &attestation.Response{Version: 1, Quote: q, QuoteProvider: "simulator", Simulated: true,
+		ReportData: attestation.ReportDataInfo{Scheme: attestation.Scheme, Nonce: hex.EncodeToString(nonce), SPKIHash: hex.EncodeToString(spki[:]), Value: hex.EncodeToString(rd[:])}}, nil
+}
+
+func (a *agent) reference(t *testing.T) *refvalues.Document {
+	q, err := a.sim.Quote([64]byte{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := verify.Record(verify.Evidence{Quote: q}, refvalues.Image{Name: "dev", Dev: true, Simulated: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+func selfSigned(t *testing.T) tls.Certificate {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k, Leaf: leaf}
+}
+
+// serve starts an agent TLS server whose certificate (chosen per
+// handshake by certs) is what the quote binds.
+func (a *agent) serve(t *testing.T, certs func() tls.Certificate, replay *attestation.Response) *httptest.Server {
+	var mu sync.Mutex
+	byConn := map[string][32]byte{}
+	mux := http.NewServeMux()
+	mux.HandleFunc(attestation.PathAttestation, func(w http.ResponseWriter, r *http.Request) {
+		if replay != nil {
+			json.NewEncoder(w).Encode(replay)
+			return
+		}
+		nonce, err := hex.DecodeString(r.URL.Query().Get("nonce"))
+		if err != nil {
+			http.Error(w, `{"error":"bad nonce"}`, 400)
+			return
+		}
+		mu.Lock()
+		spki := byConn[r.RemoteAddr]
+		mu.Unlock()
+		resp, err := a.response(nonce, spki)
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		json.NewEncoder(w).Encode(resp)
+	})
+	mux.HandleFunc("/api/chat", func(w http.ResponseWriter, r *http.Request) {
+		a.chats.Add(1)
+		io.Copy(io.Discard, r.Body)
+		fmt.Fprintln(w, `{"message":{"content":"hel"},"done":false}`)
+		w.(http.Flusher).Flush()
+		<-a.release
+		fmt.Fprintln(w, `{"message":{"content":"lo"},"done":true}`)
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	srv.TLS = &tls.Config{GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+		c := certs()
+		mu.Lock()
+		byConn[hi.Conn.RemoteAddr().String()] = attestation.SPKIHash(c.Leaf.RawSubjectPublicKeyInfo)
+		mu.Unlock()
+		return &tls.Config{Certificates: []tls.Certificate{c}, NextProtos: []string{"http/1.1"}}, nil
+	}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func fixed(c tls.Certificate) func() tls.Certificate { return func() tls.Certificate { return c } }
+
+func (a *agent) cfg(t *testing.T) Config {
+	return Config{Options: verify.Options{Reference: a.reference(t), AllowSimulated: true, SimRoots: tdxsim.RootPool(a.pki)}, Timeout: 20 * time.Second}
+}
+
+func TestAttestTrusted(t *testing.T) {
+	a := newAgent(t)
+	srv := a.serve(t, fixed(selfSigned(t)), nil)
+	res, err := Attest(context.Background(), srv.URL, a.cfg(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Report.Verdict != verify.VerdictSimulated {
+		var b strings.Builder
+		res.Report.WriteText(&b)
+		t.Fatal(b.String())
+	}
+}
+
+func TestAttestReplayed(t *testing.T) {
+	a := newAgent(t)
+	cert := selfSigned(t)
+	old, err := a.response([]byte("an old nonce, 32 bytes long ...."), attestation.SPKIHash(cert.Leaf.RawSubjectPublicKeyInfo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := a.serve(t, fixed(cert), old)
+	res, err := Attest(context.Background(), srv.URL, a.cfg(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Report.Trusted || !res.Report.Failed(verify.CheckBinding) {
+		t.Fatal("replayed attestation accepted")
+	}
+	if c := findCheck(res.Report, verify.CheckBinding); !strings.Contains(c.Reason, "replayed") {
+		t.Fatal(c.Reason)
+	}
+}
+
+func findCheck(r *verify.Report, name string) verify.Check {
+	for _, c := range r.Checks {
+		if c.Name == name {
+			return c
+		}
+	}
+	return verify.Check{}
+}
+
+// A man in the middle terminates TLS with its own key and relays the real
+// agent's attestation (bound to the agent's key).
+func TestAttestManInTheMiddle(t *testing.T) {
+	a := newAgent(t)
+	real := a.serve(t, fixed(selfSigned(t)), nil)
+	relay := http.NewServeMux()
+	relay.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		resp, err := c.Get(real.URL + r.URL.RequestURI())
+		if err != nil {
+			http.Error(w, err.Error(), 502)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	})
+	mitm := httptest.NewTLSServer(relay)
+	defer mitm.Close()
+	res, err := Attest(context.Background(), mitm.URL, a.cfg(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Report.Trusted {
+		t.Fatal("man in the middle trusted")
+	}
+	if c := findCheck(res.Report, verify.CheckBinding); c.Status != verify.Fail || !strings.Contains(c.Reason, "man in the middle") {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestAttestUnreachable(t *testing.T) {
+	a := newAgent(t)
+	srv := a.serve(t, fixed(selfSigned(t)), nil)
+	url := srv.URL
+	srv.Close()
+	_, err := Attest(context.Background(), url, a.cfg(t))
+	if !errors.As(err, new(*NetworkError)) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := Attest(context.Background(), "http://example.invalid", a.cfg(t)); err == nil || !strings.Contains(err.Error(), "https") {
+		t.Fatalf("plain http accepted: %v", err)
+	}
+}
+
+func TestProxyStreamsAfterAttestation(t *testing.T) {
+	a := newAgent(t)
+	srv := a.serve(t, fixed(selfSigned(t)), nil)
+	pinned, err := NewPinned(srv.URL, a.cfg(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var attests atomic.Int32
+	pinned.OnAttest = func(*Result, error) { attests.Add(1) }
+	px := httptest.NewServer(NewProxy(pinned))
+	defer px.Close()
+	resp, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{"model":"m"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 256)
+	n, err := resp.Body.Read(buf) // the first chunk arrives before the upstream finishes
+	if err != nil || !strings.Contains(string(buf[:n]), "hel") {
+		t.Fatalf("first chunk %q, %v", buf[:n], err)
+	}
+	close(a.release)
+	rest, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(rest), `"done":true`) {
+		t.Fatalf("rest %q", rest)
+	}
+	if attests.Load() != 1 {
+		t.Fatalf("%d attestations", attests.Load())
+	}
+	if _, ok := pinned.Pin(); !ok {
+		t.Fatal("no pin")
+	}
+	// A new upstream connection is attested again.
+	px.Config.Handler.(*Proxy).CloseIdleConnections()
+	resp2, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp2.Body)
+	resp2.Body.Close()
+	if attests.Load() != 2 || resp2.StatusCode != 200 {
+		t.Fatalf("%d attestations, status %d", attests.Load(), resp2.StatusCode)
+	}
+}
+
+func TestProxyRefusesUntrusted(t *testing.T) {
+	a := newAgent(t)
+	srv := a.serve(t, fixed(selfSigned(t)), nil)
+	cfg := a.cfg(t)
+	bad := strings.Repeat("ee", 48)
+	cfg.Options.Reference.Registers.MRTD = &bad
+	pinned, _ := NewPinned(srv.URL, cfg)
+	px := httptest.NewServer(NewProxy(pinned))
+	defer px.Close()
+	resp, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{"model":"m"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]string
+	json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body["error"], "MRTD") || !strings.Contains(body["error"], "refusing to forward") {
+		t.Fatalf("%d %v", resp.StatusCode, body)
+	}
+	if a.chats.Load() != 0 {
+		t.Fatal("request forwarded to an untrusted agent")
+	}
+}
+
+// After the key is pinned, a connection presenting another key is refused
+// even though it would attest.
+func TestProxyKeyChange(t *testing.T) {
+	a := newAgent(t)
+	c1, c2 := selfSigned(t), selfSigned(t)
+	var n atomic.Int32
+	srv := a.serve(t, func() tls.Certificate {
+		if n.Add(1) == 1 {
+			return c1
+		}
+		return c2
+	}, nil)
+	pinned, _ := NewPinned(srv.URL, a.cfg(t))
+	close(a.release)
+	px := NewProxy(pinned)
+	hs := httptest.NewServer(px)
+	defer hs.Close()
+	resp, err := http.Post(hs.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	px.CloseIdleConnections()
+	resp, err = http.Post(hs.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 502 || !strings.Contains(string(b), "TLS key changed") {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	if a.chats.Load() != 1 {
+		t.Fatalf("%d chats forwarded", a.chats.Load())
+	}
+}

@@ -1,0 +1,66 @@
+package reference
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tdforge/tdforge/internal/refvalues"
+	"github.com/tdforge/tdforge/internal/signing"
+	"github.com/tdforge/tdforge/verifier/verify"
+)
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	w := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	doc := &refvalues.Document{Schema: refvalues.Schema, Image: refvalues.Image{Name: "img", Version: "1"}, Events: map[string][]refvalues.Event{}, Source: "builder"}
+	raw, _ := doc.Marshal()
+	plain := w("ref.json", raw)
+	priv, pub, err := signing.GenerateKey("ecdsa-p256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, otherPub, _ := signing.GenerateKey("ecdsa-p256")
+	env, err := signing.Sign(raw, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := w("ref.dsse.json", env)
+	key, other := w("pub.pem", pub), w("other.pem", otherPub)
+	tampered := w("tampered.json", []byte(strings.Replace(string(env), `"payload": "`, `"payload": "eyJ`, 1)))
+
+	d, c, err := Load(signed, key)
+	if err != nil || d == nil || c.Status != verify.Pass || d.Image.Name != "img" {
+		t.Fatalf("signed: %v %+v", err, c)
+	}
+	d, c, err = Load(signed, "")
+	if err != nil || d == nil || c.Status != verify.Skipped {
+		t.Fatalf("signed without key: %v %+v", err, c)
+	}
+	for name, tc := range map[string]struct{ path, key, want string }{
+		"unsigned":  {plain, key, "not signed"},
+		"wrong key": {signed, other, "signature check"},
+		"tampered":  {tampered, key, "signature check"},
+	} {
+		d, c, err := Load(tc.path, tc.key)
+		if err != nil || d != nil || c.Status != verify.Fail || !strings.Contains(c.Reason, tc.want) {
+			t.Errorf("%s: %v %+v", name, err, c)
+		}
+		if r := verify.Refused(c); r.Trusted || r.ExitCode() != 1 {
+			t.Errorf("%s: refused report exit %d", name, r.ExitCode())
+		}
+	}
+	if _, _, err := Load(filepath.Join(dir, "missing.json"), ""); err == nil {
+		t.Error("missing file loaded")
+	}
+	if _, _, err := Load(signed, w("junk.pem", []byte("junk"))); err == nil {
+		t.Error("junk key accepted")
+	}
+}

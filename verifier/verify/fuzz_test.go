@@ -1,0 +1,32 @@
+package verify
+
+import (
+	"context"
+	"testing"
+
+	"github.com/google/go-tdx-guest/testing/testdata"
+
+	"github.com/tdforge/tdforge/internal/refvalues"
+)
+
+// FuzzVerifyQuote feeds arbitrary quote bytes to the full verification:
+// it must never panic, and only the untouched sample may pass authenticity.
+func FuzzVerifyQuote(f *testing.F) {
+	f.Add(testdata.RawQuote)
+	f.Add(testdata.RawQuote[:0x30+0x248])
+	f.Add([]byte{4, 0, 2, 0, 0x81, 0, 0, 0})
+	doc, err := Record(Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	bundle := sampleBundle(f)
+	f.Fuzz(func(t *testing.T, q []byte) {
+		r := Verify(context.Background(), Evidence{Quote: q}, Options{Reference: doc, Getter: bundle, Now: sampleTime})
+		if r == nil || r.Verdict == "" {
+			t.Fatal("no verdict")
+		}
+		if r.Trusted {
+			t.Fatalf("fuzzed quote trusted (%d bytes)", len(q))
+		}
+	})
+}

@@ -1,0 +1,521 @@
+// Package verify decides whether a TDX quote and its event logs prove that a
+// TD runs the image described by a reference-values document: quote
+// authenticity (go-tdx-guest verify, PCK chain to Intel's root, TCB status
+// from collateral), freshness and TLS-key binding of REPORTDATA, the
+// reference policy (go-tdx-guest validate) and the event-log replay and diff
+// (package explain).
+package verify
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/go-tdx-guest/abi"
+	pb "github.com/google/go-tdx-guest/proto/tdx"
+	"github.com/google/go-tdx-guest/validate"
+	gverify "github.com/google/go-tdx-guest/verify"
+	"github.com/google/go-tdx-guest/verify/trust"
+
+	"github.com/tdforge/tdforge/internal/attestation"
+	"github.com/tdforge/tdforge/internal/refvalues"
+	"github.com/tdforge/tdforge/verifier/collateral"
+	"github.com/tdforge/tdforge/verifier/explain"
+)
+
+// Status of a check.
+type Status = explain.Status
+
+// Check statuses.
+const (
+	Pass    = explain.Pass
+	Fail    = explain.Fail
+	Skipped = explain.Skipped
+)
+
+// Mismatch names the first differing event of a register.
+type Mismatch = explain.Mismatch
+
+// Check is one line of the report.
+type Check struct {
+	Name   string `json:"name"`
+	Status Status `json:"status"`
+	Reason string `json:"reason"`
+}
+
+// Error kinds of a report that could not reach a verdict on the evidence.
+const (
+	ErrInput   = "input"   // unusable input (bad quote file, bad options, bad reference)
+	ErrNetwork = "network" // collateral could not be fetched
+)
+
+// Options configure a verification.
+type Options struct {
+	// Reference is the image's reference values (required).
+	Reference *refvalues.Document
+	// ReferenceCheck is the outcome of checking the reference document's
+	// signature (nil: not checked, reported as SKIPPED).
+	ReferenceCheck *Check
+	// AllowDebug accepts a TD with the DEBUG attribute.
+	AllowDebug bool
+	// AllowSimulated accepts quotes signed by a simulator root in SimRoots.
+	AllowSimulated bool
+	SimRoots       *x509.CertPool
+	// Getter supplies Intel PCS collateral (e.g. a collateral.Bundle); nil
+	// fetches online.
+	Getter trust.HTTPSGetter
+	// Now is the time certificates and collateral are checked at (zero: now).
+	Now time.Time
+	// Nonce and SPKIHash are the verifier's nonce and the SHA-256 of the TLS
+	// SubjectPublicKeyInfo it connected to; REPORTDATA must equal
+	// attestation.ReportData(Nonce, *SPKIHash). Both nil: not checked.
+	Nonce    []byte
+	SPKIHash *[32]byte
+}
+
+// Evidence is what a TD presents.
+type Evidence struct {
+	Quote      []byte
+	CCEL       []byte
+	CCELTable  []byte
+	RuntimeLog []byte
+	// Claimed is the agent's own account of REPORTDATA (untrusted; used only
+	// to explain a binding failure).
+	Claimed *attestation.ReportDataInfo
+}
+
+// QuoteInfo summarizes the quote's TD fields.
+type QuoteInfo struct {
+	ReportData   string `json:"report_data"`
+	TDAttributes string `json:"td_attributes"`
+	XFAM         string `json:"xfam"`
+	TEETCBSVN    string `json:"tee_tcb_svn"`
+	MRSEAM       string `json:"mrseam"`
+	FMSPC        string `json:"fmspc,omitempty"`
+}
+
+// Report is the verification outcome.
+type Report struct {
+	Verdict    string                  `json:"verdict"`
+	Trusted    bool                    `json:"trusted"`
+	Simulated  bool                    `json:"simulated"`
+	ErrorKind  string                  `json:"error_kind,omitempty"`
+	Image      *refvalues.Image        `json:"reference_image,omitempty"`
+	Checks     []Check                 `json:"checks"`
+	Mismatches []Mismatch              `json:"mismatches,omitempty"`
+	Registers  []explain.RegisterState `json:"registers,omitempty"`
+	Events     []explain.LogEvent      `json:"events,omitempty"`
+	Quote      *QuoteInfo              `json:"quote,omitempty"`
+}
+
+// Verdicts.
+const (
+	VerdictTrusted    = "TRUSTED"
+	VerdictSimulated  = "TRUSTED (SIMULATED)"
+	VerdictNotTrusted = "NOT TRUSTED"
+)
+
+// TD attribute bits.
+const attrDebug = 1 << 0
+
+func (r *Report) add(name string, st Status, format string, args ...any) {
+	r.Checks = append(r.Checks, Check{Name: name, Status: st, Reason: fmt.Sprintf(format, args...)})
+}
+
+func (r *Report) fail(kind, name, format string, args ...any) *Report {
+	if r.ErrorKind == "" {
+		r.ErrorKind = kind
+	}
+	r.add(name, Fail, format, args...)
+	return r.finish()
+}
+
+// Failed reports whether a check named name failed.
+func (r *Report) Failed(name string) bool {
+	for _, c := range r.Checks {
+		if c.Name == name && c.Status == Fail {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Report) finish() *Report {
+	authentic := false
+	r.Trusted = r.ErrorKind == ""
+	for _, c := range r.Checks {
+		if c.Status == Fail {
+			r.Trusted = false
+		}
+		if c.Name == CheckAuthenticity && c.Status == Pass {
+			authentic = true
+		}
+	}
+	r.Trusted = r.Trusted && authentic
+	switch {
+	case !r.Trusted:
+		r.Verdict = VerdictNotTrusted
+	case r.Simulated:
+		r.Verdict = VerdictSimulated
+	default:
+		r.Verdict = VerdictTrusted
+	}
+	return r
+}
+
+// Check names.
+const (
+	CheckReference    = "reference values signature"
+	CheckFormat       = "quote format"
+	CheckAuthenticity = "quote authenticity"
+	CheckTCB          = "TCB status"
+	CheckSimulated    = "simulated platform"
+	CheckBinding      = "freshness and TLS binding"
+	CheckDebug        = "TD attributes"
+	CheckXFAM         = "XFAM"
+	CheckTCBSVN       = "minimum TEE TCB SVN"
+	CheckMRSEAM       = "MRSEAM"
+)
+
+// Verify checks ev against opts and returns the report; it never returns
+// nil. ctx bounds nothing yet beyond early cancellation.
+func Verify(ctx context.Context, ev Evidence, opts Options) *Report {
+	r := &Report{}
+	if opts.Reference == nil {
+		return r.fail(ErrInput, "reference values", "no reference values given")
+	}
+	img := opts.Reference.Image
+	r.Image = &img
+	if opts.ReferenceCheck != nil {
+		r.Checks = append(r.Checks, *opts.ReferenceCheck)
+	} else {
+		r.add(CheckReference, Skipped, "no reference key given: the reference document is trusted as read")
+	}
+	if err := ctx.Err(); err != nil {
+		return r.fail(ErrInput, CheckFormat, "cancelled: %v", err)
+	}
+	if (opts.Nonce == nil) != (opts.SPKIHash == nil) {
+		return r.fail(ErrInput, CheckBinding, "a nonce and a TLS SPKI hash must be given together (--nonce HEX --spki-hash HEX)")
+	}
+	if opts.AllowSimulated && opts.SimRoots == nil {
+		return r.fail(ErrInput, CheckAuthenticity, "--allow-simulated needs the simulator's root certificate (--sim-root FILE)")
+	}
+
+	// Quote format.
+	if len(ev.Quote) == 0 {
+		return r.fail(ErrInput, CheckFormat, "no quote supplied")
+	}
+	anyQ, err := abi.QuoteToProto(ev.Quote)
+	if err != nil {
+		return r.fail(ErrInput, CheckFormat, "not a TDX quote v4 (%d bytes): %v", len(ev.Quote), err)
+	}
+	q, ok := anyQ.(*pb.QuoteV4)
+	if !ok {
+		return r.fail(ErrInput, CheckFormat, "unsupported quote type %T", anyQ)
+	}
+	if err := abi.CheckQuoteV4(q); err != nil {
+		return r.fail(ErrInput, CheckFormat, "malformed TDX quote v4: %v", err)
+	}
+	body := q.GetTdQuoteBody()
+	regs, err := QuoteRegisters(q)
+	if err != nil {
+		return r.fail(ErrInput, CheckFormat, "%v", err)
+	}
+	r.Quote = &QuoteInfo{
+		ReportData:   hex.EncodeToString(body.GetReportData()),
+		TDAttributes: hex.EncodeToString(body.GetTdAttributes()),
+		XFAM:         hex.EncodeToString(body.GetXfam()),
+		TEETCBSVN:    hex.EncodeToString(body.GetTeeTcbSvn()),
+		MRSEAM:       hex.EncodeToString(body.GetMrSeam()),
+	}
+	r.add(CheckFormat, Pass, "TDX quote v4, %d bytes", len(ev.Quote))
+
+	// Authenticity.
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if fail := r.authenticate(q, opts, now); fail {
+		return r.finish()
+	}
+
+	// Freshness and binding.
+	r.binding(body.GetReportData(), ev.Claimed, opts)
+
+	// Policy from the reference values.
+	if err := r.policy(q, opts); err != nil {
+		return r.fail(ErrInput, "reference values", "%v", err)
+	}
+
+	// Event logs.
+	a := explain.Analyze(opts.Reference, regs, ev.CCEL, ev.CCELTable, ev.RuntimeLog)
+	r.Registers = a.Registers
+	r.Events = a.Events
+	r.Mismatches = a.Mismatches
+	for _, res := range a.Results {
+		r.add(res.Name, res.Status, "%s", res.Reason)
+	}
+	return r.finish()
+}
+
+// QuoteRegisters returns MRTD and RTMR0..3 of a quote.
+func QuoteRegisters(q *pb.QuoteV4) (explain.Quote, error) {
+	var out explain.Quote
+	b := q.GetTdQuoteBody()
+	if len(b.GetMrTd()) != 48 || len(b.GetRtmrs()) != 4 {
+		return out, errors.New("quote body lacks MRTD or RTMR0..3")
+	}
+	copy(out[0][:], b.GetMrTd())
+	for i, v := range b.GetRtmrs() {
+		if len(v) != 48 {
+			return out, fmt.Errorf("quote RTMR%d is %d bytes", i, len(v))
+		}
+		copy(out[i+1][:], v)
+	}
+	return out, nil
+}
+
+// chainCerts returns the PCK, intermediate and root certificates in the quote.
+func chainCerts(q *pb.QuoteV4) ([]*x509.Certificate, error) {
+	rest := q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetPckCertificateChainData().GetPckCertChain()
+	var certs []*x509.Certificate
+	for len(certs) < 3 {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("PCK certificate chain: %v", err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) != 3 {
+		return nil, fmt.Errorf("PCK certificate chain has %d certificates, want 3 (PCK, intermediate, root)", len(certs))
+	}
+	return certs, nil
+}
+
+// authenticate runs go-tdx-guest's verification against Intel's root (with
+// collateral) or, for simulated quotes, against the simulator roots. It
+// reports whether verification must stop.
+func (r *Report) authenticate(q *pb.QuoteV4, opts Options, now time.Time) bool {
+	certs, err := chainCerts(q)
+	if err != nil {
+		r.add(CheckAuthenticity, Fail, "%v", err)
+		return true
+	}
+	root := certs[2]
+	intel := bytes.Equal(root.RawSubjectPublicKeyInfo, collateral.IntelRoot().RawSubjectPublicKeyInfo)
+	if !intel {
+		simulated := false
+		if opts.SimRoots != nil {
+			_, err := root.Verify(x509.VerifyOptions{Roots: opts.SimRoots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+			simulated = err == nil
+		}
+		switch {
+		case simulated && !opts.AllowSimulated:
+			r.add(CheckAuthenticity, Fail, "the quote is signed by the TDX simulator, not Intel TDX hardware; pass --allow-simulated to accept dev images")
+			return true
+		case !simulated && opts.SimRoots != nil:
+			r.add(CheckAuthenticity, Fail, "the PCK chain root %q is neither Intel's SGX Root CA nor the given simulator root", root.Subject.CommonName)
+			return true
+		case !simulated:
+			r.add(CheckAuthenticity, Fail, "the PCK chain root is not Intel's SGX Root CA (a simulated quote? for dev images pass --allow-simulated --sim-root FILE)")
+			return true
+		}
+		if err := gverify.TdxQuote(q, &gverify.Options{TrustedRoots: opts.SimRoots, Now: now}); err != nil {
+			r.add(CheckAuthenticity, Fail, "simulated quote does not verify against the simulator root: %v", err)
+			return true
+		}
+		r.Simulated = true
+		r.add(CheckAuthenticity, Pass, "signature chain verifies to the simulator root (SIMULATED: no TDX hardware)")
+		r.add(CheckTCB, Skipped, "a simulated platform has no Intel TCB")
+		if img := opts.Reference.Image; !img.Dev || !img.Simulated {
+			r.add(CheckSimulated, Fail, "simulated quote, but the reference image %q is not marked dev and simulated", img.Name)
+		} else {
+			r.add(CheckSimulated, Pass, "reference image %q is a dev image built for the simulator", img.Name)
+		}
+		return false
+	}
+
+	getter := opts.Getter
+	var online *collateral.Online
+	if getter == nil {
+		online = collateral.NewOnline()
+		getter = online
+	}
+	err = gverify.TdxQuote(q, &gverify.Options{GetCollateral: true, CheckRevocations: true, Getter: getter, Now: now, TrustedRoots: collateral.IntelRoots()})
+	if online != nil && online.Failure() != nil {
+		r.ErrorKind = ErrNetwork
+		r.add(CheckAuthenticity, Fail, "%v", online.Failure())
+		return true
+	}
+	switch {
+	case err == nil:
+		r.add(CheckAuthenticity, Pass, "PCK chain to Intel SGX Root CA, CRLs, quote and QE report signatures verified")
+		r.add(CheckTCB, Pass, "TCB info and QE identity signed by Intel and current; platform TCB UpToDate")
+		return false
+	case tcbFailure(err):
+		// go-tdx-guest checks the TD quote body against the TCB info only
+		// after the chain, collateral signatures and quote signatures passed.
+		r.add(CheckAuthenticity, Pass, "PCK chain to Intel SGX Root CA, CRLs, collateral signatures, quote and QE report signatures verified")
+		r.add(CheckTCB, Fail, "%v", err)
+		return false
+	default:
+		r.add(CheckAuthenticity, Fail, "%v", err)
+		return true
+	}
+}
+
+// tcbFailure reports whether a go-tdx-guest (v0.3.1) verification error
+// comes from comparing the verified quote with Intel's TCB info or QE
+// identity, the last step of verification.
+func tcbFailure(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "TCB status check") || strings.Contains(s, "Intel PCS's reported")
+}
+
+// binding checks REPORTDATA against the nonce and TLS key.
+func (r *Report) binding(got []byte, claimed *attestation.ReportDataInfo, opts Options) {
+	if opts.Nonce == nil {
+		r.add(CheckBinding, Skipped, "no nonce and TLS key given: freshness and channel binding not checked")
+		return
+	}
+	want, err := attestation.ReportData(opts.Nonce, *opts.SPKIHash)
+	if err != nil {
+		r.add(CheckBinding, Fail, "bad nonce: %v", err)
+		return
+	}
+	if bytes.Equal(got, want[:]) {
+		r.add(CheckBinding, Pass, "REPORTDATA = SHA-512(domain || our nonce || SHA-256(TLS SPKI %s…))", hex.EncodeToString(opts.SPKIHash[:])[:16])
+		return
+	}
+	reason := "REPORTDATA does not bind our nonce and the TLS key we connected to"
+	if claimed != nil {
+		switch {
+		case !strings.EqualFold(claimed.Nonce, hex.EncodeToString(opts.Nonce)):
+			reason += fmt.Sprintf(": the evidence answers nonce %s, not ours (a replayed attestation)", claimed.Nonce)
+		case !strings.EqualFold(claimed.SPKIHash, hex.EncodeToString(opts.SPKIHash[:])):
+			reason += fmt.Sprintf(": the quote is bound to TLS key %s…, not the key we connected to %s… (man in the middle)", prefix(claimed.SPKIHash), hex.EncodeToString(opts.SPKIHash[:8]))
+		default:
+			reason += ": stale or forged quote"
+		}
+	}
+	r.add(CheckBinding, Fail, "%s", reason)
+}
+
+func prefix(s string) string {
+	if len(s) > 16 {
+		return s[:16]
+	}
+	return s
+}
+
+func decodeHex(field, s string, n int) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != n {
+		return nil, fmt.Errorf("reference values: %s must be %d hex digits, got %q", field, 2*n, s)
+	}
+	return b, nil
+}
+
+// policy validates the quote body against the reference with go-tdx-guest
+// validate, one check per field.
+func (r *Report) policy(q *pb.QuoteV4, opts Options) error {
+	ref := opts.Reference
+	td := ref.TD
+	attrs, err := decodeHex("td.attributes", td.Attributes, 8)
+	if err != nil {
+		return err
+	}
+	xfam, err := decodeHex("td.xfam", td.XFAM, 8)
+	if err != nil {
+		return err
+	}
+	minSVN, err := decodeHex("td.min_tee_tcb_svn", td.MinTEETCBSVN, 16)
+	if err != nil {
+		return err
+	}
+	mrseam, err := decodeHex("td.mrseam", td.MRSEAM, 48)
+	if err != nil {
+		return err
+	}
+	run := func(name string, o validate.TdQuoteBodyOptions, passReason string) {
+		if err := validate.TdxQuote(q, &validate.Options{TdQuoteBodyOptions: o}); err != nil {
+			r.add(name, Fail, "%v", err)
+			return
+		}
+		r.add(name, Pass, "%s", passReason)
+	}
+	for i, name := range refvalues.RegisterNames {
+		label := strings.ToUpper(name)
+		v := ref.Registers.Get(name)
+		if v == nil {
+			reason := ref.Reasons[name]
+			if reason == "" {
+				reason = "the reference leaves it open without a reason"
+			}
+			r.add(label, Skipped, "reference value is null: %s", reason)
+			continue
+		}
+		want, _ := hex.DecodeString(*v) // refvalues.Decode checked the encoding
+		if len(want) != 48 {
+			return fmt.Errorf("reference values: register %s must be 96 hex digits", name)
+		}
+		o := validate.TdQuoteBodyOptions{}
+		if i == 0 {
+			o.MrTd = want
+		} else {
+			o.Rtmrs = make([][]byte, 4)
+			o.Rtmrs[i-1] = want
+		}
+		run(label, o, "matches the reference "+(*v)[:16]+"…")
+	}
+
+	// TD attributes: DEBUG first, then the exact expected value.
+	got := q.GetTdQuoteBody().GetTdAttributes()
+	debug := len(got) == 8 && binary.LittleEndian.Uint64(got)&attrDebug != 0
+	switch {
+	case debug && !opts.AllowDebug:
+		r.add(CheckDebug, Fail, "the TD has the DEBUG attribute set (%s): the host can read and change its memory; pass --allow-debug only for development", hex.EncodeToString(got))
+	case attrs != nil:
+		run(CheckDebug, validate.TdQuoteBodyOptions{TdAttributes: attrs}, "equal to the reference "+td.Attributes+debugNote(debug))
+	default:
+		run(CheckDebug, validate.TdQuoteBodyOptions{}, "within the allowed TDX attribute bits (no reference value)"+debugNote(debug))
+	}
+	if xfam != nil {
+		run(CheckXFAM, validate.TdQuoteBodyOptions{Xfam: xfam}, "equal to the reference "+td.XFAM)
+	} else {
+		r.add(CheckXFAM, Skipped, "the reference gives no XFAM")
+	}
+	if minSVN != nil {
+		run(CheckTCBSVN, validate.TdQuoteBodyOptions{MinimumTeeTcbSvn: minSVN}, "at least "+td.MinTEETCBSVN)
+	} else {
+		r.add(CheckTCBSVN, Skipped, "the reference sets no minimum")
+	}
+	if mrseam != nil {
+		run(CheckMRSEAM, validate.TdQuoteBodyOptions{MrSeam: mrseam}, "equal to the reference")
+	} else {
+		r.add(CheckMRSEAM, Skipped, "the reference pins no TDX module")
+	}
+	return nil
+}
+
+func debugNote(debug bool) string {
+	if debug {
+		return " (DEBUG set, allowed by --allow-debug)"
+	}
+	return ", DEBUG clear"
+}
