@@ -39,6 +39,7 @@ type launchOpts struct {
 	disk       string
 	extraAppnd string
 	qmp        string
+	debugSock  string
 }
 
 func runLaunch(ctx context.Context, args []string) int {
@@ -56,6 +57,7 @@ func runLaunch(ctx context.Context, args []string) int {
 	fs.StringVar(&o.memory, "memory", "", "refuse to launch unless this equals the manifest's vm.memory")
 	fs.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")
 	fs.StringVar(&o.disk, "disk", "", "payload disk to attach instead of DIR/disk.raw (for tamper tests)")
+	fs.StringVar(&o.debugSock, "debug-socket", "", "with --simulate on a dev image: attach the dev-only debug channel (virtio-serial port tdforge.debug) at this unix socket")
 	fs.StringVar(&o.qmp, "qmp", "", "create a QMP control socket at this path (used by 'builder shutdown')")
 	fs.StringVar(&o.extraAppnd, "cmdline", "", "replace the kernel command line (changes RTMR2; for tamper tests)")
 	fs.Usage = func() {
@@ -148,6 +150,15 @@ func launchCommand(o *launchOpts) ([]string, func(), error) {
 		"-device", "virtio-blk-pci,drive=payload",
 		"-netdev", fwd, "-device", "virtio-net-pci,netdev=net0",
 	)
+	if o.debugSock != "" {
+		if !o.simulate || !info.Image.Dev {
+			return nil, nil, fmt.Errorf("--debug-socket is only for dev images under --simulate")
+		}
+		d, _ := filepath.Abs(o.debugSock)
+		argv = append(argv, "-device", "virtio-serial-pci,id=vser0",
+			"-chardev", "socket,id=dbg,path="+d+",server=on,wait=off",
+			"-device", "virtserialport,bus=vser0.0,chardev=dbg,name=tdforge.debug")
+	}
 	if o.qmp != "" {
 		q, _ := filepath.Abs(o.qmp)
 		argv = append(argv, "-qmp", "unix:"+q+",server=on,wait=off")

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tdforge/tdforge/initd/bootpolicy"
+	"github.com/tdforge/tdforge/initd/debugctl"
 	"github.com/tdforge/tdforge/initd/measure"
 	"github.com/tdforge/tdforge/initd/netconf"
 	"github.com/tdforge/tdforge/initd/powerbtn"
@@ -134,6 +135,9 @@ func main() {
 	}
 	phase("services", time.Since(start))
 	phase("total", uptime())
+	if p.Image.Dev {
+		startDebugChannel(sup)
+	}
 
 	waitForShutdown()
 	shutdown(sup)
@@ -211,6 +215,27 @@ func startServices(p *policy.Policy, res *measure.Result, agentGID int) (*superv
 		return nil, err
 	}
 	return sup, nil
+}
+
+// startDebugChannel serves the dev-only virtio-serial debug port, if the
+// launcher attached one. Non-dev images never open it.
+func startDebugChannel(sup *supervise.Supervisor) {
+	dev, err := debugctl.Find("/sys", "/dev")
+	if err != nil {
+		return
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		logf("debug channel %s: %v", dev, err)
+		return
+	}
+	logf("DEV image: debug channel %s open (kill <service> only)", dev)
+	go func() {
+		for {
+			debugctl.Serve(f, sup, logf)
+			time.Sleep(200 * time.Millisecond) // host side not connected yet: EOF
+		}
+	}()
 }
 
 func waitForShutdown() {

@@ -31,7 +31,9 @@ kernel {
     sha256  = "7ff7fc8da85d313242c20698c6b34542aea447673c7c1975b0d38bd6005100b5"
     path    = "boot/vmlinuz-6.1.0-56-cloud-amd64"
   }
-  modules = ["virtio_pci", "virtio_blk", "virtio_net", "dm-verity", "erofs", "qemu_fw_cfg"]
+  # button + evdev deliver the ACPI power button (clean shutdown via QMP
+  # system_powerdown); virtio_console carries the dev-only debug channel.
+  modules = ["virtio_pci", "virtio_blk", "virtio_net", "dm-verity", "erofs", "qemu_fw_cfg", "button", "evdev", "virtio_console"]
   cmdline = "console=ttyS0 panic=-1 quiet loglevel=4"
 }
 

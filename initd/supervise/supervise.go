@@ -385,3 +385,20 @@ func (s *Supervisor) Stop() {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Signal sends sig to the running process of the named service. It reports
+// whether the service had a running process.
+func (s *Supervisor) Signal(name string, sig unix.Signal) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sv := range s.order {
+		if sv.spec.Name != name {
+			continue
+		}
+		if sv.pid <= 0 {
+			return 0, fmt.Errorf("service %s is not running", name)
+		}
+		return sv.pid, unix.Kill(sv.pid, sig)
+	}
+	return 0, fmt.Errorf("no service %s", name)
+}

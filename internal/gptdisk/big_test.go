@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/tdforge/tdforge/internal/fstree"
 )
@@ -67,7 +68,10 @@ func TestLargeFilePayload(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "big.gguf")
 	size := int64(4<<30) + 100<<20 + 4095 // 4.1 GiB, ends mid-block
+	start := time.Now()
+	stage := func(what string) { t.Logf("%-28s %6.1fs", what, time.Since(start).Seconds()); start = time.Now() }
 	want := genRandom(t, src, size)
+	stage("generate 4.1 GiB source")
 	tree := &fstree.Tree{Epoch: 1700000000, Entries: []fstree.Entry{
 		{Path: "blobs/big.gguf", Type: fstree.File, Mode: 0o644, Source: src, Size: size},
 		{Path: "manifest.json", Type: fstree.File, Mode: 0o644, Data: []byte(`{"m":1}`), Size: 7},
@@ -78,6 +82,7 @@ func TestLargeFilePayload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stage("gptdisk.Build")
 	p := l.Partitions[0]
 	key, _ := hex.DecodeString(p.ContentKey)
 	part := filepath.Join(cache, "parts", partKey(p.Name, [32]byte(key))+".part")
@@ -86,16 +91,20 @@ func TestLargeFilePayload(t *testing.T) {
 		t.Fatal("disk partition differs from the cached partition image")
 	}
 	os.Remove(disk)
+	stage("compare disk with cache")
 	if err := veritysetupVerify(part, p); err != nil {
 		t.Fatalf("veritysetup verify: %v", err)
 	}
+	stage("veritysetup verify")
 	x := filepath.Join(dir, "x")
 	if out, err := exec.Command("fsck.erofs", "--extract="+x, part).CombinedOutput(); err != nil {
 		t.Fatalf("fsck.erofs: %v\n%s", err, out)
 	}
+	stage("fsck.erofs --extract")
 	if got := fileSHA256(t, filepath.Join(x, "blobs", "big.gguf")); got != want {
 		t.Fatalf("extracted file SHA-256 %x, want %x", got, want)
 	}
+	stage("sha256 of extracted file")
 	if b, _ := os.ReadFile(filepath.Join(x, "manifest.json")); string(b) != `{"m":1}` {
 		t.Fatalf("manifest.json: %q", b)
 	}

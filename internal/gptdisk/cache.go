@@ -58,9 +58,61 @@ type cache struct {
 	dirty   bool
 }
 
-const digestsFile = "file-digests.json"
+const (
+	digestsFile = "file-digests.json"
+	outputsFile = "outputs.json"
+)
+
+// outputRecord remembers a disk this cache wrote: its file identity and
+// the SHA-256 of its layout JSON.
+type outputRecord struct {
+	ID     fileID `json:"id"`
+	Layout string `json:"layout_sha256"`
+}
+
+func layoutDigest(l *Layout) string {
+	b, _ := l.Marshal()
+	return hex.EncodeToString(sha256sum(b))
+}
+
+func (c *cache) readOutputs() map[string]outputRecord {
+	m := map[string]outputRecord{}
+	if b, err := os.ReadFile(filepath.Join(c.dir, outputsFile)); err == nil {
+		json.Unmarshal(b, &m)
+	}
+	return m
+}
+
+// outputUnchanged reports whether out is exactly the disk this cache last
+// wrote there for the same layout (same inode, size, mtime and ctime), so
+// a no-change rebuild need not rewrite it.
+func (c *cache) outputUnchanged(out string, l *Layout) bool {
+	abs, id, err := statID(out)
+	if err != nil {
+		return false
+	}
+	r, ok := c.readOutputs()[abs]
+	return ok && r.ID.same(id) && r.Layout == layoutDigest(l)
+}
+
+func (c *cache) recordOutput(out string, l *Layout) error {
+	abs, id, err := statID(out)
+	if err != nil {
+		return fmt.Errorf("payload disk: %w", err)
+	}
+	m := c.readOutputs()
+	m[abs] = outputRecord{ID: id, Layout: layoutDigest(l)}
+	b, _ := json.Marshal(m)
+	if err := atomicfile.WriteFile(filepath.Join(c.dir, outputsFile), b, 0o644); err != nil {
+		return fmt.Errorf("payload cache: %w", err)
+	}
+	return nil
+}
 
 func openCache(dir string) (*cache, error) {
+	if dir == "" { // in-memory stat cache only
+		return &cache{digests: map[string]fileID{}}, nil
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "parts"), 0o755); err != nil {
 		return nil, fmt.Errorf("payload cache: %w", err)
 	}
@@ -77,7 +129,7 @@ func openCache(dir string) (*cache, error) {
 }
 
 func (c *cache) saveDigests() error {
-	if !c.dirty {
+	if !c.dirty || c.dir == "" {
 		return nil
 	}
 	b, err := json.Marshal(c.digests)
@@ -158,61 +210,141 @@ func (c *cache) lookup(pk string) (cachedPart, bool) {
 	return cachedPart{path: p, meta: m}, true
 }
 
-// partition returns the cached partition for (name, tree), building it on
-// a miss.
-func (c *cache) partition(ctx context.Context, name string, tree *fstree.Tree, progress func(done, total int64)) (cachedPart, error) {
+// prepared is a normalized payload tree with its source identities.
+type prepared struct {
+	name      string
+	tree      *fstree.Tree
+	ids       []fileID // per entry; SHA256 filled when known
+	abs       []string // per entry: absolute source path
+	known     bool     // every file digest is known without reading
+	fileBytes int64
+	dataSize  int64 // EROFS image size
+	size      uint64
+}
+
+func (p *prepared) digest(i int) [32]byte {
+	var d [32]byte
+	hex.Decode(d[:], []byte(p.ids[i].SHA256))
+	return d
+}
+
+// prepare normalizes a payload tree and identifies its sources; digests
+// come from the stat cache where the identity is unchanged.
+func (c *cache) prepare(name string, tree *fstree.Tree) (*prepared, error) {
 	t := &fstree.Tree{Epoch: tree.Epoch, Entries: append([]fstree.Entry(nil), tree.Entries...)}
 	if err := t.Normalize(); err != nil {
-		return cachedPart{}, fmt.Errorf("payload %q: %w", name, err)
+		return nil, fmt.Errorf("payload %q: %w", name, err)
 	}
-	// Identify every source file; known digests come from the stat cache.
-	ids := make([]fileID, len(t.Entries))
-	abs := make([]string, len(t.Entries))
-	known := true
-	var fileBytes int64
+	p := &prepared{name: name, tree: t, ids: make([]fileID, len(t.Entries)), abs: make([]string, len(t.Entries)), known: true}
 	for i, e := range t.Entries {
 		if e.Type != fstree.File {
 			continue
 		}
-		fileBytes += e.Size
+		p.fileBytes += e.Size
 		if e.Source == "" {
-			ids[i].SHA256 = hex.EncodeToString(sha256sum(e.Data))
+			p.ids[i].SHA256 = hex.EncodeToString(sha256sum(e.Data))
 			continue
 		}
 		a, id, err := statID(e.Source)
 		if err != nil {
-			return cachedPart{}, fmt.Errorf("payload %q: %s: %w", name, e.Path, err)
+			return nil, fmt.Errorf("payload %q: %s: %w", name, e.Path, err)
 		}
 		if id.Size != e.Size {
-			return cachedPart{}, fmt.Errorf("payload %q: %s: source %s is %d bytes but the tree says %d; re-evaluate the manifest", name, e.Path, e.Source, id.Size, e.Size)
+			return nil, fmt.Errorf("payload %q: %s: source %s is %d bytes but the tree says %d; re-evaluate the manifest", name, e.Path, e.Source, id.Size, e.Size)
 		}
-		abs[i] = a
+		p.abs[i] = a
 		if old, ok := c.digests[a]; ok && old.same(id) {
 			id.SHA256 = old.SHA256
 		} else {
-			known = false
+			p.known = false
 		}
-		ids[i] = id
+		p.ids[i] = id
 	}
-	digestOf := func(i int) [32]byte {
-		var d [32]byte
-		hex.Decode(d[:], []byte(ids[i].SHA256))
-		return d
+	var err error
+	if p.dataSize, err = erofs.Size(t); err != nil {
+		return nil, fmt.Errorf("payload %q: %w", name, err)
 	}
-	dataSize, err := erofs.Size(t)
+	p.size = partSize(p.dataSize)
+	return p, nil
+}
+
+// partSize is the partition size for an EROFS image of dataSize bytes:
+// image, hash area, rounded up to the 1 MiB alignment.
+func partSize(dataSize int64) uint64 {
+	return (uint64(dataSize+verity.HashAreaSize(dataSize)) + align - 1) / align * align
+}
+
+// section addresses a file region starting at base.
+type section struct {
+	f    *os.File
+	base int64
+}
+
+func (s section) ReadAt(b []byte, off int64) (int, error)  { return s.f.ReadAt(b, s.base+off) }
+func (s section) WriteAt(b []byte, off int64) (int, error) { return s.f.WriteAt(b, s.base+off) }
+
+// buildInto encodes the payload into f at base (EROFS image, then the
+// verity hash area at data_size), recording file digests in the cache.
+func (c *cache) buildInto(ctx context.Context, f *os.File, base int64, p *prepared, progress func(done, total int64)) (partMeta, error) {
+	total := p.fileBytes + p.dataSize
+	sec := section{f, base}
+	var eprog func(int64)
+	if progress != nil {
+		eprog = func(d int64) { progress(d, total) }
+	}
+	res, err := erofs.WriteTree(sec, p.tree, erofs.Options{Digests: true, Progress: eprog})
 	if err != nil {
-		return cachedPart{}, fmt.Errorf("payload %q: %w", name, err)
+		return partMeta{}, fmt.Errorf("payload %q: %w", p.name, err)
 	}
-	total := fileBytes + dataSize
-	if known {
-		if cp, ok := c.lookup(partKey(name, contentKey(t, digestOf))); ok && cp.meta.Name == name {
+	if res.Size != p.dataSize {
+		return partMeta{}, fmt.Errorf("payload %q: internal error: EROFS size %d, planned %d", p.name, res.Size, p.dataSize)
+	}
+	// Record digests; a source that changed while it was read is an error
+	// (its digest would be attached to the wrong identity).
+	for i, e := range p.tree.Entries {
+		if e.Type != fstree.File || e.Source == "" {
+			continue
+		}
+		_, now, err := statID(e.Source)
+		if err != nil || !now.same(p.ids[i]) {
+			return partMeta{}, fmt.Errorf("payload %q: %s: source %s changed during the build; rebuild", p.name, e.Path, e.Source)
+		}
+		d := res.Digests[e.Path]
+		p.ids[i].SHA256 = hex.EncodeToString(d[:])
+		c.digests[p.abs[i]] = p.ids[i]
+		c.dirty = true
+	}
+	if err := ctx.Err(); err != nil {
+		return partMeta{}, err
+	}
+	key := contentKey(p.tree, p.digest)
+	salt := Salt(p.name, key)
+	var vprog func(int64)
+	if progress != nil {
+		vprog = func(d int64) { progress(p.fileBytes+d, total) }
+	}
+	vr, err := verity.BuildProgress(sec, p.dataSize, salt, sec, p.dataSize, vprog)
+	if err != nil {
+		return partMeta{}, fmt.Errorf("payload %q: %w", p.name, err)
+	}
+	return partMeta{
+		Format: cacheFormat, Name: p.name, ContentKey: hex.EncodeToString(key[:]),
+		DataSize: uint64(p.dataSize), HashOffset: uint64(p.dataSize), Size: p.size,
+		RootHash: hex.EncodeToString(vr.RootHash), Salt: hex.EncodeToString(salt),
+	}, nil
+}
+
+// partition returns the cached partition for p, building it on a miss.
+func (c *cache) partition(ctx context.Context, p *prepared, progress func(done, total int64)) (cachedPart, error) {
+	if p.known {
+		if cp, ok := c.lookup(partKey(p.name, contentKey(p.tree, p.digest))); ok && cp.meta.Name == p.name {
 			if progress != nil {
+				total := p.fileBytes + p.dataSize
 				progress(total, total)
 			}
 			return cp, nil
 		}
 	}
-
 	tmp, err := os.CreateTemp(filepath.Join(c.dir, "parts"), ".build-*")
 	if err != nil {
 		return cachedPart{}, fmt.Errorf("payload cache: %w", err)
@@ -221,61 +353,20 @@ func (c *cache) partition(ctx context.Context, name string, tree *fstree.Tree, p
 		tmp.Close()
 		os.Remove(tmp.Name())
 	}()
-	var eprog func(int64)
-	if progress != nil {
-		eprog = func(d int64) { progress(d, total) }
-	}
-	res, err := erofs.WriteTree(tmp, t, erofs.Options{Digests: true, Progress: eprog})
+	m, err := c.buildInto(ctx, tmp, 0, p, progress)
 	if err != nil {
-		return cachedPart{}, fmt.Errorf("payload %q: %w", name, err)
-	}
-	if res.Size != dataSize {
-		return cachedPart{}, fmt.Errorf("payload %q: internal error: EROFS size %d, planned %d", name, res.Size, dataSize)
-	}
-	// Record digests; a source that changed while it was read is an error
-	// (its digest would be attached to the wrong identity).
-	for i, e := range t.Entries {
-		if e.Type != fstree.File || e.Source == "" {
-			if e.Type == fstree.File {
-				ids[i].SHA256 = hex.EncodeToString(sha256sum(e.Data))
-			}
-			continue
-		}
-		_, now, err := statID(e.Source)
-		if err != nil || !now.same(ids[i]) {
-			return cachedPart{}, fmt.Errorf("payload %q: %s: source %s changed during the build; rebuild", name, e.Path, e.Source)
-		}
-		d := res.Digests[e.Path]
-		ids[i].SHA256 = hex.EncodeToString(d[:])
-		c.digests[abs[i]] = ids[i]
-		c.dirty = true
-	}
-	if err := ctx.Err(); err != nil {
 		return cachedPart{}, err
 	}
-	key := contentKey(t, digestOf)
-	salt := Salt(name, key)
-	var vprog func(int64)
-	if progress != nil {
-		vprog = func(d int64) { progress(fileBytes+d, total) }
-	}
-	vr, err := verity.BuildProgress(tmp, dataSize, salt, tmp, dataSize, vprog)
-	if err != nil {
-		return cachedPart{}, fmt.Errorf("payload %q: %w", name, err)
-	}
-	size := (uint64(dataSize+vr.HashSize) + align - 1) / align * align
-	if err := tmp.Truncate(int64(size)); err != nil {
+	// Zero tail up to the partition size (a hole), then make the image
+	// durable before it is published under its content address.
+	if err := tmp.Truncate(int64(m.Size)); err != nil {
 		return cachedPart{}, fmt.Errorf("payload cache: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		return cachedPart{}, fmt.Errorf("payload cache: %w", err)
 	}
-	m := partMeta{
-		Format: cacheFormat, Name: name, ContentKey: hex.EncodeToString(key[:]),
-		DataSize: uint64(dataSize), HashOffset: uint64(dataSize), Size: size,
-		RootHash: hex.EncodeToString(vr.RootHash), Salt: hex.EncodeToString(salt),
-	}
-	pk := partKey(name, key)
+	key, _ := hex.DecodeString(m.ContentKey)
+	pk := partKey(p.name, [32]byte(key))
 	final := filepath.Join(c.dir, "parts", pk+".part")
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return cachedPart{}, fmt.Errorf("payload cache: %w", err)

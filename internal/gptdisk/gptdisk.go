@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/tdforge/tdforge/internal/atomicfile"
@@ -67,30 +66,31 @@ func Build(ctx context.Context, out string, payloads []Payload, opts Options) (*
 			return nil, fmt.Errorf("payload disk: payload %q has no tree", p.Name)
 		}
 	}
-	cacheDir := opts.CacheDir
-	if cacheDir == "" {
-		tmp, err := os.MkdirTemp(filepath.Dir(out), ".payload-build-*")
-		if err != nil {
-			return nil, fmt.Errorf("payload disk: %w", err)
-		}
-		defer os.RemoveAll(tmp)
-		cacheDir = tmp
-	}
-	c, err := openCache(cacheDir)
+	c, err := openCache(opts.CacheDir)
 	if err != nil {
 		return nil, err
 	}
-	built := make([]cachedPart, len(payloads))
+	preps := make([]*prepared, len(payloads))
 	for i, p := range payloads {
+		if preps[i], err = c.prepare(p.Name, p.Tree); err != nil {
+			return nil, err
+		}
+	}
+	progress := func(name string) func(done, total int64) {
+		if opts.Progress == nil {
+			return nil
+		}
+		return func(done, total int64) { opts.Progress(name, done, total) }
+	}
+	if opts.CacheDir == "" {
+		return buildDirect(ctx, out, c, preps, progress)
+	}
+	built := make([]cachedPart, len(preps))
+	for i, p := range preps {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		var progress func(done, total int64)
-		if opts.Progress != nil {
-			name := p.Name
-			progress = func(done, total int64) { opts.Progress(name, done, total) }
-		}
-		bp, err := c.partition(ctx, p.Name, p.Tree, progress)
+		bp, err := c.partition(ctx, p, progress(p.name))
 		if saveErr := c.saveDigests(); err == nil && saveErr != nil {
 			err = saveErr
 		}
@@ -100,8 +100,76 @@ func Build(ctx context.Context, out string, payloads []Payload, opts Options) (*
 		built[i] = bp
 	}
 	l := layout(built)
-	if err := writeDisk(ctx, out, l, built); err != nil {
+	if c.outputUnchanged(out, l) {
+		return l, nil
+	}
+	f, err := createDisk(out, l)
+	if err != nil {
 		return nil, err
+	}
+	defer f.Abort()
+	for i, p := range l.Partitions {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		src, err := os.Open(built[i].path)
+		if err != nil {
+			return nil, fmt.Errorf("payload disk: %w", err)
+		}
+		err = copyRange(f.File, int64(p.StartLBA*sector), src, int64(p.SizeBytes))
+		src.Close()
+		if err != nil {
+			return nil, fmt.Errorf("payload disk: copying partition %q: %w", p.Name, err)
+		}
+	}
+	if err := f.Commit(); err != nil {
+		return nil, fmt.Errorf("payload disk: %w", err)
+	}
+	if err := c.recordOutput(out, l); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// buildDirect encodes every partition in place in the new disk file (no
+// cache, no copy). Partition sizes are known before encoding, so offsets
+// are fixed up front; GUIDs and the GPT follow once root hashes are known.
+func buildDirect(ctx context.Context, out string, c *cache, preps []*prepared, progress func(string) func(done, total int64)) (*Layout, error) {
+	planned := make([]cachedPart, len(preps))
+	for i, p := range preps {
+		planned[i].meta = partMeta{Name: p.name, Size: p.size}
+	}
+	pl := layout(planned)
+	f, err := atomicfile.Create(out, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("payload disk: %w", err)
+	}
+	defer f.Abort()
+	if err := f.Truncate(int64(pl.SizeBytes)); err != nil {
+		return nil, fmt.Errorf("payload disk: %w", err)
+	}
+	built := make([]cachedPart, len(preps))
+	for i, p := range preps {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		m, err := c.buildInto(ctx, f.File, int64(pl.Partitions[i].StartLBA*sector), p, progress(p.name))
+		if err != nil {
+			return nil, err
+		}
+		built[i].meta = m
+	}
+	l := layout(built)
+	for i := range l.Partitions {
+		if l.Partitions[i].StartLBA != pl.Partitions[i].StartLBA || l.SizeBytes != pl.SizeBytes {
+			return nil, fmt.Errorf("payload disk: internal error: partition %q moved after encoding", l.Partitions[i].Name)
+		}
+	}
+	if err := writeGPT(f, l); err != nil {
+		return nil, err
+	}
+	if err := f.Commit(); err != nil {
+		return nil, fmt.Errorf("payload disk: %w", err)
 	}
 	return l, nil
 }
@@ -135,15 +203,26 @@ func layout(built []cachedPart) *Layout {
 	return l
 }
 
-func writeDisk(ctx context.Context, out string, l *Layout, built []cachedPart) error {
+// createDisk starts the atomic output file, sized, with the GPT written.
+func createDisk(out string, l *Layout) (*atomicfile.File, error) {
 	f, err := atomicfile.Create(out, 0o644)
 	if err != nil {
-		return fmt.Errorf("payload disk: %w", err)
+		return nil, fmt.Errorf("payload disk: %w", err)
 	}
-	defer f.Abort()
 	if err := f.Truncate(int64(l.SizeBytes)); err != nil {
-		return fmt.Errorf("payload disk: %w", err)
+		f.Abort()
+		return nil, fmt.Errorf("payload disk: %w", err)
 	}
+	// The GPT goes first, while the file is still empty, so go-diskfs's
+	// per-write syncs stay cheap.
+	if err := writeGPT(f, l); err != nil {
+		f.Abort()
+		return nil, err
+	}
+	return f, nil
+}
+
+func writeGPT(f *atomicfile.File, l *Layout) error {
 	t := &gpt.Table{LogicalSectorSize: sector, PhysicalSectorSize: sector, ProtectiveMBR: true, GUID: l.DiskGUID}
 	for _, p := range l.Partitions {
 		t.Partitions = append(t.Partitions, &gpt.Partition{
@@ -151,27 +230,8 @@ func writeDisk(ctx context.Context, out string, l *Layout, built []cachedPart) e
 			Type: gpt.LinuxFilesystem, Name: p.Name, GUID: p.GUID,
 		})
 	}
-	// The GPT goes first, while the file is still empty, so go-diskfs's
-	// per-write syncs stay cheap.
 	if err := t.Write(f.File, int64(l.SizeBytes)); err != nil {
 		return fmt.Errorf("payload disk: writing GPT: %w", err)
-	}
-	for i, p := range l.Partitions {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		src, err := os.Open(built[i].path)
-		if err != nil {
-			return fmt.Errorf("payload disk: %w", err)
-		}
-		err = copyRange(f.File, int64(p.StartLBA*sector), src, int64(p.SizeBytes))
-		src.Close()
-		if err != nil {
-			return fmt.Errorf("payload disk: copying partition %q: %w", p.Name, err)
-		}
-	}
-	if err := f.Commit(); err != nil {
-		return fmt.Errorf("payload disk: %w", err)
 	}
 	return nil
 }

@@ -204,6 +204,21 @@ func TestReproducibleAndCached(t *testing.T) {
 	if d, _ := os.ReadFile(filepath.Join(cache, digestsFile)); !bytes.Equal(d, digestsBefore) {
 		t.Error("file digest cache rewritten on a no-change build")
 	}
+	// Rebuilding the same output again leaves the file untouched; a
+	// modified output is rewritten.
+	stA, _ := os.Stat(a)
+	time.Sleep(10 * time.Millisecond)
+	build(t, a, pl, cache)
+	if st, _ := os.Stat(a); !os.SameFile(st, stA) || !st.ModTime().Equal(stA.ModTime()) {
+		t.Error("no-change rebuild rewrote the disk")
+	}
+	fa, _ := os.OpenFile(a, os.O_RDWR, 0)
+	fa.WriteAt([]byte("X"), 3<<20)
+	fa.Close()
+	build(t, a, pl, cache)
+	if st, _ := os.Stat(a); os.SameFile(st, stA) {
+		t.Error("a modified disk was not rebuilt")
+	}
 	// Without a cache: same bytes again.
 	lc := build(t, c, pl, "")
 	da, _ := os.ReadFile(a)

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+
+	"github.com/tdforge/tdforge/internal/policy"
+	"github.com/tdforge/tdforge/internal/verity"
 )
 
 // Partition describes one payload partition of the disk.
@@ -135,4 +138,15 @@ func nameUUID(label string, parts ...[]byte) string {
 	u[6] = u[6]&0x0f | 0x80
 	u[8] = u[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+// Policy returns the boot-policy entry for this partition, mounted at
+// mountPoint.
+func (p Partition) Policy(mountPoint string) policy.Payload {
+	return policy.Payload{
+		Name: p.Name, Partition: p.Index, PartitionGUID: p.GUID, FSType: "erofs",
+		DataSize: p.DataSize, HashOffset: p.HashOffset,
+		DataBlockSize: verity.BlockSize, HashBlockSize: verity.BlockSize, HashAlg: "sha256",
+		RootHash: p.RootHash, Salt: p.Salt, MountPoint: mountPoint,
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func ovmfPath() string {
@@ -285,11 +286,11 @@ func FuzzParse(f *testing.F) {
 // SHA-384 pass over the firmware bytes ("x-sha384-of-image").
 func BenchmarkMRTD(b *testing.B) {
 	fw := readOVMF(b)
-	start := testing.Benchmark(func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			sha512.Sum384(fw)
-		}
-	})
+	t0 := time.Now()
+	for i := 0; i < 5; i++ {
+		sha512.Sum384(fw)
+	}
+	base := time.Since(t0) / 5
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := MRTD(fw, Interleaved); err != nil {
@@ -297,7 +298,7 @@ func BenchmarkMRTD(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	if base := start.NsPerOp(); base > 0 {
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(base), "x-sha384-of-image")
+	if base > 0 {
+		b.ReportMetric(float64(b.Elapsed())/float64(b.N)/float64(base), "x-sha384-of-image")
 	}
 }

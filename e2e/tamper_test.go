@@ -1,0 +1,193 @@
+package e2e
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+type partition struct {
+	Name       string `json:"name"`
+	StartLBA   uint64 `json:"start_lba"`
+	Size       uint64 `json:"size"`
+	DataSize   uint64 `json:"data_size"`
+	HashOffset uint64 `json:"hash_offset"`
+}
+
+func partitions(t *testing.T, dir string) map[string]partition {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(binDir, "builder"), "inspect", "--json", dir).Output()
+	if err != nil {
+		t.Fatalf("builder inspect: %v", err)
+	}
+	var in struct {
+		Payloads []partition `json:"payloads"`
+	}
+	if err := json.Unmarshal(out, &in); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]partition{}
+	for _, p := range in.Payloads {
+		m[p.Name] = p
+	}
+	return m
+}
+
+func mismatch(r *verifierResult, register, what string) bool {
+	for _, m := range r.Mismatches {
+		if strings.EqualFold(m.Register, register) && (strings.Contains(m.Description, what) || m.Component == what) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestTamperModelData flips one byte of the model's weights on the payload
+// disk: dm-verity turns the read into an I/O error, the chat fails with a
+// clear error, and nothing serves wrong weights. The image itself still
+// verifies (the host changed data, not what was measured).
+func TestTamperModelData(t *testing.T) {
+	img := copyImage(t, devImage)
+	p := partitions(t, img)["model"]
+	disk := filepath.Join(img, "disk.raw")
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := int64(p.StartLBA * 512)
+	data := make([]byte, p.DataSize)
+	if _, err := f.ReadAt(data, start); err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, []byte("GGUF"))
+	if i < 0 {
+		t.Fatal("no GGUF blob in the model partition")
+	}
+	off := start + int64(i) + 512*1024 // inside the weights
+	b := []byte{0}
+	f.ReadAt(b, off)
+	b[0] ^= 0x55
+	f.WriteAt(b, off)
+	f.Close()
+
+	v := boot(t, img, bootOpts{})
+	r, code, out := v.attest(t, filepath.Join(devImage, "reference-values.json"))
+	if code != 0 || !r.Trusted {
+		t.Fatalf("the measured image should still verify (exit %d):\n%s", code, out)
+	}
+	code, body, err := postJSON(insecureClient(120*time.Second), v.url("/api/generate"), generateBody)
+	if err == nil && code == 200 {
+		var g struct{ Response string }
+		json.Unmarshal(body, &g)
+		t.Fatalf("chat succeeded on corrupted weights: %q", g.Response)
+	}
+	t.Logf("chat on corrupted weights: HTTP %d %s", code, body)
+	if !v.consoleHas("verity", 10*time.Second) {
+		t.Errorf("no dm-verity error on the console:\n%s", v.tail())
+	}
+}
+
+// TestTamperInitrd changes one byte of the boot policy inside the initramfs:
+// RTMR2 no longer matches, and the verifier names the initrd event.
+func TestTamperInitrd(t *testing.T) {
+	img := copyImage(t, devImage)
+	path := filepath.Join(img, "initrd.img")
+	gz, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := []byte(`"version": "0.1.0"`)
+	i := bytes.Index(raw, old)
+	if i < 0 {
+		t.Fatal("boot policy not found in the initramfs")
+	}
+	raw[i+len(old)-2] = '1' // 0.1.0 -> 0.1.1
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(raw)
+	zw.Close()
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v := boot(t, img, bootOpts{})
+	r, code, out := v.attest(t, filepath.Join(devImage, "reference-values.json"))
+	if code != 1 || r.Trusted {
+		t.Fatalf("tampered initrd verified (exit %d):\n%s", code, out)
+	}
+	if !mismatch(r, "RTMR2", "initrd") {
+		t.Fatalf("no RTMR2 mismatch naming the initrd:\n%s", out)
+	}
+}
+
+// TestTamperCmdline boots with a different kernel command line: RTMR2
+// mismatch naming the command-line event.
+func TestTamperCmdline(t *testing.T) {
+	cl, _ := os.ReadFile(filepath.Join(devImage, "cmdline.txt"))
+	v := boot(t, devImage, bootOpts{cmdline: strings.TrimSpace(string(cl)) + " init_on_free=0"})
+	r, code, out := v.attest(t, "")
+	if code != 1 || r.Trusted {
+		t.Fatalf("changed cmdline verified (exit %d):\n%s", code, out)
+	}
+	if !mismatch(r, "RTMR2", "cmdline") {
+		t.Fatalf("no RTMR2 mismatch naming the cmdline:\n%s", out)
+	}
+}
+
+// TestSwapModel replaces the model partition with another valid model (a
+// rebuild with a different tiny model) in the same slot: RTMR3 mismatch
+// naming payload:model.
+func TestSwapModel(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join(repoRoot, "manifests", "dev.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(src), "seed     = 1", "seed     = 2", 1)
+	s = strings.Replace(s, `path = "../webui"`, `path = "`+filepath.Join(repoRoot, "webui")+`"`, 1)
+	if s == string(src) {
+		t.Fatal("could not derive the second manifest")
+	}
+	mdir := t.TempDir()
+	os.WriteFile(filepath.Join(mdir, "other.hcl"), []byte(s), 0o644)
+	other := filepath.Join(t.TempDir(), "other")
+	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "-o", other, filepath.Join(mdir, "other.hcl"))
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the other model: %v\n%s", err, out)
+	}
+	a, b := partitions(t, devImage)["model"], partitions(t, other)["model"]
+	if b.Size > a.Size {
+		t.Fatalf("other model partition (%d B) does not fit the slot (%d B)", b.Size, a.Size)
+	}
+	img := copyImage(t, devImage)
+	blob := make([]byte, b.Size)
+	of, _ := os.Open(filepath.Join(other, "disk.raw"))
+	of.ReadAt(blob, int64(b.StartLBA*512))
+	of.Close()
+	df, _ := os.OpenFile(filepath.Join(img, "disk.raw"), os.O_RDWR, 0)
+	df.WriteAt(blob, int64(a.StartLBA*512))
+	df.Close()
+
+	v := boot(t, img, bootOpts{})
+	r, code, out := v.attest(t, filepath.Join(devImage, "reference-values.json"))
+	if code != 1 || r.Trusted {
+		t.Fatalf("swapped model verified (exit %d):\n%s", code, out)
+	}
+	if !mismatch(r, "RTMR3", "payload:model") {
+		t.Fatalf("no RTMR3 mismatch naming payload:model:\n%s", out)
+	}
+}

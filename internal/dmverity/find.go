@@ -1,0 +1,137 @@
+package dmverity
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Roots, overridable in tests.
+var (
+	sysBlock = "/sys/block"
+	devDir   = "/dev"
+)
+
+// FindPartition returns the device node (e.g. /dev/vdb2) of partition
+// index (1-based) on the disk whose primary GPT header carries diskGUID.
+// Disks are found under /sys/block; missing /dev nodes are created from
+// sysfs. It is an error if no disk or more than one disk matches.
+func FindPartition(diskGUID string, index int) (string, error) {
+	want := strings.ToLower(diskGUID)
+	ents, err := os.ReadDir(sysBlock)
+	if err != nil {
+		return "", fmt.Errorf("find partition: %w", err)
+	}
+	var matches []string
+	for _, e := range ents {
+		disk := e.Name()
+		if strings.HasPrefix(disk, "dm-") || strings.HasPrefix(disk, "ram") || strings.HasPrefix(disk, "zram") {
+			continue
+		}
+		node, err := nodeFor(disk)
+		if err != nil {
+			continue
+		}
+		guid, err := readDiskGUID(node, sectorSize(disk))
+		if err != nil || guid != want {
+			continue
+		}
+		matches = append(matches, disk)
+	}
+	sort.Strings(matches)
+	switch len(matches) {
+	case 0:
+		return "", fmt.Errorf("find partition: no disk with GPT disk GUID %s (is the payload disk attached?)", want)
+	case 1:
+	default:
+		return "", fmt.Errorf("find partition: disks %v all carry GPT disk GUID %s; refusing to guess", matches, want)
+	}
+	disk := matches[0]
+	parts, err := os.ReadDir(filepath.Join(sysBlock, disk))
+	if err != nil {
+		return "", fmt.Errorf("find partition: %w", err)
+	}
+	for _, p := range parts {
+		b, err := os.ReadFile(filepath.Join(sysBlock, disk, p.Name(), "partition"))
+		if err != nil {
+			continue
+		}
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n == index {
+			return nodeFor(filepath.Join(disk, p.Name()))
+		}
+	}
+	return "", fmt.Errorf("find partition: disk %s (GUID %s) has no partition %d", disk, want, index)
+}
+
+// nodeFor returns /dev/<base name of rel>, creating the block device node
+// from <sysBlock>/<rel>/dev when it is missing.
+func nodeFor(rel string) (string, error) {
+	node := filepath.Join(devDir, filepath.Base(rel))
+	if _, err := os.Stat(node); err == nil {
+		return node, nil
+	}
+	b, err := os.ReadFile(filepath.Join(sysBlock, rel, "dev"))
+	if err != nil {
+		return "", err
+	}
+	dev, err := parseMajMin(string(b))
+	if err != nil {
+		return "", err
+	}
+	return node, ensureNode(node, unix.S_IFBLK, dev)
+}
+
+func sectorSize(disk string) int64 {
+	b, err := os.ReadFile(filepath.Join(sysBlock, disk, "queue", "logical_block_size"))
+	if err != nil {
+		return 512
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n < 512 {
+		return 512
+	}
+	return n
+}
+
+// readDiskGUID reads and checks the primary GPT header at LBA 1 and
+// returns its disk GUID in canonical lowercase form.
+func readDiskGUID(node string, sector int64) (string, error) {
+	f, err := os.Open(node)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := make([]byte, 512)
+	if _, err := f.ReadAt(h, sector); err != nil {
+		return "", err
+	}
+	if string(h[0:8]) != "EFI PART" {
+		return "", errors.New("no GPT signature")
+	}
+	size := binary.LittleEndian.Uint32(h[12:])
+	if size < 92 || size > 512 {
+		return "", errors.New("bad GPT header size")
+	}
+	want := binary.LittleEndian.Uint32(h[16:])
+	c := make([]byte, size)
+	copy(c, h[:size])
+	binary.LittleEndian.PutUint32(c[16:], 0)
+	if crc32.ChecksumIEEE(c) != want {
+		return "", errors.New("GPT header CRC mismatch")
+	}
+	return guidString(h[56:72]), nil
+}
+
+// guidString formats a GPT (mixed-endian) GUID.
+func guidString(g []byte) string {
+	return fmt.Sprintf("%08x-%04x-%04x-%x-%x",
+		binary.LittleEndian.Uint32(g[0:4]), binary.LittleEndian.Uint16(g[4:6]), binary.LittleEndian.Uint16(g[6:8]), g[8:10], g[10:16])
+}
