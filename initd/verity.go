@@ -1,8 +1,23 @@
 package main
 
-import "github.com/tdforge/tdforge/initd/measure"
+import (
+	"github.com/tdforge/tdforge/initd/measure"
+	"github.com/tdforge/tdforge/internal/dmverity"
+	"github.com/tdforge/tdforge/internal/policy"
+)
 
-// payloadVerity sets up dm-verity for payloads. It is the seam to
-// internal/dmverity (written in parallel); until that package is wired in
-// here, every payload fails loudly and is attested as payload-failed.
-var payloadVerity measure.Verity
+// payloadVerity sets up dm-verity for payloads with device-mapper ioctls
+// (internal/dmverity); no veritysetup or dmsetup binary is in the image.
+var payloadVerity measure.Verity = dmVerity{}
+
+type dmVerity struct{}
+
+func (dmVerity) FindPartition(diskGUID string, index int) (string, error) {
+	return dmverity.FindPartition(diskGUID, index)
+}
+
+func (dmVerity) Setup(name, device string, p policy.Payload) (string, error) {
+	return dmverity.Setup(name, device, p)
+}
+
+func (dmVerity) Remove(name string) error { return dmverity.Remove(name) }
