@@ -70,7 +70,7 @@ func TestTamperModelData(t *testing.T) {
 	if i < 0 {
 		t.Fatal("no GGUF blob in the model partition")
 	}
-	off := start + int64(i) + 512*1024 // inside the weights
+	off := start + int64(i) + 64*1024 // past the GGUF header, inside the tensors
 	b := []byte{0}
 	f.ReadAt(b, off)
 	b[0] ^= 0x55

@@ -36,7 +36,7 @@ func testWebUI(t *testing.T, v *vm) {
 
 	var verdict, events, answer string
 	fail := func(step string, err error) {
-		if shot, serr := chromedp.Run(ctx, chromedp.FullScreenshot(90)); serr == nil {
+		if shot, serr := chromedp.Run(ctx, chromedp.FullScreenshot(100)); serr == nil {
 			os.WriteFile(filepath.Join(artDir, "webui-failed.png"), shot, 0o644)
 		}
 		t.Fatalf("web UI, %s: %v (verdict %q, events %q)", step, err, verdict, events)
@@ -68,7 +68,7 @@ func testWebUI(t *testing.T, v *vm) {
 	if answer, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`.msg.assistant`))); err != nil {
 		fail("reading the answer", err)
 	}
-	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		fail("screenshot", err)
 	}

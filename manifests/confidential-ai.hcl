@@ -69,7 +69,7 @@ kernel {
 vm {
   cpus     = 8
   memory   = "16G"
-  platform = "qemu-7.2-tcg-sim"
+  platform = "qemu-10.2-tdx-edk2-2025-08"
 }
 
 tdx {

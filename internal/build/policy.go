@@ -11,8 +11,24 @@ import (
 	"github.com/tdforge/tdforge/internal/policy"
 )
 
-// buildPolicy derives the boot policy from the manifest and the disk layout.
+// buildPolicy derives the boot policy from the manifest and the disk layout
+// and writes it.
 func (p *pipeline) buildPolicy(ctx context.Context) error {
+	pol, err := p.policyObject()
+	if err != nil {
+		return err
+	}
+	b, err := pol.Marshal()
+	if err != nil {
+		return fmt.Errorf("manifest produces an invalid boot policy: %w", err)
+	}
+	p.pol = pol
+	p.policyJSON = b
+	return p.write(imagedir.Policy, b, 0o644)
+}
+
+// policyObject derives the boot policy without validating or writing it.
+func (p *pipeline) policyObject() (*policy.Policy, error) {
 	m := p.m
 	pol := &policy.Policy{
 		Version: policy.SchemaVersion,
@@ -81,13 +97,7 @@ func (p *pipeline) buildPolicy(ctx context.Context) error {
 		Name: "agent", Command: agentCommand, Args: []string{"--policy", policy.Path}, Env: map[string]string{},
 		User: "agent", UID: agentUID, GID: agentUID, After: []string{}, Payloads: []string{}, Restart: "always",
 	})
-	b, err := pol.Marshal()
-	if err != nil {
-		return fmt.Errorf("manifest produces an invalid boot policy: %w", err)
-	}
-	p.pol = pol
-	p.policyJSON = b
-	return p.write(imagedir.Policy, b, 0o644)
+	return pol, nil
 }
 
 func nonNil(s []string) []string {

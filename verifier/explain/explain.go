@@ -239,7 +239,13 @@ func Compare(name string, want []refvalues.Event, got []LogEvent) *Mismatch {
 			if desc == "" {
 				desc = g.Description
 			}
-			return &Mismatch{Register: reg, EventIndex: i, Description: desc, Component: w.Component, Expected: expectedString(w), Got: gotString(g, w.Content)}
+			exp, got := expectedString(w), gotString(g, w.Content)
+			if exp == got || (g.Description != "" && w.Description != "" && g.Description != w.Description) {
+				// Same content, different event (e.g. payload-failed:model
+				// instead of payload:model): name both events.
+				exp, got = w.Description+" "+exp, g.Description+" "+got
+			}
+			return &Mismatch{Register: reg, EventIndex: i, Description: desc, Component: w.Component, Expected: exp, Got: got}
 		}
 	}
 	return nil

@@ -7,9 +7,6 @@ package ollamatest
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -18,11 +15,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/fstree"
 	"github.com/tdforge/tdforge/internal/gguf"
 	"github.com/tdforge/tdforge/internal/gobuild"
+	"github.com/tdforge/tdforge/internal/ollamastore"
 )
 
 // Spec is the pinned Ollama build (the same spec, and so the same cache
@@ -86,64 +86,54 @@ func Binary(tb testing.TB) string {
 	return res.Binary
 }
 
-// WriteStore writes an Ollama model store holding Model.
+// WriteStore generates the tiny GGUF (seed 1) and materializes
+// internal/ollamastore's layout of it as Model under dir.
 func WriteStore(dir string) error {
-	var model bytes.Buffer
-	if err := gguf.GenerateTiny(&model, 1); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	type desc struct {
-		MediaType string `json:"mediaType"`
-		Digest    string `json:"digest"`
-		Size      int    `json:"size"`
-	}
-	blobs := filepath.Join(dir, "blobs")
-	if err := os.MkdirAll(blobs, 0o755); err != nil {
-		return err
-	}
-	put := func(mt string, b []byte) (desc, error) {
-		h := sha256.Sum256(b)
-		d := desc{MediaType: mt, Digest: "sha256:" + hex.EncodeToString(h[:]), Size: len(b)}
-		return d, os.WriteFile(filepath.Join(blobs, "sha256-"+hex.EncodeToString(h[:])), b, 0o644)
-	}
-	var layers []desc
-	for _, l := range []struct {
-		mt string
-		b  []byte
-	}{
-		{"application/vnd.ollama.image.model", model.Bytes()},
-		{"application/vnd.ollama.image.template", []byte("{{ .Prompt }}")},
-		{"application/vnd.ollama.image.params", []byte(`{"num_thread":1,"temperature":0}` + "\n")},
-	} {
-		d, err := put(l.mt, l.b)
-		if err != nil {
-			return err
-		}
-		layers = append(layers, d)
-	}
-	var diffIDs []string
-	for _, l := range layers {
-		diffIDs = append(diffIDs, l.Digest)
-	}
-	cfg, _ := json.Marshal(map[string]any{
-		"model_format": "gguf", "model_family": "llama", "model_families": []string{"llama"}, "model_type": "124K",
-		"file_type": "unknown", "architecture": "amd64", "os": "linux",
-		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
-	})
-	cd, err := put("application/vnd.docker.container.image.v1+json", append(cfg, '\n'))
+	ggufPath := filepath.Join(dir, "tiny.gguf")
+	f, err := os.Create(ggufPath)
 	if err != nil {
 		return err
 	}
-	man, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-		"config": cd, "layers": layers,
-	})
-	name, tag, _ := strings.Cut(Model, ":")
-	mdir := filepath.Join(dir, "manifests", "registry.ollama.ai", "library", name)
-	if err := os.MkdirAll(mdir, 0o755); err != nil {
+	if err := gguf.GenerateTiny(f, 1); err != nil {
+		f.Close()
 		return err
 	}
-	return os.WriteFile(filepath.Join(mdir, tag), append(man, '\n'), 0o644)
+	if err := f.Close(); err != nil {
+		return err
+	}
+	name, tag, _ := strings.Cut(Model, ":")
+	tree, _, err := ollamastore.Layout(ollamastore.Model{
+		Name: name, Tag: tag, GGUFPath: ggufPath, Template: "{{ .Prompt }}",
+		Params: map[string]any{"num_ctx": 512}, Epoch: 1700000000, ModelType: "124K",
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range tree.Entries {
+		p := filepath.Join(dir, filepath.FromSlash(e.Path))
+		switch e.Type {
+		case fstree.Dir:
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return err
+			}
+		case fstree.File:
+			data := e.Data
+			if e.Source != "" {
+				if data, err = os.ReadFile(e.Source); err != nil {
+					return err
+				}
+			}
+			if err := os.WriteFile(p, data, 0o644); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("ollama store: unexpected entry type %v at %s", e.Type, e.Path)
+		}
+	}
+	return nil
 }
 
 // Start runs `ollama serve` on a free loopback port over a fresh store and
@@ -170,10 +160,14 @@ func Start(tb testing.TB) *Server {
 		"OLLAMA_KEEP_ALIVE=-1", "OLLAMA_NUM_PARALLEL=4", "OLLAMA_MAX_QUEUE=512", "OLLAMA_NOPRUNE=1",
 	}
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	// Ollama starts its runner as a child: give the pair its own process
+	// group so cleanup stops both.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	s.cmd.WaitDelay = 5 * time.Second
 	if err := s.cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
+	tb.Cleanup(s.stop)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get(s.URL + "/api/version")
@@ -199,6 +193,13 @@ func Start(tb testing.TB) *Server {
 		tb.Fatalf("warm-up: %s\n%s", resp.Status, s.log)
 	}
 	return s
+}
+
+// stop kills Ollama's process group (this server's processes only).
+func (s *Server) stop() {
+	pgid := s.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	_ = s.cmd.Wait()
 }
 
 // Log returns Ollama's output so far.
