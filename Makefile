@@ -44,18 +44,19 @@ demo: deps build
 bench: deps build
 	@bash scripts/bench.sh
 
-## reference-values: regenerate the committed reference values from manifests/
+## reference-values: regenerate the committed reference values (and their exports) from manifests/
 reference-values: build
 	$(BIN)/builder build -o $(DEV_IMAGE) manifests/dev.hcl
-	cp $(DEV_IMAGE)/reference-values.json reference-values/tdforge-dev.json
-	$(BIN)/builder measure --json manifests/confidential-ai.hcl > reference-values/confidential-ai.measure.json || true
+	@bash scripts/refvalues.sh $(DEV_IMAGE) reference-values
 
 ## check-reference-values: rebuild manifests/dev.hcl and fail if the committed values differ
 check-reference-values: build
 	$(BIN)/builder build -o $(DEV_IMAGE) manifests/dev.hcl
-	@if ! diff -u reference-values/tdforge-dev.json $(DEV_IMAGE)/reference-values.json; then \
-	  echo "reference-values/tdforge-dev.json differs from a fresh build: run 'make reference-values' if the change is intended" >&2; exit 1; fi
-	@echo "reference values: reproduced reference-values/tdforge-dev.json"
+	@rm -rf images/refcheck && mkdir -p images/refcheck
+	@bash scripts/refvalues.sh $(DEV_IMAGE) images/refcheck
+	@if ! diff -ru reference-values images/refcheck; then \
+	  echo "reference-values/ differs from a fresh build: run 'make reference-values' if the change is intended" >&2; exit 1; fi
+	@echo "reference values: a fresh build reproduced every file in reference-values/"
 
 ## lint: gofmt and go vet
 lint:

@@ -97,6 +97,9 @@ func serve(ctx context.Context, o options, logger *log.Logger) error {
 		}
 		p.Agent.PlainHTTP = o.plain
 	}
+	if p.Agent.Listen == "" {
+		return errors.New("boot policy: agent listen is empty; set it to an address such as :8443")
+	}
 	var prov quote.Provider
 	if p.TDX.Simulate {
 		prov, err = quote.OpenSimulator(o.simDir)

@@ -68,7 +68,7 @@ func run(m *testing.M) int {
 
 // vm is one booted guest.
 type vm struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	port    int
 	pid     int
@@ -78,7 +78,7 @@ type vm struct {
 	stopped bool
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -98,7 +98,7 @@ type bootOpts struct {
 // boot launches image dir with builder launch --simulate --detach and waits
 // for the agent's /readyz (or only for /healthz when Ollama is expected to
 // be down).
-func boot(t *testing.T, dir string, o bootOpts) *vm {
+func boot(t testing.TB, dir string, o bootOpts) *vm {
 	t.Helper()
 	run := t.TempDir()
 	v := &vm{t: t, dir: dir, port: freePort(t), console: filepath.Join(artDir, sanitize(t.Name())+"-console.log"),
@@ -195,7 +195,12 @@ func (v *vm) shutdown() error {
 		return nil
 	}
 	v.stopped = true
-	pidfile := filepath.Join(v.t.TempDir(), "pid")
+	tmp, err := os.MkdirTemp("", "tdforge-e2e-pid")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	pidfile := filepath.Join(tmp, "pid")
 	os.WriteFile(pidfile, []byte(strconv.Itoa(v.pid)), 0o644)
 	out, err := exec.Command(filepath.Join(binDir, "builder"), "shutdown", "--qmp", v.qmp, "--pidfile", pidfile, "--timeout", "40s").CombinedOutput()
 	if err != nil {

@@ -8,7 +8,7 @@ while IFS= read -r line; do
   name=$(sed -E 's/^func (Fuzz[A-Za-z0-9_]*).*/\1/' <<<"${line#*:}")
   pkg="./$(dirname "$file")"
   echo "fuzz: $pkg $name for $t"
-  if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$t" "$pkg" >/tmp/fuzz-$$.log 2>&1; then
+  if ! go test -run "^$" -fuzz "^${name}\$" -fuzztime "$t" -fuzzminimizetime 2s "$pkg" >/tmp/fuzz-$$.log 2>&1; then
     cat /tmp/fuzz-$$.log; status=1
   else
     tail -1 /tmp/fuzz-$$.log

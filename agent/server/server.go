@@ -90,7 +90,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.WebUIDir != "" {
 		h, closeFn, err := newWebUI(cfg.WebUIDir)
 		if err != nil {
-			return nil, err
+			// The web-UI payload failed (initd attested that); the agent
+			// keeps serving attestation so the failure can be seen.
+			log.Printf("%v; serving attestation and the API without the web UI", err)
+			h = webUIUnavailable(err)
+			closeFn = func() error { return nil }
 		}
 		s.webui = h
 		s.closeFns = append(s.closeFns, closeFn)

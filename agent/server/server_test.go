@@ -550,7 +550,16 @@ func TestWebUI(t *testing.T) {
 	if rec := do(t, g.srv, "GET", "/", nil); rec.Code != 404 || !strings.Contains(errBody(t, rec), "no web UI") {
 		t.Fatalf("no UI: %d %s", rec.Code, rec.Body)
 	}
-	if _, err := New(Config{Policy: testPolicy("http://x"), Provider: g.srv.cfg.Provider, Upstream: g.srv.cfg.Upstream, WebUIDir: filepath.Join(dir, "nope")}); err == nil || !strings.Contains(err.Error(), "webui") {
-		t.Fatalf("missing UI dir: %v", err)
+	// A failed web-UI payload must not stop the agent: attestation keeps
+	// working and the UI answers 503 with the reason.
+	h, err := New(Config{Policy: testPolicy("http://x"), Provider: g.srv.cfg.Provider, Upstream: g.srv.cfg.Upstream, WebUIDir: filepath.Join(dir, "nope")})
+	if err != nil {
+		t.Fatalf("missing UI dir stopped the agent: %v", err)
+	}
+	if rec := do(t, h, "GET", "/", nil); rec.Code != 503 || !strings.Contains(errBody(t, rec), "webui_payload") {
+		t.Fatalf("missing UI dir: %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, h, "GET", "/healthz", nil); rec.Code != 200 {
+		t.Fatalf("healthz without a UI: %d", rec.Code)
 	}
 }

@@ -50,3 +50,10 @@ func (n noListing) Open(name string) (fs.File, error) {
 	}
 	return f, nil
 }
+
+// webUIUnavailable answers every web UI request with 503 and the reason.
+func webUIUnavailable(cause error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusServiceUnavailable, "web UI unavailable: "+cause.Error()+"; see /v1/attestation for what this TD measured")
+	})
+}

@@ -81,9 +81,12 @@ type BuildInfo struct {
 	GoVersion string   `json:"go_version"`
 	CCVersion string   `json:"cc_version,omitempty"`
 	LDVersion string   `json:"ld_version,omitempty"`
-	Binary    string   `json:"binary"` // file name inside the cache entry
-	SHA256    string   `json:"sha256"`
-	Size      int64    `json:"size"`
+	// StaticLibs maps the static archives linked into a Static build (as
+	// resolved by gcc -print-file-name) to their sha256.
+	StaticLibs map[string]string `json:"static_libs,omitempty"`
+	Binary     string            `json:"binary"` // file name inside the cache entry
+	SHA256     string            `json:"sha256"`
+	Size       int64             `json:"size"`
 }
 
 const infoSchema = "tdforge.gobuild/v1"
@@ -205,6 +208,37 @@ func (s *Spec) args() []string {
 type toolchain struct {
 	goBin, goVersion, ccVersion, ldVersion string
 	gocache, gomodcache, gopath            string
+	staticLibs                             map[string]string
+}
+
+// staticArchives are the C libraries a static cgo build links in.
+var staticArchives = []string{"libc.a", "libm.a", "libpthread.a", "libdl.a", "libstdc++.a", "libgcc.a", "libgcc_eh.a"}
+
+// hashStaticLibs resolves and hashes the static archives, so the cache key
+// and the build record pin the exact libraries linked in.
+func hashStaticLibs(ctx context.Context, env []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, lib := range staticArchives {
+		c := exec.CommandContext(ctx, "gcc", "-print-file-name="+lib)
+		c.Env = env
+		o, err := c.Output()
+		if err != nil {
+			return nil, fmt.Errorf("gobuild: gcc -print-file-name=%s: %v", lib, err)
+		}
+		p := filepath.Clean(strings.TrimSpace(string(o)))
+		if !filepath.IsAbs(p) {
+			if lib == "libc.a" || lib == "libstdc++.a" {
+				return nil, fmt.Errorf("gobuild: static linking needs %s, which gcc cannot find (install libc6-dev and libstdc++-dev)", lib)
+			}
+			continue
+		}
+		sum, _, err := hashFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("gobuild: hashing %s: %v", p, err)
+		}
+		out[p] = sum
+	}
+	return out, nil
 }
 
 func firstLine(b []byte) string {
@@ -212,7 +246,7 @@ func firstLine(b []byte) string {
 	return strings.TrimSpace(l)
 }
 
-func probe(ctx context.Context, env []string, cgo bool) (*toolchain, error) {
+func probe(ctx context.Context, env []string, cgo, static bool) (*toolchain, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		return nil, fmt.Errorf("gobuild: the go command is not on PATH: %v", err)
@@ -247,6 +281,12 @@ func probe(ctx context.Context, env []string, cgo bool) (*toolchain, error) {
 			*t.dst = firstLine(o)
 		}
 	}
+	if static {
+		var err error
+		if tc.staticLibs, err = hashStaticLibs(ctx, env); err != nil {
+			return nil, err
+		}
+	}
 	return tc, nil
 }
 
@@ -265,7 +305,8 @@ func key(s *Spec, tc *toolchain, env []string) string {
 		CGO, Static                           bool
 		Args, Env                             []string
 		Go, CC, LD                            string
-	}{infoSchema, s.Module, s.Version, s.Sum, s.Package, s.CGO, s.Static, s.args(), env, tc.goVersion, tc.ccVersion, tc.ldVersion}
+		Libs                                  map[string]string
+	}{infoSchema, s.Module, s.Version, s.Sum, s.Package, s.CGO, s.Static, s.args(), env, tc.goVersion, tc.ccVersion, tc.ldVersion, tc.staticLibs}
 	b, _ := json.Marshal(k)
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:16])
@@ -300,7 +341,7 @@ func Build(ctx context.Context, s Spec, cacheDir string, log io.Writer) (*Result
 	}
 	// Caches are located with the host's settings, then passed explicitly.
 	hostEnv := append(append([]string{}, env...), passthrough("GOCACHE", "GOMODCACHE", "GOPATH", "XDG_CACHE_HOME")...)
-	tc, err := probe(ctx, hostEnv, s.CGO)
+	tc, err := probe(ctx, hostEnv, s.CGO, s.Static)
 	if err != nil {
 		return nil, err
 	}
@@ -367,7 +408,7 @@ func Build(ctx context.Context, s Spec, cacheDir string, log io.Writer) (*Result
 	info := &BuildInfo{
 		Schema: infoSchema, Key: k, Module: s.Module, Version: s.Version, Sum: s.Sum, Package: s.Package,
 		CGO: s.CGO, Static: static, Tags: s.Tags, Ldflags: s.ldflags(), Args: args, Env: fixed,
-		GoVersion: tc.goVersion, CCVersion: tc.ccVersion, LDVersion: tc.ldVersion,
+		GoVersion: tc.goVersion, CCVersion: tc.ccVersion, LDVersion: tc.ldVersion, StaticLibs: tc.staticLibs,
 		Binary: name, SHA256: sum, Size: size,
 	}
 	// Publish the binary first, then the record that marks the entry complete.

@@ -217,6 +217,13 @@ func TestCacheHitAndRepair(t *testing.T) {
 	if err != nil || !bytes.Contains(info, []byte(first.SHA256)) {
 		t.Fatalf("buildinfo.json missing or without digest: %v %s", err, info)
 	}
+	var libc bool
+	for p, h := range first.Info.StaticLibs {
+		libc = libc || (filepath.Base(p) == "libc.a" && len(h) == 64)
+	}
+	if !libc || !bytes.Contains(info, []byte("libc.a")) {
+		t.Fatalf("static build does not record libc.a: %v", first.Info.StaticLibs)
+	}
 	second, err := Build(ctx, tinySpec(sum), cache, nil)
 	if err != nil || !second.Cached || second.SHA256 != first.SHA256 {
 		t.Fatalf("want cache hit: %+v %v", second, err)

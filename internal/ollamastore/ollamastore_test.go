@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -345,11 +346,15 @@ func TestRealOllama(t *testing.T) {
 	cmd.Env = []string{"OLLAMA_MODELS=" + store, "HOME=" + home, "OLLAMA_HOST=" + addr, "PATH=/usr/bin:/bin", "OLLAMA_NOPRUNE=1"}
 	var slog bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &slog, &slog
+	// Own process group: ollama serve starts an "ollama runner" child that
+	// must die with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		cmd.Process.Kill()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		cmd.Wait()
 		if t.Failed() {
 			t.Logf("ollama log:\n%s", slog.String())

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# make bench: every benchmark, with ratios against named baselines, then one
+# report (images/bench.json + a table). Heavy benchmarks run once (-benchtime 1x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p images
+raw=images/bench.txt
+: > "$raw"
+run() { echo "bench: go test $*" >&2; go test -run '^$' "$@" | tee -a "$raw"; }
+run -bench . -benchtime 1x -timeout 30m ./internal/gptdisk
+run -bench . -benchtime 1x -timeout 20m ./agent/...
+run -bench . -timeout 10m ./verifier/verify ./internal/tdvf ./internal/tdxsim ./internal/initramfs ./internal/verity
+run -bench . -benchtime 1x -timeout 30m ./e2e
+echo "bench: make demo (whole flow)" >&2
+start=$(date +%s.%N)
+make --no-print-directory demo >images/bench-demo.log 2>&1
+end=$(date +%s.%N)
+printf 'pkg: demo\nBenchmarkMakeDemo 1 %s s_total\n' "$(echo "$end - $start" | bc)" | tee -a "$raw"
+go run ./scripts/benchreport -o images/bench.json < "$raw"
