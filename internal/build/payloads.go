@@ -97,10 +97,7 @@ func (p *pipeline) payloadTree(ctx context.Context, pl manifest.Payload) (*fstre
 		t, _, err := dirTree(dir)
 		return t, err
 	case "go":
-		gc, err := p.o.Cache.Dir("gobuild")
-		if err != nil {
-			return nil, err
-		}
+		gc := p.o.Cache.Root() // gobuild keeps its builds under <root>/gobuild/<key>
 		pkg := src.GoPackage
 		switch {
 		case pkg == "." || pkg == "":

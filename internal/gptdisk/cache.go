@@ -18,7 +18,7 @@ import (
 
 // cacheFormat names the partition encoding; bump it whenever the EROFS or
 // verity bytes for the same input change, to invalidate old entries.
-const cacheFormat = "tdforge-partition-v1 erofs-plain-4k verity-v1-sha256-4k"
+const cacheFormat = "tdforge-partition-v2 erofs-plain+chunked-4k verity-v1-sha256-4k"
 
 // partMeta is a cached partition's description (parts/<key>.json).
 type partMeta struct {
