@@ -190,4 +190,11 @@ func TestSwapModel(t *testing.T) {
 	if !mismatch(r, "RTMR3", "payload:model") {
 		t.Fatalf("no RTMR3 mismatch naming payload:model:\n%s", out)
 	}
+	// initd names the failing payload and does not start what needs it;
+	// the agent still runs so the failure is attested.
+	for _, want := range []string{"initd: payload model FAILED", "initd: service ollama NOT started: payload(s) model failed"} {
+		if !v.consoleHas(want, 5*time.Second) {
+			t.Errorf("console lacks %q:\n%s", want, v.tail())
+		}
+	}
 }

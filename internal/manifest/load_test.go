@@ -43,7 +43,7 @@ func TestLoadDevManifest(t *testing.T) {
 	}
 	k := m.Kernel
 	if k.Source.Package != "linux-image-6.1.0-56-cloud-amd64-unsigned" || k.Source.Arch != "amd64" || k.Source.PathInDeb != "boot/vmlinuz-6.1.0-56-cloud-amd64" ||
-		!reflect.DeepEqual(k.Modules, []string{"virtio_pci", "virtio_blk", "virtio_net", "dm-verity", "erofs", "qemu_fw_cfg"}) ||
+		!reflect.DeepEqual(k.Modules, []string{"virtio_pci", "virtio_blk", "virtio_net", "dm-verity", "erofs", "qemu_fw_cfg", "button", "evdev", "virtio_console"}) ||
 		k.Cmdline != "console=ttyS0 panic=-1 quiet loglevel=4" {
 		t.Errorf("kernel = %+v", k)
 	}
