@@ -60,5 +60,6 @@ MSG
 
 step "Shutting the VM down cleanly"
 bin/builder shutdown --qmp "$RUN/qmp.sock" --pidfile "$RUN/qemu.pid" --timeout 30s
+rm -f "$RUN/qemu.pid"
 kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=
 echo "demo finished in $(( $(date +%s) - T0 ))s; trail: $IMG/reference-values.json, $RUN/console.log, $RUN/proxy.log"
