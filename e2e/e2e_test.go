@@ -29,6 +29,9 @@ func TestDevImage(t *testing.T) {
 		if code != 0 || !r.Trusted || !r.Simulated || !strings.Contains(r.Verdict, "SIMULATED") {
 			t.Fatalf("verifier: exit %d verdict %q\n%s", code, r.Verdict, out)
 		}
+		if !r.Service.Ready {
+			t.Errorf("service reported down: %s", r.Service.Error)
+		}
 		for _, c := range r.Checks {
 			if c.Status == "FAIL" {
 				t.Errorf("check %s failed: %s", c.Name, c.Reason)

@@ -232,6 +232,10 @@ func (v *vm) debugCommand(cmd string) (string, error) {
 
 // verifierResult is the part of `verifier --json` the tests read.
 type verifierResult struct {
+	Service struct {
+		Ready bool   `json:"ready"`
+		Error string `json:"error"`
+	} `json:"service"`
 	Verdict    string `json:"verdict"`
 	Trusted    bool   `json:"trusted"`
 	Simulated  bool   `json:"simulated"`

@@ -89,6 +89,15 @@ func TestTamperModelData(t *testing.T) {
 		t.Fatalf("chat succeeded on corrupted weights: %q", g.Response)
 	}
 	t.Logf("chat on corrupted weights: HTTP %d %s", code, body)
+	// The verifier still verifies the image but reports the service down.
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(r.Service.Error, "does not load") && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Second)
+		r, _, out = v.attest(t, filepath.Join(devImage, "reference-values.json"))
+	}
+	if r.Service.Ready || !strings.Contains(r.Service.Error, "model tiny:latest does not load") {
+		t.Errorf("service not reported down: %+v\n%s", r.Service, out)
+	}
 	if !v.consoleHas("verity", 10*time.Second) {
 		t.Errorf("no dm-verity error on the console:\n%s", v.tail())
 	}

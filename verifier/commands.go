@@ -78,12 +78,39 @@ func cmdAttest(ctx context.Context, args []string) int {
 			fmt.Fprintf(os.Stderr, "verifier attest: %v\n", err)
 		}
 	}
+	// The service's own readiness, over the pinned key: information next to
+	// the verdict (a measured TD can still have a service down).
+	svc, serr := client.ServiceStatus(ctx, fs.Arg(0), res.SPKIHash)
+	if serr != nil {
+		svc = &client.Service{Error: serr.Error()}
+	}
 	if !pf.json {
 		fmt.Printf("Agent:   %s (TLS SPKI sha256 %x, pinned for this session)\n", fs.Arg(0), res.SPKIHash)
+		if svc.Ready {
+			fmt.Printf("Service: ready (models: %v)\n", svc.Status["models"])
+		} else {
+			fmt.Printf("Service: DOWN: %s\n", svc.Error)
+		}
+		return reportCode(emit(os.Stdout, res.Report, false))
 	}
-	code := emit(os.Stdout, res.Report, pf.json)
+	b, err := json.Marshal(res.Report)
+	if err != nil {
+		return 1
+	}
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	m["service"] = svc
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	enc.Encode(m)
+	return reportCode(res.Report.ExitCode())
+}
+
+// reportCode maps a report's exit code for attest: bad evidence from the
+// agent is a verdict (1), not a usage error.
+func reportCode(code int) int {
 	if code == 2 {
-		code = 1 // bad evidence from the agent is a verdict, not a usage error
+		return 1
 	}
 	return code
 }

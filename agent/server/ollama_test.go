@@ -194,8 +194,22 @@ func TestOllamaThroughAgent(t *testing.T) {
 	if b := post(t, c, agent.URL+"/api/show", fmt.Sprintf(`{"model":%q}`, model)); !strings.Contains(string(b), "llama") {
 		t.Fatalf("show %s", b)
 	}
-	if b := get(t, agent.URL+"/readyz"); !strings.Contains(string(b), `"ready"`) {
-		t.Fatalf("readyz %s", b)
+	// Readiness includes a one-token probe of every model (real weights).
+	var ready []byte
+	for i := 0; i < 200; i++ {
+		resp, err := http.Get(agent.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(string(ready), `"ready"`) || !strings.Contains(string(ready), model) {
+		t.Fatalf("readyz %s", ready)
 	}
 	// Model management is refused even with a real Ollama behind.
 	resp, _ := c.Post(agent.URL+"/api/delete", "application/json", strings.NewReader(fmt.Sprintf(`{"model":%q}`, model)))

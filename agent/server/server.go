@@ -62,6 +62,7 @@ type Server struct {
 	quoteMu   sync.Mutex
 	webui     http.Handler
 	closeFns  []func() error
+	models    modelHealth
 }
 
 // New builds the handler.
@@ -334,6 +335,11 @@ func (s *Server) Ready(ctx context.Context) (map[string]any, error) {
 	out["ollama_version"] = v.Version
 	if _, _, err := s.quote([]byte("tdforge-readyz-probe")); err != nil {
 		return out, fmt.Errorf("quote backend failed: %w", err)
+	}
+	models, err := s.modelStatus()
+	out["models"] = models
+	if err != nil {
+		return out, err
 	}
 	return out, nil
 }

@@ -300,6 +300,14 @@ func fakeOllama(t testing.TB, extra http.HandlerFunc) (*httptest.Server, *atomic
 			io.WriteString(w, `{"version":"0.5.7"}`)
 			return
 		}
+		if extra == nil && r.URL.Path == "/api/tags" {
+			io.WriteString(w, `{"models":[{"name":"tiny:latest"}]}`)
+			return
+		}
+		if extra == nil && r.URL.Path == "/api/generate" {
+			io.WriteString(w, `{"response":"x","done":true}`)
+			return
+		}
 		if extra != nil {
 			extra(w, r)
 			return
@@ -497,7 +505,12 @@ func TestHealthAndReady(t *testing.T) {
 	if rec := do(t, f.srv, "GET", "/healthz", nil); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"ok"`) {
 		t.Fatalf("healthz %d %s", rec.Code, rec.Body)
 	}
+	// The first call starts the model probe; readiness follows once it passed.
 	rec := do(t, f.srv, "GET", "/readyz", nil)
+	for i := 0; i < 100 && rec.Code != 200; i++ {
+		time.Sleep(20 * time.Millisecond)
+		rec = do(t, f.srv, "GET", "/readyz", nil)
+	}
 	var r map[string]any
 	json.Unmarshal(rec.Body.Bytes(), &r)
 	if rec.Code != 200 || r["status"] != "ready" || r["ollama_version"] != "0.5.7" || r["quote_provider"] != "simulator" {
