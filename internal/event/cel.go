@@ -3,6 +3,7 @@ package event
 import (
 	"bytes"
 	"crypto"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -93,6 +94,9 @@ func (l *Log) MarshalBinary() ([]byte, error) {
 func ParseLog(raw []byte) (*Log, error) {
 	if len(raw) == 0 {
 		return NewLog(), nil
+	}
+	if err := checkTLVBounds(raw); err != nil {
+		return nil, fmt.Errorf("runtime event log: not a canonical event log: %w", err)
 	}
 	c, err := cel.DecodeToCEL(bytes.NewBuffer(append([]byte(nil), raw...)))
 	if err != nil {
@@ -196,3 +200,27 @@ func (l *Log) MarshalJSON() ([]byte, error) {
 type singleLog struct{ cel.CEL }
 
 func (singleLog) MRType() cel.MRType { return cel.CCMRType }
+
+// checkTLVBounds walks the top-level TLVs (u8 type, u32 big-endian length,
+// value) and refuses a length past the end of the input, before go-eventlog
+// allocates whatever length the (untrusted) log declares.
+func checkTLVBounds(raw []byte) error {
+	for off := 0; off < len(raw); {
+		if len(raw)-off < 5 {
+			return fmt.Errorf("truncated TLV header at offset %d", off)
+		}
+		n := int(binary.BigEndian.Uint32(raw[off+1 : off+5]))
+		if n > len(raw)-off-5 {
+			return fmt.Errorf("TLV at offset %d declares %d bytes, only %d remain", off, n, len(raw)-off-5)
+		}
+		// A digests field (type 3) holds nested TLVs that go-eventlog
+		// decodes the same way.
+		if raw[off] == 3 {
+			if err := checkTLVBounds(raw[off+5 : off+5+n]); err != nil {
+				return fmt.Errorf("digests at offset %d: %w", off, err)
+			}
+		}
+		off += 5 + n
+	}
+	return nil
+}

@@ -123,3 +123,15 @@ func TestParseLogRejectsTamperedDigest(t *testing.T) {
 		t.Fatal("tampered content accepted")
 	}
 }
+
+// A log declaring huge TLV lengths is refused before anything allocates
+// them (go-eventlog would allocate whatever length the log declares).
+func TestParseLogRefusesOversizedTLVs(t *testing.T) {
+	top := []byte{0, 0xff, 0xff, 0xff, 0xf0, 1, 2, 3}
+	nested := []byte{0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 5, 0x0c, 0x5c, 0, 0, 0}
+	for _, raw := range [][]byte{top, nested} {
+		if _, err := ParseLog(raw); err == nil || !strings.Contains(err.Error(), "declares") {
+			t.Fatalf("oversized TLV accepted or wrong error: %v", err)
+		}
+	}
+}
