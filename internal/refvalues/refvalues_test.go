@@ -1,0 +1,37 @@
+package refvalues
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestRoundTripAndStrictDecode(t *testing.T) {
+	d := &Document{Schema: Schema, Image: Image{Name: "img", Version: "1"}, Events: map[string][]Event{}, Source: "builder"}
+	d.Registers.Set("mrtd", bytes.Repeat([]byte{1}, 48))
+	d.Registers.Set("rtmr0", nil)
+	d.Reasons = map[string]string{"rtmr0": "no ACPI digests"}
+	b, err := d.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`"rtmr0": null`)) {
+		t.Fatalf("unknown register is not null:\n%s", b)
+	}
+	got, err := Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Registers.Get("mrtd") == nil || got.Registers.Get("rtmr0") != nil || got.Reasons["rtmr0"] == "" {
+		t.Fatalf("round trip: %+v", got.Registers)
+	}
+	for _, tc := range []struct{ doc, want string }{
+		{strings.Replace(string(b), Schema, "other/v9", 1), "not supported"},
+		{strings.Replace(string(b), `"source"`, `"extra": 1, "source"`, 1), "unknown field"},
+		{strings.Replace(string(b), strings.Repeat("01", 48), "0102", 1), "96 hex digits"},
+	} {
+		if _, err := Decode(strings.NewReader(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %v, want %q", err, tc.want)
+		}
+	}
+}
