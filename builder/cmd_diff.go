@@ -3,13 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tdforge/tdforge/internal/filehash"
 	"io"
 	"io/fs"
 	"os"
@@ -152,16 +151,7 @@ func listFiles(dir string) (map[string]bool, error) {
 	return out, err
 }
 
-func fileDigest(p string) (string, int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	return hex.EncodeToString(h.Sum(nil)), n, err
-}
+var fileDigest = filehash.SHA256
 
 func diffDirs(ctx context.Context, a, b string) (*diffReport, error) {
 	fa, err := listFiles(a)

@@ -98,9 +98,9 @@ func launchCommand(o *launchOpts) ([]string, func(), error) {
 		return nil, nil, fmt.Errorf("--cpus %d differs from the manifest's vm.cpus = %d; the reference values assume %d (rebuild with a different vm block instead)", o.cpus, info.VM.CPUs, info.VM.CPUs)
 	}
 	if o.memory != "" {
-		mb, err := parseMemoryMB(o.memory)
+		mb, err := parseMeasureMemory(o.memory)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("--memory: %w", err)
 		}
 		if mb != info.VM.MemoryMB {
 			return nil, nil, fmt.Errorf("--memory %s differs from the manifest's vm.memory = %d MiB; the reference values assume it (rebuild with a different vm block instead)", o.memory, info.VM.MemoryMB)
@@ -284,20 +284,4 @@ func shellQuote(argv []string) string {
 		b.WriteString("'" + strings.ReplaceAll(a, "'", `'\''`) + "'")
 	}
 	return b.String()
-}
-
-func parseMemoryMB(s string) (int, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	mult := 1
-	switch {
-	case strings.HasSuffix(t, "G"):
-		mult, t = 1024, strings.TrimSuffix(t, "G")
-	case strings.HasSuffix(t, "M"):
-		t = strings.TrimSuffix(t, "M")
-	}
-	n, err := strconv.Atoi(t)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("memory %q: want a size like 2G or 2048M", s)
-	}
-	return n * mult, nil
 }

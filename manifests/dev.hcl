@@ -61,6 +61,7 @@ payload "ollama" {
     cgo     = true
     static  = true
     ldflags = ["-X github.com/ollama/ollama/version.Version=0.5.7"]
+    tags    = ["netgo", "osusergo"] # pure-Go DNS and user lookup: the static glibc never needs NSS modules
     output  = "bin/ollama"
   }
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/tdforge/tdforge/internal/cache"
+	"github.com/tdforge/tdforge/internal/filehash"
 	"github.com/tdforge/tdforge/internal/fstree"
 	"github.com/tdforge/tdforge/internal/imagedir"
 	"github.com/tdforge/tdforge/internal/lockfile"
@@ -182,19 +183,7 @@ func (p *pipeline) write(name string, data []byte, perm os.FileMode) error {
 func sha256hex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
 // fileSHA256 hashes a file streaming.
-func fileSHA256(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
+var fileSHA256 = filehash.SHA256
 
 // serviceUser returns the deterministic uid for a service by index.
 func serviceUID(i int) int { return firstSvcUID + i }

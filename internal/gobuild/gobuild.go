@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tdforge/tdforge/internal/filehash"
 	"io"
 	"os"
 	"os/exec"
@@ -506,19 +507,7 @@ func loadCached(dir string) (*Result, error) {
 	return resultOf(dir, &info), nil
 }
 
-func hashFile(p string) (string, int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
+var hashFile = filehash.SHA256
 
 // IsStatic reports whether the ELF file at p is self-contained: no program
 // interpreter (PT_INTERP) and no DT_NEEDED shared libraries.

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -100,8 +101,13 @@ func main() {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BENCHMARK\tMETRIC\tVALUE\tGOAL")
 	for _, r := range results {
-		for k, v := range r.Metrics {
-			fmt.Fprintf(tw, "%s\t%s\t%.4g\t%s\n", r.Name, k, v, r.Goals[k])
+		keys := make([]string, 0, len(r.Metrics))
+		for k := range r.Metrics {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(tw, "%s\t%s\t%.4g\t%s\n", r.Name, k, r.Metrics[k], r.Goals[k])
 		}
 	}
 	tw.Flush()

@@ -25,22 +25,9 @@ import (
 	"github.com/tdforge/tdforge/internal/ollamastore"
 )
 
-// Spec is the pinned Ollama build (the same spec, and so the same cache
-// entry, as internal/gobuild's tests and the image builder use).
-var Spec = gobuild.Spec{
-	Module:  "github.com/ollama/ollama",
-	Version: "v0.5.7",
-	Sum:     "h1:YFxF3UYc3TbOH/j/OhJoxl4LOvPQRcuKUdI5txs/pkc=",
-	CGO:     true,
-	Static:  true,
-	Tags:    []string{"netgo", "osusergo"},
-	Ldflags: []string{"-X", "github.com/ollama/ollama/version.Version=0.5.7"},
-	Smoke: &gobuild.Smoke{
-		Args: []string{"--version"},
-		Env:  []string{"OLLAMA_HOST=127.0.0.1:9", "HOME=/nonexistent"},
-		Want: "0.5.7",
-	},
-}
+// Spec is the pinned Ollama build: the same spec, and so the same cache
+// entry, as the image builder's manifests and internal/gobuild's tests.
+var Spec = gobuild.Ollama057
 
 // Model is the tiny model's name in the store.
 const Model = "tiny:latest"
