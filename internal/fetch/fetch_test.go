@@ -140,8 +140,11 @@ func TestFile(t *testing.T) {
 }
 
 func ovmfDeb(t *testing.T) string {
-	home, _ := os.UserHomeDir()
-	p := filepath.Join(home, ".cache/tdforge/deb/ovmf_2022.11-6+deb12u2_all.deb")
+	p := os.Getenv("TDFORGE_OVMF_DEB")
+	if p == "" {
+		home, _ := os.UserHomeDir()
+		p = filepath.Join(home, ".cache/tdforge/deb/ovmf_2022.11-6+deb12u2_all.deb")
+	}
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("OVMF .deb missing at %s (run make deps): %v", p, err)
 	}
