@@ -24,22 +24,23 @@ func init() {
 }
 
 type launchOpts struct {
-	dir        string
-	simulate   bool
-	run        bool
-	detach     bool
-	port       int
-	httpPort   int
-	serial     string
-	pidfile    string
-	waitReady  time.Duration
-	cpus       int
-	memory     string
-	qemu       string
-	disk       string
-	extraAppnd string
-	qmp        string
-	debugSock  string
+	dir          string
+	simulate     bool
+	run          bool
+	detach       bool
+	port         int
+	httpPort     int
+	serial       string
+	pidfile      string
+	waitReady    time.Duration
+	cpus         int
+	memory       string
+	qemu         string
+	disk         string
+	extraAppnd   string
+	qmp          string
+	debugSock    string
+	extraDevices multiFlag
 }
 
 func runLaunch(ctx context.Context, args []string) int {
@@ -58,6 +59,7 @@ func runLaunch(ctx context.Context, args []string) int {
 	fs.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")
 	fs.StringVar(&o.disk, "disk", "", "payload disk to attach instead of DIR/disk.raw (for tamper tests)")
 	fs.StringVar(&o.debugSock, "debug-socket", "", "with --simulate on a dev image: attach the dev-only debug channel (virtio-serial port tdforge.debug) at this unix socket")
+	fs.Var(&o.extraDevices, "extra-device", "add a QEMU -device (repeatable; changes the VM the reference values assume: for tamper tests)")
 	fs.StringVar(&o.qmp, "qmp", "", "create a QMP control socket at this path (used by 'builder shutdown')")
 	fs.StringVar(&o.extraAppnd, "cmdline", "", "replace the kernel command line (changes RTMR2; for tamper tests)")
 	fs.Usage = func() {
@@ -150,14 +152,23 @@ func launchCommand(o *launchOpts) ([]string, func(), error) {
 		"-device", "virtio-blk-pci,drive=payload",
 		"-netdev", fwd, "-device", "virtio-net-pci,netdev=net0",
 	)
-	if o.debugSock != "" {
-		if !o.simulate || !info.Image.Dev {
-			return nil, nil, fmt.Errorf("--debug-socket is only for dev images under --simulate")
+	if o.debugSock != "" && !o.simulate {
+		return nil, nil, fmt.Errorf("--debug-socket is only for dev images under --simulate")
+	}
+	if o.simulate {
+		// The simulator platform always has the dev debug port, so the VM
+		// (and so its ACPI tables, measured into RTMR0) is the same whether
+		// or not a debugger is attached; unattached it goes nowhere.
+		chardev := "null,id=dbg"
+		if o.debugSock != "" {
+			d, _ := filepath.Abs(o.debugSock)
+			chardev = "socket,id=dbg,path=" + d + ",server=on,wait=off"
 		}
-		d, _ := filepath.Abs(o.debugSock)
-		argv = append(argv, "-device", "virtio-serial-pci,id=vser0",
-			"-chardev", "socket,id=dbg,path="+d+",server=on,wait=off",
+		argv = append(argv, "-device", "virtio-serial-pci,id=vser0", "-chardev", chardev,
 			"-device", "virtserialport,bus=vser0.0,chardev=dbg,name=tdforge.debug")
+	}
+	for _, d := range o.extraDevices {
+		argv = append(argv, "-device", d)
 	}
 	if o.qmp != "" {
 		q, _ := filepath.Abs(o.qmp)

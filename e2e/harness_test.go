@@ -93,6 +93,7 @@ type bootOpts struct {
 	cmdline string
 	debug   bool
 	wait    time.Duration
+	device  string // an extra QEMU -device (changes the VM's ACPI tables)
 }
 
 // boot launches image dir with builder launch --simulate --detach and waits
@@ -111,6 +112,9 @@ func boot(t testing.TB, dir string, o bootOpts) *vm {
 	}
 	if o.cmdline != "" {
 		args = append(args, "--cmdline", o.cmdline)
+	}
+	if o.device != "" {
+		args = append(args, "--extra-device", o.device)
 	}
 	if o.debug {
 		v.debug = filepath.Join(run, "debug.sock")

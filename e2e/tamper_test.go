@@ -207,3 +207,22 @@ func TestSwapModel(t *testing.T) {
 		}
 	}
 }
+
+// TestHostChangesACPI boots the image with one more device than the platform
+// profile describes: QEMU's ACPI tables change, the simulated firmware
+// measures what QEMU provided (as TDVF does), and the verifier reports an
+// RTMR0 mismatch naming the ACPI event. Values taken from the guest's own
+// log would have hidden this; the reference pins them per platform.
+func TestHostChangesACPI(t *testing.T) {
+	v := boot(t, devImage, bootOpts{device: "virtio-rng-pci"})
+	if !v.consoleHas("differs from the platform profile", 10*time.Second) {
+		t.Errorf("the simulated firmware did not notice the changed ACPI tables:\n%s", v.tail())
+	}
+	r, code, out := v.attest(t, "")
+	if code != 1 || r.Trusted {
+		t.Fatalf("changed VM verified (exit %d):\n%s", code, out)
+	}
+	if !mismatch(r, "RTMR0", "acpi") && !mismatch(r, "RTMR0", "ACPI") {
+		t.Fatalf("no RTMR0 mismatch naming the ACPI tables:\n%s", out)
+	}
+}

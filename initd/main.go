@@ -101,6 +101,7 @@ func main() {
 		fatal(nil, err)
 	}
 	if p.TDX.Simulate {
+		simtdx.Logf = logf
 		if regs, err := simtdx.Init(fwcfg.Reader{}, simstate.Dir, agentGID); err != nil {
 			logf("TDX simulator not initialised: %v", err)
 		} else {

@@ -4,6 +4,7 @@
 package simtdx
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,9 @@ import (
 	"github.com/tdforge/tdforge/internal/fwcfg"
 	"github.com/tdforge/tdforge/internal/simstate"
 )
+
+// Logf reports simulated-firmware findings (initd sets it to its console).
+var Logf = func(format string, a ...any) {}
 
 // Init fills dir (02750 root:gid, files 0640) from fw_cfg. RTMR3 starts at
 // zero. If dir already holds registers, Init leaves them alone: registers
@@ -56,6 +60,22 @@ func Init(fw fwcfg.Reader, dir string, gid int) (*simstate.Registers, error) {
 		}
 		if err != nil {
 			return nil, err
+		}
+		if name == simstate.FWCfgCCEL {
+			// The simulated firmware measures the ACPI blobs QEMU really
+			// handed over (see MeasureACPI).
+			patched, rtmr0, changed, err := MeasureACPI(fw, b)
+			if err != nil {
+				return nil, fmt.Errorf("simulated firmware: %w", err)
+			}
+			got := hex.EncodeToString(rtmr0[:])
+			if len(changed) == 0 && got != plat.RTMR[0] {
+				return nil, fmt.Errorf("simulated firmware: the launcher's CCEL replays to RTMR0 %s, not its RTMR0 %s", got, plat.RTMR[0])
+			}
+			for _, c := range changed {
+				Logf("simulated firmware: ACPI blob %s differs from the platform profile: RTMR0 measures what QEMU provided", c)
+			}
+			plat.RTMR[0], b = got, patched
 		}
 		if name == simstate.FWCfgPKI {
 			var pki simstate.PKI

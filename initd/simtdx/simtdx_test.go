@@ -1,6 +1,9 @@
 package simtdx
 
 import (
+	"crypto/sha512"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/tdforge/tdforge/internal/fwcfg"
+	"github.com/tdforge/tdforge/internal/measure"
 	"github.com/tdforge/tdforge/internal/rtmr"
 	"github.com/tdforge/tdforge/internal/simstate"
 )
@@ -25,9 +29,10 @@ func fwEntry(t *testing.T, root, name, content string) {
 func TestInitFromFwCfg(t *testing.T) {
 	fw := t.TempDir()
 	h := func(c string) string { return strings.Repeat(c, 48) }
-	fwEntry(t, fw, simstate.FWCfgPlatform, `{"mrtd":"`+h("11")+`","rtmr":["`+h("aa")+`","`+h("bb")+`","`+h("cc")+`"],"td_attributes":"0000000010000000","xfam":"e718060000000000","mrseam":"`+h("00")+`","tee_tcb_svn":"00000000000000000000000000000000"}`)
+	ccel, rtmr0 := simCCEL(t, fw, false)
+	fwEntry(t, fw, simstate.FWCfgPlatform, `{"mrtd":"`+h("11")+`","rtmr":["`+rtmr0+`","`+h("bb")+`","`+h("cc")+`"],"td_attributes":"0000000010000000","xfam":"e718060000000000","mrseam":"`+h("00")+`","tee_tcb_svn":"00000000000000000000000000000000"}`)
 	fwEntry(t, fw, simstate.FWCfgPKI, `{"root_cert":"R","intermediate_cert":"I","pck_cert":"P","pck_key":"K","attestation_key":"A"}`)
-	fwEntry(t, fw, simstate.FWCfgCCEL, "ccel-bytes")
+	fwEntry(t, fw, simstate.FWCfgCCEL, string(ccel))
 	dir := filepath.Join(t.TempDir(), "tdx-sim")
 	gid := os.Getgid()
 	regs, err := Init(fwcfg.Reader{Root: fw}, dir, gid)
@@ -45,8 +50,11 @@ func TestInitFromFwCfg(t *testing.T) {
 	if err != nil || pki.AttestationKey != "A" {
 		t.Fatalf("pki %+v %v", pki, err)
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, simstate.CCELFile)); string(b) != "ccel-bytes" {
-		t.Fatalf("ccel %q", b)
+	if b, _ := os.ReadFile(filepath.Join(dir, simstate.CCELFile)); string(b) != string(ccel) {
+		t.Fatalf("ccel changed although QEMU's ACPI blobs match the profile")
+	}
+	if regs.RTMR[0] != rtmr0 {
+		t.Fatalf("RTMR0 %s, want %s", regs.RTMR[0], rtmr0)
 	}
 	if _, err := os.Stat(filepath.Join(dir, simstate.CCELTableFile)); !os.IsNotExist(err) {
 		t.Fatal("absent optional entry produced a file")
@@ -82,5 +90,64 @@ func TestInitRejectsBadPlatform(t *testing.T) {
 	}
 	if _, err := Init(fwcfg.Reader{Root: t.TempDir()}, t.TempDir(), 0); err == nil || !strings.Contains(err.Error(), "-fw_cfg name=opt/tdforge/platform.json") {
 		t.Fatalf("missing entry: %v", err)
+	}
+}
+
+// simCCEL writes QEMU-like ACPI fw_cfg blobs into fw and returns a simulated
+// CCEL whose ACPI events carry the profile's digests (the blobs' own, unless
+// differ) and the RTMR0 it replays to.
+func simCCEL(t *testing.T, fw string, differ bool) ([]byte, string) {
+	t.Helper()
+	var events []measure.LogEvent
+	sep := sha512.Sum384([]byte{0, 0, 0, 0})
+	events = append(events, measure.LogEvent{Register: 0, Type: 4, Digest: &sep, Data: []byte{0, 0, 0, 0}})
+	for i, n := range ACPIBlobs {
+		blob := []byte(fmt.Sprintf("qemu blob %d", i))
+		fwEntry(t, fw, n, string(blob))
+		profile := sha512.Sum384(blob)
+		if differ && i == 2 {
+			profile = sha512.Sum384([]byte("the profile's tables"))
+		}
+		events = append(events, measure.LogEvent{Register: 0, Type: evPlatformConfigFlags, Digest: &profile, Data: []byte("ACPI DATA")})
+	}
+	k := sha512.Sum384([]byte("kernel"))
+	events = append(events, measure.LogEvent{Register: 1, Type: 0x80000003, Digest: &k, Data: []byte("k")})
+	_, log, err := measure.EncodeCCEL(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reg [48]byte
+	for _, e := range events[:4] {
+		reg = sha512.Sum384(append(reg[:], e.Digest[:]...))
+	}
+	return log, hex.EncodeToString(reg[:])
+}
+
+func TestSimulatedFirmwareMeasuresQEMUsACPI(t *testing.T) {
+	fw := t.TempDir()
+	log, profileRTMR0 := simCCEL(t, fw, true)
+	patched, rtmr0, changed, err := MeasureACPI(fwcfg.Reader{Root: fw}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changed) != 1 || !strings.Contains(changed[0], "etc/acpi/tables") {
+		t.Fatalf("changed %v", changed)
+	}
+	if hex.EncodeToString(rtmr0[:]) == profileRTMR0 {
+		t.Fatal("RTMR0 ignores the ACPI blobs QEMU provided")
+	}
+	// The patched log replays to the new RTMR0 and keeps its other events.
+	_, again, changedAgain, err := MeasureACPI(fwcfg.Reader{Root: fw}, patched)
+	if err != nil || len(changedAgain) != 0 || again != rtmr0 {
+		t.Fatalf("patched log: %v %v %x", err, changedAgain, again)
+	}
+	if len(patched) != len(log) {
+		t.Fatal("log length changed")
+	}
+	if _, _, _, err := MeasureACPI(fwcfg.Reader{Root: t.TempDir()}, log); err == nil {
+		t.Fatal("missing ACPI blobs accepted")
+	}
+	if _, _, _, err := MeasureACPI(fwcfg.Reader{Root: fw}, []byte("garbage that is long enough to be read as a header")); err == nil {
+		t.Fatal("garbage CCEL accepted")
 	}
 }
