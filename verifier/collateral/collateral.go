@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tdforge/tdforge/internal/quoteabi"
 	"io"
 	"net/http"
 	"os"
@@ -27,7 +28,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/go-tdx-guest/abi"
 	"github.com/google/go-tdx-guest/pcs"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/verify"
@@ -223,7 +223,7 @@ func fileFor(url string) string {
 // QuoteFMSPC returns the FMSPC and the PCK issuing CA ("platform" or
 // "processor") from a quote's PCK certificate.
 func QuoteFMSPC(rawQuote []byte) (fmspc, ca string, err error) {
-	q, err := abi.QuoteToProto(rawQuote)
+	q, err := quoteabi.Parse(rawQuote)
 	if err != nil {
 		return "", "", fmt.Errorf("quote: %v", err)
 	}

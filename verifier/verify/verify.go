@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/tdforge/tdforge/internal/quoteabi"
 	"strings"
 	"time"
 
@@ -186,8 +187,16 @@ const (
 
 // Verify checks ev against opts and returns the report; it never returns
 // nil. ctx bounds nothing yet beyond early cancellation.
-func Verify(ctx context.Context, ev Evidence, opts Options) *Report {
+func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 	r := &Report{}
+	// Evidence is untrusted input parsed by third-party code: a crash there
+	// is a failed check, never a crashed verifier.
+	defer func() {
+		if p := recover(); p != nil {
+			r.Trusted = false
+			out = r.fail(ErrInput, CheckFormat, "malformed evidence: a parser failed (%v)", p)
+		}
+	}()
 	if opts.Reference == nil {
 		return r.fail(ErrInput, "reference values", "no reference values given")
 	}
@@ -212,7 +221,7 @@ func Verify(ctx context.Context, ev Evidence, opts Options) *Report {
 	if len(ev.Quote) == 0 {
 		return r.fail(ErrInput, CheckFormat, "no quote supplied")
 	}
-	anyQ, err := abi.QuoteToProto(ev.Quote)
+	anyQ, err := quoteabi.Parse(ev.Quote)
 	if err != nil {
 		return r.fail(ErrInput, CheckFormat, "not a TDX quote v4 (%d bytes): %v", len(ev.Quote), err)
 	}
