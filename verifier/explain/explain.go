@@ -356,13 +356,21 @@ func rtmrName(i int) string { return fmt.Sprintf("RTMR%d", i) }
 // go-eventlog against the quote's RTMR0..2 and also checks that every
 // register without events is zero. It returns the parsed events even when
 // the replay fails (nil only when the log cannot be parsed).
-func ReplayCCEL(table, raw []byte, q Quote) ([]LogEvent, error) {
+func ReplayCCEL(table, raw []byte, q Quote) (events []LogEvent, err error) {
+	// The log is untrusted input for third-party parsers: a crash is a
+	// failed replay, never a crashed verifier.
+	defer func() {
+		if p := recover(); p != nil {
+			events, err = nil, fmt.Errorf("malformed CCEL: the parser failed (%v)", p)
+		}
+	}()
 	if len(table) > 0 {
 		if err := CheckCCELTable(table); err != nil {
 			return nil, err
 		}
 	}
-	events, el, err := ParseCCEL(raw)
+	events, el, perr := ParseCCEL(raw)
+	err = perr
 	if err != nil {
 		return nil, err
 	}
