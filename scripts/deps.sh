@@ -4,7 +4,8 @@
 set -euo pipefail
 
 PKGS=(qemu-system-x86 ovmf cpio cryptsetup-bin erofs-utils squashfs-tools faketime gdisk
-      chromium chromium-driver time zstd gcc g++ libc6-dev libstdc++-12-dev make git ca-certificates)
+      chromium chromium-driver time zstd gcc g++ libc6-dev libstdc++-12-dev make git ca-certificates
+      osslsigncode python3 curl iproute2)
 
 missing=()
 for p in "${PKGS[@]}"; do
