@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tdforge/tdforge/internal/imagedir"
+	"github.com/tdforge/tdforge/internal/simstate"
 )
 
 func init() {
@@ -75,16 +76,29 @@ func runLaunch(ctx context.Context, args []string) int {
 	}
 	o.dir = fs.Arg(0)
 	argv, cleanup, err := launchCommand(&o)
-	if cleanup != nil {
-		defer cleanup()
-	}
 	if err != nil {
+		if cleanup != nil {
+			cleanup()
+		}
 		fmt.Fprintf(os.Stderr, "builder launch: %v\n", err)
 		return exitFail
 	}
 	if !o.run {
+		// The printed command reads the simulated platform's fw_cfg files,
+		// so they are kept; say where.
+		if o.simulate {
+			for _, a := range argv {
+				if strings.HasPrefix(a, "name="+simstate.FWCfgPlatform+",file=") {
+					fmt.Fprintf(os.Stderr, "builder launch: the simulated platform's files are in %s (remove it when done)\n",
+						filepath.Dir(strings.TrimPrefix(a, "name="+simstate.FWCfgPlatform+",file=")))
+				}
+			}
+		}
 		fmt.Println(shellQuote(argv))
 		return exitOK
+	}
+	if cleanup != nil {
+		defer cleanup()
 	}
 	return execQEMU(ctx, &o, argv, cleanup)
 }
