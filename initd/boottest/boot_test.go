@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/tdforge/tdforge/internal/testdeps"
 	"net"
 	"os"
 	"os/exec"
@@ -26,19 +27,7 @@ import (
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
-const defaultKernelDeb = "linux-image-6.1.0-56-cloud-amd64-unsigned_6.1.192-2_amd64.deb"
-
-func kernelDeb(t *testing.T) string {
-	p := os.Getenv("TDFORGE_KERNEL_DEB")
-	if p == "" {
-		home, _ := os.UserHomeDir()
-		p = filepath.Join(home, ".cache", "tdforge", "deb", defaultKernelDeb)
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("kernel package %s not found (set TDFORGE_KERNEL_DEB or run `make deps`): %v", p, err)
-	}
-	return p
-}
+func kernelDeb(t *testing.T) string { return testdeps.KernelDeb(t) }
 
 func run(t *testing.T, dir string, env []string, name string, args ...string) {
 	t.Helper()

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"github.com/tdforge/tdforge/internal/testdeps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,8 +17,6 @@ import (
 	"sync"
 	"testing"
 )
-
-const defaultKernelDeb = "linux-image-6.1.0-56-cloud-amd64-unsigned_6.1.192-2_amd64.deb"
 
 var (
 	kernelOnce sync.Once
@@ -29,13 +28,9 @@ var (
 func debianKernel(t testing.TB) []byte {
 	t.Helper()
 	kernelOnce.Do(func() {
-		deb := os.Getenv("TDFORGE_KERNEL_DEB")
-		if deb == "" {
-			home, _ := os.UserHomeDir()
-			deb = filepath.Join(home, ".cache/tdforge/deb", defaultKernelDeb)
-		}
-		if _, err := os.Stat(deb); err != nil {
-			kernelErr = errors.New("the pinned Debian kernel .deb is needed (set TDFORGE_KERNEL_DEB or run make deps): " + err.Error())
+		deb, err := testdeps.KernelDebPath()
+		if err != nil {
+			kernelErr = err
 			return
 		}
 		dir, err := os.MkdirTemp("", "tdforge-kernel")

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/tdforge/tdforge/internal/testdeps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,29 +14,9 @@ import (
 	"testing"
 )
 
-func ovmfDeb(t *testing.T) string {
-	p := os.Getenv("TDFORGE_OVMF_DEB")
-	if p == "" {
-		home, _ := os.UserHomeDir()
-		p = filepath.Join(home, ".cache/tdforge/deb/ovmf_2022.11-6+deb12u2_all.deb")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("OVMF .deb not found at %s (set TDFORGE_OVMF_DEB or run make deps): %v", p, err)
-	}
-	return p
-}
+func ovmfDeb(t *testing.T) string { return testdeps.OVMFDeb(t) }
 
-func kernelDeb(t *testing.T) string {
-	p := os.Getenv("TDFORGE_KERNEL_DEB")
-	if p == "" {
-		home, _ := os.UserHomeDir()
-		p = filepath.Join(home, ".cache/tdforge/deb/linux-image-6.1.0-56-cloud-amd64-unsigned_6.1.192-2_amd64.deb")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("kernel .deb not found at %s (set TDFORGE_KERNEL_DEB or run make deps): %v", p, err)
-	}
-	return p
-}
+func kernelDeb(t *testing.T) string { return testdeps.KernelDeb(t) }
 
 // dpkgExtract extracts one file with dpkg-deb + tar, as an independent check.
 func dpkgExtract(t *testing.T, deb, p string) []byte {

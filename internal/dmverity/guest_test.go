@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/tdforge/tdforge/internal/testdeps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -19,8 +20,6 @@ import (
 	"github.com/tdforge/tdforge/internal/gptdisk"
 	"github.com/tdforge/tdforge/internal/policy"
 )
-
-const defaultKernelDeb = "linux-image-6.1.0-56-cloud-amd64-unsigned_6.1.192-2_amd64.deb"
 
 // guestModules are the Debian cloud kernel modules the guest loads, in
 // dependency order.
@@ -40,14 +39,7 @@ var guestModules = []string{
 // + 1; with hash_offset/4096 the kernel fails the first read with EIO) and
 // the EROFS images (flat and chunk-based files) against the kernel itself.
 func TestGuestVerity(t *testing.T) {
-	deb := os.Getenv("TDFORGE_KERNEL_DEB")
-	if deb == "" {
-		home, _ := os.UserHomeDir()
-		deb = filepath.Join(home, ".cache", "tdforge", "deb", defaultKernelDeb)
-	}
-	if _, err := os.Stat(deb); err != nil {
-		t.Fatalf("kernel package %s is missing (set TDFORGE_KERNEL_DEB or run make deps): %v", deb, err)
-	}
+	deb := testdeps.KernelDeb(t)
 	dir := t.TempDir()
 	kroot := filepath.Join(dir, "k")
 	if out, err := exec.Command("dpkg-deb", "-x", deb, kroot).CombinedOutput(); err != nil {

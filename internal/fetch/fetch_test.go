@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/tdforge/tdforge/internal/testdeps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -139,17 +140,7 @@ func TestFile(t *testing.T) {
 	}
 }
 
-func ovmfDeb(t *testing.T) string {
-	p := os.Getenv("TDFORGE_OVMF_DEB")
-	if p == "" {
-		home, _ := os.UserHomeDir()
-		p = filepath.Join(home, ".cache/tdforge/deb/ovmf_2022.11-6+deb12u2_all.deb")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("OVMF .deb missing at %s (run make deps): %v", p, err)
-	}
-	return p
-}
+func ovmfDeb(t *testing.T) string { return testdeps.OVMFDeb(t) }
 
 func TestDebLocalFile(t *testing.T) {
 	deb := ovmfDeb(t)

@@ -2,6 +2,7 @@ package kmod
 
 import (
 	"bytes"
+	"github.com/tdforge/tdforge/internal/testdeps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,17 +10,7 @@ import (
 	"testing"
 )
 
-func kernelDeb(t *testing.T) string {
-	p := os.Getenv("TDFORGE_KERNEL_DEB")
-	if p == "" {
-		home, _ := os.UserHomeDir()
-		p = filepath.Join(home, ".cache/tdforge/deb/linux-image-6.1.0-56-cloud-amd64-unsigned_6.1.192-2_amd64.deb")
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("kernel .deb not found at %s (set TDFORGE_KERNEL_DEB or run make deps): %v", p, err)
-	}
-	return p
-}
+func kernelDeb(t *testing.T) string { return testdeps.KernelDeb(t) }
 
 func index(names []string) map[string]int {
 	m := map[string]int{}

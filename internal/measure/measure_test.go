@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"github.com/tdforge/tdforge/internal/testdeps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,10 +60,10 @@ var (
 func kernel(t testing.TB) []byte {
 	t.Helper()
 	kOnce.Do(func() {
-		deb := os.Getenv("TDFORGE_KERNEL_DEB")
-		if deb == "" {
-			home, _ := os.UserHomeDir()
-			deb = filepath.Join(home, ".cache/tdforge/deb/linux-image-6.1.0-56-cloud-amd64-unsigned_6.1.192-2_amd64.deb")
+		deb, err := testdeps.KernelDebPath()
+		if err != nil {
+			kErr = err
+			return
 		}
 		dir, err := os.MkdirTemp("", "tdforge-measure-kernel")
 		if err != nil {
