@@ -41,7 +41,7 @@ type launchOpts struct {
 	extraAppnd   string
 	qmp          string
 	debugSock    string
-	extraDevices multiFlag
+	extraDevices listFlag
 }
 
 func runLaunch(ctx context.Context, args []string) int {

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,39 +11,22 @@ import (
 	"github.com/tdforge/tdforge/internal/cache"
 	"github.com/tdforge/tdforge/internal/fetch"
 	"github.com/tdforge/tdforge/internal/manifest"
-	"golang.org/x/term"
 )
 
-// manifestFlags are the variable flags shared by build and measure.
+// manifestFlags are the variable flags shared by build and measure (the
+// same -var/-var-file handling as validate).
 type manifestFlags struct {
-	vars     multiFlag
-	varFiles multiFlag
+	vars     varFlags
+	varFiles *listFlag
 }
 
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
-
-func (f *manifestFlags) register(fs *flag.FlagSet) {
-	fs.Var(&f.vars, "var", "set a variable: -var name=value (repeatable)")
-	fs.Var(&f.varFiles, "var-file", "read variables from an HCL file (repeatable)")
-}
+func (f *manifestFlags) register(fs *flag.FlagSet) { f.vars, f.varFiles = addVarFlags(fs) }
 
 // load evaluates a manifest with the flags; diagnostics go to stderr.
 func (f *manifestFlags) load(path string, allowUnknown bool) (*manifest.Manifest, bool) {
-	vars := map[string]string{}
-	for _, kv := range f.vars {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			fmt.Fprintf(os.Stderr, "builder: -var %q: want name=value\n", kv)
-			return nil, false
-		}
-		vars[k] = v
-	}
-	m, diags := manifest.Load(path, manifest.LoadOptions{Vars: vars, VarFiles: f.varFiles, Environ: os.Environ(), AllowUnknown: allowUnknown})
+	m, diags := manifest.Load(path, manifest.LoadOptions{Vars: f.vars, VarFiles: *f.varFiles, Environ: os.Environ(), AllowUnknown: allowUnknown})
 	if diags != nil && len(diags.Diags) > 0 {
-		diags.WriteText(os.Stderr, term.IsTerminal(int(os.Stderr.Fd())), 100)
+		printDiags(os.Stderr, diags)
 	}
 	if diags.HasErrors() || m == nil {
 		return nil, false
