@@ -15,11 +15,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"github.com/tdforge/tdforge/internal/cache"
 	"github.com/tdforge/tdforge/internal/filehash"
-	"github.com/tdforge/tdforge/internal/fstree"
 	"github.com/tdforge/tdforge/internal/imagedir"
 	"github.com/tdforge/tdforge/internal/lockfile"
 	"github.com/tdforge/tdforge/internal/manifest"
@@ -185,7 +183,7 @@ func sha256hex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToStri
 // fileSHA256 hashes a file streaming.
 var fileSHA256 = filehash.SHA256
 
-// serviceUser returns the deterministic uid for a service by index.
+// serviceUID returns the deterministic uid for a service by index.
 func serviceUID(i int) int { return firstSvcUID + i }
 
 func sortedKeys[M ~map[string]V, V any](m M) []string {
@@ -204,6 +202,3 @@ func jsonIndent(v any) ([]byte, error) {
 	}
 	return append(b, '\n'), nil
 }
-
-var _ = strings.TrimSpace
-var _ = fstree.File

@@ -1,14 +1,19 @@
 package build
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/tdforge/tdforge/internal/cache"
 	"github.com/tdforge/tdforge/internal/gptdisk"
 	"github.com/tdforge/tdforge/internal/lockfile"
 	"github.com/tdforge/tdforge/internal/manifest"
+	"github.com/tdforge/tdforge/internal/progress"
 )
 
 func TestDirTreeNormalizesAndDigests(t *testing.T) {
@@ -98,5 +103,53 @@ func TestPolicyFromManifest(t *testing.T) {
 	ev, err := pol.ExpectedEvents()
 	if err != nil || len(ev) != 4 || ev[3].Kind != "config" {
 		t.Fatalf("events %v %v", ev, err)
+	}
+}
+
+// A registry model's pinned template/params/license blobs are stored byte
+// for byte (not re-rendered), and the GGUF is validated by the store layout.
+func TestModelTreeKeepsPinnedBlobs(t *testing.T) {
+	c, err := cache.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name, body string) manifest.Source {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte(body), 0o644)
+		sum := sha256.Sum256([]byte(body))
+		return manifest.Source{Kind: "file", Path: path, SHA256: hex.EncodeToString(sum[:])}
+	}
+	params := write("params", "{\"stop\": [\"<x>\"],   \"temperature\": 0.6}\n") // not canonical on purpose
+	tmpl := write("template", "{{ .Prompt }}\n")
+	pl := manifest.Payload{Name: "model", Source: manifest.Source{Kind: "ollama_model", Model: &manifest.OllamaModel{
+		Name: "tiny", Tag: "latest", Generate: "tiny-llama", Seed: 1, GGUF: manifest.Source{Kind: "generate"},
+		TemplateSource: &tmpl, ParamsSource: &params,
+	}}}
+	p := &pipeline{m: &manifest.Manifest{}, o: Options{Cache: c, Progress: progress.OrDiscard(nil)}, inputs: map[string]string{}}
+	tr, err := p.modelTree(context.Background(), "payload.model", pl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]bool{}
+	for _, e := range tr.Entries {
+		if e.Source == params.Path || e.Source == tmpl.Path {
+			found[e.Source] = true
+			if e.Path != "blobs/sha256-"+map[string]string{params.Path: params.SHA256, tmpl.Path: tmpl.SHA256}[e.Source] {
+				t.Errorf("%s stored as %s", e.Source, e.Path)
+			}
+		}
+	}
+	if len(found) != 2 {
+		t.Fatalf("pinned blobs not stored byte for byte: %v", found)
+	}
+	if p.inputs["payload.model.gguf"] == "" || p.inputs["payload.model.params"] != params.SHA256 {
+		t.Fatalf("inputs not recorded: %v", p.inputs)
+	}
+	// A wrong pin on a blob is refused.
+	params.SHA256 = strings.Repeat("0", 64)
+	pl.Source.Model.ParamsSource = &params
+	if _, err := p.modelTree(context.Background(), "payload.model", pl); err == nil {
+		t.Fatal("a params blob with a wrong pin was accepted")
 	}
 }

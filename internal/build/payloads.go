@@ -169,7 +169,7 @@ func (p *pipeline) modelTree(ctx context.Context, key string, pl manifest.Payloa
 	if om == nil {
 		return nil, fmt.Errorf("ollama_model source without a model")
 	}
-	var ggufPath string
+	var ggufPath, ggufSHA string
 	switch {
 	case om.Generate != "" || om.GGUF.Kind == "generate":
 		gen := om.Generate
@@ -186,60 +186,40 @@ func (p *pipeline) modelTree(ctx context.Context, key string, pl manifest.Payloa
 				return nil, err
 			}
 		}
-		if om.GGUF.SHA256 != "" {
-			got, _, err := fileSHA256(ggufPath)
-			if err != nil {
-				return nil, err
-			}
-			if got != om.GGUF.SHA256 {
-				return nil, fmt.Errorf("generated gguf: sha256 mismatch:\n  manifest pins %s\n  generator made %s\nthe generator changed; update the pin", om.GGUF.SHA256, got)
-			}
+		if ggufSHA, _, err = fileSHA256(ggufPath); err != nil {
+			return nil, err
 		}
+		if om.GGUF.SHA256 != "" && ggufSHA != om.GGUF.SHA256 {
+			return nil, fmt.Errorf("generated gguf: sha256 mismatch:\n  manifest pins %s\n  generator made %s\nthe generator changed; update the pin", om.GGUF.SHA256, ggufSHA)
+		}
+		p.inputs[key+".gguf"] = ggufSHA
 	default:
 		local, err := p.fetchSource(ctx, key+".gguf", om.GGUF)
 		if err != nil {
 			return nil, err
 		}
-		ggufPath = local
+		ggufPath, ggufSHA = local, p.inputs[key+".gguf"] // fetch hashed (and checked) it
 	}
-	f, err := os.Open(ggufPath)
-	if err != nil {
-		return nil, err
-	}
-	md, err := gguf.ReadMetadata(f)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", om.Name, err)
-	}
-	if err := md.Validate(); err != nil {
-		return nil, fmt.Errorf("model %s: %w", om.Name, err)
-	}
-	sha, size, err := fileSHA256(ggufPath)
-	if err != nil {
-		return nil, err
-	}
-	p.inputs[key+".gguf"] = sha
+	// Layout validates the GGUF metadata (a model missing required keys
+	// crashes Ollama) and stores pinned template/params/license blobs byte
+	// for byte.
 	model := ollamastore.Model{
-		Name: om.Name, Tag: om.Tag, GGUFPath: ggufPath, GGUFSHA256: sha, GGUFSize: size,
+		Name: om.Name, Tag: om.Tag, GGUFPath: ggufPath, GGUFSHA256: ggufSHA,
 		Template: om.Template, Params: om.Params, System: om.System, Epoch: p.m.Image.SourceDateEpoch,
 	}
-	if om.TemplateSource != nil {
-		b, _, err := p.readSourceFile(ctx, key+".template", *om.TemplateSource)
-		if err != nil {
-			return nil, err
-		}
-		model.Template = string(b)
+	var err error
+	if model.TemplateBlob, err = p.fetchBlob(ctx, key+".template", om.TemplateSource); err != nil {
+		return nil, err
 	}
-	if om.License != nil {
-		b, _, err := p.readSourceFile(ctx, key+".license", *om.License)
-		if err != nil {
-			return nil, err
-		}
-		model.License = string(b)
+	if model.ParamsBlob, err = p.fetchBlob(ctx, key+".params", om.ParamsSource); err != nil {
+		return nil, err
+	}
+	if model.LicenseBlob, err = p.fetchBlob(ctx, key+".license", om.License); err != nil {
+		return nil, err
 	}
 	t, manifestDigest, err := ollamastore.Layout(model)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("model %s: %w", om.Name, err)
 	}
 	p.inputs[key+".manifest"] = manifestDigest
 	return t, nil
@@ -300,4 +280,20 @@ func dirTree(root string) (*fstree.Tree, string, error) {
 		}
 	}
 	return t, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// fetchBlob resolves an optional pinned blob (nil source: nil blob).
+func (p *pipeline) fetchBlob(ctx context.Context, key string, src *manifest.Source) (*ollamastore.Blob, error) {
+	if src == nil {
+		return nil, nil
+	}
+	local, err := p.fetchSource(ctx, key, *src)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(local)
+	if err != nil {
+		return nil, err
+	}
+	return &ollamastore.Blob{Path: local, SHA256: p.inputs[key], Size: st.Size()}, nil
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/tdforge/tdforge/internal/event"
 	"github.com/tdforge/tdforge/internal/imagedir"
-	"github.com/tdforge/tdforge/internal/measure"
 	"github.com/tdforge/tdforge/internal/platform"
 	"github.com/tdforge/tdforge/internal/refvalues"
 )
@@ -57,12 +56,9 @@ func referenceDocument(p *pipeline, events []event.Event) (*refvalues.Document, 
 	if err != nil {
 		return nil, fmt.Errorf("vm.platform: %w", err)
 	}
-	res, err := measure.Compute(measure.Inputs{
-		Firmware: p.firmware, Kernel: p.kernel, Initrd: p.initrd, Cmdline: m.Kernel.Cmdline,
-		MemoryMB: m.VM.MemoryMB, CPUs: m.VM.CPUs, Profile: prof, RTMR3Events: events,
-	})
+	res, err := p.compute(prof, events)
 	if err != nil {
-		return nil, fmt.Errorf("measure: %w", err)
+		return nil, err
 	}
 	doc := &refvalues.Document{
 		Schema: refvalues.Schema,
