@@ -78,11 +78,17 @@ func CheckConfig(d *refvalues.Document) ([]byte, error) {
 		}
 	}
 	cfg := &ccpb.Config{Policy: &ccpb.Policy{TdQuoteBodyPolicy: body}}
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(cfg)
+	b, err := protojson.Marshal(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return append(b, '\n'), nil
+	// protojson deliberately varies its whitespace between builds; the
+	// published file must be byte-stable, so re-indent it.
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return nil, err
+	}
+	return append(out.Bytes(), '\n'), nil
 }
 
 // RVPSMessage is Trustee's RVPS registration message.

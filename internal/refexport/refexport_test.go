@@ -118,3 +118,19 @@ func TestUnknownMRTDRefused(t *testing.T) {
 		t.Errorf("bad xfam: %v", err)
 	}
 }
+
+// protojson varies whitespace between builds on purpose; the published
+// export must not (CI compares it byte for byte).
+func TestCheckConfigIsByteStable(t *testing.T) {
+	b, err := CheckConfig(doc())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var canon bytes.Buffer
+	if err := json.Indent(&canon, bytes.TrimSpace(b), "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(append(canon.Bytes(), '\n'), b) {
+		t.Fatalf("not canonical encoding/json indentation:\n%s", b)
+	}
+}
