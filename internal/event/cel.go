@@ -109,9 +109,6 @@ func ParseLog(raw []byte) (*Log, error) {
 			return nil, fmt.Errorf("runtime event log: record %d has register type %d, want CC measurement registers (%d)", i, r.IndexType, cel.CCMRType)
 		}
 	}
-	if len(c.Records()) == 1 {
-		c = &singleLog{CEL: c}
-	}
 	for i, r := range c.Records() {
 		if r.Index != RTMR3CELIndex {
 			return nil, fmt.Errorf("runtime event log: record %d targets CC MR %d, want %d (RTMR3)", i, r.Index, RTMR3CELIndex)
@@ -195,11 +192,6 @@ func (l *Log) MarshalJSON() ([]byte, error) {
 	}
 	return json.Marshal(j)
 }
-
-// singleLog reports the CC MR type for a one-record log (see ParseLog).
-type singleLog struct{ cel.CEL }
-
-func (singleLog) MRType() cel.MRType { return cel.CCMRType }
 
 // checkTLVBounds walks the top-level TLVs (u8 type, u32 big-endian length,
 // value) and refuses a length past the end of the input, before go-eventlog
