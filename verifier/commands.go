@@ -93,16 +93,13 @@ func cmdAttest(ctx context.Context, args []string) int {
 		}
 		return reportCode(emit(os.Stdout, res.Report, false))
 	}
-	b, err := json.Marshal(res.Report)
-	if err != nil {
-		return 1
-	}
-	var m map[string]any
-	json.Unmarshal(b, &m)
-	m["service"] = svc
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
-	enc.Encode(m)
+	enc.SetEscapeHTML(false)
+	enc.Encode(struct {
+		*verify.Report
+		Service *client.Service `json:"service"`
+	}{res.Report, svc})
 	return reportCode(res.Report.ExitCode())
 }
 
