@@ -3,10 +3,14 @@ package build
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/tdforge/tdforge/internal/debpkg"
 	"github.com/tdforge/tdforge/internal/fetch"
@@ -77,43 +81,117 @@ type moduleSet struct {
 }
 
 func (p *pipeline) resolveKernel(ctx context.Context) error {
-	b, local, err := p.readSourceFile(ctx, "kernel", p.m.Kernel.Source)
-	if err != nil {
-		return err
+	src := p.m.Kernel.Source
+	if len(p.m.Kernel.Modules) > 0 && src.Kind != "deb" {
+		return fmt.Errorf("kernel.modules needs the kernel from a Debian package (deb source), which carries the modules")
+	}
+	var b []byte
+	if src.Kind == "deb" {
+		// Reading a kernel package means decompressing it (seconds per
+		// pass): the bzImage and the resolved modules are cached by the
+		// package's verified digest, so a rebuild reads it not at all.
+		local, err := p.fetchSource(ctx, "kernel", src)
+		if err != nil {
+			return err
+		}
+		if b, p.modules, err = p.kernelFromDeb(local, p.inputs["kernel"]); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if b, _, err = p.readSourceFile(ctx, "kernel", src); err != nil {
+			return err
+		}
+		p.modules = &moduleSet{}
 	}
 	if err := checkPin("kernel", p.m.Kernel.SHA256, b); err != nil {
 		return err
 	}
 	if !bytes.HasPrefix(b, []byte("MZ")) {
-		return fmt.Errorf("kernel: %s is not a bzImage with an EFI stub (no MZ header)", p.m.Kernel.Source.PathInDeb)
+		return fmt.Errorf("kernel: %s is not a bzImage with an EFI stub (no MZ header)", src.PathInDeb)
 	}
 	p.kernel = b
 	p.inputs["kernel.file"] = sha256hex(b)
 	if err := p.write(imagedir.Kernel, b, 0o644); err != nil {
 		return err
 	}
-	if err := p.write(imagedir.Cmdline, []byte(p.m.Kernel.Cmdline+"\n"), 0o644); err != nil {
-		return err
+	return p.write(imagedir.Cmdline, []byte(p.m.Kernel.Cmdline+"\n"), 0o644)
+}
+
+// kernelEntry is a cached kernel extraction.
+type kernelEntry struct {
+	Release string   `json:"release"`
+	Modules []string `json:"modules"` // initramfs paths, load order
+}
+
+// kernelFromDeb returns the bzImage at kernel.path and the resolved kernel
+// modules of the (verified) package debSHA, from the cache or by reading
+// the package once and caching the result.
+func (p *pipeline) kernelFromDeb(deb, debSHA string) ([]byte, *moduleSet, error) {
+	src := p.m.Kernel.Source
+	if src.PathInDeb == "" {
+		return nil, nil, fmt.Errorf("kernel: deb source needs path = \"<file inside the package>\"")
 	}
-	if len(p.m.Kernel.Modules) == 0 {
-		p.modules = &moduleSet{}
-		return nil
-	}
-	if p.m.Kernel.Source.Kind != "deb" {
-		return fmt.Errorf("kernel.modules needs the kernel from a Debian package (deb source), which carries modules.dep")
-	}
-	set, err := kmod.Resolve(local, p.m.Kernel.Modules)
+	root, err := p.o.Cache.Dir("kernels")
 	if err != nil {
-		return fmt.Errorf("kernel.modules: %w", err)
+		return nil, nil, err
 	}
-	dir := filepath.Join(p.work, "modules")
-	if err := set.Extract(local, dir); err != nil {
-		return fmt.Errorf("kernel.modules: %w", err)
+	k := sha256.Sum256([]byte("tdforge/v1/kernel\x00" + debSHA + "\x00" + src.PathInDeb + "\x00" + strings.Join(p.m.Kernel.Modules, ",")))
+	dir := filepath.Join(root, hex.EncodeToString(k[:16]))
+	load := func() ([]byte, *moduleSet, error) {
+		var e kernelEntry
+		mb, err := os.ReadFile(filepath.Join(dir, "kernel.json"))
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := json.Unmarshal(mb, &e); err != nil {
+			return nil, nil, err
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "vmlinuz"))
+		if err != nil {
+			return nil, nil, err
+		}
+		return b, &moduleSet{release: e.Release, dir: filepath.Join(dir, "modules"), paths: e.Modules}, nil
 	}
-	ms := &moduleSet{release: set.Release, dir: dir}
-	for _, mod := range set.Modules {
-		ms.paths = append(ms.paths, "/"+path.Clean(mod.Path))
+	if b, ms, err := load(); err == nil {
+		return b, ms, nil
 	}
-	p.modules = ms
-	return nil
+	tmp, err := os.MkdirTemp(root, ".tmp-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(tmp)
+	b, err := debpkg.ReadFile(deb, src.PathInDeb)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kernel: %w", err)
+	}
+	e := kernelEntry{Modules: []string{}}
+	if len(p.m.Kernel.Modules) > 0 {
+		set, err := kmod.Resolve(deb, p.m.Kernel.Modules)
+		if err != nil {
+			return nil, nil, fmt.Errorf("kernel.modules: %w", err)
+		}
+		if err := set.Extract(deb, filepath.Join(tmp, "modules")); err != nil {
+			return nil, nil, fmt.Errorf("kernel.modules: %w", err)
+		}
+		e.Release = set.Release
+		for _, mod := range set.Modules {
+			e.Modules = append(e.Modules, "/"+path.Clean(mod.Path))
+		}
+	}
+	mb, _ := json.Marshal(e)
+	if err := os.WriteFile(filepath.Join(tmp, "vmlinuz"), b, 0o644); err != nil {
+		return nil, nil, err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "kernel.json"), mb, 0o644); err != nil {
+		return nil, nil, err
+	}
+	// Publish atomically; a concurrent build may have won the race, which
+	// is fine: both wrote the same content.
+	if err := os.Rename(tmp, dir); err != nil {
+		if _, _, lerr := load(); lerr != nil {
+			return nil, nil, err
+		}
+	}
+	return load()
 }
