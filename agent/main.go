@@ -23,9 +23,9 @@ import (
 
 	"github.com/tdforge/tdforge/agent/ratls"
 	"github.com/tdforge/tdforge/agent/server"
-	"github.com/tdforge/tdforge/internal/policy"
-	"github.com/tdforge/tdforge/internal/quote"
-	"github.com/tdforge/tdforge/internal/simstate"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/quote"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -41,7 +41,7 @@ func run(args []string) int {
 	fs.StringVar(&o.policyPath, "policy", policy.Path, "boot policy")
 	fs.StringVar(&o.runtimeLog, "runtime-log", server.DefaultRuntimeLog, "RTMR3 runtime event log (CEL) written by initd")
 	fs.StringVar(&o.acpiTables, "acpi-tables", server.DefaultACPITables, "ACPI tables directory holding CCEL and data/CCEL")
-	fs.StringVar(&o.simDir, "sim-dir", simstate.Dir, "TDX simulator state (used only when the policy sets tdx.simulate)")
+	fs.StringVar(&o.simDir, "sim-dir", sim.Dir, "TDX simulator state (used only when the policy sets tdx.simulate)")
 	fs.StringVar(&o.listen, "listen", "", "override policy agent.listen (tests)")
 	fs.StringVar(&o.plain, "plain-http", "", "override policy agent.plain_http (tests; dev images only)")
 	if err := fs.Parse(args); err != nil {

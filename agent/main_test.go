@@ -23,8 +23,8 @@ import (
 
 	"github.com/tdforge/tdforge/agent/internal/testenv"
 	"github.com/tdforge/tdforge/agent/ratls"
-	"github.com/tdforge/tdforge/internal/attestation"
-	"github.com/tdforge/tdforge/internal/tdxsim"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 var (
@@ -130,7 +130,7 @@ func TestAgentProcess(t *testing.T) {
 			if err := ratls.CheckBinding(leaf, ev); err != nil {
 				return err
 			}
-			if err := verify.RawTdxQuote(ev.Quote, &verify.Options{TrustedRoots: tdxsim.RootPool(env.PKI)}); err != nil {
+			if err := verify.RawTdxQuote(ev.Quote, &verify.Options{TrustedRoots: sim.RootPool(env.PKI)}); err != nil {
 				return err
 			}
 			peer = &cs
@@ -153,11 +153,11 @@ func TestAgentProcess(t *testing.T) {
 	spki := attestation.SPKIHash(peer.PeerCertificates[0].RawSubjectPublicKeyInfo)
 	nb, _ := hex.DecodeString(nonce)
 	want, _ := attestation.ReportData(nb, spki)
-	got, _ := tdxsim.ReportData(att.Quote)
+	got, _ := sim.ReportData(att.Quote)
 	if got != want || att.ReportData.SPKIHash != hex.EncodeToString(spki[:]) {
 		t.Fatal("attestation quote does not bind the nonce and the TLS key the client is talking to")
 	}
-	if err := verify.RawTdxQuote(att.Quote, &verify.Options{TrustedRoots: tdxsim.RootPool(env.PKI)}); err != nil {
+	if err := verify.RawTdxQuote(att.Quote, &verify.Options{TrustedRoots: sim.RootPool(env.PKI)}); err != nil {
 		t.Fatal(err)
 	}
 	// Chat through TLS.

@@ -10,9 +10,9 @@ import (
 	"sort"
 
 	"github.com/tdforge/tdforge/internal/build"
-	"github.com/tdforge/tdforge/internal/imagedir"
-	"github.com/tdforge/tdforge/internal/progress"
-	"github.com/tdforge/tdforge/internal/refvalues"
+	"github.com/tdforge/tdforge/internal/image/imagedir"
+	"github.com/tdforge/tdforge/internal/cli/progress"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
 
 func init() {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/tdforge/tdforge/internal/filehash"
 	"io"
 	"io/fs"
 	"os"
@@ -18,7 +17,9 @@ import (
 	"strings"
 	"unicode/utf16"
 
-	"github.com/tdforge/tdforge/internal/initramfs"
+	"github.com/tdforge/tdforge/internal/fsutil"
+
+	"github.com/tdforge/tdforge/internal/image/initramfs"
 )
 
 func init() {
@@ -151,7 +152,7 @@ func listFiles(dir string) (map[string]bool, error) {
 	return out, err
 }
 
-var fileDigest = filehash.SHA256
+var fileDigest = fsutil.SHA256
 
 func diffDirs(ctx context.Context, a, b string) (*diffReport, error) {
 	fa, err := listFiles(a)

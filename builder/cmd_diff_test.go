@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/fstree"
-	"github.com/tdforge/tdforge/internal/initramfs"
+	"github.com/tdforge/tdforge/internal/image/fstree"
+	"github.com/tdforge/tdforge/internal/image/initramfs"
 )
 
 func diffTestRun(t *testing.T, name string, args ...string) {

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/tdforge/tdforge/internal/atomicfile"
-	"github.com/tdforge/tdforge/internal/refexport"
-	"github.com/tdforge/tdforge/internal/refvalues"
+	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/tdx/refexport"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
 
 func init() {
@@ -54,7 +54,7 @@ func runExport(ctx context.Context, args []string) int {
 		os.Stdout.Write(b)
 		return exitOK
 	}
-	if err := atomicfile.WriteFile(*out, b, 0o644); err != nil {
+	if err := fsutil.WriteFile(*out, b, 0o644); err != nil {
 		fmt.Fprintf(os.Stderr, "builder export: %v\n", err)
 		return exitFail
 	}

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/tdforge/tdforge/internal/atomicfile"
+	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/manifest"
 )
 
@@ -82,7 +82,7 @@ func runFmt(_ context.Context, args []string) int {
 			code = exitFail
 			continue
 		}
-		if err := atomicfile.WriteFile(name, out, st.Mode().Perm()); err != nil {
+		if err := fsutil.WriteFile(name, out, st.Mode().Perm()); err != nil {
 			fmt.Fprintf(os.Stderr, "builder fmt: write %s: %v\n", name, err)
 			code = exitFail
 		}

@@ -16,8 +16,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/imagedir"
-	"github.com/tdforge/tdforge/internal/simstate"
+	"github.com/tdforge/tdforge/internal/image/imagedir"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 func init() {
@@ -88,9 +88,9 @@ func runLaunch(ctx context.Context, args []string) int {
 		// so they are kept; say where.
 		if o.simulate {
 			for _, a := range argv {
-				if strings.HasPrefix(a, "name="+simstate.FWCfgPlatform+",file=") {
+				if strings.HasPrefix(a, "name="+sim.FWCfgPlatform+",file=") {
 					fmt.Fprintf(os.Stderr, "builder launch: the simulated platform's files are in %s (remove it when done)\n",
-						filepath.Dir(strings.TrimPrefix(a, "name="+simstate.FWCfgPlatform+",file=")))
+						filepath.Dir(strings.TrimPrefix(a, "name="+sim.FWCfgPlatform+",file=")))
 				}
 			}
 		}

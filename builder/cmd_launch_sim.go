@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 
 	"github.com/tdforge/tdforge/internal/build"
-	"github.com/tdforge/tdforge/internal/imagedir"
-	"github.com/tdforge/tdforge/internal/measure"
-	"github.com/tdforge/tdforge/internal/platform"
-	"github.com/tdforge/tdforge/internal/simstate"
+	"github.com/tdforge/tdforge/internal/image/imagedir"
+	"github.com/tdforge/tdforge/internal/tdx/measure"
+	"github.com/tdforge/tdforge/internal/tdx/platform"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 // Simulated TDX module identity: fixed, recognisable values (a real MRSEAM
@@ -58,7 +58,7 @@ func simulatedPlatform(dir string, info *imagedir.Info, cmdline string) ([][2]st
 	if res.MRTD == nil {
 		return nil, "", fmt.Errorf("simulator cannot compute MRTD: %s", res.Reasons["mrtd"])
 	}
-	plat := simstate.Platform{
+	plat := sim.Platform{
 		MRTD:         hex.EncodeToString(res.MRTD[:]),
 		TDAttributes: build.TDAttributes,
 		XFAM:         build.XFAM,
@@ -88,13 +88,13 @@ func simulatedPlatform(dir string, info *imagedir.Info, cmdline string) ([][2]st
 	}
 	pj, _ := json.MarshalIndent(plat, "", "  ")
 	files := map[string][]byte{
-		simstate.FWCfgPlatform: pj,
-		simstate.FWCfgCCEL:     log,
-		simstate.FWCfgCCELACPI: table,
-		simstate.FWCfgPKI:      pki,
+		sim.FWCfgPlatform: pj,
+		sim.FWCfgCCEL:     log,
+		sim.FWCfgCCELACPI: table,
+		sim.FWCfgPKI:      pki,
 	}
 	var out [][2]string
-	for _, name := range []string{simstate.FWCfgPlatform, simstate.FWCfgCCEL, simstate.FWCfgCCELACPI, simstate.FWCfgPKI} {
+	for _, name := range []string{sim.FWCfgPlatform, sim.FWCfgCCEL, sim.FWCfgCCELACPI, sim.FWCfgPKI} {
 		p := filepath.Join(tmp, filepath.Base(name))
 		if err := os.WriteFile(p, files[name], 0o600); err != nil {
 			return nil, tmp, err

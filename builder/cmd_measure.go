@@ -11,8 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/tdforge/tdforge/internal/measure"
-	"github.com/tdforge/tdforge/internal/platform"
+	"github.com/tdforge/tdforge/internal/tdx/measure"
+	"github.com/tdforge/tdforge/internal/tdx/platform"
 )
 
 // measureManifest implements `builder measure <manifest>` (manifest mode).

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/tdforge/tdforge/internal/build"
-	"github.com/tdforge/tdforge/internal/progress"
+	"github.com/tdforge/tdforge/internal/cli/progress"
 )
 
 func init() { measureManifest = runMeasureManifest }

@@ -10,7 +10,7 @@ import (
 	"os"
 	"text/tabwriter"
 
-	"github.com/tdforge/tdforge/internal/platform"
+	"github.com/tdforge/tdforge/internal/tdx/platform"
 )
 
 func init() {

@@ -8,8 +8,8 @@ import (
 	"io"
 	"os"
 
-	"github.com/tdforge/tdforge/internal/atomicfile"
-	"github.com/tdforge/tdforge/internal/signing"
+	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/tdx/signing"
 )
 
 func init() {
@@ -80,11 +80,11 @@ Flags:
 				return exitFail
 			}
 		}
-		if err := atomicfile.WriteFile(kp, priv, 0o600); err != nil {
+		if err := fsutil.WriteFile(kp, priv, 0o600); err != nil {
 			fmt.Fprintf(stderr, "builder sign: writing private key: %v\n", err)
 			return exitFail
 		}
-		if err := atomicfile.WriteFile(pp, pub, 0o644); err != nil {
+		if err := fsutil.WriteFile(pp, pub, 0o644); err != nil {
 			fmt.Fprintf(stderr, "builder sign: writing public key: %v\n", err)
 			return exitFail
 		}
@@ -115,7 +115,7 @@ Flags:
 	if dst == "" {
 		dst = pos[0] + ".dsse"
 	}
-	if err := atomicfile.WriteFile(dst, env, 0o644); err != nil {
+	if err := fsutil.WriteFile(dst, env, 0o644); err != nil {
 		fmt.Fprintf(stderr, "builder sign: %v\n", err)
 		return exitFail
 	}

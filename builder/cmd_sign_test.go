@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/refvalues"
-	"github.com/tdforge/tdforge/internal/signing"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/signing"
 )
 
 func TestSignCommand(t *testing.T) {

@@ -8,8 +8,9 @@ import (
 	"os"
 	"strings"
 
-	"github.com/tdforge/tdforge/internal/manifest"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdforge/tdforge/internal/manifest"
 )
 
 // varFlags collects repeated -var name=value flags.

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/tdforge/tdforge/internal/cache"
-	"github.com/tdforge/tdforge/internal/fetch"
+	"github.com/tdforge/tdforge/internal/inputs/cache"
+	"github.com/tdforge/tdforge/internal/inputs/fetch"
 	"github.com/tdforge/tdforge/internal/manifest"
 )
 

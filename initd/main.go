@@ -17,21 +17,22 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tdforge/tdforge/initd/bootpolicy"
-	"github.com/tdforge/tdforge/initd/debugctl"
-	"github.com/tdforge/tdforge/initd/measure"
-	"github.com/tdforge/tdforge/initd/netconf"
-	"github.com/tdforge/tdforge/initd/powerbtn"
-	"github.com/tdforge/tdforge/initd/rootfs"
-	"github.com/tdforge/tdforge/initd/simtdx"
-	"github.com/tdforge/tdforge/initd/supervise"
-	"github.com/tdforge/tdforge/internal/fwcfg"
-	"github.com/tdforge/tdforge/internal/policy"
-	"github.com/tdforge/tdforge/internal/rtmr"
-	"github.com/tdforge/tdforge/internal/simstate"
 	"github.com/u-root/u-root/pkg/kmodule"
 	"github.com/u-root/u-root/pkg/mount"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdforge/tdforge/initd/bootpolicy"
+	"github.com/tdforge/tdforge/initd/debugctl"
+	"github.com/tdforge/tdforge/initd/netconf"
+	"github.com/tdforge/tdforge/initd/payload"
+	"github.com/tdforge/tdforge/initd/powerbtn"
+	"github.com/tdforge/tdforge/initd/rootfs"
+	"github.com/tdforge/tdforge/initd/supervise"
+	"github.com/tdforge/tdforge/internal/guest/fwcfg"
+	"github.com/tdforge/tdforge/internal/guest/rtmr"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/tdx/sim/firmware"
 )
 
 // RunDir holds the runtime log and simulator state, readable by the agent's group.
@@ -101,8 +102,8 @@ func main() {
 		fatal(nil, err)
 	}
 	if p.TDX.Simulate {
-		simtdx.Logf = logf
-		if regs, err := simtdx.Init(fwcfg.Reader{}, simstate.Dir, agentGID); err != nil {
+		firmware.Logf = logf
+		if regs, err := firmware.Init(fwcfg.Reader{}, sim.Dir, agentGID); err != nil {
 			logf("TDX simulator not initialised: %v", err)
 		} else {
 			logf("TDX simulator registers initialised from fw_cfg (mrtd %s)", regs.MRTD)
@@ -115,7 +116,7 @@ func main() {
 	logf("measuring into RTMR3 via %s", be.Name())
 
 	start = time.Now()
-	pass := &measure.Pass{Policy: p, Backend: be, Verity: payloadVerity, Mount: mountPayload, RunDir: RunDir, FileGID: agentGID, Console: console}
+	pass := &payload.Pass{Policy: p, Backend: be, Verity: payloadVerity, Mount: mountPayload, RunDir: RunDir, FileGID: agentGID, Console: console}
 	res, err := pass.Run()
 	if err != nil {
 		fatal(res, err)
@@ -177,7 +178,7 @@ func mountPayload(dev, mp, fstype string) error {
 	return nil
 }
 
-func startServices(p *policy.Policy, res *measure.Result, agentGID int) (*supervise.Supervisor, error) {
+func startServices(p *policy.Policy, res *payload.Result, agentGID int) (*supervise.Supervisor, error) {
 	users := rootfs.Users(p)
 	if err := rootfs.WriteAccounts("/etc", users, nil); err != nil {
 		return nil, fmt.Errorf("/etc/passwd: %w", err)
@@ -280,7 +281,7 @@ func shutdown(sup *supervise.Supervisor) {
 var mounted []string
 
 // fatal reports a boot failure that forbids starting services and powers off.
-func fatal(_ *measure.Result, err error) {
+func fatal(_ *payload.Result, err error) {
 	logf("FATAL: %v", err)
 	logf("no service started")
 	shutdown(nil)

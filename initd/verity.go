@@ -1,14 +1,14 @@
 package main
 
 import (
-	"github.com/tdforge/tdforge/initd/measure"
-	"github.com/tdforge/tdforge/internal/dmverity"
-	"github.com/tdforge/tdforge/internal/policy"
+	"github.com/tdforge/tdforge/initd/payload"
+	"github.com/tdforge/tdforge/internal/guest/dmverity"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 // payloadVerity sets up dm-verity for payloads with device-mapper ioctls
 // (internal/dmverity); no veritysetup or dmsetup binary is in the image.
-var payloadVerity measure.Verity = dmVerity{}
+var payloadVerity payload.Verity = dmVerity{}
 
 type dmVerity struct{}
 

@@ -7,9 +7,9 @@ mkdir -p images
 raw=images/bench.txt
 : > "$raw"
 run() { echo "bench: go test $*" >&2; go test -run '^$' "$@" | tee -a "$raw"; }
-run -bench . -benchtime 1x -timeout 30m ./internal/gptdisk
+run -bench . -benchtime 1x -timeout 30m ./internal/image/gptdisk
 run -bench . -benchtime 1x -timeout 20m ./agent/...
-run -bench . -timeout 10m ./verifier/verify ./internal/tdvf ./internal/tdxsim ./internal/initramfs ./internal/verity
+run -bench . -timeout 10m ./verifier/verify ./internal/tdx/tdvf ./internal/tdx/sim ./internal/image/initramfs ./internal/image/hashtree
 run -bench . -benchtime 1x -timeout 30m ./e2e
 echo "bench: make demo (whole flow)" >&2
 start=$(date +%s%N)

@@ -12,9 +12,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/atomicfile"
-	"github.com/tdforge/tdforge/internal/attestation"
-	"github.com/tdforge/tdforge/internal/refvalues"
+	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/verifier/client"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/reference"
@@ -74,7 +74,7 @@ func cmdAttest(ctx context.Context, args []string) int {
 	}
 	if *save != "" {
 		b, _ := json.MarshalIndent(res.Response, "", "  ")
-		if err := atomicfile.WriteFile(*save, append(b, '\n'), 0o644); err != nil {
+		if err := fsutil.WriteFile(*save, append(b, '\n'), 0o644); err != nil {
 			fmt.Fprintf(os.Stderr, "verifier attest: %v\n", err)
 		}
 	}
@@ -297,7 +297,7 @@ func cmdRecord(ctx context.Context, args []string) int {
 	if err != nil {
 		return inputError("record", err)
 	}
-	if err := atomicfile.WriteFile(*out, b, 0o644); err != nil {
+	if err := fsutil.WriteFile(*out, b, 0o644); err != nil {
 		return inputError("record", err)
 	}
 	fmt.Fprintf(os.Stderr, "verifier record: wrote %s (registers of the quote; %d event lists)\n", *out, len(doc.Events))

@@ -9,8 +9,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/simstate"
-	"github.com/tdforge/tdforge/internal/tdxsim"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/reference"
 	"github.com/tdforge/tdforge/verifier/verify"
@@ -114,11 +113,11 @@ func rootPool(raw []byte) (*x509.CertPool, error) {
 		p.AddCert(c)
 		return p, nil
 	}
-	var pki simstate.PKI
+	var pki sim.PKI
 	if err := jsonUnmarshal(raw, &pki); err != nil || pki.RootCert == "" {
 		return nil, errors.New("not a PEM certificate or simulator pki.json")
 	}
-	return tdxsim.RootPool(&pki), nil
+	return sim.RootPool(&pki), nil
 }
 
 // emit prints the report and returns its exit code.

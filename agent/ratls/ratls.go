@@ -19,8 +19,8 @@ import (
 	"net"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/attestation"
-	"github.com/tdforge/tdforge/internal/tdxsim"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 // EvidenceVersion is the RATLSEvidence.Version this package writes.
@@ -165,7 +165,7 @@ func CheckBinding(cert *x509.Certificate, ev *attestation.RATLSEvidence) error {
 	if err != nil {
 		return fmt.Errorf("RA-TLS evidence: %w", err)
 	}
-	got, err := tdxsim.ReportData(ev.Quote)
+	got, err := sim.ReportData(ev.Quote)
 	if err != nil {
 		return fmt.Errorf("RA-TLS evidence: %w", err)
 	}

@@ -13,35 +13,34 @@ import (
 
 	"github.com/google/go-tdx-guest/verify"
 
-	"github.com/tdforge/tdforge/internal/attestation"
-	"github.com/tdforge/tdforge/internal/simstate"
-	"github.com/tdforge/tdforge/internal/tdxsim"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
-func simulator(t *testing.T) (*tdxsim.Simulator, *simstate.PKI) {
+func simulator(t *testing.T) (*sim.Simulator, *sim.PKI) {
 	t.Helper()
-	pki, err := tdxsim.GeneratePKI([]byte("ratls test seed 0123456789"))
+	pki, err := sim.GeneratePKI([]byte("ratls test seed 0123456789"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	z := strings.Repeat("00", 48)
-	regs := &simstate.Registers{Platform: simstate.Platform{MRTD: z, RTMR: [3]string{z, z, z},
+	regs := &sim.Registers{Platform: sim.Platform{MRTD: z, RTMR: [3]string{z, z, z},
 		TDAttributes: "0000000000000000", XFAM: "e700060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16)}, RTMR3: z}
-	sim, err := tdxsim.New(pki, func() (*simstate.Registers, error) { return regs, nil })
+	s, err := sim.New(pki, func() (*sim.Registers, error) { return regs, nil })
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sim, pki
+	return s, pki
 }
 
 func TestCertificateRoundTrip(t *testing.T) {
-	sim, pki := simulator(t)
+	sq, pki := simulator(t)
 	k, err := NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := Logs{RuntimeLog: []byte("cel"), CCEL: []byte("ccel"), CCELTable: []byte("table")}
-	cert, ev, err := NewCertificate(k, sim.Quote, logs, Options{})
+	cert, ev, err := NewCertificate(k, sq.Quote, logs, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +61,7 @@ func TestCertificateRoundTrip(t *testing.T) {
 	if err := CheckBinding(parsed, got); err != nil {
 		t.Fatal(err)
 	}
-	if err := verify.RawTdxQuote(got.Quote, &verify.Options{TrustedRoots: tdxsim.RootPool(pki)}); err != nil {
+	if err := verify.RawTdxQuote(got.Quote, &verify.Options{TrustedRoots: sim.RootPool(pki)}); err != nil {
 		t.Fatalf("embedded quote: %v", err)
 	}
 	for _, e := range parsed.Extensions {
@@ -73,7 +72,7 @@ func TestCertificateRoundTrip(t *testing.T) {
 
 	// The evidence does not bind another key's certificate.
 	k2, _ := NewKey()
-	other, _, err := NewCertificate(k2, sim.Quote, Logs{}, Options{})
+	other, _, err := NewCertificate(k2, sq.Quote, Logs{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,8 +89,8 @@ func TestCertificateRoundTrip(t *testing.T) {
 
 func TestExtractErrors(t *testing.T) {
 	k, _ := NewKey()
-	sim, _ := simulator(t)
-	cert, _, _ := NewCertificate(k, sim.Quote, Logs{}, Options{})
+	sq, _ := simulator(t)
+	cert, _, _ := NewCertificate(k, sq.Quote, Logs{}, Options{})
 	plain := *cert.Leaf
 	plain.Extensions = nil
 	if _, err := Extract(&plain); err == nil || !strings.Contains(err.Error(), "no RA-TLS extension") {
@@ -112,9 +111,9 @@ func TestExtractErrors(t *testing.T) {
 
 // A TLS client checks the binding during the handshake.
 func TestBindingOverTLS(t *testing.T) {
-	sim, pki := simulator(t)
+	sq, pki := simulator(t)
 	k, _ := NewKey()
-	cert, _, err := NewCertificate(k, sim.Quote, Logs{}, Options{})
+	cert, _, err := NewCertificate(k, sq.Quote, Logs{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +134,7 @@ func TestBindingOverTLS(t *testing.T) {
 				return err
 			}
 			checked = true
-			return verify.RawTdxQuote(ev.Quote, &verify.Options{TrustedRoots: tdxsim.RootPool(pki)})
+			return verify.RawTdxQuote(ev.Quote, &verify.Options{TrustedRoots: sim.RootPool(pki)})
 		},
 	}}}
 	resp, err := client.Get(srv.URL)

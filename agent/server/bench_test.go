@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdforge/tdforge/agent/internal/ollamatest"
+	"github.com/tdforge/tdforge/internal/testutil/ollamatest"
 )
 
 // BenchmarkTokensPerSecond compares streamed generation throughput through

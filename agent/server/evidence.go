@@ -7,8 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/tdforge/tdforge/internal/event"
-	"github.com/tdforge/tdforge/internal/simstate"
+	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 // Default evidence locations inside the guest.
@@ -32,7 +32,7 @@ type Evidence struct {
 
 // DefaultEvidence returns the guest's standard locations.
 func DefaultEvidence(simulated bool) Evidence {
-	return Evidence{RuntimeLog: DefaultRuntimeLog, ACPITables: DefaultACPITables, SimDir: simstate.Dir, Simulated: simulated}
+	return Evidence{RuntimeLog: DefaultRuntimeLog, ACPITables: DefaultACPITables, SimDir: sim.Dir, Simulated: simulated}
 }
 
 // Logs is one snapshot of the event logs.
@@ -74,7 +74,7 @@ func (e Evidence) ccel() (table, log []byte, err error) {
 		}
 	}
 	if e.Simulated && e.SimDir != "" {
-		return readPair(filepath.Join(e.SimDir, simstate.CCELTableFile), filepath.Join(e.SimDir, simstate.CCELFile))
+		return readPair(filepath.Join(e.SimDir, sim.CCELTableFile), filepath.Join(e.SimDir, sim.CCELFile))
 	}
 	return nil, nil, nil
 }

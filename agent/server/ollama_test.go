@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdforge/tdforge/agent/internal/ollamatest"
+	"github.com/tdforge/tdforge/internal/testutil/ollamatest"
 )
 
 const opts = `"options":{"temperature":0,"num_thread":1,"num_predict":24,"seed":1}`

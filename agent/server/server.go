@@ -22,9 +22,9 @@ import (
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/tdforge/tdforge/internal/attestation"
-	"github.com/tdforge/tdforge/internal/policy"
-	"github.com/tdforge/tdforge/internal/quote"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/quote"
 )
 
 // DefaultMaxBody limits proxied request bodies.

@@ -21,12 +21,11 @@ import (
 
 	"github.com/google/go-tdx-guest/verify"
 
-	"github.com/tdforge/tdforge/internal/attestation"
-	"github.com/tdforge/tdforge/internal/event"
-	"github.com/tdforge/tdforge/internal/policy"
-	"github.com/tdforge/tdforge/internal/quote"
-	"github.com/tdforge/tdforge/internal/simstate"
-	"github.com/tdforge/tdforge/internal/tdxsim"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/quote"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 var testSPKIHash = attestation.SPKIHash([]byte("test SPKI DER"))
@@ -43,7 +42,7 @@ func testPolicy(upstream string) *policy.Policy {
 
 type fixture struct {
 	srv      *Server
-	pki      *simstate.PKI
+	pki      *sim.PKI
 	logBytes []byte
 	dir      string
 }
@@ -53,7 +52,7 @@ type fixture struct {
 func newFixture(t testing.TB, upstream string, mod func(*Config)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	pki, err := tdxsim.GeneratePKI([]byte("agent server test seed 0123"))
+	pki, err := sim.GeneratePKI([]byte("agent server test seed 0123"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,20 +80,20 @@ func newFixture(t testing.TB, upstream string, mod func(*Config)) *fixture {
 	if err := os.WriteFile(logPath, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	regs := &simstate.Registers{Platform: simstate.Platform{
+	regs := &sim.Registers{Platform: sim.Platform{
 		MRTD: strings.Repeat("aa", 48), RTMR: [3]string{z, z, z}, TDAttributes: "0000000000000000",
 		XFAM: "e700060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16),
 	}, RTMR3: hex.EncodeToString(rtmr3[:])}
 	simDir := filepath.Join(dir, "sim")
 	os.Mkdir(simDir, 0o755)
-	if err := simstate.SavePKI(simDir, pki); err != nil {
+	if err := sim.SavePKI(simDir, pki); err != nil {
 		t.Fatal(err)
 	}
-	if err := simstate.SaveRegisters(simDir, regs); err != nil {
+	if err := sim.SaveRegisters(simDir, regs); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(simDir, simstate.CCELFile), []byte("simulated ccel"), 0o644)
-	os.WriteFile(filepath.Join(simDir, simstate.CCELTableFile), []byte("CCEL table"), 0o644)
+	os.WriteFile(filepath.Join(simDir, sim.CCELFile), []byte("simulated ccel"), 0o644)
+	os.WriteFile(filepath.Join(simDir, sim.CCELTableFile), []byte("CCEL table"), 0o644)
 	prov, err := quote.OpenSimulator(simDir)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +146,7 @@ func TestAttestationBindsNonceAndSPKI(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, _ := attestation.ReportData(nonce, testSPKIHash)
-	got, err := tdxsim.ReportData(resp.Quote)
+	got, err := sim.ReportData(resp.Quote)
 	if err != nil || got != want {
 		t.Fatalf("quote REPORTDATA %x, want %x (%v)", got, want, err)
 	}
@@ -155,7 +154,7 @@ func TestAttestationBindsNonceAndSPKI(t *testing.T) {
 		resp.ReportData.SPKIHash != hex.EncodeToString(testSPKIHash[:]) || resp.ReportData.Scheme != attestation.Scheme {
 		t.Fatalf("report_data info %+v", resp.ReportData)
 	}
-	if err := verify.RawTdxQuote(resp.Quote, &verify.Options{TrustedRoots: tdxsim.RootPool(f.pki)}); err != nil {
+	if err := verify.RawTdxQuote(resp.Quote, &verify.Options{TrustedRoots: sim.RootPool(f.pki)}); err != nil {
 		t.Fatalf("quote does not verify: %v", err)
 	}
 	if resp.Version != 1 || resp.QuoteProvider != "simulator" || !resp.Simulated {
@@ -169,7 +168,7 @@ func TestAttestationBindsNonceAndSPKI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Replay(resp.Quote[tdxsim.BodyOffset+0x148+3*48 : tdxsim.BodyOffset+0x148+4*48]); err != nil {
+	if err := l.Replay(resp.Quote[sim.BodyOffset+0x148+3*48 : sim.BodyOffset+0x148+4*48]); err != nil {
 		t.Fatalf("runtime log does not replay to quoted RTMR3: %v", err)
 	}
 	evs, _ := json.Marshal(resp.RuntimeLogJSON)
@@ -271,7 +270,7 @@ func TestTEEQuoteCompat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rd, _ := tdxsim.ReportData(q)
+	rd, _ := sim.ReportData(q)
 	want, _ := attestation.ReportData(make([]byte, 32), testSPKIHash)
 	if rd != want || rd == ([64]byte{}) || out.Fresh {
 		t.Fatalf("no-nonce REPORTDATA %x fresh=%v", rd, out.Fresh)
@@ -283,7 +282,7 @@ func TestTEEQuoteCompat(t *testing.T) {
 	rec = do(t, f.srv, "GET", "/api/v1/tee/quote?nonce="+nonce, nil)
 	json.Unmarshal(rec.Body.Bytes(), &out)
 	q, _ = hex.DecodeString(out.Quote)
-	rd, _ = tdxsim.ReportData(q)
+	rd, _ = sim.ReportData(q)
 	nb, _ := hex.DecodeString(nonce)
 	want, _ = attestation.ReportData(nb, testSPKIHash)
 	if rd != want || !out.Fresh || out.Nonce != nonce {
@@ -517,7 +516,7 @@ func TestHealthAndReady(t *testing.T) {
 		t.Fatalf("readyz %d %s", rec.Code, rec.Body)
 	}
 	// A broken quote backend makes the agent not ready.
-	os.WriteFile(filepath.Join(f.dir, "sim", simstate.RegistersFile), []byte("{"), 0o644)
+	os.WriteFile(filepath.Join(f.dir, "sim", sim.RegistersFile), []byte("{"), 0o644)
 	rec = do(t, f.srv, "GET", "/readyz", nil)
 	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "quote backend failed") {
 		t.Fatalf("readyz with broken quotes: %d %s", rec.Code, rec.Body)

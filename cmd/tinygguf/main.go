@@ -11,8 +11,8 @@ import (
 	"io"
 	"os"
 
-	"github.com/tdforge/tdforge/internal/atomicfile"
-	"github.com/tdforge/tdforge/internal/gguf"
+	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/ollama/gguf"
 )
 
 func main() {
@@ -42,7 +42,7 @@ func main() {
 		fmt.Printf("%s: GGUF v%d, architecture %s, %d tensors, %d keys: ok\n", *check, m.Version, m.Architecture(), m.TensorCount, len(m.Keys))
 		return
 	}
-	if err := atomicfile.WriteFrom(*out, 0o644, func(w io.Writer) error { return gguf.GenerateTiny(w, *seed) }); err != nil {
+	if err := fsutil.WriteFrom(*out, 0o644, func(w io.Writer) error { return gguf.GenerateTiny(w, *seed) }); err != nil {
 		fmt.Fprintln(os.Stderr, "tinygguf:", err)
 		os.Exit(1)
 	}

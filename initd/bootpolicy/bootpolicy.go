@@ -10,7 +10,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/tdforge/tdforge/internal/policy"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 // Load reads and checks the policy file.

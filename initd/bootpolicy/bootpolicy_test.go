@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/policy"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 func good() *policy.Policy {

@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/tdforge/tdforge/internal/testdeps"
 	"net"
 	"os"
 	"os/exec"
@@ -21,10 +20,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/event"
-	"github.com/tdforge/tdforge/internal/policy"
-	"github.com/tdforge/tdforge/internal/simstate"
+	"github.com/tdforge/tdforge/internal/testutil/testdeps"
+
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 func kernelDeb(t *testing.T) string { return testdeps.KernelDeb(t) }
@@ -208,7 +210,7 @@ func TestBootUnderQEMU(t *testing.T) {
 	os.WriteFile(initrd, ird.Bytes(), 0o644)
 
 	h := func(c string) string { return strings.Repeat(c, 48) }
-	plat := simstate.Platform{MRTD: h("a1"), RTMR: [3]string{h("b0"), h("b1"), h("b2")}, TDAttributes: "0000000010000000", XFAM: "e718060000000000", MRSEAM: h("00"), TEETCBSVN: strings.Repeat("00", 16)}
+	plat := sim.Platform{MRTD: h("a1"), RTMR: [3]string{h("b0"), h("b1"), h("b2")}, TDAttributes: "0000000010000000", XFAM: "e718060000000000", MRSEAM: h("00"), TEETCBSVN: strings.Repeat("00", 16)}
 	platJSON, _ := json.Marshal(plat)
 	platFile := filepath.Join(work, "platform.json")
 	os.WriteFile(platFile, platJSON, 0o644)
@@ -217,7 +219,7 @@ func TestBootUnderQEMU(t *testing.T) {
 	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-cpu", "qemu64", "-m", "1G", "-smp", "1",
 		"-nographic", "-no-reboot", "-kernel", vmlinuz[0], "-initrd", initrd,
 		"-append", "console=ttyS0 panic=-1 quiet",
-		"-fw_cfg", "name="+simstate.FWCfgPlatform+",file="+platFile,
+		"-fw_cfg", "name="+sim.FWCfgPlatform+",file="+platFile,
 		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
 		"-monitor", "unix:"+mon+",server,nowait", "-serial", "stdio", "-display", "none")
 	qemu.Args = slicesWithout(qemu.Args, "-nographic")

@@ -15,9 +15,10 @@ import (
 	"sort"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/policy"
 	"github.com/u-root/u-root/pkg/dhclient"
 	"github.com/vishvananda/netlink"
+
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 // Loopback brings lo up.

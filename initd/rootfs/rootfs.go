@@ -11,10 +11,11 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/tdforge/tdforge/internal/atomicfile"
-	"github.com/tdforge/tdforge/internal/policy"
 	"github.com/u-root/u-root/pkg/mount"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 // HomeRoot holds the services' writable home directories (on the /run tmpfs).
@@ -97,10 +98,10 @@ func WriteAccounts(etcDir string, users []User, extraMembers map[int][]string) e
 	if err := os.MkdirAll(etcDir, 0o755); err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(etcDir, "passwd"), []byte(pw.String()), 0o644); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(etcDir, "passwd"), []byte(pw.String()), 0o644); err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(filepath.Join(etcDir, "group"), []byte(gr.String()), 0o644)
+	return fsutil.WriteFile(filepath.Join(etcDir, "group"), []byte(gr.String()), 0o644)
 }
 
 // MakeHomes creates each user's home (0700, owned by the user).

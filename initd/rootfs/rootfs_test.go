@@ -7,7 +7,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/policy"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 func TestAccountsAndEnv(t *testing.T) {

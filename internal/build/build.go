@@ -16,13 +16,13 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/tdforge/tdforge/internal/cache"
-	"github.com/tdforge/tdforge/internal/filehash"
-	"github.com/tdforge/tdforge/internal/imagedir"
-	"github.com/tdforge/tdforge/internal/lockfile"
+	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/image/imagedir"
+	"github.com/tdforge/tdforge/internal/inputs/cache"
+	"github.com/tdforge/tdforge/internal/inputs/lockfile"
 	"github.com/tdforge/tdforge/internal/manifest"
-	"github.com/tdforge/tdforge/internal/policy"
-	"github.com/tdforge/tdforge/internal/progress"
+	"github.com/tdforge/tdforge/internal/cli/progress"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 // Options control a build.
@@ -181,7 +181,7 @@ func (p *pipeline) write(name string, data []byte, perm os.FileMode) error {
 func sha256hex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
 // fileSHA256 hashes a file streaming.
-var fileSHA256 = filehash.SHA256
+var fileSHA256 = fsutil.SHA256
 
 // serviceUID returns the deterministic uid for a service by index.
 func serviceUID(i int) int { return firstSvcUID + i }

@@ -9,11 +9,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/cache"
-	"github.com/tdforge/tdforge/internal/gptdisk"
-	"github.com/tdforge/tdforge/internal/lockfile"
+	"github.com/tdforge/tdforge/internal/image/gptdisk"
+	"github.com/tdforge/tdforge/internal/inputs/cache"
+	"github.com/tdforge/tdforge/internal/inputs/lockfile"
 	"github.com/tdforge/tdforge/internal/manifest"
-	"github.com/tdforge/tdforge/internal/progress"
+	"github.com/tdforge/tdforge/internal/cli/progress"
 )
 
 func TestDirTreeNormalizesAndDigests(t *testing.T) {

@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/tdforge/tdforge/internal/imagedir"
-	"github.com/tdforge/tdforge/internal/tdxsim"
+	"github.com/tdforge/tdforge/internal/image/imagedir"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 // buildSimulator writes the simulated platform's PKI for dev images with
@@ -23,7 +23,7 @@ func (p *pipeline) buildSimulator(ctx context.Context) error {
 		return nil
 	}
 	seed := sha256.Sum256([]byte("tdforge/v1/simulator-pki\x00" + p.m.Image.Name + "\x00" + p.m.Image.Version))
-	pki, err := tdxsim.GeneratePKI(seed[:])
+	pki, err := sim.GeneratePKI(seed[:])
 	if err != nil {
 		return err
 	}

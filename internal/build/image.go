@@ -9,12 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/tdforge/tdforge/internal/fstree"
-	"github.com/tdforge/tdforge/internal/gptdisk"
-	"github.com/tdforge/tdforge/internal/imagedir"
-	"github.com/tdforge/tdforge/internal/initramfs"
-	"github.com/tdforge/tdforge/internal/policy"
-	"github.com/tdforge/tdforge/internal/selfbuild"
+	"github.com/tdforge/tdforge/internal/image/fstree"
+	"github.com/tdforge/tdforge/internal/image/gptdisk"
+	"github.com/tdforge/tdforge/internal/image/imagedir"
+	"github.com/tdforge/tdforge/internal/image/initramfs"
+	"github.com/tdforge/tdforge/internal/inputs/selfbuild"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 // diskLayout aliases the payload disk layout.

@@ -12,10 +12,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/tdforge/tdforge/internal/debpkg"
-	"github.com/tdforge/tdforge/internal/fetch"
-	"github.com/tdforge/tdforge/internal/imagedir"
-	"github.com/tdforge/tdforge/internal/kmod"
+	"github.com/tdforge/tdforge/internal/image/imagedir"
+	"github.com/tdforge/tdforge/internal/inputs/debpkg"
+	"github.com/tdforge/tdforge/internal/inputs/fetch"
+	"github.com/tdforge/tdforge/internal/inputs/kmod"
 	"github.com/tdforge/tdforge/internal/manifest"
 )
 

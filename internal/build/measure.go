@@ -11,14 +11,14 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/tdforge/tdforge/internal/event"
-	"github.com/tdforge/tdforge/internal/fetch"
-	"github.com/tdforge/tdforge/internal/gptdisk"
-	"github.com/tdforge/tdforge/internal/lockfile"
+	"github.com/tdforge/tdforge/internal/image/gptdisk"
+	"github.com/tdforge/tdforge/internal/inputs/fetch"
+	"github.com/tdforge/tdforge/internal/inputs/lockfile"
 	"github.com/tdforge/tdforge/internal/manifest"
-	"github.com/tdforge/tdforge/internal/measure"
-	"github.com/tdforge/tdforge/internal/platform"
-	"github.com/tdforge/tdforge/internal/progress"
+	"github.com/tdforge/tdforge/internal/cli/progress"
+	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/measure"
+	"github.com/tdforge/tdforge/internal/tdx/platform"
 )
 
 // Measure precomputes the registers of the image m describes without

@@ -14,13 +14,13 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/tdforge/tdforge/internal/atomicfile"
-	"github.com/tdforge/tdforge/internal/debpkg"
-	"github.com/tdforge/tdforge/internal/fstree"
-	"github.com/tdforge/tdforge/internal/gguf"
-	"github.com/tdforge/tdforge/internal/gobuild"
+	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/image/fstree"
+	"github.com/tdforge/tdforge/internal/inputs/debpkg"
+	"github.com/tdforge/tdforge/internal/inputs/gobuild"
 	"github.com/tdforge/tdforge/internal/manifest"
-	"github.com/tdforge/tdforge/internal/ollamastore"
+	"github.com/tdforge/tdforge/internal/ollama/gguf"
+	"github.com/tdforge/tdforge/internal/ollama/ollamastore"
 )
 
 // builtPayload is a payload's normalized file tree, ready for the disk.
@@ -182,7 +182,7 @@ func (p *pipeline) modelTree(ctx context.Context, key string, pl manifest.Payloa
 		}
 		ggufPath = filepath.Join(dir, fmt.Sprintf("tiny-llama-seed%d.gguf", om.Seed))
 		if _, err := os.Stat(ggufPath); err != nil {
-			if err := atomicfile.WriteFrom(ggufPath, 0o644, func(w io.Writer) error { return gguf.GenerateTiny(w, om.Seed) }); err != nil {
+			if err := fsutil.WriteFrom(ggufPath, 0o644, func(w io.Writer) error { return gguf.GenerateTiny(w, om.Seed) }); err != nil {
 				return nil, err
 			}
 		}

@@ -7,8 +7,8 @@ import (
 	"path"
 	"strconv"
 
-	"github.com/tdforge/tdforge/internal/imagedir"
-	"github.com/tdforge/tdforge/internal/policy"
+	"github.com/tdforge/tdforge/internal/image/imagedir"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 // buildPolicy derives the boot policy from the manifest and the disk layout

@@ -16,7 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/atomicfile"
+	"github.com/tdforge/tdforge/internal/fsutil"
 )
 
 // goal is a target for one metric: value must be <= Max (or >= Min).
@@ -94,7 +94,7 @@ func main() {
 	}
 	report := map[string]any{"generated": time.Now().UTC().Format(time.RFC3339), "benchmarks": results}
 	b, _ := json.MarshalIndent(report, "", "  ")
-	if err := atomicfile.WriteFile(*out, append(b, '\n'), 0o644); err != nil {
+	if err := fsutil.WriteFile(*out, append(b, '\n'), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "benchreport:", err)
 		os.Exit(1)
 	}

@@ -24,7 +24,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 

@@ -21,35 +21,34 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/attestation"
-	"github.com/tdforge/tdforge/internal/refvalues"
-	"github.com/tdforge/tdforge/internal/simstate"
-	"github.com/tdforge/tdforge/internal/tdxsim"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
 // agent is a test TD: the simulator quotes the wire contract of
 // internal/attestation for whatever TLS key the server presents.
 type agent struct {
-	sim     *tdxsim.Simulator
-	pki     *simstate.PKI
+	sim     *sim.Simulator
+	pki     *sim.PKI
 	chats   atomic.Int32
 	release chan struct{}
 }
 
 func newAgent(t *testing.T) *agent {
-	pki, err := tdxsim.GeneratePKI([]byte("client test seed 0123456789"))
+	pki, err := sim.GeneratePKI([]byte("client test seed 0123456789"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	z := strings.Repeat("00", 48)
-	regs := &simstate.Registers{Platform: simstate.Platform{MRTD: strings.Repeat("11", 48), RTMR: [3]string{strings.Repeat("22", 48), z, z},
+	regs := &sim.Registers{Platform: sim.Platform{MRTD: strings.Repeat("11", 48), RTMR: [3]string{strings.Repeat("22", 48), z, z},
 		TDAttributes: "0000001000000000", XFAM: "e71a060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16)}, RTMR3: z}
-	sim, err := tdxsim.New(pki, func() (*simstate.Registers, error) { return regs, nil })
+	s, err := sim.New(pki, func() (*sim.Registers, error) { return regs, nil })
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &agent{sim: sim, pki: pki, release: make(chan struct{})}
+	return &agent{sim: s, pki: pki, release: make(chan struct{})}
 }
 
 func (a *agent) response(nonce []byte, spki [32]byte) (*attestation.Response, error) {
@@ -138,7 +137,7 @@ func (a *agent) serve(t *testing.T, certs func() tls.Certificate, replay *attest
 func fixed(c tls.Certificate) func() tls.Certificate { return func() tls.Certificate { return c } }
 
 func (a *agent) cfg(t *testing.T) Config {
-	return Config{Options: verify.Options{Reference: a.reference(t), AllowSimulated: true, SimRoots: tdxsim.RootPool(a.pki)}, Timeout: 20 * time.Second}
+	return Config{Options: verify.Options{Reference: a.reference(t), AllowSimulated: true, SimRoots: sim.RootPool(a.pki)}, Timeout: 20 * time.Second}
 }
 
 func TestAttestTrusted(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
 )
 
 func TestServiceStatusPinsTheAttestedKey(t *testing.T) {

@@ -19,7 +19,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tdforge/tdforge/internal/quoteabi"
 	"io"
 	"net/http"
 	"os"
@@ -28,12 +27,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/tdx/quote"
+
 	"github.com/google/go-tdx-guest/pcs"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/verify"
 	"github.com/google/go-tdx-guest/verify/trust"
 
-	"github.com/tdforge/tdforge/internal/atomicfile"
+	"github.com/tdforge/tdforge/internal/fsutil"
 )
 
 // Schema identifies a bundle's index.json.
@@ -223,7 +224,7 @@ func fileFor(url string) string {
 // QuoteFMSPC returns the FMSPC and the PCK issuing CA ("platform" or
 // "processor") from a quote's PCK certificate.
 func QuoteFMSPC(rawQuote []byte) (fmspc, ca string, err error) {
-	q, err := quoteabi.Parse(rawQuote)
+	q, err := quote.Parse(rawQuote)
 	if err != nil {
 		return "", "", fmt.Errorf("quote: %v", err)
 	}
@@ -277,7 +278,7 @@ func Fetch(rawQuote []byte, g trust.HTTPSGetter, dir string, now time.Time) (ver
 		return nil, err
 	}
 	for _, e := range rec.entries {
-		if err := atomicfile.WriteFile(filepath.Join(dir, e.File), rec.bodies[e.File], 0o644); err != nil {
+		if err := fsutil.WriteFile(filepath.Join(dir, e.File), rec.bodies[e.File], 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -286,7 +287,7 @@ func Fetch(rawQuote []byte, g trust.HTTPSGetter, dir string, now time.Time) (ver
 	if err != nil {
 		return nil, err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, IndexFile), append(raw, '\n'), 0o644); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(dir, IndexFile), append(raw, '\n'), 0o644); err != nil {
 		return nil, err
 	}
 	return verr, nil

@@ -21,8 +21,8 @@ import (
 	"github.com/google/go-eventlog/register"
 	"github.com/google/go-eventlog/tcg"
 
-	"github.com/tdforge/tdforge/internal/event"
-	"github.com/tdforge/tdforge/internal/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
 
 // Status of one comparison.

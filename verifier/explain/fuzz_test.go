@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
 
 func fixture(t testing.TB, name string) []byte {

@@ -11,8 +11,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/tdforge/tdforge/internal/refvalues"
-	"github.com/tdforge/tdforge/internal/signing"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/signing"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 

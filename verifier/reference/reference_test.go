@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/refvalues"
-	"github.com/tdforge/tdforge/internal/signing"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/signing"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 

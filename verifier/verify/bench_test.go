@@ -12,7 +12,7 @@ import (
 	"github.com/google/go-tdx-guest/validate"
 	gverify "github.com/google/go-tdx-guest/verify"
 
-	"github.com/tdforge/tdforge/internal/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/explain"
 )

@@ -6,7 +6,7 @@ import (
 
 	"github.com/google/go-tdx-guest/testing/testdata"
 
-	"github.com/tdforge/tdforge/internal/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
 
 // FuzzVerifyQuote feeds arbitrary quote bytes to the full verification:

@@ -4,12 +4,13 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"github.com/tdforge/tdforge/internal/quoteabi"
+
+	"github.com/tdforge/tdforge/internal/tdx/quote"
 
 	"github.com/google/go-tdx-guest/abi"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 
-	"github.com/tdforge/tdforge/internal/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/verifier/explain"
 )
 
@@ -19,7 +20,7 @@ import (
 // expected events. The quote's signature is not checked here: the operator
 // vouches for it.
 func Record(ev Evidence, img refvalues.Image) (*refvalues.Document, error) {
-	anyQ, err := quoteabi.Parse(ev.Quote)
+	anyQ, err := quote.Parse(ev.Quote)
 	if err != nil {
 		return nil, fmt.Errorf("quote: not a TDX quote v4: %v", err)
 	}
@@ -86,7 +87,7 @@ func Record(ev Evidence, img refvalues.Image) (*refvalues.Document, error) {
 // Explain compares a quote's registers and logs with ref without checking
 // the quote's signature.
 func Explain(ev Evidence, ref *refvalues.Document) (*explain.Analysis, error) {
-	anyQ, err := quoteabi.Parse(ev.Quote)
+	anyQ, err := quote.Parse(ev.Quote)
 	if err != nil {
 		return nil, fmt.Errorf("quote: not a TDX quote v4: %v", err)
 	}

@@ -7,11 +7,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/attestation"
-	"github.com/tdforge/tdforge/internal/event"
-	"github.com/tdforge/tdforge/internal/refvalues"
-	"github.com/tdforge/tdforge/internal/simstate"
-	"github.com/tdforge/tdforge/internal/tdxsim"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 // go-eventlog's real COS TDX CCEL fixture and the RTMRs it replays to
@@ -35,9 +34,9 @@ func eventlogTestdata(t testing.TB, name string) []byte {
 // simTD is a simulated TD: the COS firmware log for RTMR0..2, a tdforge
 // runtime log for RTMR3 and the TDX simulator for quotes.
 type simTD struct {
-	pki      *simstate.PKI
-	regs     simstate.Registers
-	sim      *tdxsim.Simulator
+	pki      *sim.PKI
+	regs     sim.Registers
+	sim      *sim.Simulator
 	ccel     []byte
 	table    []byte
 	runtime  []byte
@@ -56,7 +55,7 @@ func payloadEvents() []event.Event {
 
 func newSimTD(t testing.TB, attrs string) *simTD {
 	t.Helper()
-	pki, err := tdxsim.GeneratePKI([]byte("verifier test seed"))
+	pki, err := sim.GeneratePKI([]byte("verifier test seed"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +72,7 @@ func newSimTD(t testing.TB, attrs string) *simTD {
 		t.Fatal(err)
 	}
 	mrtd := sha256.Sum256([]byte("mrtd"))
-	td.regs = simstate.Registers{Platform: simstate.Platform{
+	td.regs = sim.Registers{Platform: sim.Platform{
 		MRTD:         hex.EncodeToString(append(mrtd[:], mrtd[:16]...)),
 		RTMR:         [3]string{hex.EncodeToString(cosRTMR0), hex.EncodeToString(cosRTMR1), hex.EncodeToString(cosRTMR2)},
 		TDAttributes: attrs,
@@ -81,7 +80,7 @@ func newSimTD(t testing.TB, attrs string) *simTD {
 		MRSEAM:       hex.EncodeToString(make([]byte, 48)),
 		TEETCBSVN:    "03000400000000000000000000000000",
 	}, RTMR3: hex.EncodeToString(rtmr3[:])}
-	td.sim, err = tdxsim.New(pki, func() (*simstate.Registers, error) { r := td.regs; return &r, nil })
+	td.sim, err = sim.New(pki, func() (*sim.Registers, error) { r := td.regs; return &r, nil })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,9 +15,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/tdforge/tdforge/internal/quoteabi"
 	"strings"
 	"time"
+
+	"github.com/tdforge/tdforge/internal/tdx/quote"
 
 	"github.com/google/go-tdx-guest/abi"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
@@ -25,8 +26,8 @@ import (
 	gverify "github.com/google/go-tdx-guest/verify"
 	"github.com/google/go-tdx-guest/verify/trust"
 
-	"github.com/tdforge/tdforge/internal/attestation"
-	"github.com/tdforge/tdforge/internal/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/explain"
 )
@@ -221,7 +222,7 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 	if len(ev.Quote) == 0 {
 		return r.fail(ErrInput, CheckFormat, "no quote supplied")
 	}
-	anyQ, err := quoteabi.Parse(ev.Quote)
+	anyQ, err := quote.Parse(ev.Quote)
 	if err != nil {
 		return r.fail(ErrInput, CheckFormat, "not a TDX quote v4 (%d bytes): %v", len(ev.Quote), err)
 	}

@@ -14,9 +14,9 @@ import (
 	tt "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/testing/testdata"
 
-	"github.com/tdforge/tdforge/internal/attestation"
-	"github.com/tdforge/tdforge/internal/refvalues"
-	"github.com/tdforge/tdforge/internal/tdxsim"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 	"github.com/tdforge/tdforge/verifier/collateral"
 )
 
@@ -151,7 +151,7 @@ func TestSimulatedTrusted(t *testing.T) {
 	rand.Read(nonce)
 	spki := attestation.SPKIHash([]byte("the TLS key we connected to"))
 	q := td.quote(t, nonce, spki)
-	opts := Options{Reference: doc, AllowSimulated: true, SimRoots: tdxsim.RootPool(td.pki), Nonce: nonce, SPKIHash: &spki}
+	opts := Options{Reference: doc, AllowSimulated: true, SimRoots: sim.RootPool(td.pki), Nonce: nonce, SPKIHash: &spki}
 	r := Verify(context.Background(), td.evidence(q), opts)
 	if !r.Trusted || r.Verdict != VerdictSimulated || r.ExitCode() != 0 {
 		var buf bytes.Buffer
@@ -165,7 +165,7 @@ func TestSimulatedTrusted(t *testing.T) {
 	want(t, r, CheckBinding, Pass, "")
 
 	// Rejected without --allow-simulated, with or without the root.
-	r = Verify(context.Background(), td.evidence(q), Options{Reference: doc, SimRoots: tdxsim.RootPool(td.pki), Nonce: nonce, SPKIHash: &spki})
+	r = Verify(context.Background(), td.evidence(q), Options{Reference: doc, SimRoots: sim.RootPool(td.pki), Nonce: nonce, SPKIHash: &spki})
 	want(t, r, CheckAuthenticity, Fail, "simulator")
 	r = Verify(context.Background(), td.evidence(q), Options{Reference: doc, Nonce: nonce, SPKIHash: &spki})
 	want(t, r, CheckAuthenticity, Fail, "--allow-simulated --sim-root")
@@ -173,16 +173,16 @@ func TestSimulatedTrusted(t *testing.T) {
 		t.Fatal("trusted")
 	}
 	// A different simulator root is not accepted.
-	other, err := tdxsim.GeneratePKI([]byte("another simulator seed, 32 bytes"))
+	other, err := sim.GeneratePKI([]byte("another simulator seed, 32 bytes"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r = Verify(context.Background(), td.evidence(q), Options{Reference: doc, AllowSimulated: true, SimRoots: tdxsim.RootPool(other), Nonce: nonce, SPKIHash: &spki})
+	r = Verify(context.Background(), td.evidence(q), Options{Reference: doc, AllowSimulated: true, SimRoots: sim.RootPool(other), Nonce: nonce, SPKIHash: &spki})
 	want(t, r, CheckAuthenticity, Fail, "neither Intel")
 	// The reference must be a dev/simulated image.
 	prod := *doc
 	prod.Image.Dev, prod.Image.Simulated = false, false
-	r = Verify(context.Background(), td.evidence(q), Options{Reference: &prod, AllowSimulated: true, SimRoots: tdxsim.RootPool(td.pki), Nonce: nonce, SPKIHash: &spki})
+	r = Verify(context.Background(), td.evidence(q), Options{Reference: &prod, AllowSimulated: true, SimRoots: sim.RootPool(td.pki), Nonce: nonce, SPKIHash: &spki})
 	want(t, r, CheckSimulated, Fail, "not marked dev and simulated")
 	if r.Trusted {
 		t.Fatal("trusted with production reference")
@@ -192,7 +192,7 @@ func TestSimulatedTrusted(t *testing.T) {
 func TestBinding(t *testing.T) {
 	td := newSimTD(t, "0000001000000000")
 	doc := td.reference(t)
-	roots := tdxsim.RootPool(td.pki)
+	roots := sim.RootPool(td.pki)
 	nonce := bytes.Repeat([]byte{1}, 32)
 	oldNonce := bytes.Repeat([]byte{2}, 32)
 	key := attestation.SPKIHash([]byte("agent key"))
@@ -234,7 +234,7 @@ func TestDebugRejected(t *testing.T) {
 	td := newSimTD(t, "0100001000000000") // DEBUG | SEPT_VE_DISABLE
 	doc := td.reference(t)
 	q := td.quote(t, make([]byte, 32), [32]byte{})
-	o := Options{Reference: doc, AllowSimulated: true, SimRoots: tdxsim.RootPool(td.pki)}
+	o := Options{Reference: doc, AllowSimulated: true, SimRoots: sim.RootPool(td.pki)}
 	r := Verify(context.Background(), td.evidence(q), o)
 	want(t, r, CheckDebug, Fail, "DEBUG attribute set")
 	if r.Trusted {
@@ -279,7 +279,7 @@ func TestEventLogDiff(t *testing.T) {
 	td := newSimTD(t, "0000001000000000")
 	doc := td.reference(t)
 	q := td.quote(t, make([]byte, 32), [32]byte{})
-	o := Options{Reference: doc, AllowSimulated: true, SimRoots: tdxsim.RootPool(td.pki)}
+	o := Options{Reference: doc, AllowSimulated: true, SimRoots: sim.RootPool(td.pki)}
 
 	ev := td.evidence(q)
 	ev.CCEL = flipCCELDigest(t, td.ccel, 1, 2)

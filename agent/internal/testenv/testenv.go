@@ -10,10 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/tdforge/tdforge/internal/event"
-	"github.com/tdforge/tdforge/internal/policy"
-	"github.com/tdforge/tdforge/internal/simstate"
-	"github.com/tdforge/tdforge/internal/tdxsim"
+	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 // Env is a laid-out agent environment.
@@ -23,7 +22,7 @@ type Env struct {
 	PolicyPath string
 	RuntimeLog string
 	SimDir     string
-	PKI        *simstate.PKI
+	PKI        *sim.PKI
 }
 
 // Setup writes a dev policy (simulated TDX, TLS on, the given upstream), a
@@ -70,19 +69,19 @@ func Setup(dir, upstream string) (*Env, error) {
 	if err := os.MkdirAll(e.SimDir, 0o750); err != nil {
 		return nil, err
 	}
-	e.PKI, err = tdxsim.GeneratePKI([]byte("agent testenv seed 0123456789"))
+	e.PKI, err = sim.GeneratePKI([]byte("agent testenv seed 0123456789"))
 	if err != nil {
 		return nil, err
 	}
-	if err := simstate.SavePKI(e.SimDir, e.PKI); err != nil {
+	if err := sim.SavePKI(e.SimDir, e.PKI); err != nil {
 		return nil, err
 	}
 	z := strings.Repeat("00", 48)
-	regs := &simstate.Registers{Platform: simstate.Platform{
+	regs := &sim.Registers{Platform: sim.Platform{
 		MRTD: strings.Repeat("aa", 48), RTMR: [3]string{z, z, z}, TDAttributes: "0000000000000000",
 		XFAM: "e700060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16),
 	}, RTMR3: hex.EncodeToString(rtmr3[:])}
-	if err := simstate.SaveRegisters(e.SimDir, regs); err != nil {
+	if err := sim.SaveRegisters(e.SimDir, regs); err != nil {
 		return nil, err
 	}
 	return e, nil

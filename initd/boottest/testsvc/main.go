@@ -14,9 +14,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/event"
-	"github.com/tdforge/tdforge/internal/simstate"
 	"golang.org/x/sys/unix"
+
+	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 func main() {
@@ -24,7 +25,7 @@ func main() {
 	env := os.Environ()
 	sort.Strings(env)
 	fmt.Printf("testsvc env=%s\n", strings.Join(env, ";"))
-	regs, err := simstate.LoadRegisters(simstate.Dir)
+	regs, err := sim.LoadRegisters(sim.Dir)
 	if err != nil {
 		fmt.Printf("testsvc registers error: %v\n", err)
 	} else {
@@ -34,7 +35,7 @@ func main() {
 	if err == nil {
 		var l *event.Log
 		if l, err = event.ParseLog(raw); err == nil {
-			r3, _ := simstate.Decode48(regs.RTMR3)
+			r3, _ := sim.Decode48(regs.RTMR3)
 			if err = l.Replay(r3[:]); err == nil {
 				fmt.Printf("testsvc log-replay ok events=%d\n", len(l.Events()))
 			}

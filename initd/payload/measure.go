@@ -1,0 +1,179 @@
+// Package payload is initd's single measuring pass: it sets up every payload
+// in policy order (dm-verity + read-only mount), extends RTMR3 with one
+// canonical event per payload (or a payload-failed event), then the runtime
+// config event, and keeps the runtime event log on disk after every event.
+package payload
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/guest/rtmr"
+	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
+)
+
+// Files written into the run directory (/run/tdforge).
+const (
+	LogCEL  = "runtime-log.cel"
+	LogJSON = "runtime-log.json"
+	Marker  = "measured" // created before the first extend; blocks a second pass
+)
+
+// Verity sets up dm-verity devices (internal/dmverity in the image).
+type Verity interface {
+	FindPartition(diskGUID string, index int) (devPath string, err error)
+	Setup(name, device string, p policy.Payload) (mapperDev string, err error)
+	Remove(name string) error
+}
+
+// Mounter mounts a verified device read-only (erofs, MS_RDONLY|MS_NODEV|MS_NOSUID).
+type Mounter func(device, mountPoint, fstype string) error
+
+// Pass holds what one measuring pass needs.
+type Pass struct {
+	Policy  *policy.Policy
+	Backend rtmr.Backend
+	Verity  Verity
+	Mount   Mounter
+	// RunDir receives the logs and the marker (normally /run/tdforge).
+	RunDir string
+	// FileGID is the group that may read the logs (the agent's); -1 leaves it.
+	FileGID int
+	// Console receives one line per event and every failure.
+	Console io.Writer
+}
+
+// Result says which payloads are mounted.
+type Result struct {
+	Mounted map[string]bool
+	Failed  map[string]error
+	Log     *event.Log
+	RTMR3   [48]byte // register value read back after the pass
+}
+
+// ErrAlreadyMeasured is returned when the marker shows a pass already ran.
+var ErrAlreadyMeasured = errors.New("measurements were already taken this boot")
+
+// Run performs the pass. A payload that fails is recorded (and attested) and
+// the pass continues; an error is returned only when RTMR3 could not be
+// extended as required, in which case no service may start.
+func (p *Pass) Run() (*Result, error) {
+	if p.Policy == nil || p.Backend == nil || p.Console == nil {
+		return nil, errors.New("measure: policy, backend and console are required")
+	}
+	if err := os.MkdirAll(p.RunDir, 0o750); err != nil {
+		return nil, fmt.Errorf("measure: %w", err)
+	}
+	mk, err := os.OpenFile(filepath.Join(p.RunDir, Marker), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("measure: %w (marker %s exists); refusing to extend RTMR3 again", ErrAlreadyMeasured, filepath.Join(p.RunDir, Marker))
+		}
+		return nil, fmt.Errorf("measure: marker: %w", err)
+	}
+	mk.Close()
+
+	res := &Result{Mounted: map[string]bool{}, Failed: map[string]error{}, Log: event.NewLog()}
+	if err := p.writeLog(res.Log); err != nil {
+		return nil, err
+	}
+	for _, pl := range p.Policy.Payloads {
+		ev := pl.Event()
+		if err := p.setup(pl); err != nil {
+			res.Failed[pl.Name] = err
+			fmt.Fprintf(p.Console, "initd: payload %s FAILED: %v\n", pl.Name, err)
+			ev.Kind = event.KindPayloadFailed
+		} else {
+			res.Mounted[pl.Name] = true
+			fmt.Fprintf(p.Console, "initd: payload %s mounted read-only at %s (verity root %s)\n", pl.Name, pl.MountPoint, pl.RootHash)
+		}
+		if err := p.extend(res.Log, ev); err != nil {
+			return res, err
+		}
+	}
+	cfg, err := p.Policy.ConfigEvent()
+	if err != nil {
+		return res, fmt.Errorf("measure: config event: %w", err)
+	}
+	if err := p.extend(res.Log, cfg); err != nil {
+		return res, err
+	}
+	v, err := p.Backend.Read(3)
+	if err != nil {
+		return res, fmt.Errorf("measure: read back RTMR3: %w", err)
+	}
+	res.RTMR3 = v
+	return res, nil
+}
+
+func (p *Pass) setup(pl policy.Payload) error {
+	if p.Verity == nil || p.Mount == nil {
+		return errors.New("dm-verity support is not available in this initd")
+	}
+	dev, err := p.Verity.FindPartition(p.Policy.Disk.GUID, pl.Partition)
+	if err != nil {
+		return fmt.Errorf("find partition %d on disk %s: %w", pl.Partition, p.Policy.Disk.GUID, err)
+	}
+	mapper, err := p.Verity.Setup(pl.Name, dev, pl)
+	if err != nil {
+		return fmt.Errorf("dm-verity on %s: %w", dev, err)
+	}
+	if err := os.MkdirAll(pl.MountPoint, 0o755); err != nil {
+		p.Verity.Remove(pl.Name)
+		return fmt.Errorf("mount point: %w", err)
+	}
+	if err := p.Mount(mapper, pl.MountPoint, pl.FSType); err != nil {
+		p.Verity.Remove(pl.Name)
+		return fmt.Errorf("mount %s on %s: %w", mapper, pl.MountPoint, err)
+	}
+	return nil
+}
+
+func (p *Pass) extend(l *event.Log, ev event.Event) error {
+	err := l.Append(ev, func(m [48]byte) error { return p.Backend.Extend(3, m) })
+	if err != nil {
+		fmt.Fprintf(p.Console, "initd: RTMR3 extend with %s FAILED via %s: %v\n", ev.Label(), p.Backend.Name(), err)
+		return fmt.Errorf("measure: extend RTMR3 with %s: %w", ev.Label(), err)
+	}
+	fmt.Fprintf(p.Console, "initd: rtmr3 += %s\n", ev)
+	return p.writeLog(l)
+}
+
+// writeLog publishes the CEL and JSON renderings atomically.
+func (p *Pass) writeLog(l *event.Log) error {
+	cel, err := l.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("measure: encode runtime log: %w", err)
+	}
+	js, err := l.MarshalJSON()
+	if err != nil {
+		return fmt.Errorf("measure: render runtime log: %w", err)
+	}
+	if string(js) == "null" {
+		js = []byte("[]")
+	}
+	for name, b := range map[string][]byte{LogCEL: cel, LogJSON: append(js, '\n')} {
+		path := filepath.Join(p.RunDir, name)
+		err := fsutil.WriteFrom(path, 0o640, func(w io.Writer) error {
+			if p.FileGID >= 0 {
+				if f, ok := w.(*fsutil.File); ok {
+					if err := f.Chown(0, p.FileGID); err != nil {
+						return err
+					}
+				}
+			}
+			_, err := w.Write(b)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("measure: write %s: %w", path, err)
+		}
+	}
+	return nil
+}

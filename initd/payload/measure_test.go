@@ -1,0 +1,188 @@
+package payload
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tdforge/tdforge/internal/guest/rtmr"
+	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
+)
+
+type fakeVerity struct {
+	fail    map[string]bool
+	calls   []string
+	removed []string
+}
+
+func (f *fakeVerity) FindPartition(guid string, index int) (string, error) {
+	f.calls = append(f.calls, fmt.Sprintf("find %s %d", guid, index))
+	return fmt.Sprintf("/dev/vda%d", index), nil
+}
+
+func (f *fakeVerity) Setup(name, dev string, p policy.Payload) (string, error) {
+	f.calls = append(f.calls, "setup "+name+" "+dev+" "+p.RootHash)
+	if f.fail[name] {
+		return "", errors.New("verity: root hash mismatch")
+	}
+	return "/dev/mapper/" + name, nil
+}
+
+func (f *fakeVerity) Remove(name string) error { f.removed = append(f.removed, name); return nil }
+
+func testPolicy(t *testing.T, mountRoot string) *policy.Policy {
+	pl := func(name string, part int, hashByte string) policy.Payload {
+		return policy.Payload{Name: name, Partition: part, PartitionGUID: fmt.Sprintf("00000000-0000-0000-0000-00000000000%d", part),
+			FSType: "erofs", DataSize: 8192, HashOffset: 8192, DataBlockSize: 4096, HashBlockSize: 4096,
+			HashAlg: "sha256", RootHash: strings.Repeat(hashByte, 32), Salt: "00", MountPoint: filepath.Join(mountRoot, name)}
+	}
+	p := &policy.Policy{Version: 1, Image: policy.Image{Name: "t", Version: "1", Dev: true}, TDX: policy.TDX{Simulate: true},
+		Disk:     policy.Disk{GUID: "11111111-2222-3333-4444-555555555555"},
+		Payloads: []policy.Payload{pl("ollama", 1, "aa"), pl("model", 2, "bb"), pl("webui", 3, "cc")},
+		Network:  policy.Network{Mode: "none"},
+		Services: []policy.Service{{Name: "agent", Command: "/bin/agent", User: "agent", UID: 1000, GID: 1000, Restart: "always"}},
+		Agent:    policy.Agent{Listen: ":8443"}}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func simBackend(t *testing.T) rtmr.Backend {
+	dir := t.TempDir()
+	z := strings.Repeat("00", 48)
+	if err := sim.SaveRegisters(dir, &sim.Registers{Platform: sim.Platform{RTMR: [3]string{z, z, z}, MRTD: z}, RTMR3: z}); err != nil {
+		t.Fatal(err)
+	}
+	be, err := rtmr.OpenSimulator(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return be
+}
+
+func TestPassHealthy(t *testing.T) {
+	p := testPolicy(t, t.TempDir())
+	run := filepath.Join(t.TempDir(), "tdforge")
+	var mounts []string
+	var console bytes.Buffer
+	be := simBackend(t)
+	pass := &Pass{Policy: p, Backend: be, Verity: &fakeVerity{}, RunDir: run, FileGID: os.Getgid(), Console: &console,
+		Mount: func(dev, mp, fst string) error { mounts = append(mounts, dev+" "+mp+" "+fst); return nil }}
+	res, err := pass.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Mounted) != 3 || len(mounts) != 3 || !strings.HasPrefix(mounts[1], "/dev/mapper/model ") {
+		t.Fatalf("mounted %v via %v", res.Mounted, mounts)
+	}
+	want, _ := p.ExpectedEvents()
+	wantReg, _ := event.Replay(want)
+	if res.RTMR3 != wantReg {
+		t.Fatalf("RTMR3 %x, want ExpectedEvents replay %x", res.RTMR3, wantReg)
+	}
+	raw, err := os.ReadFile(filepath.Join(run, LogCEL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := event.ParseLog(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Replay(res.RTMR3[:]); err != nil {
+		t.Fatalf("log replay against register: %v", err)
+	}
+	got := l.Events()
+	if len(got) != len(want) {
+		t.Fatalf("%d events, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].String() != want[i].String() {
+			t.Errorf("event %d = %s, want %s", i, got[i], want[i])
+		}
+	}
+	js, _ := os.ReadFile(filepath.Join(run, LogJSON))
+	if !strings.Contains(string(js), `"description":"payload:ollama"`) || !strings.Contains(string(js), `"kind":"config"`) {
+		t.Fatalf("JSON log = %s", js)
+	}
+	st, _ := os.Stat(filepath.Join(run, LogCEL))
+	if st.Mode().Perm() != 0o640 {
+		t.Fatalf("log mode %v", st.Mode().Perm())
+	}
+	// A second pass in the same boot must not extend again.
+	before, _ := be.Read(3)
+	if _, err := pass.Run(); !errors.Is(err, ErrAlreadyMeasured) {
+		t.Fatalf("second pass: %v", err)
+	}
+	if after, _ := be.Read(3); after != before {
+		t.Fatal("second pass changed RTMR3")
+	}
+}
+
+func TestPassPayloadFailureIsAttested(t *testing.T) {
+	p := testPolicy(t, t.TempDir())
+	fv := &fakeVerity{fail: map[string]bool{"model": true}}
+	var console bytes.Buffer
+	mountFail := map[string]bool{"webui": true}
+	pass := &Pass{Policy: p, Backend: simBackend(t), Verity: fv, RunDir: t.TempDir(), FileGID: -1, Console: &console,
+		Mount: func(dev, mp, fst string) error {
+			if mountFail[filepath.Base(mp)] {
+				return errors.New("erofs: bad superblock")
+			}
+			return nil
+		}}
+	res, err := pass.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Mounted["ollama"] || res.Mounted["model"] || res.Mounted["webui"] || len(res.Failed) != 2 {
+		t.Fatalf("mounted %v failed %v", res.Mounted, res.Failed)
+	}
+	if len(fv.removed) != 1 || fv.removed[0] != "webui" {
+		t.Fatalf("verity devices removed after mount failure: %v", fv.removed)
+	}
+	for _, want := range []string{"payload model FAILED: dm-verity on /dev/vda2: verity: root hash mismatch", "payload webui FAILED: mount /dev/mapper/webui"} {
+		if !strings.Contains(console.String(), want) {
+			t.Errorf("console lacks %q:\n%s", want, console.String())
+		}
+	}
+	evs := res.Log.Events()
+	kinds := []string{}
+	for _, e := range evs {
+		kinds = append(kinds, e.Label())
+	}
+	if strings.Join(kinds, ",") != "payload:ollama,payload-failed:model,payload-failed:webui,config:runtime" {
+		t.Fatalf("events %v", kinds)
+	}
+	if evs[1].DigestString() != "verity-sha256:"+strings.Repeat("bb", 32) {
+		t.Fatalf("failed event carries %s, want the policy root hash", evs[1].DigestString())
+	}
+	healthy, _ := p.ExpectedEvents()
+	hv, _ := event.Replay(healthy)
+	if res.RTMR3 == hv {
+		t.Fatal("a failed payload produced the healthy RTMR3")
+	}
+	if err := res.Log.Replay(res.RTMR3[:]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type failingBackend struct{ rtmr.Backend }
+
+func (failingBackend) Extend(int, [48]byte) error { return errors.New("EIO") }
+
+func TestPassExtendFailureIsFatal(t *testing.T) {
+	p := testPolicy(t, t.TempDir())
+	var console bytes.Buffer
+	pass := &Pass{Policy: p, Backend: failingBackend{simBackend(t)}, Verity: &fakeVerity{}, RunDir: t.TempDir(), FileGID: -1, Console: &console,
+		Mount: func(string, string, string) error { return nil }}
+	if _, err := pass.Run(); err == nil || !strings.Contains(err.Error(), "payload:ollama") {
+		t.Fatalf("Run = %v, want extend failure naming the payload event", err)
+	}
+}

@@ -1,0 +1,211 @@
+package dmverity
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tdforge/tdforge/internal/image/fstree"
+	"github.com/tdforge/tdforge/internal/image/gptdisk"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
+)
+
+func testDisk(t *testing.T, dir string) (string, *gptdisk.Layout) {
+	t.Helper()
+	tree := func(s string) *fstree.Tree {
+		data := bytes.Repeat([]byte(s), 10000)
+		return &fstree.Tree{Epoch: 1, Entries: []fstree.Entry{{Path: "f", Type: fstree.File, Mode: 0o644, Data: data, Size: int64(len(data))}}}
+	}
+	disk := filepath.Join(dir, "disk.raw")
+	l, err := gptdisk.Build(context.Background(), disk, []gptdisk.Payload{{Name: "one", Tree: tree("1")}, {Name: "two", Tree: tree("2")}}, gptdisk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return disk, l
+}
+
+func policyPayload(p gptdisk.Partition) policy.Payload { return p.Policy("/" + p.Name) }
+
+func TestTable(t *testing.T) {
+	root := strings.Repeat("ab", 32)
+	p := policy.Payload{Name: "models", DataSize: 8192 * 4096, HashOffset: 8192 * 4096, DataBlockSize: 4096, HashBlockSize: 4096, HashAlg: "sha256", RootHash: root, Salt: "0102"}
+	length, params, err := Table("254:17", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "1 254:17 254:17 4096 4096 8192 8193 sha256 " + root + " 0102"
+	if params != want || length != 8192*8 {
+		t.Fatalf("Table = %d %q\nwant %d %q", length, params, 8192*8, want)
+	}
+	p.Salt = ""
+	if _, params, _ = Table("x", p); !strings.HasSuffix(params, " -") {
+		t.Errorf("empty salt must be '-': %q", params)
+	}
+	for name, mut := range map[string]func(*policy.Payload){
+		"alg":       func(p *policy.Payload) { p.HashAlg = "sha1" },
+		"block":     func(p *policy.Payload) { p.DataBlockSize = 512 },
+		"unaligned": func(p *policy.Payload) { p.HashOffset++ },
+		"overlap":   func(p *policy.Payload) { p.HashOffset = 4096 },
+		"root":      func(p *policy.Payload) { p.RootHash = "abc" },
+		"salt":      func(p *policy.Payload) { p.Salt = "zz" },
+	} {
+		q := p
+		mut(&q)
+		if _, _, err := Table("x", q); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestIoctlEncoding(t *testing.T) {
+	if got := ioctlNum(cmdDevCreate); got != 0xc138fd03 {
+		t.Errorf("DM_DEV_CREATE = %#x, want 0xc138fd03", got)
+	}
+	if got := ioctlNum(cmdTableLoad); got != 0xc138fd09 {
+		t.Errorf("DM_TABLE_LOAD = %#x, want 0xc138fd09", got)
+	}
+	spec := targetSpec(0, 80, "verity", "1 a b")
+	if len(spec)%8 != 0 || binary.LittleEndian.Uint32(spec[20:]) != uint32(len(spec)) || string(spec[24:30]) != "verity" || string(spec[40:45]) != "1 a b" || spec[45] != 0 {
+		t.Errorf("bad target spec %x", spec)
+	}
+	h := header("payload-models", dmReadonlyFlag, 1, spec)
+	le := binary.LittleEndian
+	if le.Uint32(h[0:]) != 4 || le.Uint32(h[12:]) != uint32(len(h)) || le.Uint32(h[16:]) != dmIoctlSize ||
+		le.Uint32(h[20:]) != 1 || le.Uint32(h[28:]) != dmReadonlyFlag || string(h[48:62]) != "payload-models" || h[62] != 0 ||
+		!bytes.Equal(h[dmIoctlSize:dmIoctlSize+len(spec)], spec) {
+		t.Error("bad dm_ioctl header")
+	}
+}
+
+// fakeSys builds a sysfs/dev tree: vdb holds the payload disk, vda has no
+// GPT, and vdc is empty.
+func fakeSys(t *testing.T, dir, disk string) {
+	t.Helper()
+	sys, dev := filepath.Join(dir, "sys", "block"), filepath.Join(dir, "dev")
+	sysBlock, devDir = sys, dev
+	t.Cleanup(func() { sysBlock, devDir = "/sys/block", "/dev" })
+	mk := func(p, content string) {
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk(filepath.Join(sys, "vdb", "dev"), "254:16\n")
+	mk(filepath.Join(sys, "vdb", "queue", "logical_block_size"), "512\n")
+	mk(filepath.Join(sys, "vdb", "vdb1", "partition"), "1\n")
+	mk(filepath.Join(sys, "vdb", "vdb2", "partition"), "2\n")
+	mk(filepath.Join(sys, "vda", "dev"), "254:0\n")
+	mk(filepath.Join(dev, "vda"), strings.Repeat("x", 8192))
+	mk(filepath.Join(dev, "vdb1"), "")
+	mk(filepath.Join(dev, "vdb2"), "")
+	if err := os.Symlink(disk, filepath.Join(dev, "vdb")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFindPartition(t *testing.T) {
+	dir := t.TempDir()
+	disk, l := testDisk(t, dir)
+	fakeSys(t, dir, disk)
+	got, err := FindPartition(strings.ToUpper(l.DiskGUID), 2)
+	if err != nil || got != filepath.Join(devDir, "vdb2") {
+		t.Fatalf("FindPartition = %q, %v", got, err)
+	}
+	if _, err := FindPartition("00000000-0000-0000-0000-000000000001", 1); err == nil || !strings.Contains(err.Error(), "no disk") {
+		t.Errorf("unknown GUID: %v", err)
+	}
+	if _, err := FindPartition(l.DiskGUID, 3); err == nil || !strings.Contains(err.Error(), "no partition 3") {
+		t.Errorf("missing index: %v", err)
+	}
+	// A corrupted header CRC is not trusted.
+	b, _ := os.ReadFile(disk)
+	b[512+40] ^= 1
+	os.WriteFile(disk, b, 0o644)
+	if _, err := FindPartition(l.DiskGUID, 2); err == nil {
+		t.Error("header with a bad CRC accepted")
+	}
+	b[512+40] ^= 1
+	os.WriteFile(disk, b, 0o644)
+	// Two disks with the same GUID (host cloned the disk): refuse.
+	cp := filepath.Join(dir, "clone.raw")
+	os.WriteFile(cp, b, 0o644)
+	os.MkdirAll(filepath.Join(sysBlock, "vdc", "vdc1"), 0o755)
+	os.Symlink(cp, filepath.Join(devDir, "vdc"))
+	if _, err := FindPartition(l.DiskGUID, 2); err == nil || !strings.Contains(err.Error(), "refusing") {
+		t.Errorf("duplicate disks: %v", err)
+	}
+}
+
+func TestSuperblockCheck(t *testing.T) {
+	dir := t.TempDir()
+	disk, l := testDisk(t, dir)
+	p := l.Partitions[1]
+	in, _ := os.Open(disk)
+	defer in.Close()
+	part := filepath.Join(dir, "part")
+	out, _ := os.Create(part)
+	io.Copy(out, io.NewSectionReader(in, int64(p.StartLBA)*512, int64(p.SizeBytes)))
+	out.Close()
+	pp := policyPayload(p)
+	if err := checkSuperblock(part, pp); err != nil {
+		t.Fatal(err)
+	}
+	other := policyPayload(l.Partitions[0])
+	if err := checkSuperblock(part, other); err == nil {
+		t.Error("superblock of another payload accepted")
+	}
+	pp.HashOffset = 0
+	if err := checkSuperblock(part, pp); err == nil {
+		t.Error("wrong hash offset accepted")
+	}
+}
+
+// TestSetupLive activates real dm-verity devices on loop devices when the
+// kernel has device-mapper, and reads the mapped device back.
+func TestSetupLive(t *testing.T) {
+	if _, err := os.Stat(controlPath); err != nil {
+		if _, err := os.Stat(sysMisc); err != nil {
+			t.Skipf("device-mapper is not available in this kernel (no %s or %s); the QEMU guest boot test covers Setup", controlPath, sysMisc)
+		}
+	}
+	dir := t.TempDir()
+	disk, l := testDisk(t, dir)
+	out, err := exec.Command("losetup", "--show", "-f", "-P", "-r", disk).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup: %v\n%s", err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", loop).Run()
+	p := l.Partitions[1]
+	dev, err := FindPartition(l.DiskGUID, p.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("tdforge-test-%d", os.Getpid())
+	node, err := Setup(name, dev, policyPayload(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Remove(name)
+	got, err := os.ReadFile(node)
+	if err != nil {
+		t.Fatalf("reading %s: %v", node, err)
+	}
+	in, _ := os.Open(disk)
+	defer in.Close()
+	want := make([]byte, p.DataSize)
+	in.ReadAt(want, int64(p.StartLBA)*512)
+	if !bytes.Equal(got, want) {
+		t.Fatal("dm-verity device content differs from the EROFS image")
+	}
+	if err := Remove(name); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,531 @@
+// Package measure models what Intel TDX firmware and the Linux EFI stub
+// measure for a QEMU direct-kernel boot, and computes the golden MRTD and
+// RTMR0..3 with the events behind each register.
+//
+// RTMR0 follows the platform profile's firmware event sequence (TD HOB, CFV,
+// secure-boot variables, separator, ACPI blobs, boot variables); RTMR1 is the
+// kernel's Authenticode digest and the fixed boot-manager events; RTMR2 is
+// the EFI stub's LoadOptions and initrd events; RTMR3 replays tdforge's
+// runtime events (internal/event).
+package measure
+
+import (
+	"bytes"
+	"crypto/sha512"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf16"
+
+	"github.com/tdforge/tdforge/internal/tdx/authenticode"
+	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/platform"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/tdvf"
+)
+
+// TCG event types used by the model.
+const (
+	evNoAction                   uint32 = 0x00000003
+	evSeparator                  uint32 = 0x00000004
+	evEventTag                   uint32 = 0x00000006
+	evPlatformConfigFlags        uint32 = 0x0000000a
+	evEFIVariableDriverConfig    uint32 = 0x80000001
+	evEFIVariableBoot            uint32 = 0x80000002
+	evEFIBootServicesApplication uint32 = 0x80000003
+	evEFIAction                  uint32 = 0x80000007
+	evEFIPlatformFirmwareBlob2   uint32 = 0x8000000a
+	evEFIHandoffTables2          uint32 = 0x8000000b
+
+	algSHA384 = 0x000c
+)
+
+var typeNames = map[uint32]string{
+	evSeparator:                  "EV_SEPARATOR",
+	evEventTag:                   "EV_EVENT_TAG",
+	evPlatformConfigFlags:        "EV_PLATFORM_CONFIG_FLAGS",
+	evEFIVariableDriverConfig:    "EV_EFI_VARIABLE_DRIVER_CONFIG",
+	evEFIVariableBoot:            "EV_EFI_VARIABLE_BOOT",
+	evEFIBootServicesApplication: "EV_EFI_BOOT_SERVICES_APPLICATION",
+	evEFIAction:                  "EV_EFI_ACTION",
+	evEFIPlatformFirmwareBlob2:   "EV_EFI_PLATFORM_FIRMWARE_BLOB2",
+	evEFIHandoffTables2:          "EV_EFI_HANDOFF_TABLES2",
+}
+
+// TypeName returns the TCG name of an event type.
+func TypeName(t uint32) string {
+	if n, ok := typeNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("EV_%#x", t)
+}
+
+// Fixed strings the firmware and the EFI stub log.
+const (
+	ActionCallingEFIApp   = "Calling EFI Application from Boot Option"
+	ActionExitBootInvoke  = "Exit Boot Services Invocation"
+	ActionExitBootSuccess = "Exit Boot Services Returned with Success"
+	stubLoadOptionsMarker = "LOADED_IMAGE::LoadOptions"
+)
+
+// maxCmdline is x86 Linux's COMMAND_LINE_SIZE without the NUL, used when no
+// kernel is given to read its own limit from.
+const maxCmdline = 2047
+
+// Inputs are the boot components and platform of one TD.
+type Inputs struct {
+	Firmware []byte // unified TDVF image (OVMF.fd); nil = MRTD/RTMR0 unknown
+	Kernel   []byte // bzImage; nil = RTMR1/RTMR2 unknown
+	// Initrd, or InitrdDigest (SHA-384) with InitrdSize when only the
+	// digest is at hand. Both nil: no initrd.
+	Initrd       []byte
+	InitrdDigest *[48]byte
+	InitrdSize   int64
+	Cmdline      string
+	MemoryMB     int
+	CPUs         int
+	Profile      *platform.Profile // nil = platform.Default()
+	// RTMR3Events are the runtime events in extend order; nil = RTMR3
+	// unknown, empty = RTMR3 stays zero.
+	RTMR3Events []event.Event
+}
+
+// LogEvent is one modelled event with the data a firmware log records.
+type LogEvent struct {
+	Register    int       // RTMR index 0..3
+	Type        uint32    // TCG event type
+	Digest      *[48]byte // SHA-384 extended; nil = unknown
+	Data        []byte    // event data as logged
+	Description string
+	Component   string
+	Content     string // content digest, e.g. verity-sha256:<hex>
+}
+
+// Result holds the computed registers and their events.
+type Result struct {
+	MRTD     *[48]byte
+	RTMR     [4]*[48]byte      // nil = unknown, see Reasons
+	Reasons  map[string]string // register name -> why it is unknown
+	Notes    []string          // facts about the prediction worth showing
+	Events   map[string][]refvalues.Event
+	Platform string
+	// FirmwareEvents are the RTMR0..2 events with log data, for EncodeCCEL.
+	FirmwareEvents []LogEvent
+}
+
+func regName(i int) string { return refvalues.RegisterNames[i] }
+
+// Compute predicts the registers for in.
+func Compute(in Inputs) (*Result, error) {
+	p := in.Profile
+	if p == nil {
+		p = platform.Default()
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if in.MemoryMB <= 0 || in.CPUs <= 0 {
+		return nil, fmt.Errorf("memory (%d MiB) and cpus (%d) must be positive", in.MemoryMB, in.CPUs)
+	}
+	if in.Initrd != nil && in.InitrdDigest != nil {
+		return nil, errors.New("give the initrd or its digest, not both")
+	}
+	r := &Result{Reasons: map[string]string{}, Events: map[string][]refvalues.Event{}, Platform: p.Name}
+	var all []LogEvent
+
+	// MRTD.
+	var md *tdvf.Metadata
+	if in.Firmware == nil {
+		r.Reasons["mrtd"] = "no firmware given"
+	} else {
+		var err error
+		if md, err = tdvf.Parse(in.Firmware); err != nil {
+			return nil, fmt.Errorf("firmware: %w", err)
+		}
+		order, err := tdvf.ParseOrder(p.PageAddOrder)
+		if err != nil {
+			return nil, err
+		}
+		m, err := md.MRTD(in.Firmware, order)
+		if err != nil {
+			return nil, fmt.Errorf("firmware: %w", err)
+		}
+		r.MRTD = &m
+	}
+
+	ev0, why0, err := rtmr0Events(in, p, md)
+	if err != nil {
+		return nil, err
+	}
+	all = append(all, ev0...)
+	if why0 != "" {
+		r.Reasons["rtmr0"] = why0
+	}
+
+	loadOptions, initrdDigest, initrdSize, err := bootStrings(in, p)
+	if err != nil {
+		return nil, err
+	}
+	if in.Kernel == nil {
+		r.Reasons["rtmr1"] = "no kernel given"
+		r.Reasons["rtmr2"] = "no kernel given: whether and what the EFI stub measures depends on it"
+	} else {
+		ev1, err := rtmr1Events(in, p, initrdSize)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, ev1...)
+		if bytes.Contains(in.Kernel, []byte(stubLoadOptionsMarker)) {
+			all = append(all, rtmr2Events(loadOptions, initrdDigest)...)
+		} else {
+			r.Notes = append(r.Notes, "the kernel's EFI stub does not measure LoadOptions/initrd (no tagged-event support), so RTMR2 stays zero")
+		}
+	}
+
+	// RTMR3.
+	if in.RTMR3Events == nil {
+		r.Reasons["rtmr3"] = "no runtime events given (the manifest's payloads and runtime configuration determine RTMR3)"
+	} else {
+		for _, e := range in.RTMR3Events {
+			m, err := e.Measurement()
+			if err != nil {
+				return nil, fmt.Errorf("runtime event: %w", err)
+			}
+			comp := "config"
+			if e.Kind != event.KindConfig {
+				comp = "payload:" + e.Name
+			}
+			enc, _ := e.Encode()
+			all = append(all, LogEvent{Register: 3, Type: 0, Digest: &m, Data: enc, Description: e.Label(), Component: comp, Content: e.DigestString()})
+		}
+	}
+
+	// Replay every register from its events.
+	for reg := 0; reg < 4; reg++ {
+		name := regName(reg + 1)
+		var v [48]byte
+		known := r.Reasons[name] == ""
+		list := []refvalues.Event{}
+		for _, e := range all {
+			if e.Register != reg {
+				continue
+			}
+			typ := TypeName(e.Type)
+			if reg == 3 {
+				typ = "tdforge-runtime-v1"
+			}
+			re := refvalues.Event{Type: typ, Description: e.Description, Component: e.Component, Content: e.Content}
+			if e.Digest != nil {
+				re.Digest = hex.EncodeToString(e.Digest[:])
+				v = event.Extend(v, *e.Digest)
+			} else {
+				known = false
+			}
+			if len(e.Data) <= 64 && reg < 3 {
+				re.Data = hex.EncodeToString(e.Data)
+			}
+			list = append(list, re)
+		}
+		r.Events[name] = list
+		if known {
+			vv := v
+			r.RTMR[reg] = &vv
+		}
+	}
+	for _, e := range all {
+		if e.Register < 3 {
+			r.FirmwareEvents = append(r.FirmwareEvents, e)
+		}
+	}
+	return r, nil
+}
+
+func sha384(b []byte) *[48]byte {
+	d := sha512.Sum384(b)
+	return &d
+}
+
+func utf16le(s string, nul bool) []byte {
+	u := utf16.Encode([]rune(s))
+	if nul {
+		u = append(u, 0)
+	}
+	b := make([]byte, 2*len(u))
+	for i, c := range u {
+		binary.LittleEndian.PutUint16(b[2*i:], c)
+	}
+	return b
+}
+
+// EFI variable vendor GUIDs in on-disk byte order.
+var (
+	guidGlobalVariable  = guidLE(0x8be4df61, 0x93ca, 0x11d2, [8]byte{0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c})
+	guidImageSecurityDB = guidLE(0xd719b2cb, 0x3d3a, 0x4596, [8]byte{0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f})
+	// gUefiOvmfPkgTokenSpaceGuid: the vendor GUID of OVMF's "TdxTable".
+	guidOvmfTokenSpace = guidLE(0x93bb96af, 0xb9f2, 0x4eb8, [8]byte{0x94, 0x62, 0xe0, 0xba, 0x74, 0x56, 0x42, 0x36})
+)
+
+func guidLE(a uint32, b, c uint16, d [8]byte) []byte {
+	g := make([]byte, 16)
+	binary.LittleEndian.PutUint32(g, a)
+	binary.LittleEndian.PutUint16(g[4:], b)
+	binary.LittleEndian.PutUint16(g[6:], c)
+	copy(g[8:], d[:])
+	return g
+}
+
+// variableData renders UEFI_VARIABLE_DATA: GUID, name length (chars), data
+// length, UTF-16LE name without NUL, data.
+func variableData(guid []byte, name string, data []byte) []byte {
+	n := utf16le(name, false)
+	b := make([]byte, 32, 32+len(n)+len(data))
+	copy(b, guid)
+	binary.LittleEndian.PutUint64(b[16:], uint64(len(n)/2))
+	binary.LittleEndian.PutUint64(b[24:], uint64(len(data)))
+	b = append(b, n...)
+	return append(b, data...)
+}
+
+func rtmr0Events(in Inputs, p *platform.Profile, md *tdvf.Metadata) ([]LogEvent, string, error) {
+	var reasons []string
+	var ev []LogEvent
+	add := func(t uint32, d *[48]byte, data []byte, desc, comp string) {
+		ev = append(ev, LogEvent{Register: 0, Type: t, Digest: d, Data: data, Description: desc, Component: comp})
+	}
+	// 1. TD HOB and 2. CFV.
+	if md == nil {
+		reasons = append(reasons, "no firmware given")
+		add(evEFIHandoffTables2, nil, nil, "TdxTable (TD HOB)", "td-hob")
+		add(evEFIPlatformFirmwareBlob2, nil, nil, "CFV", "firmware")
+	} else {
+		_, measured, err := TDHOB(md, uint64(in.MemoryMB)<<20)
+		if err != nil {
+			return nil, "", err
+		}
+		data := []byte{9}
+		data = append(data, "TdxTable\x00"...)
+		data = binary.LittleEndian.AppendUint64(data, 1)
+		data = append(data, guidOvmfTokenSpace...)
+		data = binary.LittleEndian.AppendUint64(data, md.TDHOB().MemoryAddress)
+		add(evEFIHandoffTables2, sha384(measured), data, fmt.Sprintf("TdxTable (TD HOB for %d MiB)", in.MemoryMB), "td-hob")
+
+		cfv, err := md.CFVBytes(in.Firmware)
+		if err != nil {
+			return nil, "", fmt.Errorf("firmware: %w", err)
+		}
+		// OVMF's SEC measurement logs a fixed placeholder name, NUL-terminated.
+		desc := "Fv(XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX)\x00"
+		data = append([]byte{byte(len(desc))}, desc...)
+		data = binary.LittleEndian.AppendUint64(data, md.BySection(tdvf.CFV)[0].MemoryAddress)
+		data = binary.LittleEndian.AppendUint64(data, uint64(len(cfv)))
+		add(evEFIPlatformFirmwareBlob2, sha384(cfv), data, "CFV (configuration firmware volume)", "firmware")
+	}
+	// 3. Secure-boot variables. With secure boot off OVMF logs SecureBoot as
+	// one 0x00 byte and PK, KEK, db, dbx empty (as in real TDX logs).
+	for _, v := range []struct {
+		guid []byte
+		name string
+		data []byte
+	}{{guidGlobalVariable, "SecureBoot", []byte{0}}, {guidGlobalVariable, "PK", nil}, {guidGlobalVariable, "KEK", nil}, {guidImageSecurityDB, "db", nil}, {guidImageSecurityDB, "dbx", nil}} {
+		d := variableData(v.guid, v.name, v.data)
+		add(evEFIVariableDriverConfig, sha384(d), d, v.name, "secure-boot")
+	}
+	// 4. Separator.
+	sep := []byte{0, 0, 0, 0}
+	add(evSeparator, sha384(sep), sep, "separator", "firmware")
+	// 5. ACPI.
+	acpiWhy := ""
+	if p.ACPI == nil {
+		acpiWhy = "platform " + p.Name + " has no ACPI digests: " + p.ACPIUnknownReason
+	} else if w := p.ShapeMismatch(in.CPUs, in.MemoryMB); w != "" {
+		acpiWhy = w
+	}
+	names := []string{"etc/table-loader", "etc/acpi/rsdp", "etc/acpi/tables"}
+	if acpiWhy != "" {
+		reasons = append(reasons, acpiWhy)
+		for _, n := range names {
+			add(evPlatformConfigFlags, nil, []byte("ACPI DATA"), "ACPI DATA "+n, "acpi")
+		}
+	} else {
+		ds, err := p.ACPI.Digests()
+		if err != nil {
+			return nil, "", err
+		}
+		for i, n := range names {
+			d := ds[i]
+			add(evPlatformConfigFlags, &d, []byte("ACPI DATA"), "ACPI DATA "+n, "acpi")
+		}
+	}
+	// 6. Boot variables: the digest covers the variable data only.
+	if p.BootVariables == nil {
+		reasons = append(reasons, "platform "+p.Name+" has no boot variables: "+p.BootVariablesUnknownReason)
+		for _, n := range []string{"BootOrder", "Boot0000"} {
+			add(evEFIVariableBoot, nil, nil, n, "boot-variables")
+		}
+	} else {
+		for _, v := range p.BootVariables {
+			data, err := hex.DecodeString(v.Data)
+			if err != nil {
+				return nil, "", fmt.Errorf("platform %s: boot variable %s: %w", p.Name, v.Name, err)
+			}
+			add(evEFIVariableBoot, sha384(data), variableData(guidGlobalVariable, v.Name, data), v.Name, "boot-variables")
+		}
+	}
+	why := ""
+	for i, s := range reasons {
+		if i > 0 {
+			why += "; "
+		}
+		why += s
+	}
+	return ev, why, nil
+}
+
+// bootStrings returns the UTF-16LE LoadOptions OVMF passes to the kernel and
+// the initrd digest and size.
+func bootStrings(in Inputs, p *platform.Profile) (loadOptions []byte, initrd *[48]byte, size uint64, err error) {
+	for _, c := range in.Cmdline {
+		if c < 0x20 || c > 0x7e {
+			return nil, nil, 0, fmt.Errorf("cmdline: character %q is not printable ASCII; firmware widens each byte, so only printable ASCII is supported", c)
+		}
+	}
+	switch {
+	case in.Initrd != nil:
+		initrd, size = sha384(in.Initrd), uint64(len(in.Initrd))
+	case in.InitrdDigest != nil:
+		if in.InitrdSize <= 0 {
+			return nil, nil, 0, errors.New("initrd: a digest needs its size (InitrdSize)")
+		}
+		d := *in.InitrdDigest
+		initrd, size = &d, uint64(in.InitrdSize)
+	}
+	opts := in.Cmdline
+	if initrd != nil {
+		if p.InitrdPlacement == platform.InitrdPrefix {
+			opts = "initrd=initrd " + opts
+		} else {
+			opts += " initrd=initrd"
+		}
+	}
+	limit := maxCmdline
+	if in.Kernel != nil {
+		if l, err := authenticode.CmdlineLimit(in.Kernel); err == nil {
+			limit = l
+		}
+	}
+	if len(opts) > limit {
+		return nil, nil, 0, fmt.Errorf("cmdline: %d bytes (with the firmware's initrd= option: %d) exceeds the kernel's limit of %d bytes; shorten the command line", len(in.Cmdline), len(opts), limit)
+	}
+	return utf16le(opts, true), initrd, size, nil
+}
+
+func rtmr1Events(in Inputs, p *platform.Profile, initrdSize uint64) ([]LogEvent, error) {
+	k := in.Kernel
+	desc := "kernel (Authenticode SHA-384)"
+	if p.KernelSetupPatch {
+		var err error
+		k, err = authenticode.PatchQEMUSetupHeader(in.Kernel, authenticode.QEMUBoot{
+			BelowFourG: authenticode.BelowFourG(uint64(in.MemoryMB) << 20),
+			InitrdSize: initrdSize,
+			Cmdline:    in.Cmdline,
+		})
+		if err != nil {
+			return nil, err
+		}
+		desc = "kernel with QEMU setup-header patch (Authenticode SHA-384)"
+	}
+	d, err := authenticode.Digest(k)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	// UEFI_IMAGE_LOAD_EVENT: location (chosen by the firmware at run time,
+	// 0 here), length, link-time address, device path length and OVMF's
+	// device path VenMedia(QemuKernelLoaderFs)/File("kernel")/End.
+	dp := []byte{0x04, 0x03, 0x14, 0x00}
+	dp = append(dp, guidLE(0x1428f772, 0xb64a, 0x441e, [8]byte{0xb8, 0xc3, 0x9e, 0xbd, 0xd7, 0xf8, 0x93, 0xc7})...)
+	name := utf16le("kernel", true)
+	dp = append(dp, 0x04, 0x04, byte(4+len(name)), 0x00)
+	dp = append(dp, name...)
+	dp = append(dp, 0x7f, 0xff, 0x04, 0x00)
+	data := binary.LittleEndian.AppendUint64(nil, 0)
+	data = binary.LittleEndian.AppendUint64(data, uint64(len(k)))
+	data = binary.LittleEndian.AppendUint64(data, 0)
+	data = binary.LittleEndian.AppendUint64(data, uint64(len(dp)))
+	data = append(data, dp...)
+	ev := []LogEvent{{Register: 1, Type: evEFIBootServicesApplication, Digest: &d, Data: data, Description: desc, Component: "kernel"}}
+	act := func(s string) LogEvent {
+		return LogEvent{Register: 1, Type: evEFIAction, Digest: sha384([]byte(s)), Data: []byte(s), Description: s, Component: "firmware"}
+	}
+	sep := []byte{0, 0, 0, 0}
+	ev = append(ev, act(ActionCallingEFIApp),
+		LogEvent{Register: 1, Type: evSeparator, Digest: sha384(sep), Data: sep, Description: "separator", Component: "firmware"},
+		act(ActionExitBootInvoke), act(ActionExitBootSuccess))
+	return ev, nil
+}
+
+// taggedEvent renders the stub's tagged-event description as TDX firmware
+// logs it through the CC measurement protocol: the NUL-terminated text only
+// (a TPM log would carry the tag ID and size first).
+func taggedEvent(desc string) []byte { return append([]byte(desc), 0) }
+
+func rtmr2Events(loadOptions []byte, initrd *[48]byte) []LogEvent {
+	ev := []LogEvent{{Register: 2, Type: evEventTag, Digest: sha384(loadOptions), Data: taggedEvent("LOADED_IMAGE::LoadOptions"),
+		Description: "kernel command line (LoadOptions, UTF-16LE)", Component: "cmdline"}}
+	if initrd != nil {
+		ev = append(ev, LogEvent{Register: 2, Type: evEventTag, Digest: initrd, Data: taggedEvent("Linux initrd"),
+			Description: "Linux initrd", Component: "initrd"})
+	}
+	return ev
+}
+
+// jsonResult is the JSON rendering of a Result.
+type jsonResult struct {
+	MRTD     *string                      `json:"mrtd"`
+	RTMR0    *string                      `json:"rtmr0"`
+	RTMR1    *string                      `json:"rtmr1"`
+	RTMR2    *string                      `json:"rtmr2"`
+	RTMR3    *string                      `json:"rtmr3"`
+	Reasons  map[string]string            `json:"reasons"`
+	Notes    []string                     `json:"notes,omitempty"`
+	Platform string                       `json:"platform"`
+	Events   map[string][]refvalues.Event `json:"events"`
+}
+
+func hexp(v *[48]byte) *string {
+	if v == nil {
+		return nil
+	}
+	s := hex.EncodeToString(v[:])
+	return &s
+}
+
+// Register returns a register by name ("mrtd", "rtmr0".."rtmr3"); nil when
+// unknown.
+func (r *Result) Register(name string) *[48]byte {
+	switch name {
+	case "mrtd":
+		return r.MRTD
+	case "rtmr0", "rtmr1", "rtmr2", "rtmr3":
+		return r.RTMR[name[4]-'0']
+	}
+	return nil
+}
+
+// JSON renders the result: lowercase hex registers (null when unknown),
+// reasons, platform and the events per register.
+func (r *Result) JSON() ([]byte, error) {
+	j := jsonResult{
+		MRTD: hexp(r.MRTD), RTMR0: hexp(r.RTMR[0]), RTMR1: hexp(r.RTMR[1]), RTMR2: hexp(r.RTMR[2]), RTMR3: hexp(r.RTMR[3]),
+		Reasons: r.Reasons, Notes: r.Notes, Platform: r.Platform, Events: r.Events,
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(j); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}

@@ -1,0 +1,369 @@
+// Package policy defines the boot policy: the canonical JSON file the builder
+// writes into the initramfs (and so into RTMR2) and initd obeys. It binds
+// every payload root hash, service, agent setting and the TDX mode.
+//
+// Decoding is strict: unknown fields, missing required fields and
+// inconsistent references are errors.
+package policy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/tdforge/tdforge/internal/tdx/event"
+)
+
+// Path is where the policy lives inside the initramfs.
+const Path = "/etc/tdforge/policy.json"
+
+// SchemaVersion is the policy schema this package reads and writes.
+const SchemaVersion = 1
+
+// Policy is the boot policy.
+type Policy struct {
+	Version  int       `json:"version"`
+	Image    Image     `json:"image"`
+	TDX      TDX       `json:"tdx"`
+	Kernel   Kernel    `json:"kernel"`
+	Disk     Disk      `json:"disk"`
+	Payloads []Payload `json:"payloads"`
+	Network  Network   `json:"network"`
+	Services []Service `json:"services"`
+	Agent    Agent     `json:"agent"`
+}
+
+// Image is the image identity.
+type Image struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Dev     bool   `json:"dev"`
+	// ReferenceURL says where the reference values are published.
+	ReferenceURL string `json:"reference_url"`
+}
+
+// TDX is the TDX mode.
+type TDX struct {
+	// Simulate permits the TDX simulator backend (dev images only).
+	Simulate bool `json:"simulate"`
+	// Debug marks a debug TD (dev images only).
+	Debug bool `json:"debug"`
+}
+
+// Kernel lists the modules initd loads, in dependency order.
+type Kernel struct {
+	Release string `json:"release"`
+	// Modules are absolute initramfs paths of .ko files, in load order.
+	Modules []string `json:"modules"`
+}
+
+// Disk identifies the payload disk.
+type Disk struct {
+	// GUID is the GPT disk GUID (lowercase, dashed). Empty when no payloads.
+	GUID string `json:"guid"`
+}
+
+// Payload is one dm-verity protected read-only filesystem.
+type Payload struct {
+	Name          string `json:"name"`
+	Partition     int    `json:"partition"`      // 1-based GPT index
+	PartitionGUID string `json:"partition_guid"` // unique partition GUID
+	FSType        string `json:"fstype"`         // "erofs"
+	DataSize      uint64 `json:"data_size"`      // bytes of filesystem
+	HashOffset    uint64 `json:"hash_offset"`    // bytes from partition start to verity superblock
+	DataBlockSize uint32 `json:"data_block_size"`
+	HashBlockSize uint32 `json:"hash_block_size"`
+	HashAlg       string `json:"hash_alg"`  // "sha256"
+	RootHash      string `json:"root_hash"` // hex
+	Salt          string `json:"salt"`      // hex
+	MountPoint    string `json:"mount_point"`
+}
+
+// Network configures the guest network. Loopback is always up.
+type Network struct {
+	Mode      string `json:"mode"` // "none", "dhcp" or "static"
+	Interface string `json:"interface,omitempty"`
+	Address   string `json:"address,omitempty"` // CIDR, static only
+	Gateway   string `json:"gateway,omitempty"` // static only
+}
+
+// Service is one supervised process.
+type Service struct {
+	Name     string            `json:"name"`
+	Command  string            `json:"command"` // absolute path, inside a payload or the initramfs
+	Args     []string          `json:"args"`
+	Env      map[string]string `json:"env"`
+	User     string            `json:"user"`
+	UID      int               `json:"uid"`
+	GID      int               `json:"gid"`
+	After    []string          `json:"after"`    // services started first
+	Payloads []string          `json:"payloads"` // payloads that must be mounted
+	Restart  string            `json:"restart"`  // "always", "on-failure", "never"
+}
+
+// Agent configures the attestation agent (also run as a Service).
+type Agent struct {
+	Listen       string `json:"listen"`        // e.g. ":8443"
+	TLS          bool   `json:"tls"`           // HTTPS with an RA-TLS certificate
+	PlainHTTP    string `json:"plain_http"`    // optional extra plain listener, dev only
+	Upstream     string `json:"upstream"`      // Ollama URL, e.g. http://127.0.0.1:11434
+	WebUIPayload string `json:"webui_payload"` // payload holding the web UI, or ""
+	WebUIPath    string `json:"webui_path"`    // directory inside the mounted payload
+}
+
+// Decode strictly parses and validates a policy.
+func Decode(r io.Reader) (*Policy, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var p Policy
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("boot policy: %w", err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("boot policy: trailing data after the JSON object")
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
+		return nil, fmt.Errorf("boot policy: trailing data after the JSON object")
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Marshal returns the canonical JSON encoding: fixed field order, sorted map
+// keys, no HTML escaping, two-space indent, trailing newline.
+func (p *Policy) Marshal() ([]byte, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return canonicalJSON(p)
+}
+
+func canonicalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,35}$`)
+
+// Validate checks internal consistency.
+func (p *Policy) Validate() error {
+	errf := func(format string, a ...any) error { return fmt.Errorf("boot policy: "+format, a...) }
+	if p.Version != SchemaVersion {
+		return errf("version %d is not supported (want %d)", p.Version, SchemaVersion)
+	}
+	if p.Image.Name == "" || p.Image.Version == "" {
+		return errf("image name and version are required")
+	}
+	if (p.TDX.Simulate || p.TDX.Debug) && !p.Image.Dev {
+		return errf("tdx simulate/debug requires a dev image")
+	}
+	for _, m := range p.Kernel.Modules {
+		if !strings.HasPrefix(m, "/") || !strings.HasSuffix(m, ".ko") {
+			return errf("kernel module %q must be an absolute path to a .ko file", m)
+		}
+	}
+	payloads := map[string]bool{}
+	parts := map[int]bool{}
+	for i, pl := range p.Payloads {
+		if !nameRE.MatchString(pl.Name) {
+			return errf("payload %d: name %q must match %s", i, pl.Name, nameRE)
+		}
+		if payloads[pl.Name] {
+			return errf("payload %q listed twice", pl.Name)
+		}
+		payloads[pl.Name] = true
+		if pl.Partition < 1 || parts[pl.Partition] {
+			return errf("payload %q: partition %d must be a unique 1-based index", pl.Name, pl.Partition)
+		}
+		parts[pl.Partition] = true
+		if pl.FSType != "erofs" {
+			return errf("payload %q: fstype %q is not supported (want erofs)", pl.Name, pl.FSType)
+		}
+		if pl.HashAlg != "sha256" || pl.DataBlockSize != 4096 || pl.HashBlockSize != 4096 {
+			return errf("payload %q: verity must be sha256 with 4096-byte blocks", pl.Name)
+		}
+		if pl.DataSize == 0 || pl.DataSize%4096 != 0 || pl.HashOffset < pl.DataSize || pl.HashOffset%4096 != 0 {
+			return errf("payload %q: data_size %d / hash_offset %d must be non-zero 4096-byte multiples with hash_offset >= data_size", pl.Name, pl.DataSize, pl.HashOffset)
+		}
+		if b, err := hex.DecodeString(pl.RootHash); err != nil || len(b) != 32 {
+			return errf("payload %q: root_hash must be 64 lowercase hex digits", pl.Name)
+		}
+		if b, err := hex.DecodeString(pl.Salt); err != nil || len(b) > 256 {
+			return errf("payload %q: salt must be hex, at most 256 bytes", pl.Name)
+		}
+		if !strings.HasPrefix(pl.MountPoint, "/") {
+			return errf("payload %q: mount_point must be absolute", pl.Name)
+		}
+		if pl.PartitionGUID == "" {
+			return errf("payload %q: partition_guid is required", pl.Name)
+		}
+	}
+	if len(p.Payloads) > 0 && p.Disk.GUID == "" {
+		return errf("disk guid is required when payloads exist")
+	}
+	switch p.Network.Mode {
+	case "none", "dhcp":
+	case "static":
+		if _, err := netip.ParsePrefix(p.Network.Address); err != nil {
+			return errf("network address %q must be CIDR, e.g. 10.0.2.15/24", p.Network.Address)
+		}
+		if p.Network.Gateway != "" {
+			if _, err := netip.ParseAddr(p.Network.Gateway); err != nil {
+				return errf("network gateway %q is not an IP address", p.Network.Gateway)
+			}
+		}
+	default:
+		return errf("network mode %q must be none, dhcp or static", p.Network.Mode)
+	}
+	services := map[string]bool{}
+	for i, s := range p.Services {
+		if !nameRE.MatchString(s.Name) {
+			return errf("service %d: name %q must match %s", i, s.Name, nameRE)
+		}
+		if services[s.Name] {
+			return errf("service %q listed twice", s.Name)
+		}
+		services[s.Name] = true
+		if !strings.HasPrefix(s.Command, "/") {
+			return errf("service %q: command %q must be an absolute path", s.Name, s.Command)
+		}
+		if s.User == "" || s.UID <= 0 || s.GID <= 0 {
+			return errf("service %q: a non-root user, uid and gid are required", s.Name)
+		}
+		switch s.Restart {
+		case "always", "on-failure", "never":
+		default:
+			return errf("service %q: restart %q must be always, on-failure or never", s.Name, s.Restart)
+		}
+		for _, d := range s.Payloads {
+			if !payloads[d] {
+				return errf("service %q needs payload %q, which is not in the policy", s.Name, d)
+			}
+		}
+	}
+	for _, s := range p.Services {
+		for _, a := range s.After {
+			if !services[a] {
+				return errf("service %q: after %q names no service", s.Name, a)
+			}
+		}
+	}
+	if _, err := p.StartOrder(); err != nil {
+		return err
+	}
+	if p.Agent.PlainHTTP != "" && !p.Image.Dev {
+		return errf("agent plain_http is allowed only in dev images")
+	}
+	if !p.Agent.TLS && !p.Image.Dev {
+		return errf("agent TLS may be disabled only in dev images")
+	}
+	if p.Agent.WebUIPayload != "" && !payloads[p.Agent.WebUIPayload] {
+		return errf("agent webui_payload %q is not a payload", p.Agent.WebUIPayload)
+	}
+	return nil
+}
+
+// StartOrder returns service names in dependency order (stable: ties keep
+// policy order). Cycles are errors.
+func (p *Policy) StartOrder() ([]string, error) {
+	idx := map[string]int{}
+	for i, s := range p.Services {
+		idx[s.Name] = i
+	}
+	state := map[string]int{} // 0 new, 1 visiting, 2 done
+	var order []string
+	var visit func(n string, path []string) error
+	visit = func(n string, path []string) error {
+		switch state[n] {
+		case 1:
+			return fmt.Errorf("boot policy: service dependency cycle: %s", strings.Join(append(path, n), " -> "))
+		case 2:
+			return nil
+		}
+		state[n] = 1
+		after := append([]string(nil), p.Services[idx[n]].After...)
+		sort.SliceStable(after, func(a, b int) bool { return idx[after[a]] < idx[after[b]] })
+		for _, a := range after {
+			if _, ok := idx[a]; !ok {
+				continue
+			}
+			if err := visit(a, append(path, n)); err != nil {
+				return err
+			}
+		}
+		state[n] = 2
+		order = append(order, n)
+		return nil
+	}
+	for _, s := range p.Services {
+		if err := visit(s.Name, nil); err != nil {
+			return nil, err
+		}
+	}
+	return order, nil
+}
+
+// RuntimeConfig is the part of the policy that changes behaviour at run time
+// and is measured as the config event: services, agent and network.
+type RuntimeConfig struct {
+	Services []Service `json:"services"`
+	Agent    Agent     `json:"agent"`
+	Network  Network   `json:"network"`
+	TDX      TDX       `json:"tdx"`
+}
+
+// ConfigDigest is SHA-256 of the canonical JSON of the runtime configuration.
+func (p *Policy) ConfigDigest() ([]byte, error) {
+	b, err := canonicalJSON(RuntimeConfig{Services: p.Services, Agent: p.Agent, Network: p.Network, TDX: p.TDX})
+	if err != nil {
+		return nil, err
+	}
+	d := sha256.Sum256(b)
+	return d[:], nil
+}
+
+// PayloadEvent is the RTMR3 event for a successfully mounted payload.
+func (pl Payload) Event() event.Event {
+	rh, _ := hex.DecodeString(pl.RootHash)
+	return event.Event{Version: event.Version, Kind: event.KindPayload, Name: pl.Name, Alg: event.AlgVerity, Digest: rh}
+}
+
+// ConfigEvent is the RTMR3 event for the effective runtime configuration.
+func (p *Policy) ConfigEvent() (event.Event, error) {
+	d, err := p.ConfigDigest()
+	if err != nil {
+		return event.Event{}, err
+	}
+	return event.Event{Version: event.Version, Kind: event.KindConfig, Name: "runtime", Alg: event.AlgSHA256, Digest: d}, nil
+}
+
+// ExpectedEvents is the RTMR3 event sequence of a healthy boot: each payload
+// in policy order, then the config event. The builder precomputes RTMR3 from
+// it; initd extends exactly these on success.
+func (p *Policy) ExpectedEvents() ([]event.Event, error) {
+	var out []event.Event
+	for _, pl := range p.Payloads {
+		out = append(out, pl.Event())
+	}
+	c, err := p.ConfigEvent()
+	if err != nil {
+		return nil, err
+	}
+	return append(out, c), nil
+}

@@ -1,0 +1,123 @@
+package policy
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/tdforge/tdforge/internal/tdx/event"
+)
+
+func validPolicy() *Policy {
+	return &Policy{
+		Version: SchemaVersion,
+		Image:   Image{Name: "img", Version: "1.0", Dev: true},
+		TDX:     TDX{Simulate: true},
+		Kernel:  Kernel{Release: "6.1", Modules: []string{"/lib/modules/6.1/kernel/fs/erofs/erofs.ko"}},
+		Disk:    Disk{GUID: "5e20248e-6d54-84d4-b905-4ffd7e51bc96"},
+		Payloads: []Payload{{
+			Name: "model", Partition: 1, PartitionGUID: "a5b6cc80-77e1-8094-89b7-301d4b19aa08", FSType: "erofs",
+			DataSize: 8192, HashOffset: 8192, DataBlockSize: 4096, HashBlockSize: 4096, HashAlg: "sha256",
+			RootHash: strings.Repeat("ab", 32), Salt: strings.Repeat("cd", 32), MountPoint: "/payload/model",
+		}},
+		Network: Network{Mode: "static", Interface: "eth0", Address: "10.0.2.15/24", Gateway: "10.0.2.2"},
+		Services: []Service{
+			{Name: "ollama", Command: "/payload/ollama/bin/ollama", Args: []string{"serve"}, Env: map[string]string{"B": "2", "A": "1"},
+				User: "ollama", UID: 1000, GID: 1000, After: []string{}, Payloads: []string{"model"}, Restart: "always"},
+			{Name: "agent", Command: "/usr/bin/agent", Args: []string{}, Env: map[string]string{}, User: "agent", UID: 900, GID: 900,
+				After: []string{"ollama"}, Payloads: []string{}, Restart: "always"},
+		},
+		Agent: Agent{Listen: ":8443", TLS: true, Upstream: "http://127.0.0.1:11434"},
+	}
+}
+
+func TestMarshalDecodeRoundTrip(t *testing.T) {
+	p := validPolicy()
+	b, err := p.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`"A": "1",`)) || !bytes.HasSuffix(b, []byte("}\n")) {
+		t.Fatalf("not canonical (sorted env, trailing newline):\n%s", b)
+	}
+	q, err := Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := q.Marshal()
+	if !bytes.Equal(b, b2) {
+		t.Fatal("round trip changed the bytes")
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	good, _ := validPolicy().Marshal()
+	for _, tc := range []struct{ name, doc, want string }{
+		{"unknown field", strings.Replace(string(good), `"version": 1,`, `"version": 1, "shell": "/bin/sh",`, 1), "unknown field"},
+		{"trailing data", string(good) + "{}", "trailing data"},
+		{"not json", "nope", "boot policy"},
+	} {
+		if _, err := Decode(strings.NewReader(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestValidateRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*Policy)
+		want string
+	}{
+		{"version", func(p *Policy) { p.Version = 2 }, "version 2"},
+		{"simulate without dev", func(p *Policy) { p.Image.Dev = false }, "requires a dev image"},
+		{"relative module", func(p *Policy) { p.Kernel.Modules = []string{"erofs.ko"} }, "absolute path"},
+		{"bad payload name", func(p *Policy) { p.Payloads[0].Name = "Model!" }, "must match"},
+		{"duplicate partition", func(p *Policy) { p.Payloads = append(p.Payloads, p.Payloads[0]); p.Payloads[1].Name = "other" }, "unique 1-based"},
+		{"fstype", func(p *Policy) { p.Payloads[0].FSType = "ext4" }, "not supported"},
+		{"verity params", func(p *Policy) { p.Payloads[0].HashAlg = "sha1" }, "sha256 with 4096-byte blocks"},
+		{"hash before data", func(p *Policy) { p.Payloads[0].HashOffset = 4096 }, "hash_offset"},
+		{"root hash", func(p *Policy) { p.Payloads[0].RootHash = "zz" }, "root_hash"},
+		{"no disk guid", func(p *Policy) { p.Disk.GUID = "" }, "disk guid"},
+		{"network mode", func(p *Policy) { p.Network.Mode = "bridge" }, "none, dhcp or static"},
+		{"static address", func(p *Policy) { p.Network.Address = "10.0.2.15" }, "CIDR"},
+		{"relative command", func(p *Policy) { p.Services[0].Command = "ollama" }, "absolute path"},
+		{"root service", func(p *Policy) { p.Services[0].UID = 0 }, "non-root"},
+		{"restart", func(p *Policy) { p.Services[0].Restart = "sometimes" }, "restart"},
+		{"unknown payload", func(p *Policy) { p.Services[0].Payloads = []string{"weights"} }, "not in the policy"},
+		{"unknown after", func(p *Policy) { p.Services[0].After = []string{"db"} }, "names no service"},
+		{"cycle", func(p *Policy) { p.Services[0].After = []string{"agent"} }, "cycle"},
+		{"plain http in production", func(p *Policy) { p.Image.Dev, p.TDX.Simulate, p.Agent.PlainHTTP = false, false, ":8080" }, "plain_http"},
+		{"no tls in production", func(p *Policy) { p.Image.Dev, p.TDX.Simulate, p.Agent.TLS = false, false, false }, "TLS"},
+		{"webui payload", func(p *Policy) { p.Agent.WebUIPayload = "ui" }, "webui_payload"},
+	} {
+		p := validPolicy()
+		tc.mod(p)
+		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestStartOrderAndEvents(t *testing.T) {
+	p := validPolicy()
+	p.Services[0].After, p.Services[1].After = []string{"agent"}, []string{}
+	order, err := p.StartOrder()
+	if err != nil || strings.Join(order, ",") != "agent,ollama" {
+		t.Fatalf("order %v %v", order, err)
+	}
+	ev, err := p.ExpectedEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ev) != 2 || ev[0].Label() != "payload:model" || ev[0].Alg != event.AlgVerity || ev[1].Kind != event.KindConfig {
+		t.Fatalf("events %v", ev)
+	}
+	// The config event covers what changes behaviour: a different env is a different RTMR3.
+	d1, _ := p.ConfigDigest()
+	p.Services[0].Env["OLLAMA_DEBUG"] = "1"
+	d2, _ := p.ConfigDigest()
+	if bytes.Equal(d1, d2) {
+		t.Fatal("service env is not measured")
+	}
+}

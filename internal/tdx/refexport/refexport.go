@@ -1,0 +1,177 @@
+// Package refexport renders a reference-values document in the formats other
+// verifiers consume: a go-tdx-guest checkconfig policy, a Trustee RVPS
+// "sample" message and a flashbots-style measurements list.
+package refexport
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	ccpb "github.com/google/go-tdx-guest/proto/checkconfig"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+)
+
+func decodeHex(name, s string, n int) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != n {
+		return nil, fmt.Errorf("reference values: %s %q must be %d bytes of hex", name, s, n)
+	}
+	return b, nil
+}
+
+func registers(d *refvalues.Document) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, n := range refvalues.RegisterNames {
+		v := d.Registers.Get(n)
+		if v == nil {
+			continue
+		}
+		b, err := decodeHex(n, *v, 48)
+		if err != nil {
+			return nil, err
+		}
+		out[n] = b
+	}
+	if out["mrtd"] == nil {
+		return nil, errors.New("reference values: MRTD is unknown; no export can pin the firmware")
+	}
+	return out, nil
+}
+
+// CheckConfig renders a go-tdx-guest checkconfig.Config (protojson) that
+// pins MRTD, the known RTMRs (unknown ones are left empty, which the
+// validator skips), TD attributes, XFAM and, when present, MRSEAM and the
+// minimum TEE TCB SVN.
+func CheckConfig(d *refvalues.Document) ([]byte, error) {
+	regs, err := registers(d)
+	if err != nil {
+		return nil, err
+	}
+	body := &ccpb.TDQuoteBodyPolicy{MrTd: regs["mrtd"]}
+	for _, n := range []string{"rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
+		body.Rtmrs = append(body.Rtmrs, regs[n]) // nil: not checked
+	}
+	if d.TD.Attributes != "" {
+		if body.TdAttributes, err = decodeHex("td.attributes", d.TD.Attributes, 8); err != nil {
+			return nil, err
+		}
+	}
+	if d.TD.XFAM != "" {
+		if body.Xfam, err = decodeHex("td.xfam", d.TD.XFAM, 8); err != nil {
+			return nil, err
+		}
+	}
+	if d.TD.MRSEAM != "" {
+		if body.MrSeam, err = decodeHex("td.mrseam", d.TD.MRSEAM, 48); err != nil {
+			return nil, err
+		}
+	}
+	if d.TD.MinTEETCBSVN != "" {
+		if body.MinimumTeeTcbSvn, err = decodeHex("td.min_tee_tcb_svn", d.TD.MinTEETCBSVN, 16); err != nil {
+			return nil, err
+		}
+	}
+	cfg := &ccpb.Config{Policy: &ccpb.Policy{TdQuoteBodyPolicy: body}}
+	b, err := protojson.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// protojson deliberately varies its whitespace between builds; the
+	// published file must be byte-stable, so re-indent it.
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return nil, err
+	}
+	return append(out.Bytes(), '\n'), nil
+}
+
+// RVPSMessage is Trustee's RVPS registration message.
+type RVPSMessage struct {
+	Version string `json:"version"`
+	Type    string `json:"type"`
+	Payload string `json:"payload"` // base64 of the sample provenance JSON
+}
+
+// RVPSSample renders a Trustee RVPS "sample" message: version 0.1.0, type
+// "sample", payload the standard base64 of {name: [values]} with the names
+// Trustee's TDX policy queries (mr_td, rtmr_0..rtmr_3, and mr_seam, xfam
+// when known). Unknown registers are omitted.
+func RVPSSample(d *refvalues.Document) ([]byte, error) {
+	regs, err := registers(d)
+	if err != nil {
+		return nil, err
+	}
+	prov := map[string][]string{"mr_td": {hex.EncodeToString(regs["mrtd"])}}
+	for i, n := range []string{"rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
+		if regs[n] != nil {
+			prov[fmt.Sprintf("rtmr_%d", i)] = []string{hex.EncodeToString(regs[n])}
+		}
+	}
+	if d.TD.MRSEAM != "" {
+		prov["mr_seam"] = []string{d.TD.MRSEAM}
+	}
+	if d.TD.XFAM != "" {
+		prov["xfam"] = []string{d.TD.XFAM}
+	}
+	p, err := json.Marshal(prov)
+	if err != nil {
+		return nil, err
+	}
+	return marshal(RVPSMessage{Version: "0.1.0", Type: "sample", Payload: base64.StdEncoding.EncodeToString(p)})
+}
+
+// Measurement is one entry of a flashbots-style measurements list.
+type Measurement struct {
+	MeasurementID   string                 `json:"measurement_id"`
+	AttestationType string                 `json:"attestation_type"`
+	Measurements    map[string]Expectation `json:"measurements"`
+}
+
+// Expectation is one register's expected value.
+type Expectation struct {
+	Expected string `json:"expected"`
+}
+
+// Flashbots renders [{measurement_id, attestation_type: "dcap-tdx",
+// measurements: {"0".."4": {expected}}}] with 0 = MRTD and 1..4 =
+// RTMR0..3; unknown registers are omitted.
+func Flashbots(d *refvalues.Document) ([]byte, error) {
+	regs, err := registers(d)
+	if err != nil {
+		return nil, err
+	}
+	id := d.Image.Name
+	if d.Image.Version != "" {
+		id += "-" + d.Image.Version
+	}
+	if d.Platform.Name != "" {
+		id += "@" + d.Platform.Name
+	}
+	if id == "" {
+		return nil, errors.New("reference values: image name is empty; it names the measurement")
+	}
+	m := Measurement{MeasurementID: id, AttestationType: "dcap-tdx", Measurements: map[string]Expectation{}}
+	for i, n := range refvalues.RegisterNames {
+		if regs[n] != nil {
+			m.Measurements[fmt.Sprint(i)] = Expectation{Expected: hex.EncodeToString(regs[n])}
+		}
+	}
+	return marshal([]Measurement{m})
+}
+
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}

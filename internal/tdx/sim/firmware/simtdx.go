@@ -1,0 +1,120 @@
+// Package firmware is the simulated TDX firmware of dev images: it initialises the TDX simulator state (dev images only) from
+// the QEMU fw_cfg entries `builder launch --simulate` passes: the simulated
+// platform registers, PKI and firmware event log. initd is its only writer.
+package firmware
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/guest/fwcfg"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
+)
+
+// Logf reports simulated-firmware findings (initd sets it to its console).
+var Logf = func(format string, a ...any) {}
+
+// Init fills dir (02750 root:gid, files 0640) from fw_cfg. RTMR3 starts at
+// zero. If dir already holds registers, Init leaves them alone: registers
+// are initialised once per boot.
+func Init(fw fwcfg.Reader, dir string, gid int) (*sim.Registers, error) {
+	if r, err := sim.LoadRegisters(dir); err == nil {
+		return r, nil
+	}
+	raw, err := fw.Read(sim.FWCfgPlatform)
+	if err != nil {
+		return nil, err
+	}
+	var plat sim.Platform
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&plat); err != nil {
+		return nil, fmt.Errorf("fw_cfg %s: %w", sim.FWCfgPlatform, err)
+	}
+	if err := checkPlatform(plat); err != nil {
+		return nil, fmt.Errorf("fw_cfg %s: %w", sim.FWCfgPlatform, err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	if err := os.Chown(dir, 0, gid); err != nil {
+		return nil, err
+	}
+	// setgid: files replaced later (registers.json on every extend) keep
+	// the agent's group.
+	if err := os.Chmod(dir, 0o750|os.ModeSetgid); err != nil {
+		return nil, err
+	}
+	// Optional blobs: the PKI (quotes) and the simulated CCEL.
+	for name, file := range map[string]string{sim.FWCfgPKI: sim.PKIFile, sim.FWCfgCCEL: sim.CCELFile, sim.FWCfgCCELACPI: sim.CCELTableFile} {
+		b, err := fw.Read(name)
+		if errors.Is(err, fwcfg.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if name == sim.FWCfgCCEL {
+			// The simulated firmware measures the ACPI blobs QEMU really
+			// handed over (see MeasureACPI).
+			patched, rtmr0, changed, err := MeasureACPI(fw, b)
+			if err != nil {
+				return nil, fmt.Errorf("simulated firmware: %w", err)
+			}
+			got := hex.EncodeToString(rtmr0[:])
+			if len(changed) == 0 && got != plat.RTMR[0] {
+				return nil, fmt.Errorf("simulated firmware: the launcher's CCEL replays to RTMR0 %s, not its RTMR0 %s", got, plat.RTMR[0])
+			}
+			for _, c := range changed {
+				Logf("simulated firmware: ACPI blob %s differs from the platform profile: RTMR0 measures what QEMU provided", c)
+			}
+			plat.RTMR[0], b = got, patched
+		}
+		if name == sim.FWCfgPKI {
+			var pki sim.PKI
+			if err := json.Unmarshal(b, &pki); err != nil {
+				return nil, fmt.Errorf("fw_cfg %s: %w", name, err)
+			}
+		}
+		if err := writeOwned(filepath.Join(dir, file), b, gid); err != nil {
+			return nil, err
+		}
+	}
+	regs := &sim.Registers{Platform: plat, RTMR3: strings.Repeat("00", 48)}
+	b, err := json.MarshalIndent(regs, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := writeOwned(filepath.Join(dir, sim.RegistersFile), append(b, '\n'), gid); err != nil {
+		return nil, err
+	}
+	return regs, nil
+}
+
+func writeOwned(path string, b []byte, gid int) error {
+	return fsutil.WriteFrom(path, 0o640, func(w io.Writer) error {
+		if f, ok := w.(*fsutil.File); ok {
+			if err := f.Chown(0, gid); err != nil {
+				return err
+			}
+		}
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+func checkPlatform(p sim.Platform) error {
+	for i, v := range []string{p.MRTD, p.RTMR[0], p.RTMR[1], p.RTMR[2]} {
+		if _, err := sim.Decode48(v); err != nil {
+			return fmt.Errorf("%s: %w", []string{"mrtd", "rtmr[0]", "rtmr[1]", "rtmr[2]"}[i], err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,360 @@
+// Package sim is the TDX simulator for dev images. It simulates a TDX quoting enclave for dev images: it produces
+// structurally valid quote v4 bytes over the simulated registers, signed by a
+// simulator attestation key whose QE report is signed by a simulator PCK
+// certificate chained to a simulator root CA.
+//
+// The simulator PKI is derived deterministically from a seed, so a rebuilt
+// image carries a byte-identical root certificate. The certificates carry the
+// subject names go-tdx-guest's verifier requires ("Intel SGX Root CA" and so
+// on) but an Organization of SimOrganization; they chain only to the
+// simulator root, never to Intel's.
+package sim
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"time"
+)
+
+// SimOrganization is the Organization of every simulator certificate.
+const SimOrganization = "tdforge TDX simulator (NOT an Intel trust root)"
+
+// Certificate subject common names go-tdx-guest's verifier insists on.
+const (
+	rootCN         = "Intel SGX Root CA"
+	intermediateCN = "Intel SGX PCK Platform CA"
+	pckCN          = "Intel SGX PCK Certificate"
+)
+
+// keyDomain separates seed-derived values from any other use of the seed.
+const keyDomain = "tdforge/v1/tdxsim/"
+
+// Fixed validity window: certificates must not depend on the build time.
+var (
+	notBefore = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	notAfter  = time.Date(2049, 12, 31, 23, 59, 59, 0, time.UTC)
+)
+
+// Simulated platform identity carried in the PCK certificate's SGX extension.
+var (
+	SimFMSPC         = []byte{0x00, 0x80, 0x6f, 0x05, 0x00, 0x00} // 6 bytes
+	SimPCEID         = []byte{0x00, 0x00}
+	SimPCESVN uint16 = 11
+	// SimCPUSVN is the simulated CPU SVN (16 components).
+	SimCPUSVN = []byte{3, 3, 2, 2, 2, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0}
+)
+
+// SGX extension OIDs (Intel SGX PCK certificate profile).
+var (
+	oidSGX    = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1}
+	oidPPID   = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 1}
+	oidTCB    = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 2}
+	oidPCEID  = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 3}
+	oidFMSPC  = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 4}
+	oidSGXTyp = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 5}
+)
+
+// MinSeedLen is the shortest seed GeneratePKI accepts.
+const MinSeedLen = 16
+
+// DeriveKey derives a P-256 private key from seed and label: the scalar is
+// SHA-256(domain || label || 0x00 || counter || seed), retried with the next
+// counter in the (negligible) case it is not in [1, n-1].
+func DeriveKey(seed []byte, label string) (*ecdsa.PrivateKey, error) {
+	for ctr := uint32(0); ctr < 16; ctr++ {
+		h := sha256.New()
+		h.Write([]byte(keyDomain + label))
+		h.Write([]byte{0})
+		var c [4]byte
+		binary.BigEndian.PutUint32(c[:], ctr)
+		h.Write(c[:])
+		h.Write(seed)
+		k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), h.Sum(nil))
+		if err == nil {
+			return k, nil
+		}
+	}
+	return nil, errors.New("tdxsim: could not derive a P-256 key from the seed")
+}
+
+// derive returns n deterministic bytes for label (SHA-256 counter mode).
+func derive(seed []byte, label string, n int) []byte {
+	var out []byte
+	for ctr := uint32(0); len(out) < n; ctr++ {
+		h := sha256.New()
+		h.Write([]byte(keyDomain + "bytes/" + label))
+		h.Write([]byte{0})
+		var c [4]byte
+		binary.BigEndian.PutUint32(c[:], ctr)
+		h.Write(c[:])
+		h.Write(seed)
+		out = h.Sum(out)
+	}
+	return out[:n]
+}
+
+// DeterministicSigner is a crypto.Signer producing RFC 6979 deterministic
+// ECDSA signatures: it ignores the caller's random source and asks
+// crypto/ecdsa for the RFC 6979 nonce (a nil random source), so the same key
+// and digest always give the same signature.
+type DeterministicSigner struct{ Key *ecdsa.PrivateKey }
+
+// Public returns the public key.
+func (s DeterministicSigner) Public() crypto.PublicKey { return s.Key.Public() }
+
+// Sign signs digest (already hashed with opts.HashFunc()) deterministically
+// and returns an ASN.1 DER signature.
+func (s DeterministicSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if opts == nil || opts.HashFunc() == 0 {
+		return nil, errors.New("tdxsim: deterministic ECDSA needs the digest's hash function")
+	}
+	return s.Key.Sign(nil, digest, opts)
+}
+
+// signRaw signs SHA-256(msg) and returns the 64-byte r||s form quotes use.
+func signRaw(k *ecdsa.PrivateKey, msg []byte) ([]byte, error) {
+	d := sha256.Sum256(msg)
+	der, err := DeterministicSigner{k}.Sign(nil, d[:], crypto.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	var sig struct{ R, S *big.Int }
+	if _, err := asn1.Unmarshal(der, &sig); err != nil {
+		return nil, err
+	}
+	out := make([]byte, 64)
+	sig.R.FillBytes(out[:32])
+	sig.S.FillBytes(out[32:])
+	return out, nil
+}
+
+func serial(seed []byte, label string) *big.Int {
+	b := derive(seed, "serial/"+label, 16)
+	b[0] &= 0x7f
+	b[0] |= 0x01 // non-zero, positive, 16 bytes
+	return new(big.Int).SetBytes(b)
+}
+
+func keyID(pub *ecdsa.PublicKey) []byte {
+	raw, _ := x509.MarshalPKIXPublicKey(pub)
+	h := sha256.Sum256(raw)
+	return h[:20]
+}
+
+func subject(cn string) pkix.Name {
+	return pkix.Name{CommonName: cn, Organization: []string{SimOrganization}, Country: []string{"XX"}}
+}
+
+// sgxExtension is the PCK certificate's Intel SGX extension value.
+func sgxExtension(seed []byte) ([]byte, error) {
+	type intAttr struct {
+		ID  asn1.ObjectIdentifier
+		Val int
+	}
+	type octAttr struct {
+		ID  asn1.ObjectIdentifier
+		Val []byte
+	}
+	type enumAttr struct {
+		ID  asn1.ObjectIdentifier
+		Val asn1.Enumerated
+	}
+	var comps []any
+	for i := 0; i < 16; i++ {
+		comps = append(comps, intAttr{append(append(asn1.ObjectIdentifier{}, oidTCB...), i+1), int(SimCPUSVN[i])})
+	}
+	comps = append(comps, intAttr{append(append(asn1.ObjectIdentifier{}, oidTCB...), 17), int(SimPCESVN)})
+	comps = append(comps, octAttr{append(append(asn1.ObjectIdentifier{}, oidTCB...), 18), SimCPUSVN})
+	var compsDER []asn1.RawValue
+	for _, c := range comps {
+		b, err := asn1.Marshal(c)
+		if err != nil {
+			return nil, err
+		}
+		compsDER = append(compsDER, asn1.RawValue{FullBytes: b})
+	}
+	tcb := struct {
+		ID    asn1.ObjectIdentifier
+		Comps []asn1.RawValue
+	}{oidTCB, compsDER}
+	items := []any{
+		octAttr{oidPPID, derive(seed, "ppid", 16)},
+		tcb,
+		octAttr{oidPCEID, SimPCEID},
+		octAttr{oidFMSPC, SimFMSPC},
+		enumAttr{oidSGXTyp, 0}, // Standard
+	}
+	var seq []asn1.RawValue
+	for _, it := range items {
+		b, err := asn1.Marshal(it)
+		if err != nil {
+			return nil, err
+		}
+		seq = append(seq, asn1.RawValue{FullBytes: b})
+	}
+	return asn1.Marshal(seq)
+}
+
+func pemCert(der []byte) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+func pemKey(k *ecdsa.PrivateKey) (string, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), nil
+}
+
+// GeneratePKI derives the simulator PKI from seed: root CA -> intermediate
+// ("PCK Platform CA") -> PCK leaf with the SGX extension, plus the
+// attestation key. The same seed always yields byte-identical output.
+func GeneratePKI(seed []byte) (*PKI, error) {
+	if len(seed) < MinSeedLen {
+		return nil, fmt.Errorf("tdxsim: PKI seed is %d bytes; use at least %d random bytes", len(seed), MinSeedLen)
+	}
+	rootKey, err := DeriveKey(seed, "root")
+	if err != nil {
+		return nil, err
+	}
+	interKey, err := DeriveKey(seed, "intermediate")
+	if err != nil {
+		return nil, err
+	}
+	pckKey, err := DeriveKey(seed, "pck")
+	if err != nil {
+		return nil, err
+	}
+	attKey, err := DeriveKey(seed, "attestation")
+	if err != nil {
+		return nil, err
+	}
+
+	rootTmpl := &x509.Certificate{
+		SerialNumber:          serial(seed, "root"),
+		Subject:               subject(rootCN),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            1,
+		SubjectKeyId:          keyID(&rootKey.PublicKey),
+	}
+	rootDER, err := x509.CreateCertificate(nil, rootTmpl, rootTmpl, &rootKey.PublicKey, DeterministicSigner{rootKey})
+	if err != nil {
+		return nil, fmt.Errorf("tdxsim: root certificate: %w", err)
+	}
+	root, _ := x509.ParseCertificate(rootDER)
+
+	interTmpl := &x509.Certificate{
+		SerialNumber:          serial(seed, "intermediate"),
+		Subject:               subject(intermediateCN),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+		SubjectKeyId:          keyID(&interKey.PublicKey),
+	}
+	interDER, err := x509.CreateCertificate(nil, interTmpl, root, &interKey.PublicKey, DeterministicSigner{rootKey})
+	if err != nil {
+		return nil, fmt.Errorf("tdxsim: intermediate certificate: %w", err)
+	}
+	inter, _ := x509.ParseCertificate(interDER)
+
+	sgx, err := sgxExtension(seed)
+	if err != nil {
+		return nil, fmt.Errorf("tdxsim: SGX extension: %w", err)
+	}
+	// Exactly six extensions, as in Intel's PCK profile: authority and
+	// subject key IDs, CRL distribution point, key usage, basic
+	// constraints and the SGX extension.
+	pckTmpl := &x509.Certificate{
+		SerialNumber:          serial(seed, "pck"),
+		Subject:               subject(pckCN),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		BasicConstraintsValid: true,
+		SubjectKeyId:          keyID(&pckKey.PublicKey),
+		CRLDistributionPoints: []string{"https://tdx-simulator.invalid/pckcrl"},
+		ExtraExtensions:       []pkix.Extension{{Id: oidSGX, Value: sgx}},
+	}
+	pckDER, err := x509.CreateCertificate(nil, pckTmpl, inter, &pckKey.PublicKey, DeterministicSigner{interKey})
+	if err != nil {
+		return nil, fmt.Errorf("tdxsim: PCK certificate: %w", err)
+	}
+
+	pckPEM, err := pemKey(pckKey)
+	if err != nil {
+		return nil, err
+	}
+	attPEM, err := pemKey(attKey)
+	if err != nil {
+		return nil, err
+	}
+	return &PKI{
+		RootCert:         pemCert(rootDER),
+		IntermediateCert: pemCert(interDER),
+		PCKCert:          pemCert(pckDER),
+		PCKKey:           pckPEM,
+		AttestationKey:   attPEM,
+	}, nil
+}
+
+// RootPool returns a pool holding the simulator root certificate, for
+// verify.Options.TrustedRoots. A PKI whose root does not parse yields an
+// empty pool, which trusts nothing.
+func RootPool(pki *PKI) *x509.CertPool {
+	pool := x509.NewCertPool()
+	if pki != nil {
+		if c, err := parseCertPEM("root", pki.RootCert); err == nil {
+			pool.AddCert(c)
+		}
+	}
+	return pool
+}
+
+func parseCertPEM(what, s string) (*x509.Certificate, error) {
+	b, rest := pem.Decode([]byte(s))
+	if b == nil || b.Type != "CERTIFICATE" || len(bytes.TrimSpace(rest)) != 0 {
+		return nil, fmt.Errorf("tdxsim: %s certificate is not a single PEM CERTIFICATE block", what)
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("tdxsim: %s certificate: %w", what, err)
+	}
+	return c, nil
+}
+
+func parseKeyPEM(what, s string) (*ecdsa.PrivateKey, error) {
+	b, _ := pem.Decode([]byte(s))
+	if b == nil || b.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("tdxsim: %s is not a PEM PKCS#8 PRIVATE KEY", what)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("tdxsim: %s: %w", what, err)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok || ek.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("tdxsim: %s must be an ECDSA P-256 key", what)
+	}
+	return ek, nil
+}

@@ -1,0 +1,124 @@
+// This file is the on-disk contract of the TDX simulator, shared by
+// `builder launch --simulate` (which hands the simulated platform to the
+// guest through QEMU fw_cfg), initd (which owns and extends the registers)
+// and the agent (which quotes them). It is used only when the boot policy
+// says tdx.simulate (dev images).
+
+package sim
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/tdforge/tdforge/internal/fsutil"
+)
+
+// Dir is the guest directory holding the simulator state. initd creates it
+// 0750 root:<agent gid>, and is the only writer.
+const Dir = "/run/tdforge/tdx-sim"
+
+// fw_cfg entry names `builder launch --simulate` passes to QEMU
+// (-fw_cfg name=opt/tdforge/...,file=...). The guest reads them from
+// /sys/firmware/qemu_fw_cfg/by_name/<name>/raw.
+const (
+	FWCfgPlatform = "opt/tdforge/platform.json"  // Platform below
+	FWCfgCCEL     = "opt/tdforge/ccel.bin"       // simulated firmware event log (TCG2 crypto-agile, SHA-384)
+	FWCfgCCELACPI = "opt/tdforge/ccel-table.bin" // simulated 56-byte CCEL ACPI table
+	FWCfgPKI      = "opt/tdforge/sim-pki.json"   // PKI below
+)
+
+// File names inside Dir.
+const (
+	RegistersFile = "registers.json" // Registers
+	PKIFile       = "pki.json"       // PKI
+	CCELFile      = "ccel.bin"
+	CCELTableFile = "ccel-table.bin"
+)
+
+// Platform is what the simulated TDX module and firmware measured before the
+// kernel ran: computed by the builder's measurement code from the exact
+// files handed to QEMU.
+type Platform struct {
+	MRTD         string    `json:"mrtd"`          // hex, 48 bytes
+	RTMR         [3]string `json:"rtmr"`          // RTMR0..2 hex at kernel entry
+	TDAttributes string    `json:"td_attributes"` // hex, 8 bytes
+	XFAM         string    `json:"xfam"`          // hex, 8 bytes
+	MRSEAM       string    `json:"mrseam"`        // hex, 48 bytes
+	TEETCBSVN    string    `json:"tee_tcb_svn"`   // hex, 16 bytes
+}
+
+// Registers is the live simulated register file.
+type Registers struct {
+	Platform
+	RTMR3 string `json:"rtmr3"` // hex, 48 bytes
+}
+
+// PKI is the simulator's attestation identity: a root CA, an intermediate
+// and a PCK leaf (PEM), and the attestation key (PKCS#8 PEM) that signs
+// quotes. The root certificate is also a build output (sim/root.pem).
+type PKI struct {
+	RootCert         string `json:"root_cert"`
+	IntermediateCert string `json:"intermediate_cert"`
+	PCKCert          string `json:"pck_cert"`
+	PCKKey           string `json:"pck_key"`
+	AttestationKey   string `json:"attestation_key"`
+}
+
+// Decode48 decodes a 48-byte hex register.
+func Decode48(s string) ([48]byte, error) {
+	var r [48]byte
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != 48 {
+		return r, fmt.Errorf("simulator: register %q is not 96 hex digits", s)
+	}
+	copy(r[:], b)
+	return r, nil
+}
+
+// LoadRegisters reads dir/registers.json.
+func LoadRegisters(dir string) (*Registers, error) {
+	var r Registers
+	if err := readJSON(filepath.Join(dir, RegistersFile), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// SaveRegisters atomically writes dir/registers.json (0640).
+func SaveRegisters(dir string, r *Registers) error {
+	return writeJSON(filepath.Join(dir, RegistersFile), r, 0o640)
+}
+
+// LoadPKI reads dir/pki.json.
+func LoadPKI(dir string) (*PKI, error) {
+	var p PKI
+	if err := readJSON(filepath.Join(dir, PKIFile), &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// SavePKI atomically writes dir/pki.json (0640).
+func SavePKI(dir string, p *PKI) error { return writeJSON(filepath.Join(dir, PKIFile), p, 0o640) }
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("simulator state: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("simulator state %s: %w", path, err)
+	}
+	return nil
+}
+
+func writeJSON(path string, v any, perm os.FileMode) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFile(path, append(b, '\n'), perm)
+}

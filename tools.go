@@ -1,0 +1,40 @@
+//go:build tools
+
+// Package deps pins the project's chosen dependencies in go.mod.
+package tools
+
+import (
+	_ "github.com/chromedp/chromedp"
+	_ "github.com/diskfs/go-diskfs"
+	_ "github.com/diskfs/go-diskfs/partition/gpt"
+	_ "github.com/google/go-configfs-tsm/configfs/fakertmr"
+	_ "github.com/google/go-configfs-tsm/report"
+	_ "github.com/google/go-configfs-tsm/rtmr"
+	_ "github.com/google/go-eventlog/ccel"
+	_ "github.com/google/go-eventlog/cel"
+	_ "github.com/google/go-eventlog/tcg"
+	_ "github.com/google/go-tdx-guest/abi"
+	_ "github.com/google/go-tdx-guest/client"
+	_ "github.com/google/go-tdx-guest/proto/checkconfig"
+	_ "github.com/google/go-tdx-guest/testing"
+	_ "github.com/google/go-tdx-guest/validate"
+	_ "github.com/google/go-tdx-guest/verify"
+	_ "github.com/hashicorp/hcl/v2"
+	_ "github.com/hashicorp/hcl/v2/ext/typeexpr"
+	_ "github.com/hashicorp/hcl/v2/gohcl"
+	_ "github.com/hashicorp/hcl/v2/hclsyntax"
+	_ "github.com/hashicorp/hcl/v2/hclwrite"
+	_ "github.com/in-toto/attestation/go/v1"
+	_ "github.com/schollz/progressbar/v3"
+	_ "github.com/secure-systems-lab/go-securesystemslib/dsse"
+	_ "github.com/u-root/u-root/pkg/cpio"
+	_ "github.com/u-root/u-root/pkg/dhclient"
+	_ "github.com/u-root/u-root/pkg/kmodule"
+	_ "github.com/u-root/u-root/pkg/ldd"
+	_ "github.com/u-root/u-root/pkg/libinit"
+	_ "github.com/u-root/u-root/pkg/mount"
+	_ "github.com/zclconf/go-cty/cty"
+	_ "github.com/zclconf/go-cty/cty/function/stdlib"
+	_ "golang.org/x/sys/unix"
+	_ "google.golang.org/protobuf/encoding/protojson"
+)
