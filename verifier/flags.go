@@ -1,22 +1,54 @@
 package main
 
 import (
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/reference"
 	"github.com/tdforge/tdforge/verifier/verify"
-
-	"crypto/x509"
-	"encoding/pem"
 )
+
+// newFlags returns a command's flag set; its errors and usage go to stderr.
+func newFlags(name, args string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: verifier %s [flags] %s\n", name, args)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// usageError prints a command-line problem, its hints and the command's
+// usage, and returns cli.ExitUsage.
+func usageError(fs *flag.FlagSet, stderr io.Writer, err error) int {
+	cli.PrintError(stderr, "verifier "+fs.Name(), err)
+	fs.Usage()
+	return cli.ExitUsage
+}
+
+// inputError prints an unusable input and its hints, and returns
+// cli.ExitUsage.
+func inputError(cmd string, stderr io.Writer, err error) int {
+	cli.PrintError(stderr, "verifier "+cmd, err)
+	return cli.ExitUsage
+}
+
+func errWantURL(cmd string) error {
+	return cli.WithHint(errors.New("want exactly one agent URL"), "verifier %s [flags] https://AGENT:PORT", cmd)
+}
 
 // policyFlags are the flags shared by the verifying commands.
 type policyFlags struct {
@@ -40,39 +72,30 @@ func (p *policyFlags) add(fs *flag.FlagSet) {
 	fs.BoolVar(&p.json, "json", false, "print the report as JSON")
 }
 
-// usageError prints a usage problem and returns exit code 2.
-func usageError(fs *flag.FlagSet, format string, args ...any) int {
-	fmt.Fprintf(os.Stderr, "verifier %s: %s\n", fs.Name(), fmt.Sprintf(format, args...))
-	fs.Usage()
-	return 2
-}
-
-func inputError(cmd string, err error) int {
-	fmt.Fprintf(os.Stderr, "verifier %s: %v\n", cmd, err)
-	return 2
-}
+// errNoReference is a verifying command run without reference values.
+var errNoReference = errors.New("no reference values given")
 
 // options builds verify.Options; refused is a NOT TRUSTED report when the
 // reference's signature check failed.
 func (p *policyFlags) options() (opts verify.Options, refused *verify.Report, err error) {
 	if p.reference == "" {
-		return opts, nil, errors.New("--reference FILE is required")
+		return opts, nil, cli.WithHint(errNoReference, "add --reference FILE (the image's reference-values.json)")
 	}
 	doc, chk, err := reference.Load(p.reference, p.referenceKey)
 	if err != nil {
 		return opts, nil, err
 	}
 	if doc == nil {
-		return opts, verify.Refused(chk), nil
+		r := verify.Refused(chk)
+		addHints(r)
+		return opts, r, nil
 	}
 	opts.Reference = doc
-	if p.referenceKey != "" {
-		opts.ReferenceCheck = &chk
-	}
+	opts.ReferenceCheck = &chk
 	opts.AllowDebug = p.allowDebug
 	opts.AllowSimulated = p.allowSimulated
 	if p.allowSimulated && p.simRoot == "" {
-		return opts, nil, errors.New("--allow-simulated needs --sim-root FILE (the simulator root certificate of the image)")
+		return opts, nil, cli.WithHint(verify.ErrNoSimRoot, "--allow-simulated needs --sim-root FILE (the simulator root certificate of the image)")
 	}
 	if p.simRoot != "" {
 		raw, err := os.ReadFile(p.simRoot)
@@ -87,6 +110,9 @@ func (p *policyFlags) options() (opts verify.Options, refused *verify.Report, er
 	}
 	if p.collateral != "" {
 		b, err := collateral.Open(p.collateral)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = cli.WithHint(err, "write one with `verifier collateral fetch -o %s --quote FILE`", p.collateral)
+		}
 		if err != nil {
 			return opts, nil, err
 		}
@@ -102,6 +128,48 @@ func (p *policyFlags) options() (opts verify.Options, refused *verify.Report, er
 	return opts, nil, nil
 }
 
+// evidenceFlags name the evidence files of quote and record.
+type evidenceFlags struct {
+	quote, ccel, table, runtimeLog string
+}
+
+func (e *evidenceFlags) add(fs *flag.FlagSet) {
+	fs.StringVar(&e.quote, "quote", "", "raw TDX quote `FILE`")
+	fs.StringVar(&e.ccel, "ccel", "", "firmware event log `FILE` (CCEL data)")
+	fs.StringVar(&e.table, "ccel-table", "", "CCEL ACPI table `FILE`")
+	fs.StringVar(&e.runtimeLog, "event-log", "", "runtime RTMR3 event log `FILE` (CEL)")
+}
+
+// check reports a missing quote or stray arguments.
+func (e *evidenceFlags) check(fs *flag.FlagSet) error {
+	switch {
+	case fs.NArg() != 0:
+		return cli.WithHint(fmt.Errorf("unexpected arguments %q", fs.Args()), "evidence files are flags: --quote FILE [--ccel F --ccel-table F --event-log F]")
+	case e.quote == "":
+		return cli.WithHint(errors.New("no quote given"), "add --quote FILE")
+	}
+	return nil
+}
+
+// read loads the evidence files; unset ones stay empty.
+func (e *evidenceFlags) read() (verify.Evidence, error) {
+	var ev verify.Evidence
+	for _, f := range []struct {
+		path string
+		dst  *[]byte
+	}{{e.quote, &ev.Quote}, {e.ccel, &ev.CCEL}, {e.table, &ev.CCELTable}, {e.runtimeLog, &ev.RuntimeLog}} {
+		if f.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return ev, err
+		}
+		*f.dst = b
+	}
+	return ev, nil
+}
+
 // rootPool accepts a PEM certificate or a simulator pki.json.
 func rootPool(raw []byte) (*x509.CertPool, error) {
 	if b, _ := pem.Decode(raw); b != nil {
@@ -114,7 +182,7 @@ func rootPool(raw []byte) (*x509.CertPool, error) {
 		return p, nil
 	}
 	var pki sim.PKI
-	if err := jsonUnmarshal(raw, &pki); err != nil || pki.RootCert == "" {
+	if err := json.Unmarshal(raw, &pki); err != nil || pki.RootCert == "" {
 		return nil, errors.New("not a PEM certificate or simulator pki.json")
 	}
 	return sim.RootPool(&pki), nil
@@ -128,13 +196,6 @@ func emit(w io.Writer, r *verify.Report, asJSON bool) int {
 		r.WriteText(w)
 	}
 	return r.ExitCode()
-}
-
-func readOptional(path string) ([]byte, error) {
-	if path == "" {
-		return nil, nil
-	}
-	return os.ReadFile(path)
 }
 
 func decodeHexFlag(name, s string, n int) ([]byte, error) {

@@ -24,6 +24,7 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/verifier/record"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
@@ -69,7 +70,7 @@ func (a *agent) reference(t *testing.T) *refvalues.Document {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := verify.Record(verify.Evidence{Quote: q}, refvalues.Image{Name: "dev", Dev: true, Simulated: true})
+	doc, err := record.Reference(verify.Evidence{Quote: q}, refvalues.Image{Name: "dev", Dev: true, Simulated: true})
 	if err != nil {
 		t.Fatal(err)
 	}

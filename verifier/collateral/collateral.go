@@ -30,7 +30,6 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/quote"
 
 	"github.com/google/go-tdx-guest/pcs"
-	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/verify"
 	"github.com/google/go-tdx-guest/verify/trust"
 
@@ -66,7 +65,7 @@ type NetworkError struct {
 }
 
 func (e *NetworkError) Error() string {
-	return fmt.Sprintf("cannot fetch collateral %s: %v (no network? use an offline bundle: `verifier collateral fetch -o DIR --quote FILE` on a connected machine, then --collateral DIR)", e.URL, e.Err)
+	return fmt.Sprintf("cannot fetch collateral %s: %v", e.URL, e.Err)
 }
 
 func (e *NetworkError) Unwrap() error { return e.Err }
@@ -120,12 +119,26 @@ func (o *Online) Failure() *NetworkError {
 	return o.fail
 }
 
+// MissingError is a collateral request an offline bundle has no response
+// for: the bundle was fetched for another platform (FMSPC).
+type MissingError struct {
+	Dir, URL, FMSPC string
+}
+
+func (e *MissingError) Error() string {
+	return fmt.Sprintf("collateral bundle %s has no response for %s (it was fetched for FMSPC %s)", e.Dir, e.URL, e.FMSPC)
+}
+
 // Bundle is an offline collateral directory loaded into memory; it
-// implements trust.HTTPSGetter.
+// implements trust.HTTPSGetter and, like Online, remembers the first
+// request it could not answer (go-tdx-guest flattens getter errors).
 type Bundle struct {
 	Dir   string
 	Index Index
 	resp  map[string]response
+
+	mu      sync.Mutex
+	missing *MissingError
 }
 
 type response struct {
@@ -137,7 +150,7 @@ type response struct {
 func Open(dir string) (*Bundle, error) {
 	raw, err := os.ReadFile(filepath.Join(dir, IndexFile))
 	if err != nil {
-		return nil, fmt.Errorf("collateral bundle %s: %w (write one with `verifier collateral fetch -o %s --quote FILE`)", dir, err, dir)
+		return nil, fmt.Errorf("collateral bundle %s: %w", dir, err)
 	}
 	var idx Index
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
@@ -166,9 +179,22 @@ func Open(dir string) (*Bundle, error) {
 func (b *Bundle) Get(url string) (map[string][]string, []byte, error) {
 	r, ok := b.resp[url]
 	if !ok {
-		return nil, nil, fmt.Errorf("collateral bundle %s has no response for %s (it was fetched for FMSPC %s; fetch one for this quote with `verifier collateral fetch`)", b.Dir, url, b.Index.FMSPC)
+		e := &MissingError{Dir: b.Dir, URL: url, FMSPC: b.Index.FMSPC}
+		b.mu.Lock()
+		if b.missing == nil {
+			b.missing = e
+		}
+		b.mu.Unlock()
+		return nil, nil, e
 	}
 	return r.header, r.body, nil
+}
+
+// Missing returns the first request the bundle could not answer, or nil.
+func (b *Bundle) Missing() *MissingError {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.missing
 }
 
 // recorder records every response a getter returns.
@@ -228,11 +254,7 @@ func QuoteFMSPC(rawQuote []byte) (fmspc, ca string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("quote: %v", err)
 	}
-	qv4, ok := q.(*pb.QuoteV4)
-	if !ok {
-		return "", "", fmt.Errorf("quote: unsupported format %T", q)
-	}
-	chain := qv4.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetPckCertificateChainData().GetPckCertChain()
+	chain := q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetPckCertificateChainData().GetPckCertChain()
 	leaf, err := firstCert(chain)
 	if err != nil {
 		return "", "", err

@@ -2,6 +2,8 @@ package collateral
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,14 +42,14 @@ func TestBundleRoundTrip(t *testing.T) {
 			}
 		}
 	}
-	if _, _, err := b.Get("https://example.invalid/other"); err == nil || !strings.Contains(err.Error(), "collateral fetch") {
-		t.Fatalf("missing entry: %v", err)
+	if _, _, err := b.Get("https://example.invalid/other"); !errors.As(err, new(*MissingError)) || b.Missing() == nil || b.Missing().URL != "https://example.invalid/other" {
+		t.Fatalf("missing entry: %v (recorded %v)", err, b.Missing())
 	}
 	os.WriteFile(filepath.Join(dir, IndexFile), []byte(`{"schema":"other"}`), 0o644)
 	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "schema") {
 		t.Fatalf("bad schema: %v", err)
 	}
-	if _, err := Open(t.TempDir()); err == nil || !strings.Contains(err.Error(), "verifier collateral fetch") {
+	if _, err := Open(t.TempDir()); !errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "verifier") {
 		t.Fatalf("empty dir: %v", err)
 	}
 	if _, err := Fetch([]byte("junk"), tt.TestGetter, t.TempDir(), now); err == nil {

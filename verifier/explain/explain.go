@@ -89,6 +89,27 @@ type RegisterState struct {
 	Match     Status `json:"match"`               // quote vs reference
 }
 
+// Result is the register's comparison (quote against reference) as one
+// named outcome, e.g. "RTMR1 FAIL ...": the only comparison of a register
+// with its reference value (verify reports it as is).
+func (s RegisterState) Result() Result {
+	name := strings.ToUpper(s.Name)
+	switch s.Match {
+	case Pass:
+		return Result{name, Pass, "matches the reference " + abbrev(s.Reference)}
+	case Fail:
+		return Result{name, Fail, fmt.Sprintf("the quote's %s is %s, the reference expects %s", name, s.Quote, s.Reference)}
+	}
+	return Result{name, Skipped, "reference value is null: " + s.Reason}
+}
+
+func abbrev(h string) string {
+	if len(h) <= 16 {
+		return h
+	}
+	return h[:16] + "…"
+}
+
 // Result is one named comparison outcome.
 type Result struct {
 	Name   string `json:"name"`

@@ -19,10 +19,21 @@ import (
 // ErrInput marks unusable input files (exit 2).
 var ErrInput = errors.New("input error")
 
-// Load reads the reference at path. With keyPath it requires a valid
-// signature: an unsigned or badly signed document yields a FAIL check (the
-// verdict is NOT TRUSTED) and no document. Without a key, a signed
-// envelope's content is used unverified and the check is SKIPPED.
+// Facts behind the signature check, set as its Cause; commands add the
+// flag or action as a hint.
+var (
+	// ErrNoKey: the document is signed but no key was given, so its
+	// signature is not checked (SKIPPED).
+	ErrNoKey = errors.New("signed (DSSE envelope) but no reference key was given")
+	// ErrUnsigned: a key was given but the document is not a DSSE envelope.
+	ErrUnsigned = errors.New("the reference values are not signed (no DSSE envelope) but a reference key was given")
+)
+
+// Load reads the reference at path and returns it with the outcome of its
+// signature check. With keyPath it requires a valid signature: an unsigned
+// or badly signed document yields a FAIL check (the verdict is NOT
+// TRUSTED) and no document. Without a key the check is SKIPPED, and a
+// signed envelope's content is used unverified (Cause ErrNoKey).
 func Load(path, keyPath string) (*refvalues.Document, verify.Check, error) {
 	chk := verify.Check{Name: verify.CheckReference}
 	raw, err := os.ReadFile(path)
@@ -42,7 +53,11 @@ func Load(path, keyPath string) (*refvalues.Document, verify.Check, error) {
 		if err != nil {
 			return nil, chk, fmt.Errorf("%w: %s: %v", ErrInput, path, err)
 		}
-		chk.Status, chk.Reason = verify.Skipped, "no --reference-key given: the signature of "+path+" is not checked"
+		chk.Status, chk.Reason = verify.Skipped, "no reference key given: the reference document is trusted as read"
+		if env {
+			chk.Cause = ErrNoKey
+			chk.Reason = fmt.Sprintf("%s is %v: its signature is not checked", path, ErrNoKey)
+		}
 		return doc, chk, nil
 	}
 	pub, err := os.ReadFile(keyPath)
@@ -51,7 +66,8 @@ func Load(path, keyPath string) (*refvalues.Document, verify.Check, error) {
 	}
 	chk.Status = verify.Fail
 	if !env {
-		chk.Reason = path + " is not signed (no DSSE envelope) but --reference-key was given; use the signed reference values (`builder sign`)"
+		chk.Cause = ErrUnsigned
+		chk.Reason = fmt.Sprintf("%s: %v", path, ErrUnsigned)
 		return nil, chk, nil
 	}
 	if _, err := signing.ParsePublicKey(pub); err != nil {

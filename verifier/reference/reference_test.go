@@ -1,6 +1,7 @@
 package reference
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,8 +42,11 @@ func TestLoad(t *testing.T) {
 		t.Fatalf("signed: %v %+v", err, c)
 	}
 	d, c, err = Load(signed, "")
-	if err != nil || d == nil || c.Status != verify.Skipped {
+	if err != nil || d == nil || c.Status != verify.Skipped || !errors.Is(c.Cause, ErrNoKey) || strings.Contains(c.Reason, "--") {
 		t.Fatalf("signed without key: %v %+v", err, c)
+	}
+	if d, c, err = Load(plain, ""); err != nil || d == nil || c.Status != verify.Skipped || c.Cause != nil {
+		t.Fatalf("plain without key: %v %+v", err, c)
 	}
 	for name, tc := range map[string]struct{ path, key, want string }{
 		"unsigned":  {plain, key, "not signed"},
@@ -52,6 +56,9 @@ func TestLoad(t *testing.T) {
 		d, c, err := Load(tc.path, tc.key)
 		if err != nil || d != nil || c.Status != verify.Fail || !strings.Contains(c.Reason, tc.want) {
 			t.Errorf("%s: %v %+v", name, err, c)
+		}
+		if name == "unsigned" && (!errors.Is(c.Cause, ErrUnsigned) || strings.Contains(c.Reason, "--")) {
+			t.Errorf("unsigned: cause %v, reason %q", c.Cause, c.Reason)
 		}
 		if r := verify.Refused(c); r.Trusted || r.ExitCode() != 1 {
 			t.Errorf("%s: refused report exit %d", name, r.ExitCode())

@@ -1,12 +1,10 @@
-package verify
+package verify_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
-	"github.com/google/go-tdx-guest/abi"
-	pb "github.com/google/go-tdx-guest/proto/tdx"
 	tt "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/testing/testdata"
 	"github.com/google/go-tdx-guest/validate"
@@ -15,6 +13,8 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/explain"
+	"github.com/tdforge/tdforge/verifier/record"
+	"github.com/tdforge/tdforge/verifier/verify"
 )
 
 // BenchmarkVerifyQuote times one full verification of the production sample
@@ -23,7 +23,7 @@ import (
 // getter, revocation on) plus validate.RawTdxQuote with the same
 // expectations. Metric "x-vs-go-tdx-guest" is ours/baseline (goal <= 1.2).
 func BenchmarkVerifyQuote(b *testing.B) {
-	doc, err := Record(Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
+	doc, err := record.Reference(verify.Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -37,8 +37,8 @@ func BenchmarkVerifyQuote(b *testing.B) {
 		validate.RawTdxQuote(testdata.RawQuote, &vopts)
 	}
 	ours := func() {
-		r := Verify(context.Background(), Evidence{Quote: testdata.RawQuote}, Options{Reference: doc, Getter: bundle, Now: sampleTime})
-		if !r.Failed(CheckTCB) || r.Failed(CheckAuthenticity) {
+		r := verify.Verify(context.Background(), verify.Evidence{Quote: testdata.RawQuote}, verify.Options{Reference: doc, Getter: bundle, Now: sampleTime})
+		if !r.Failed(verify.CheckTCB) || r.Failed(verify.CheckAuthenticity) {
 			b.Fatal("unexpected verdict")
 		}
 	}
@@ -59,11 +59,7 @@ func BenchmarkVerifyQuote(b *testing.B) {
 
 func mustRegs(b *testing.B) explain.Quote {
 	b.Helper()
-	q, err := abi.QuoteToProto(testdata.RawQuote)
-	if err != nil {
-		b.Fatal(err)
-	}
-	regs, err := QuoteRegisters(q.(*pb.QuoteV4))
+	_, regs, err := verify.ParseQuote(testdata.RawQuote)
 	if err != nil {
 		b.Fatal(err)
 	}

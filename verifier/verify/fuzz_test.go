@@ -1,4 +1,4 @@
-package verify
+package verify_test
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/verifier/record"
+	"github.com/tdforge/tdforge/verifier/verify"
 )
 
 // FuzzVerifyQuote feeds arbitrary quote bytes to the full verification:
@@ -15,13 +17,13 @@ func FuzzVerifyQuote(f *testing.F) {
 	f.Add(testdata.RawQuote)
 	f.Add(testdata.RawQuote[:0x30+0x248])
 	f.Add([]byte{4, 0, 2, 0, 0x81, 0, 0, 0})
-	doc, err := Record(Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
+	doc, err := record.Reference(verify.Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
 	if err != nil {
 		f.Fatal(err)
 	}
 	bundle := sampleBundle(f)
 	f.Fuzz(func(t *testing.T, q []byte) {
-		r := Verify(context.Background(), Evidence{Quote: q}, Options{Reference: doc, Getter: bundle, Now: sampleTime})
+		r := verify.Verify(context.Background(), verify.Evidence{Quote: q}, verify.Options{Reference: doc, Getter: bundle, Now: sampleTime})
 		if r == nil || r.Verdict == "" {
 			t.Fatal("no verdict")
 		}

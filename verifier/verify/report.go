@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/tdforge/tdforge/internal/cli"
 )
 
 // WriteText prints the verdict, the table of checks and the first differing
@@ -48,18 +50,19 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// ExitCode maps the report to the CLI contract: 0 trusted, 1 not trusted,
-// 2 input error, 3 network error.
+// ExitCode maps the report to the shared exit codes: cli.ExitOK trusted,
+// cli.ExitFail not trusted, cli.ExitUsage input error, cli.ExitNetwork
+// network error.
 func (r *Report) ExitCode() int {
 	switch {
 	case r.ErrorKind == ErrNetwork:
-		return 3
+		return cli.ExitNetwork
 	case r.ErrorKind == ErrInput:
-		return 2
+		return cli.ExitUsage
 	case r.Trusted:
-		return 0
+		return cli.ExitOK
 	}
-	return 1
+	return cli.ExitFail
 }
 
 // Refused returns a NOT TRUSTED report made of the given checks, for

@@ -1,4 +1,4 @@
-package verify
+package verify_test
 
 import (
 	"crypto/sha256"
@@ -11,6 +11,8 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/verifier/record"
+	"github.com/tdforge/tdforge/verifier/verify"
 )
 
 // go-eventlog's real COS TDX CCEL fixture and the RTMRs it replays to
@@ -100,15 +102,15 @@ func (td *simTD) quote(t testing.TB, nonce []byte, spki [32]byte) []byte {
 	return q
 }
 
-func (td *simTD) evidence(q []byte) Evidence {
-	return Evidence{Quote: q, CCEL: td.ccel, CCELTable: td.table, RuntimeLog: td.runtime}
+func (td *simTD) evidence(q []byte) verify.Evidence {
+	return verify.Evidence{Quote: q, CCEL: td.ccel, CCELTable: td.table, RuntimeLog: td.runtime}
 }
 
 // reference records a dev/simulated reference document from a good quote.
 func (td *simTD) reference(t testing.TB) *refvalues.Document {
 	t.Helper()
 	q := td.quote(t, make([]byte, 32), [32]byte{})
-	doc, err := Record(td.evidence(q), refvalues.Image{Name: "sim-image", Version: "1", Dev: true, Simulated: true})
+	doc, err := record.Reference(td.evidence(q), refvalues.Image{Name: "sim-image", Version: "1", Dev: true, Simulated: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,15 +18,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/tdx/quote"
-
-	"github.com/google/go-tdx-guest/abi"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/validate"
 	gverify "github.com/google/go-tdx-guest/verify"
 	"github.com/google/go-tdx-guest/verify/trust"
 
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/explain"
@@ -50,7 +48,21 @@ type Check struct {
 	Name   string `json:"name"`
 	Status Status `json:"status"`
 	Reason string `json:"reason"`
+	// Cause is the fact a FAIL or SKIPPED check rests on, when a caller may
+	// want to advise on it (e.g. ErrSimulated, *collateral.NetworkError);
+	// commands turn it into a hint. Not serialized.
+	Cause error `json:"-"`
 }
+
+// Facts behind checks that an option of the verifier changes. The library
+// states them; commands add the flag that changes the outcome.
+var (
+	ErrSimulated   = errors.New("the quote is signed by the TDX simulator, not Intel TDX hardware")
+	ErrUnknownRoot = errors.New("the PCK chain root is not Intel's SGX Root CA")
+	ErrDebug       = errors.New("the TD has the DEBUG attribute set")
+	ErrHalfBinding = errors.New("a nonce and a TLS SPKI hash must be given together")
+	ErrNoSimRoot   = errors.New("simulated quotes are allowed but no simulator root certificate was given")
+)
 
 // Error kinds of a report that could not reach a verdict on the evidence.
 const (
@@ -124,18 +136,29 @@ const (
 	VerdictNotTrusted = "NOT TRUSTED"
 )
 
-// TD attribute bits.
-const attrDebug = 1 << 0
+// DebugSet reports whether TD attributes (8 bytes, little endian, as in
+// the quote body) have the DEBUG bit (bit 0) set.
+func DebugSet(attrs []byte) bool {
+	return len(attrs) == 8 && binary.LittleEndian.Uint64(attrs)&1 != 0
+}
 
 func (r *Report) add(name string, st Status, format string, args ...any) {
-	r.Checks = append(r.Checks, Check{Name: name, Status: st, Reason: fmt.Sprintf(format, args...)})
+	r.addCause(name, st, nil, format, args...)
+}
+
+func (r *Report) addCause(name string, st Status, cause error, format string, args ...any) {
+	r.Checks = append(r.Checks, Check{Name: name, Status: st, Reason: fmt.Sprintf(format, args...), Cause: cause})
 }
 
 func (r *Report) fail(kind, name, format string, args ...any) *Report {
+	return r.failCause(kind, name, nil, format, args...)
+}
+
+func (r *Report) failCause(kind, name string, cause error, format string, args ...any) *Report {
 	if r.ErrorKind == "" {
 		r.ErrorKind = kind
 	}
-	r.add(name, Fail, format, args...)
+	r.addCause(name, Fail, cause, format, args...)
 	return r.finish()
 }
 
@@ -212,32 +235,18 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 		return r.fail(ErrInput, CheckFormat, "cancelled: %v", err)
 	}
 	if (opts.Nonce == nil) != (opts.SPKIHash == nil) {
-		return r.fail(ErrInput, CheckBinding, "a nonce and a TLS SPKI hash must be given together (--nonce HEX --spki-hash HEX)")
+		return r.failCause(ErrInput, CheckBinding, ErrHalfBinding, "%v", ErrHalfBinding)
 	}
 	if opts.AllowSimulated && opts.SimRoots == nil {
-		return r.fail(ErrInput, CheckAuthenticity, "--allow-simulated needs the simulator's root certificate (--sim-root FILE)")
+		return r.failCause(ErrInput, CheckAuthenticity, ErrNoSimRoot, "%v", ErrNoSimRoot)
 	}
 
 	// Quote format.
-	if len(ev.Quote) == 0 {
-		return r.fail(ErrInput, CheckFormat, "no quote supplied")
-	}
-	anyQ, err := quote.Parse(ev.Quote)
+	q, regs, err := ParseQuote(ev.Quote)
 	if err != nil {
-		return r.fail(ErrInput, CheckFormat, "not a TDX quote v4 (%d bytes): %v", len(ev.Quote), err)
-	}
-	q, ok := anyQ.(*pb.QuoteV4)
-	if !ok {
-		return r.fail(ErrInput, CheckFormat, "unsupported quote type %T", anyQ)
-	}
-	if err := abi.CheckQuoteV4(q); err != nil {
-		return r.fail(ErrInput, CheckFormat, "malformed TDX quote v4: %v", err)
+		return r.fail(ErrInput, CheckFormat, "%v (%d bytes)", err, len(ev.Quote))
 	}
 	body := q.GetTdQuoteBody()
-	regs, err := QuoteRegisters(q)
-	if err != nil {
-		return r.fail(ErrInput, CheckFormat, "%v", err)
-	}
 	r.Quote = &QuoteInfo{
 		ReportData:   hex.EncodeToString(body.GetReportData()),
 		TDAttributes: hex.EncodeToString(body.GetTdAttributes()),
@@ -259,13 +268,18 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 	// Freshness and binding.
 	r.binding(body.GetReportData(), ev.Claimed, opts)
 
-	// Policy from the reference values.
+	// Registers and events: explain compares each once.
+	a := explain.Analyze(opts.Reference, regs, ev.CCEL, ev.CCELTable, ev.RuntimeLog)
+	for _, st := range a.Registers {
+		res := st.Result()
+		r.add(res.Name, res.Status, "%s", res.Reason)
+	}
+
+	// The rest of the TD policy from the reference values.
 	if err := r.policy(q, opts); err != nil {
 		return r.fail(ErrInput, "reference values", "%v", err)
 	}
 
-	// Event logs.
-	a := explain.Analyze(opts.Reference, regs, ev.CCEL, ev.CCELTable, ev.RuntimeLog)
 	r.Registers = a.Registers
 	r.Events = a.Events
 	r.Mismatches = a.Mismatches
@@ -275,8 +289,26 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 	return r.finish()
 }
 
-// QuoteRegisters returns MRTD and RTMR0..3 of a quote.
-func QuoteRegisters(q *pb.QuoteV4) (explain.Quote, error) {
+// ParseQuote opens raw quote bytes once (go-tdx-guest abi, through
+// quote.Parse) and reads its measurement registers. Verify, Explain and
+// record read quotes only through it.
+func ParseQuote(raw []byte) (*pb.QuoteV4, explain.Quote, error) {
+	if len(raw) == 0 {
+		return nil, explain.Quote{}, errors.New("no quote supplied")
+	}
+	q, err := quote.Parse(raw)
+	if err != nil {
+		return nil, explain.Quote{}, err
+	}
+	regs, err := quoteRegisters(q)
+	if err != nil {
+		return nil, explain.Quote{}, err
+	}
+	return q, regs, nil
+}
+
+// quoteRegisters returns MRTD and RTMR0..3 of a quote.
+func quoteRegisters(q *pb.QuoteV4) (explain.Quote, error) {
 	var out explain.Quote
 	b := q.GetTdQuoteBody()
 	if len(b.GetMrTd()) != 48 || len(b.GetRtmrs()) != 4 {
@@ -333,13 +365,13 @@ func (r *Report) authenticate(q *pb.QuoteV4, opts Options, now time.Time) bool {
 		}
 		switch {
 		case simulated && !opts.AllowSimulated:
-			r.add(CheckAuthenticity, Fail, "the quote is signed by the TDX simulator, not Intel TDX hardware; pass --allow-simulated to accept dev images")
+			r.addCause(CheckAuthenticity, Fail, ErrSimulated, "%v", ErrSimulated)
 			return true
 		case !simulated && opts.SimRoots != nil:
 			r.add(CheckAuthenticity, Fail, "the PCK chain root %q is neither Intel's SGX Root CA nor the given simulator root", root.Subject.CommonName)
 			return true
 		case !simulated:
-			r.add(CheckAuthenticity, Fail, "the PCK chain root is not Intel's SGX Root CA (a simulated quote? for dev images pass --allow-simulated --sim-root FILE)")
+			r.addCause(CheckAuthenticity, Fail, ErrUnknownRoot, "%v", ErrUnknownRoot)
 			return true
 		}
 		if err := gverify.TdxQuote(q, &gverify.Options{TrustedRoots: opts.SimRoots, Now: now}); err != nil {
@@ -366,8 +398,12 @@ func (r *Report) authenticate(q *pb.QuoteV4, opts Options, now time.Time) bool {
 	err = gverify.TdxQuote(q, &gverify.Options{GetCollateral: true, CheckRevocations: true, Getter: getter, Now: now, TrustedRoots: collateral.IntelRoots()})
 	if online != nil && online.Failure() != nil {
 		r.ErrorKind = ErrNetwork
-		r.add(CheckAuthenticity, Fail, "%v", online.Failure())
+		r.addCause(CheckAuthenticity, Fail, online.Failure(), "%v", online.Failure())
 		return true
+	}
+	var missing error
+	if b, ok := getter.(*collateral.Bundle); ok && b.Missing() != nil {
+		missing = b.Missing()
 	}
 	switch {
 	case err == nil:
@@ -381,7 +417,7 @@ func (r *Report) authenticate(q *pb.QuoteV4, opts Options, now time.Time) bool {
 		r.add(CheckTCB, Fail, "%v", err)
 		return false
 	default:
-		r.add(CheckAuthenticity, Fail, "%v", err)
+		r.addCause(CheckAuthenticity, Fail, missing, "%v", err)
 		return true
 	}
 }
@@ -441,7 +477,8 @@ func decodeHex(field, s string, n int) ([]byte, error) {
 	return b, nil
 }
 
-// policy validates the quote body against the reference with go-tdx-guest
+// policy validates the TD fields of the quote body other than the registers
+// (which explain compares) against the reference with go-tdx-guest
 // validate, one check per field.
 func (r *Report) policy(q *pb.QuoteV4, opts Options) error {
 	ref := opts.Reference
@@ -469,37 +506,12 @@ func (r *Report) policy(q *pb.QuoteV4, opts Options) error {
 		}
 		r.add(name, Pass, "%s", passReason)
 	}
-	for i, name := range refvalues.RegisterNames {
-		label := strings.ToUpper(name)
-		v := ref.Registers.Get(name)
-		if v == nil {
-			reason := ref.Reasons[name]
-			if reason == "" {
-				reason = "the reference leaves it open without a reason"
-			}
-			r.add(label, Skipped, "reference value is null: %s", reason)
-			continue
-		}
-		want, _ := hex.DecodeString(*v) // refvalues.Decode checked the encoding
-		if len(want) != 48 {
-			return fmt.Errorf("reference values: register %s must be 96 hex digits", name)
-		}
-		o := validate.TdQuoteBodyOptions{}
-		if i == 0 {
-			o.MrTd = want
-		} else {
-			o.Rtmrs = make([][]byte, 4)
-			o.Rtmrs[i-1] = want
-		}
-		run(label, o, "matches the reference "+(*v)[:16]+"…")
-	}
-
 	// TD attributes: DEBUG first, then the exact expected value.
 	got := q.GetTdQuoteBody().GetTdAttributes()
-	debug := len(got) == 8 && binary.LittleEndian.Uint64(got)&attrDebug != 0
+	debug := DebugSet(got)
 	switch {
 	case debug && !opts.AllowDebug:
-		r.add(CheckDebug, Fail, "the TD has the DEBUG attribute set (%s): the host can read and change its memory; pass --allow-debug only for development", hex.EncodeToString(got))
+		r.addCause(CheckDebug, Fail, ErrDebug, "%v (%s): the host can read and change its memory", ErrDebug, hex.EncodeToString(got))
 	case attrs != nil:
 		run(CheckDebug, validate.TdQuoteBodyOptions{TdAttributes: attrs}, "equal to the reference "+td.Attributes+debugNote(debug))
 	default:
@@ -525,7 +537,7 @@ func (r *Report) policy(q *pb.QuoteV4, opts Options) error {
 
 func debugNote(debug bool) string {
 	if debug {
-		return " (DEBUG set, allowed by --allow-debug)"
+		return " (DEBUG set, allowed by the options)"
 	}
 	return ", DEBUG clear"
 }

@@ -10,14 +10,27 @@ import (
 	"fmt"
 
 	"github.com/google/go-tdx-guest/abi"
+	pb "github.com/google/go-tdx-guest/proto/tdx"
 )
 
-// Parse is abi.QuoteToProto without panics.
-func Parse(raw []byte) (q any, err error) {
+// Parse opens a raw TDX quote: abi.QuoteToProto without panics, then
+// abi.CheckQuoteV4. It is the verifier's only reading of quote bytes.
+func Parse(raw []byte) (q *pb.QuoteV4, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			q, err = nil, fmt.Errorf("malformed quote: the parser failed (%v)", p)
+			q, err = nil, fmt.Errorf("not a TDX quote v4: the parser failed (%v)", p)
 		}
 	}()
-	return abi.QuoteToProto(raw)
+	anyQ, err := abi.QuoteToProto(raw)
+	if err != nil {
+		return nil, fmt.Errorf("not a TDX quote v4: %w", err)
+	}
+	q, ok := anyQ.(*pb.QuoteV4)
+	if !ok {
+		return nil, fmt.Errorf("unsupported quote type %T", anyQ)
+	}
+	if err := abi.CheckQuoteV4(q); err != nil {
+		return nil, fmt.Errorf("malformed TDX quote v4: %w", err)
+	}
+	return q, nil
 }
