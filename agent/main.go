@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -18,25 +19,32 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/tdforge/tdforge/agent/ratls"
 	"github.com/tdforge/tdforge/agent/server"
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 type options struct {
 	policyPath, runtimeLog, acpiTables, simDir string
 	listen, plain                              string
 }
 
-func run(args []string) int {
+// run is the whole program: it serves until SIGTERM or SIGINT and returns
+// the exit code (cli.ExitOK, cli.ExitFail when serving failed,
+// cli.ExitUsage for a bad command line). The listening lines go to stdout,
+// the log to stderr.
+func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	var o options
 	fs.StringVar(&o.policyPath, "policy", policy.Path, "boot policy")
 	fs.StringVar(&o.runtimeLog, "runtime-log", server.DefaultRuntimeLog, "RTMR3 runtime event log (CEL) written by initd")
@@ -45,20 +53,20 @@ func run(args []string) int {
 	fs.StringVar(&o.listen, "listen", "", "override policy agent.listen (tests)")
 	fs.StringVar(&o.plain, "plain-http", "", "override policy agent.plain_http (tests; dev images only)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return cli.ExitUsage
 	}
 	if fs.NArg() != 0 {
-		fmt.Fprintf(os.Stderr, "agent: unexpected arguments %q\n", fs.Args())
-		return 2
+		cli.PrintError(stderr, "agent", cli.WithHint(fmt.Errorf("unexpected arguments %q", fs.Args()), "the agent takes flags only; its configuration is the boot policy (-policy FILE)"))
+		return cli.ExitUsage
 	}
-	logger := log.New(os.Stderr, "agent: ", log.LstdFlags|log.LUTC)
+	logger := log.New(stderr, "agent: ", log.LstdFlags|log.LUTC)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := serve(ctx, o, logger); err != nil {
+	if err := serve(ctx, o, stdout, logger); err != nil {
 		logger.Print(err)
-		return 1
+		return cli.ExitFail
 	}
-	return 0
+	return cli.ExitOK
 }
 
 func loadPolicy(path string) (*policy.Policy, error) {
@@ -75,15 +83,14 @@ func webUIDir(p *policy.Policy) (string, error) {
 	if p.Agent.WebUIPayload == "" {
 		return "", nil
 	}
-	for _, pl := range p.Payloads {
-		if pl.Name == p.Agent.WebUIPayload {
-			return filepath.Join(pl.MountPoint, filepath.FromSlash(p.Agent.WebUIPath)), nil
-		}
+	i := slices.IndexFunc(p.Payloads, func(pl policy.Payload) bool { return pl.Name == p.Agent.WebUIPayload })
+	if i >= 0 {
+		return filepath.Join(p.Payloads[i].MountPoint, filepath.FromSlash(p.Agent.WebUIPath)), nil
 	}
 	return "", fmt.Errorf("boot policy: agent webui_payload %q is not a payload", p.Agent.WebUIPayload)
 }
 
-func serve(ctx context.Context, o options, logger *log.Logger) error {
+func serve(ctx context.Context, o options, stdout io.Writer, logger *log.Logger) error {
 	p, err := loadPolicy(o.policyPath)
 	if err != nil {
 		return err
@@ -150,7 +157,7 @@ func serve(ctx context.Context, o options, logger *log.Logger) error {
 			scheme = "https"
 		}
 		// Tests and operators read this line to find the bound address.
-		fmt.Printf("tdforge-agent listening %s://%s provider=%s\n", scheme, ln.Addr(), prov.Name())
+		fmt.Fprintf(stdout, "tdforge-agent listening %s://%s provider=%s\n", scheme, ln.Addr(), prov.Name())
 		go func() {
 			var err error
 			if tlsCfg != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/tdforge/tdforge/agent/internal/testenv"
 	"github.com/tdforge/tdforge/agent/ratls"
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
@@ -192,16 +194,16 @@ func TestAgentProcess(t *testing.T) {
 	}
 }
 
+// runAgentExpectFailure runs the agent in this process with buffers: it
+// must exit 1 before listening, naming want in its log.
 func runAgentExpectFailure(t *testing.T, args []string, want string) {
 	t.Helper()
-	cmd := exec.Command(buildAgent(t), args...)
-	out, err := cmd.CombinedOutput()
-	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != 1 {
-		t.Fatalf("want exit 1, got %v: %s", err, out)
+	var stdout, stderr bytes.Buffer
+	if code := run(args, &stdout, &stderr); code != cli.ExitFail || stdout.Len() != 0 {
+		t.Fatalf("want exit 1 and no listener, got %d: %s%s", code, stdout.String(), stderr.String())
 	}
-	if !strings.Contains(string(out), want) {
-		t.Fatalf("output does not mention %q:\n%s", want, out)
+	if !strings.Contains(stderr.String(), want) {
+		t.Fatalf("log does not mention %q:\n%s", want, stderr.String())
 	}
 }
 
@@ -235,9 +237,17 @@ func TestAgentBadInputs(t *testing.T) {
 	env, _ = testenv.Setup(t.TempDir(), "ftp://nowhere")
 	runAgentExpectFailure(t, env.Args(), "must be an http(s) URL")
 
-	cmd := exec.Command(buildAgent(t), "-nope")
-	if err := cmd.Run(); err == nil || err.(*exec.ExitError).ExitCode() != 2 {
-		t.Fatalf("bad flag: %v", err)
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-nope"}, &stdout, &stderr); code != cli.ExitUsage || !strings.Contains(stderr.String(), "-nope") {
+		t.Fatalf("bad flag: exit %d, stderr %q", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := run([]string{"extra"}, &stdout, &stderr); code != cli.ExitUsage ||
+		!strings.Contains(stderr.String(), "agent: unexpected arguments") || !strings.Contains(stderr.String(), "agent: hint: ") {
+		t.Fatalf("stray argument: exit %d, stderr %q", code, stderr.String())
+	}
+	if stdout.Len() != 0 {
+		t.Fatalf("stdout %q", stdout.String())
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -214,10 +215,8 @@ func (r *recorder) Get(url string) (map[string][]string, []byte, error) {
 		return nil, nil, err
 	}
 	name := fileFor(url)
-	for _, e := range r.entries {
-		if e.File == name {
-			name = fmt.Sprintf("entry-%d.bin", len(r.entries))
-		}
+	if slices.ContainsFunc(r.entries, func(e Entry) bool { return e.File == name }) {
+		name = fmt.Sprintf("entry-%d.bin", len(r.entries))
 	}
 	keep := map[string][]string{}
 	for k, v := range h {

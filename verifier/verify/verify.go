@@ -1,9 +1,14 @@
 // Package verify decides whether a TDX quote and its event logs prove that a
-// TD runs the image described by a reference-values document: quote
-// authenticity (go-tdx-guest verify, PCK chain to Intel's root, TCB status
-// from collateral), freshness and TLS-key binding of REPORTDATA, the
-// reference policy (go-tdx-guest validate) and the event-log replay and diff
-// (package explain).
+// TD runs the image described by a reference-values document, in
+// go-tdx-guest's order: open the quote once (ParseQuote, over its abi
+// package), check authenticity (go-tdx-guest verify: PCK chain to Intel's
+// root, TCB status from collateral) and the freshness and TLS-key binding of
+// REPORTDATA, then the reference policy: registers, event-log replay and
+// event diff from package explain, the other TD fields with go-tdx-guest
+// validate.
+//
+// Reasons state facts; a Check's Cause lets a command add the flag that
+// changes the outcome.
 package verify
 
 import (
@@ -15,6 +20,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -164,12 +170,7 @@ func (r *Report) failCause(kind, name string, cause error, format string, args .
 
 // Failed reports whether a check named name failed.
 func (r *Report) Failed(name string) bool {
-	for _, c := range r.Checks {
-		if c.Name == name && c.Status == Fail {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(r.Checks, func(c Check) bool { return c.Name == name && c.Status == Fail })
 }
 
 func (r *Report) finish() *Report {
