@@ -28,13 +28,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/tdx/quote"
-
 	"github.com/google/go-tdx-guest/pcs"
+	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/verify"
 	"github.com/google/go-tdx-guest/verify/trust"
 
 	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/tdx/quote"
 )
 
 // Schema identifies a bundle's index.json.
@@ -246,13 +246,9 @@ func fileFor(url string) string {
 	return "entry.bin"
 }
 
-// QuoteFMSPC returns the FMSPC and the PCK issuing CA ("platform" or
+// quoteFMSPC returns the FMSPC and the PCK issuing CA ("platform" or
 // "processor") from a quote's PCK certificate.
-func QuoteFMSPC(rawQuote []byte) (fmspc, ca string, err error) {
-	q, err := quote.Parse(rawQuote)
-	if err != nil {
-		return "", "", fmt.Errorf("quote: %v", err)
-	}
+func quoteFMSPC(q *pb.QuoteV4) (fmspc, ca string, err error) {
 	chain := q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetPckCertificateChainData().GetPckCertChain()
 	leaf, err := firstCert(chain)
 	if err != nil {
@@ -279,12 +275,16 @@ func QuoteFMSPC(rawQuote []byte) (fmspc, ca string, err error) {
 // bundle in dir. A verification failure that is not a fetch failure is
 // returned as verifyErr with the bundle written.
 func Fetch(rawQuote []byte, g trust.HTTPSGetter, dir string, now time.Time) (verifyErr error, err error) {
-	fmspc, ca, err := QuoteFMSPC(rawQuote)
+	q, err := quote.Parse(rawQuote)
+	if err != nil {
+		return nil, fmt.Errorf("quote: %w", err)
+	}
+	fmspc, ca, err := quoteFMSPC(q)
 	if err != nil {
 		return nil, err
 	}
 	rec := &recorder{g: g, bodies: map[string][]byte{}}
-	verr := verify.RawTdxQuote(rawQuote, &verify.Options{GetCollateral: true, CheckRevocations: true, Getter: rec, Now: now, TrustedRoots: IntelRoots()})
+	verr := verify.TdxQuote(q, &verify.Options{GetCollateral: true, CheckRevocations: true, Getter: rec, Now: now, TrustedRoots: IntelRoots()})
 	if rec.err != nil {
 		var ne *NetworkError
 		if errors.As(rec.err, &ne) {
