@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/image/hashtree"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
@@ -49,14 +50,7 @@ func (l *Layout) Marshal() ([]byte, error) {
 	if err := l.Validate(); err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(l); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return canonjson.Marshal(l)
 }
 
 // ReadLayout reads and validates a layout JSON file (payloads.json).

@@ -7,7 +7,6 @@
 package policy
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -18,6 +17,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/tdx/event"
 )
 
@@ -145,18 +145,7 @@ func (p *Policy) Marshal() ([]byte, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return canonicalJSON(p)
-}
-
-func canonicalJSON(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return canonjson.Marshal(p)
 }
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,35}$`)
@@ -330,7 +319,7 @@ type RuntimeConfig struct {
 
 // ConfigDigest is SHA-256 of the canonical JSON of the runtime configuration.
 func (p *Policy) ConfigDigest() ([]byte, error) {
-	b, err := canonicalJSON(RuntimeConfig{Services: p.Services, Agent: p.Agent, Network: p.Network, TDX: p.TDX})
+	b, err := canonjson.Marshal(RuntimeConfig{Services: p.Services, Agent: p.Agent, Network: p.Network, TDX: p.TDX})
 	if err != nil {
 		return nil, err
 	}
