@@ -135,12 +135,14 @@ func nameUUID(label string, parts ...[]byte) string {
 }
 
 // Policy returns the boot-policy entry for this partition, mounted at
-// mountPoint.
+// mountPoint. It is where a payload's filesystem type and dm-verity
+// parameters (hash, data and hash block size) are decided: those this
+// package wrote the partition with.
 func (p Partition) Policy(mountPoint string) policy.Payload {
 	return policy.Payload{
-		Name: p.Name, Partition: p.Index, PartitionGUID: p.GUID, FSType: "erofs",
+		Name: p.Name, Partition: p.Index, PartitionGUID: p.GUID, FSType: policy.PayloadFSType,
 		DataSize: p.DataSize, HashOffset: p.HashOffset,
-		DataBlockSize: hashtree.BlockSize, HashBlockSize: hashtree.BlockSize, HashAlg: "sha256",
+		DataBlockSize: hashtree.BlockSize, HashBlockSize: hashtree.BlockSize, HashAlg: hashtree.HashAlg,
 		RootHash: p.RootHash, Salt: p.Salt, MountPoint: mountPoint,
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/tdforge/tdforge/internal/canonjson"
+	"github.com/tdforge/tdforge/internal/image/hashtree"
 	"github.com/tdforge/tdforge/internal/tdx/event"
 )
 
@@ -70,17 +71,22 @@ type Disk struct {
 	GUID string `json:"guid"`
 }
 
+// PayloadFSType is the filesystem of every payload. Its dm-verity hash and
+// block size are hashtree.HashAlg and hashtree.BlockSize; the builder fills
+// a Payload with gptdisk.Partition.Policy.
+const PayloadFSType = "erofs"
+
 // Payload is one dm-verity protected read-only filesystem.
 type Payload struct {
 	Name          string `json:"name"`
 	Partition     int    `json:"partition"`      // 1-based GPT index
 	PartitionGUID string `json:"partition_guid"` // unique partition GUID
-	FSType        string `json:"fstype"`         // "erofs"
+	FSType        string `json:"fstype"`         // PayloadFSType
 	DataSize      uint64 `json:"data_size"`      // bytes of filesystem
 	HashOffset    uint64 `json:"hash_offset"`    // bytes from partition start to verity superblock
 	DataBlockSize uint32 `json:"data_block_size"`
 	HashBlockSize uint32 `json:"hash_block_size"`
-	HashAlg       string `json:"hash_alg"`  // "sha256"
+	HashAlg       string `json:"hash_alg"`  // hashtree.HashAlg
 	RootHash      string `json:"root_hash"` // hex
 	Salt          string `json:"salt"`      // hex
 	MountPoint    string `json:"mount_point"`
@@ -181,14 +187,14 @@ func (p *Policy) Validate() error {
 			return errf("payload %q: partition %d must be a unique 1-based index", pl.Name, pl.Partition)
 		}
 		parts[pl.Partition] = true
-		if pl.FSType != "erofs" {
-			return errf("payload %q: fstype %q is not supported (want erofs)", pl.Name, pl.FSType)
+		if pl.FSType != PayloadFSType {
+			return errf("payload %q: fstype %q is not supported (want %s)", pl.Name, pl.FSType, PayloadFSType)
 		}
-		if pl.HashAlg != "sha256" || pl.DataBlockSize != 4096 || pl.HashBlockSize != 4096 {
-			return errf("payload %q: verity must be sha256 with 4096-byte blocks", pl.Name)
+		if pl.HashAlg != hashtree.HashAlg || pl.DataBlockSize != hashtree.BlockSize || pl.HashBlockSize != hashtree.BlockSize {
+			return errf("payload %q: verity must be %s with %d-byte blocks", pl.Name, hashtree.HashAlg, hashtree.BlockSize)
 		}
-		if pl.DataSize == 0 || pl.DataSize%4096 != 0 || pl.HashOffset < pl.DataSize || pl.HashOffset%4096 != 0 {
-			return errf("payload %q: data_size %d / hash_offset %d must be non-zero 4096-byte multiples with hash_offset >= data_size", pl.Name, pl.DataSize, pl.HashOffset)
+		if pl.DataSize == 0 || pl.DataSize%hashtree.BlockSize != 0 || pl.HashOffset < pl.DataSize || pl.HashOffset%hashtree.BlockSize != 0 {
+			return errf("payload %q: data_size %d / hash_offset %d must be non-zero %d-byte multiples with hash_offset >= data_size", pl.Name, pl.DataSize, pl.HashOffset, hashtree.BlockSize)
 		}
 		if b, err := hex.DecodeString(pl.RootHash); err != nil || len(b) != 32 {
 			return errf("payload %q: root_hash must be 64 lowercase hex digits", pl.Name)
