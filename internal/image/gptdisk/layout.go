@@ -40,10 +40,7 @@ type Layout struct {
 	Partitions []Partition `json:"partitions"`
 }
 
-var (
-	nameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,35}$`)
-	guidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
-)
+var guidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 // Marshal returns the layout as indented JSON with a trailing newline.
 func (l *Layout) Marshal() ([]byte, error) {
@@ -82,8 +79,8 @@ func (l *Layout) Validate() error {
 		if p.Index != i+1 {
 			return fmt.Errorf("partition %q has index %d, want %d", p.Name, p.Index, i+1)
 		}
-		if !nameRE.MatchString(p.Name) || names[p.Name] {
-			return fmt.Errorf("partition %d: name %q must be unique and match %s", p.Index, p.Name, nameRE)
+		if !policy.ValidName(p.Name) || names[p.Name] {
+			return fmt.Errorf("partition %d: name %q must be unique and match %s", p.Index, p.Name, policy.NamePattern)
 		}
 		names[p.Name] = true
 		if !guidRE.MatchString(p.GUID) {

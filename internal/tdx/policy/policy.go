@@ -154,7 +154,15 @@ func (p *Policy) Marshal() ([]byte, error) {
 	return canonjson.Marshal(p)
 }
 
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,35}$`)
+// NamePattern is the pattern of payload and service names. A payload's name
+// is also its GPT partition name (at most 36 UTF-16 code units), its mount
+// directory and part of its device-mapper name.
+const NamePattern = `^[a-z][a-z0-9_-]{0,35}$`
+
+var nameRE = regexp.MustCompile(NamePattern)
+
+// ValidName reports whether name matches NamePattern.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
 
 // Validate checks internal consistency.
 func (p *Policy) Validate() error {
@@ -176,8 +184,8 @@ func (p *Policy) Validate() error {
 	payloads := map[string]bool{}
 	parts := map[int]bool{}
 	for i, pl := range p.Payloads {
-		if !nameRE.MatchString(pl.Name) {
-			return errf("payload %d: name %q must match %s", i, pl.Name, nameRE)
+		if !ValidName(pl.Name) {
+			return errf("payload %d: name %q must match %s", i, pl.Name, NamePattern)
 		}
 		if payloads[pl.Name] {
 			return errf("payload %q listed twice", pl.Name)
@@ -228,8 +236,8 @@ func (p *Policy) Validate() error {
 	}
 	services := map[string]bool{}
 	for i, s := range p.Services {
-		if !nameRE.MatchString(s.Name) {
-			return errf("service %d: name %q must match %s", i, s.Name, nameRE)
+		if !ValidName(s.Name) {
+			return errf("service %d: name %q must match %s", i, s.Name, NamePattern)
 		}
 		if services[s.Name] {
 			return errf("service %q listed twice", s.Name)
