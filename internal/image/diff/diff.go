@@ -21,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/image/gptdisk"
 	"github.com/tdforge/tdforge/internal/image/gptdisk/gptread"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/image/initramfs"
@@ -265,19 +266,10 @@ func diffInitrd(pa, pb string) ([]InitrdEntry, error) {
 	return out, nil
 }
 
-// layoutEntry is one payload partition from payloads.json.
-type layoutEntry struct {
-	Name       string `json:"name"`
-	Partition  int    `json:"partition"`
-	StartLBA   uint64 `json:"start_lba"`
-	DataSize   uint64 `json:"data_size"`
-	HashOffset uint64 `json:"hash_offset"`
-}
-
 // readLayout reads dir/payloads.json (an object with "partitions" or a bare
-// array); a missing file yields nil. It reads only the fields the
-// comparison needs, so outputs of older builders compare too.
-func readLayout(dir string) (map[uint64]layoutEntry, error) {
+// array) without gptdisk.ReadLayout's strict checks, so that the outputs of
+// older builders compare too; a missing file yields nil.
+func readLayout(dir string) (map[uint64]gptdisk.Partition, error) {
 	b, err := os.ReadFile(filepath.Join(dir, imagedir.Payloads))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -285,20 +277,18 @@ func readLayout(dir string) (map[uint64]layoutEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	var parts []layoutEntry
+	var parts []gptdisk.Partition
 	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '[' {
 		err = json.Unmarshal(t, &parts)
 	} else {
-		var obj struct {
-			Partitions []layoutEntry `json:"partitions"`
-		}
-		err = json.Unmarshal(t, &obj)
-		parts = obj.Partitions
+		var l gptdisk.Layout
+		err = json.Unmarshal(t, &l)
+		parts = l.Partitions
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, imagedir.Payloads), err)
 	}
-	m := map[uint64]layoutEntry{}
+	m := map[uint64]gptdisk.Partition{}
 	for _, p := range parts {
 		m[p.StartLBA] = p
 	}
