@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/tdforge/tdforge/internal/build"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/measure"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
@@ -60,13 +59,10 @@ func simulatedPlatform(dir string, info *imagedir.Info, cmdline string) ([][2]st
 	}
 	plat := sim.Platform{
 		MRTD:         hex.EncodeToString(res.MRTD[:]),
-		TDAttributes: build.TDAttributes,
-		XFAM:         build.XFAM,
+		TDAttributes: platform.TDAttributes(info.TDX.Debug),
+		XFAM:         platform.XFAM,
 		MRSEAM:       hex.EncodeToString(simMRSEAM[:]),
 		TEETCBSVN:    simTEETCBSVN,
-	}
-	if info.TDX.Debug {
-		plat.TDAttributes = build.TDAttributesDebug
 	}
 	for i := 0; i < 3; i++ {
 		if res.RTMR[i] == nil {

@@ -50,12 +50,7 @@ func (p *pipeline) policyObject() (*policy.Policy, error) {
 	if p.layout != nil {
 		pol.Disk.GUID = p.layout.DiskGUID
 		for _, part := range p.layout.Partitions {
-			pol.Payloads = append(pol.Payloads, policy.Payload{
-				Name: part.Name, Partition: part.Index, PartitionGUID: part.GUID, FSType: "erofs",
-				DataSize: part.DataSize, HashOffset: part.HashOffset, DataBlockSize: 4096, HashBlockSize: 4096,
-				HashAlg: "sha256", RootHash: part.RootHash, Salt: part.Salt,
-				MountPoint: path.Join(payloadRoot, part.Name),
-			})
+			pol.Payloads = append(pol.Payloads, part.Policy(path.Join(payloadRoot, part.Name)))
 		}
 	}
 	if pol.Payloads == nil {

@@ -15,16 +15,6 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
 
-// TD attribute expectations. TDATTRIBUTES (8 bytes, little-endian as in the
-// quote body): only SEPT_VE_DISABLE (bit 28) set, DEBUG (bit 0) clear.
-// XFAM: x87, SSE, AVX, AVX-512 (opmask, ZMM_Hi256, Hi16_ZMM), PKRU and AMX
-// tile state disabled — the QEMU TDX default for -cpu host on SPR.
-const (
-	TDAttributes      = "0000001000000000"
-	TDAttributesDebug = "0100001000000000"
-	XFAM              = "e718060000000000"
-)
-
 // measure computes the registers from the exact artifacts just built and
 // writes reference-values.json.
 func (p *pipeline) measure(ctx context.Context) error {
@@ -67,11 +57,8 @@ func referenceDocument(p *pipeline, events []event.Event) (*refvalues.Document, 
 		Platform: refvalues.Platform{Name: prof.Name, QEMU: prof.QEMUVersion, OVMF: prof.OVMFBuild, Version: prof.Version},
 		Reasons:  map[string]string{},
 		Events:   res.Events,
-		TD:       refvalues.TD{Attributes: TDAttributes, XFAM: XFAM, DebugAllowed: m.TDX.Debug},
+		TD:       refvalues.TD{Attributes: platform.TDAttributes(m.TDX.Debug), XFAM: platform.XFAM, DebugAllowed: m.TDX.Debug},
 		Source:   "builder",
-	}
-	if m.TDX.Debug {
-		doc.TD.Attributes = TDAttributesDebug
 	}
 	for k, v := range res.Reasons {
 		doc.Reasons[k] = v

@@ -12,10 +12,11 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 var (
-	nameRE        = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,35}$`)
 	imageNameRE   = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
 	versionRE     = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z._+~-]{0,63}$`)
 	sha256RE      = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -366,9 +367,9 @@ func (l *loader) decodeAgent(hb *hcl.Block, dev bool, payloads map[string]hcl.Ra
 
 func (l *loader) decodePayload(hb *hcl.Block) (Payload, bool) {
 	name := hb.Labels[0]
-	if !nameRE.MatchString(name) {
+	if !policy.ValidName(name) {
 		l.diags.add(errorf(rangePtr(hb.LabelRanges[0]), "Invalid payload name",
-			"Payload name %q must match ^[a-z][a-z0-9_-]{0,35}$ (lowercase letter first, at most 36 characters).", name))
+			"Payload name %q must match %s (lowercase letter first, at most 36 characters).", name, policy.NamePattern))
 		return Payload{}, false
 	}
 	b := l.open(hb, "payload."+name, payloadSchema)
@@ -384,9 +385,9 @@ func (l *loader) decodePayload(hb *hcl.Block) (Payload, bool) {
 
 func (l *loader) decodeService(hb *hcl.Block, payloads map[string]hcl.Range) (Service, *block, bool) {
 	name := hb.Labels[0]
-	if !nameRE.MatchString(name) {
+	if !policy.ValidName(name) {
 		l.diags.add(errorf(rangePtr(hb.LabelRanges[0]), "Invalid service name",
-			"Service name %q must match ^[a-z][a-z0-9_-]{0,35}$ (lowercase letter first, at most 36 characters).", name))
+			"Service name %q must match %s (lowercase letter first, at most 36 characters).", name, policy.NamePattern))
 		return Service{}, nil, false
 	}
 	b := l.open(hb, "service."+name, serviceSchema)

@@ -140,7 +140,7 @@ func parseMajMin(s string) (uint64, error) {
 // Table returns the dm-verity table parameters for payload p whose data
 // and hash live on the block device dev ("major:minor" or a path).
 func Table(dev string, p policy.Payload) (length uint64, params string, err error) {
-	if p.HashAlg != "sha256" || p.DataBlockSize != hashtree.BlockSize || p.HashBlockSize != hashtree.BlockSize {
+	if p.HashAlg != hashtree.HashAlg || p.DataBlockSize != hashtree.BlockSize || p.HashBlockSize != hashtree.BlockSize {
 		return 0, "", fmt.Errorf("dm-verity %q: only sha256 with 4096-byte blocks is supported", p.Name)
 	}
 	if p.DataSize == 0 || p.DataSize%hashtree.BlockSize != 0 || p.HashOffset < p.DataSize || p.HashOffset%hashtree.BlockSize != 0 {
@@ -159,8 +159,8 @@ func Table(dev string, p policy.Payload) (length uint64, params string, err erro
 		saltArg = hex.EncodeToString(salt)
 	}
 	blocks := p.DataSize / hashtree.BlockSize
-	params = fmt.Sprintf("1 %s %s %d %d %d %d sha256 %s %s", dev, dev, hashtree.BlockSize, hashtree.BlockSize,
-		blocks, hashtree.HashStartBlock(int64(p.HashOffset)), hex.EncodeToString(root), saltArg)
+	params = fmt.Sprintf("1 %s %s %d %d %d %d %s %s %s", dev, dev, hashtree.BlockSize, hashtree.BlockSize,
+		blocks, hashtree.HashStartBlock(int64(p.HashOffset)), hashtree.HashAlg, hex.EncodeToString(root), saltArg)
 	return p.DataSize / 512, params, nil
 }
 

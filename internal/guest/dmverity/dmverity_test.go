@@ -128,8 +128,8 @@ func TestFindPartition(t *testing.T) {
 	b, _ := os.ReadFile(disk)
 	b[512+40] ^= 1
 	os.WriteFile(disk, b, 0o644)
-	if _, err := FindPartition(l.DiskGUID, 2); err == nil {
-		t.Error("header with a bad CRC accepted")
+	if _, err := FindPartition(l.DiskGUID, 2); err == nil || !strings.Contains(err.Error(), "refused: GPT of "+filepath.Join(devDir, "vdb")+": header CRC32 mismatch") {
+		t.Errorf("header with a bad CRC: %v", err)
 	}
 	b[512+40] ^= 1
 	os.WriteFile(disk, b, 0o644)

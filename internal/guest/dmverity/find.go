@@ -1,10 +1,8 @@
 package dmverity
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"os"
 	"path/filepath"
 	"sort"
@@ -12,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tdforge/tdforge/internal/image/gptdisk/gptread"
 )
 
 // Roots, overridable in tests.
@@ -31,6 +31,7 @@ func FindPartition(diskGUID string, index int) (string, error) {
 		return "", fmt.Errorf("find partition: %w", err)
 	}
 	var matches []string
+	var damaged []string // disks with a GPT that failed its checks
 	for _, e := range ents {
 		disk := e.Name()
 		if strings.HasPrefix(disk, "dm-") || strings.HasPrefix(disk, "ram") || strings.HasPrefix(disk, "zram") {
@@ -41,6 +42,9 @@ func FindPartition(diskGUID string, index int) (string, error) {
 			continue
 		}
 		guid, err := readDiskGUID(node, sectorSize(disk))
+		if err != nil && !errors.Is(err, gptread.ErrNoGPT) {
+			damaged = append(damaged, err.Error())
+		}
 		if err != nil || guid != want {
 			continue
 		}
@@ -49,6 +53,9 @@ func FindPartition(diskGUID string, index int) (string, error) {
 	sort.Strings(matches)
 	switch len(matches) {
 	case 0:
+		if len(damaged) > 0 {
+			return "", fmt.Errorf("find partition: no disk with GPT disk GUID %s; refused: %s", want, strings.Join(damaged, "; "))
+		}
 		return "", fmt.Errorf("find partition: no disk with GPT disk GUID %s (is the payload disk attached?)", want)
 	case 1:
 	default:
@@ -101,37 +108,17 @@ func sectorSize(disk string) int64 {
 	return n
 }
 
-// readDiskGUID reads and checks the primary GPT header at LBA 1 and
-// returns its disk GUID in canonical lowercase form.
+// readDiskGUID reads and checks the primary GPT of node and returns its
+// disk GUID.
 func readDiskGUID(node string, sector int64) (string, error) {
 	f, err := os.Open(node)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	h := make([]byte, 512)
-	if _, err := f.ReadAt(h, sector); err != nil {
+	t, err := gptread.Read(f, node, sector)
+	if err != nil {
 		return "", err
 	}
-	if string(h[0:8]) != "EFI PART" {
-		return "", errors.New("no GPT signature")
-	}
-	size := binary.LittleEndian.Uint32(h[12:])
-	if size < 92 || size > 512 {
-		return "", errors.New("bad GPT header size")
-	}
-	want := binary.LittleEndian.Uint32(h[16:])
-	c := make([]byte, size)
-	copy(c, h[:size])
-	binary.LittleEndian.PutUint32(c[16:], 0)
-	if crc32.ChecksumIEEE(c) != want {
-		return "", errors.New("GPT header CRC mismatch")
-	}
-	return guidString(h[56:72]), nil
-}
-
-// guidString formats a GPT (mixed-endian) GUID.
-func guidString(g []byte) string {
-	return fmt.Sprintf("%08x-%04x-%04x-%x-%x",
-		binary.LittleEndian.Uint32(g[0:4]), binary.LittleEndian.Uint16(g[4:6]), binary.LittleEndian.Uint16(g[6:8]), g[8:10], g[10:16])
+	return t.DiskGUID, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/image/fstree"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 const (
@@ -30,7 +31,7 @@ const (
 
 // Payload is one named file tree to put in its own partition.
 type Payload struct {
-	Name string // partition name, ^[a-z][a-z0-9_-]{0,35}$
+	Name string // partition name, matching policy.NamePattern
 	Tree *fstree.Tree
 }
 
@@ -56,8 +57,8 @@ func Build(ctx context.Context, out string, payloads []Payload, opts Options) (*
 	}
 	seen := map[string]bool{}
 	for i, p := range payloads {
-		if !nameRE.MatchString(p.Name) {
-			return nil, fmt.Errorf("payload disk: payload %d: name %q must match %s (it is the GPT partition name)", i, p.Name, nameRE)
+		if !policy.ValidName(p.Name) {
+			return nil, fmt.Errorf("payload disk: payload %d: name %q must match %s (it is the GPT partition name)", i, p.Name, policy.NamePattern)
 		}
 		if seen[p.Name] {
 			return nil, fmt.Errorf("payload disk: payload %q listed twice", p.Name)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/image/hashtree"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
@@ -39,24 +40,14 @@ type Layout struct {
 	Partitions []Partition `json:"partitions"`
 }
 
-var (
-	nameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,35}$`)
-	guidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
-)
+var guidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 // Marshal returns the layout as indented JSON with a trailing newline.
 func (l *Layout) Marshal() ([]byte, error) {
 	if err := l.Validate(); err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(l); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return canonjson.Marshal(l)
 }
 
 // ReadLayout reads and validates a layout JSON file (payloads.json).
@@ -88,8 +79,8 @@ func (l *Layout) Validate() error {
 		if p.Index != i+1 {
 			return fmt.Errorf("partition %q has index %d, want %d", p.Name, p.Index, i+1)
 		}
-		if !nameRE.MatchString(p.Name) || names[p.Name] {
-			return fmt.Errorf("partition %d: name %q must be unique and match %s", p.Index, p.Name, nameRE)
+		if !policy.ValidName(p.Name) || names[p.Name] {
+			return fmt.Errorf("partition %d: name %q must be unique and match %s", p.Index, p.Name, policy.NamePattern)
 		}
 		names[p.Name] = true
 		if !guidRE.MatchString(p.GUID) {
@@ -141,12 +132,14 @@ func nameUUID(label string, parts ...[]byte) string {
 }
 
 // Policy returns the boot-policy entry for this partition, mounted at
-// mountPoint.
+// mountPoint. It is where a payload's filesystem type and dm-verity
+// parameters (hash, data and hash block size) are decided: those this
+// package wrote the partition with.
 func (p Partition) Policy(mountPoint string) policy.Payload {
 	return policy.Payload{
-		Name: p.Name, Partition: p.Index, PartitionGUID: p.GUID, FSType: "erofs",
+		Name: p.Name, Partition: p.Index, PartitionGUID: p.GUID, FSType: policy.PayloadFSType,
 		DataSize: p.DataSize, HashOffset: p.HashOffset,
-		DataBlockSize: hashtree.BlockSize, HashBlockSize: hashtree.BlockSize, HashAlg: "sha256",
+		DataBlockSize: hashtree.BlockSize, HashBlockSize: hashtree.BlockSize, HashAlg: hashtree.HashAlg,
 		RootHash: p.RootHash, Salt: p.Salt, MountPoint: mountPoint,
 	}
 }

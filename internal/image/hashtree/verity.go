@@ -24,6 +24,8 @@ import (
 const (
 	// BlockSize is both the data and the hash block size.
 	BlockSize = 4096
+	// HashAlg names the tree's hash as dm-verity and veritysetup spell it.
+	HashAlg = "sha256"
 	// SuperblockSize is the size of the verity superblock.
 	SuperblockSize = 512
 	hashSize       = sha256.Size
@@ -146,7 +148,7 @@ func encodeSuperblock(b []byte, r Result, dataBlocks uint64) {
 	binary.LittleEndian.PutUint32(b[8:], 1)  // superblock version
 	binary.LittleEndian.PutUint32(b[12:], 1) // hash type: normal (salt first)
 	copy(b[16:32], r.UUID[:])
-	copy(b[32:64], "sha256")
+	copy(b[32:64], HashAlg)
 	binary.LittleEndian.PutUint32(b[64:], BlockSize)
 	binary.LittleEndian.PutUint32(b[68:], BlockSize)
 	binary.LittleEndian.PutUint64(b[72:], dataBlocks)

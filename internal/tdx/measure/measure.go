@@ -14,11 +14,11 @@ import (
 	"crypto/sha512"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"unicode/utf16"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/tdx/authenticode"
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
@@ -520,12 +520,5 @@ func (r *Result) JSON() ([]byte, error) {
 		MRTD: hexp(r.MRTD), RTMR0: hexp(r.RTMR[0]), RTMR1: hexp(r.RTMR[1]), RTMR2: hexp(r.RTMR[2]), RTMR3: hexp(r.RTMR[3]),
 		Reasons: r.Reasons, Notes: r.Notes, Platform: r.Platform, Events: r.Events,
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(j); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return canonjson.Marshal(j)
 }

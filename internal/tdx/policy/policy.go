@@ -7,7 +7,6 @@
 package policy
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -18,6 +17,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
+	"github.com/tdforge/tdforge/internal/image/hashtree"
 	"github.com/tdforge/tdforge/internal/tdx/event"
 )
 
@@ -70,17 +71,22 @@ type Disk struct {
 	GUID string `json:"guid"`
 }
 
+// PayloadFSType is the filesystem of every payload. Its dm-verity hash and
+// block size are hashtree.HashAlg and hashtree.BlockSize; the builder fills
+// a Payload with gptdisk.Partition.Policy.
+const PayloadFSType = "erofs"
+
 // Payload is one dm-verity protected read-only filesystem.
 type Payload struct {
 	Name          string `json:"name"`
 	Partition     int    `json:"partition"`      // 1-based GPT index
 	PartitionGUID string `json:"partition_guid"` // unique partition GUID
-	FSType        string `json:"fstype"`         // "erofs"
+	FSType        string `json:"fstype"`         // PayloadFSType
 	DataSize      uint64 `json:"data_size"`      // bytes of filesystem
 	HashOffset    uint64 `json:"hash_offset"`    // bytes from partition start to verity superblock
 	DataBlockSize uint32 `json:"data_block_size"`
 	HashBlockSize uint32 `json:"hash_block_size"`
-	HashAlg       string `json:"hash_alg"`  // "sha256"
+	HashAlg       string `json:"hash_alg"`  // hashtree.HashAlg
 	RootHash      string `json:"root_hash"` // hex
 	Salt          string `json:"salt"`      // hex
 	MountPoint    string `json:"mount_point"`
@@ -145,21 +151,18 @@ func (p *Policy) Marshal() ([]byte, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return canonicalJSON(p)
+	return canonjson.Marshal(p)
 }
 
-func canonicalJSON(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
-}
+// NamePattern is the pattern of payload and service names. A payload's name
+// is also its GPT partition name (at most 36 UTF-16 code units), its mount
+// directory and part of its device-mapper name.
+const NamePattern = `^[a-z][a-z0-9_-]{0,35}$`
 
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,35}$`)
+var nameRE = regexp.MustCompile(NamePattern)
+
+// ValidName reports whether name matches NamePattern.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
 
 // Validate checks internal consistency.
 func (p *Policy) Validate() error {
@@ -181,8 +184,8 @@ func (p *Policy) Validate() error {
 	payloads := map[string]bool{}
 	parts := map[int]bool{}
 	for i, pl := range p.Payloads {
-		if !nameRE.MatchString(pl.Name) {
-			return errf("payload %d: name %q must match %s", i, pl.Name, nameRE)
+		if !ValidName(pl.Name) {
+			return errf("payload %d: name %q must match %s", i, pl.Name, NamePattern)
 		}
 		if payloads[pl.Name] {
 			return errf("payload %q listed twice", pl.Name)
@@ -192,14 +195,14 @@ func (p *Policy) Validate() error {
 			return errf("payload %q: partition %d must be a unique 1-based index", pl.Name, pl.Partition)
 		}
 		parts[pl.Partition] = true
-		if pl.FSType != "erofs" {
-			return errf("payload %q: fstype %q is not supported (want erofs)", pl.Name, pl.FSType)
+		if pl.FSType != PayloadFSType {
+			return errf("payload %q: fstype %q is not supported (want %s)", pl.Name, pl.FSType, PayloadFSType)
 		}
-		if pl.HashAlg != "sha256" || pl.DataBlockSize != 4096 || pl.HashBlockSize != 4096 {
-			return errf("payload %q: verity must be sha256 with 4096-byte blocks", pl.Name)
+		if pl.HashAlg != hashtree.HashAlg || pl.DataBlockSize != hashtree.BlockSize || pl.HashBlockSize != hashtree.BlockSize {
+			return errf("payload %q: verity must be %s with %d-byte blocks", pl.Name, hashtree.HashAlg, hashtree.BlockSize)
 		}
-		if pl.DataSize == 0 || pl.DataSize%4096 != 0 || pl.HashOffset < pl.DataSize || pl.HashOffset%4096 != 0 {
-			return errf("payload %q: data_size %d / hash_offset %d must be non-zero 4096-byte multiples with hash_offset >= data_size", pl.Name, pl.DataSize, pl.HashOffset)
+		if pl.DataSize == 0 || pl.DataSize%hashtree.BlockSize != 0 || pl.HashOffset < pl.DataSize || pl.HashOffset%hashtree.BlockSize != 0 {
+			return errf("payload %q: data_size %d / hash_offset %d must be non-zero %d-byte multiples with hash_offset >= data_size", pl.Name, pl.DataSize, pl.HashOffset, hashtree.BlockSize)
 		}
 		if b, err := hex.DecodeString(pl.RootHash); err != nil || len(b) != 32 {
 			return errf("payload %q: root_hash must be 64 lowercase hex digits", pl.Name)
@@ -233,8 +236,8 @@ func (p *Policy) Validate() error {
 	}
 	services := map[string]bool{}
 	for i, s := range p.Services {
-		if !nameRE.MatchString(s.Name) {
-			return errf("service %d: name %q must match %s", i, s.Name, nameRE)
+		if !ValidName(s.Name) {
+			return errf("service %d: name %q must match %s", i, s.Name, NamePattern)
 		}
 		if services[s.Name] {
 			return errf("service %q listed twice", s.Name)
@@ -330,7 +333,7 @@ type RuntimeConfig struct {
 
 // ConfigDigest is SHA-256 of the canonical JSON of the runtime configuration.
 func (p *Policy) ConfigDigest() ([]byte, error) {
-	b, err := canonicalJSON(RuntimeConfig{Services: p.Services, Agent: p.Agent, Network: p.Network, TDX: p.TDX})
+	b, err := canonjson.Marshal(RuntimeConfig{Services: p.Services, Agent: p.Agent, Network: p.Network, TDX: p.TDX})
 	if err != nil {
 		return nil, err
 	}

@@ -121,3 +121,14 @@ func TestStartOrderAndEvents(t *testing.T) {
 		t.Fatal("service env is not measured")
 	}
 }
+
+func TestValidName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"model": true, "web-ui_2": true, "a": true, strings.Repeat("a", 36): true,
+		strings.Repeat("a", 37): false, "": false, "2model": false, "Model": false, "_x": false, "a.b": false, "a/b": false,
+	} {
+		if got := ValidName(name); got != want {
+			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

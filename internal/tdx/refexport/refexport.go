@@ -4,7 +4,6 @@
 package refexport
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +13,7 @@ import (
 	ccpb "github.com/google/go-tdx-guest/proto/checkconfig"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
 
@@ -84,11 +84,7 @@ func CheckConfig(d *refvalues.Document) ([]byte, error) {
 	}
 	// protojson deliberately varies its whitespace between builds; the
 	// published file must be byte-stable, so re-indent it.
-	var out bytes.Buffer
-	if err := json.Indent(&out, b, "", "  "); err != nil {
-		return nil, err
-	}
-	return append(out.Bytes(), '\n'), nil
+	return canonjson.Reindent(b)
 }
 
 // RVPSMessage is Trustee's RVPS registration message.
@@ -123,7 +119,7 @@ func RVPSSample(d *refvalues.Document) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return marshal(RVPSMessage{Version: "0.1.0", Type: "sample", Payload: base64.StdEncoding.EncodeToString(p)})
+	return canonjson.Marshal(RVPSMessage{Version: "0.1.0", Type: "sample", Payload: base64.StdEncoding.EncodeToString(p)})
 }
 
 // Measurement is one entry of a flashbots-style measurements list.
@@ -162,16 +158,5 @@ func Flashbots(d *refvalues.Document) ([]byte, error) {
 			m.Measurements[fmt.Sprint(i)] = Expectation{Expected: hex.EncodeToString(regs[n])}
 		}
 	}
-	return marshal([]Measurement{m})
-}
-
-func marshal(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return canonjson.Marshal([]Measurement{m})
 }

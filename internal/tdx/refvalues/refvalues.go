@@ -5,12 +5,13 @@
 package refvalues
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/tdforge/tdforge/internal/canonjson"
 )
 
 // Schema is the schema identifier of documents this package writes.
@@ -143,14 +144,7 @@ type TD struct {
 
 // Marshal renders the canonical JSON form (indented, trailing newline).
 func (d *Document) Marshal() ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(d); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return canonjson.Marshal(d)
 }
 
 // Decode strictly parses a document and checks its schema and register
