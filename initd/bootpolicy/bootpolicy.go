@@ -31,8 +31,6 @@ func Load(file string) (*policy.Policy, error) {
 }
 
 var (
-	userRE  = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
-	envRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	ifaceRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
 )
 
@@ -74,8 +72,8 @@ func Check(p *policy.Policy) error {
 	users := map[string]ids{}
 	uids := map[int]string{}
 	for _, s := range p.Services {
-		if !userRE.MatchString(s.User) {
-			return errf("service %q: user %q must match %s", s.Name, s.User, userRE)
+		if !policy.ValidUser(s.User) {
+			return errf("service %q: user %q must match %s", s.Name, s.User, policy.UserPattern)
 		}
 		if prev, ok := users[s.User]; ok && prev != (ids{s.UID, s.GID}) {
 			return errf("service %q: user %q has uid/gid %d/%d here but %d/%d in another service", s.Name, s.User, s.UID, s.GID, prev.uid, prev.gid)
@@ -91,8 +89,8 @@ func Check(p *policy.Policy) error {
 			return errf("service %q: command %q is not clean (write %q)", s.Name, s.Command, path.Clean(s.Command))
 		}
 		for k, v := range s.Env {
-			if !envRE.MatchString(k) {
-				return errf("service %q: environment name %q must match %s", s.Name, k, envRE)
+			if !policy.ValidEnvName(k) {
+				return errf("service %q: environment name %q must match %s", s.Name, k, policy.EnvPattern)
 			}
 			switch k {
 			case "HOME", "USER":

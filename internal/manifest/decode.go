@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
+	"github.com/tdforge/tdforge/internal/ollama/ollamastore"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
@@ -29,9 +30,6 @@ var (
 	moduleNameRE  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,55}$`)
 	platformRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
 	memoryRE      = regexp.MustCompile(`^([0-9]{1,7})([MG])$`)
-	envNameRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	userRE        = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
-	modelNameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,79}$`)
 	modelTagRE    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
 	generatorsSet = map[string]bool{"tiny-llama": true}
 )
@@ -420,17 +418,17 @@ func (l *loader) decodeService(hb *hcl.Block, payloads map[string]hcl.Range) (Se
 		}
 	}
 	for _, k := range sortedKeys(s.Env) {
-		if !b.check("env", envNameRE.MatchString(k) && !strings.ContainsRune(s.Env[k], 0), "Invalid environment variable",
+		if !b.check("env", policy.ValidEnvName(k) && !strings.ContainsRune(s.Env[k], 0), "Invalid environment variable",
 			"env key %q must be a name like OLLAMA_HOST (letters, digits, underscore; not starting with a digit) and values must not contain NUL.", k) {
 			break
 		}
 	}
 	if b.attr("user") == nil {
-		if !userRE.MatchString(s.User) {
+		if !policy.ValidUser(s.User) {
 			b.fail("user", "Invalid user", "The default user is the service name %q, which is not a valid user name; set user explicitly.", name)
 		}
 	} else {
-		b.check("user", userRE.MatchString(s.User) && s.User != "root", "Invalid user",
+		b.check("user", policy.ValidUser(s.User) && s.User != "root", "Invalid user",
 			"user %q must be a non-root user name (lowercase letters, digits, _ and -, at most 32 characters); services never run as root.", s.User)
 	}
 	for _, p := range s.Payloads {
@@ -646,7 +644,7 @@ func (l *loader) decodeGo(hb *hcl.Block, p string) Source {
 func (l *loader) decodeModel(hb *hcl.Block, p string) Source {
 	b := l.open(hb, p, modelSchema)
 	m := &OllamaModel{Name: b.str("name", ""), Tag: b.str("tag", "latest"), Range: hb.DefRange}
-	b.check("name", modelNameRE.MatchString(m.Name), "Invalid model name",
+	b.check("name", ollamastore.ValidModelName(m.Name), "Invalid model name",
 		"Model name %q must be lowercase letters, digits, . _ - (starting with a letter or digit), e.g. \"deepseek-r1\".", m.Name)
 	b.check("tag", modelTagRE.MatchString(m.Tag), "Invalid model tag", "Model tag %q must be letters, digits, . _ -, e.g. \"7b\" or \"latest\".", m.Tag)
 	if gb := b.single("gguf"); gb != nil {

@@ -92,8 +92,14 @@ type config struct {
 	} `json:"rootfs"`
 }
 
+// ModelNamePattern is the pattern of an Ollama model name in the store.
+const ModelNamePattern = `^[a-z0-9][a-z0-9._-]{0,79}$`
+
+// ValidModelName reports whether name matches ModelNamePattern.
+func ValidModelName(name string) bool { return nameRE.MatchString(name) }
+
 var (
-	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,79}$`)
+	nameRE = regexp.MustCompile(ModelNamePattern)
 	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 	hexRE  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )

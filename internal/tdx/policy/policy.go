@@ -164,6 +164,23 @@ var nameRE = regexp.MustCompile(NamePattern)
 // ValidName reports whether name matches NamePattern.
 func ValidName(name string) bool { return nameRE.MatchString(name) }
 
+// UserPattern is the pattern of a service's user name (a POSIX login name).
+const UserPattern = `^[a-z_][a-z0-9_-]{0,31}$`
+
+// EnvPattern is the pattern of a service's environment variable names.
+const EnvPattern = `^[A-Za-z_][A-Za-z0-9_]*$`
+
+var (
+	userRE = regexp.MustCompile(UserPattern)
+	envRE  = regexp.MustCompile(EnvPattern)
+)
+
+// ValidUser reports whether user matches UserPattern.
+func ValidUser(user string) bool { return userRE.MatchString(user) }
+
+// ValidEnvName reports whether name matches EnvPattern.
+func ValidEnvName(name string) bool { return envRE.MatchString(name) }
+
 // Validate checks internal consistency.
 func (p *Policy) Validate() error {
 	errf := func(format string, a ...any) error { return fmt.Errorf("boot policy: "+format, a...) }
