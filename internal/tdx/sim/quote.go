@@ -235,3 +235,16 @@ func ReportData(quote []byte) ([64]byte, error) {
 
 // Root parses the PKI's root certificate.
 func Root(pki *PKI) (*x509.Certificate, error) { return parseCertPEM("root", pki.RootCert) }
+
+// Open loads the simulator PKI from dir (normally Dir) and returns a quote
+// provider that reads the registers from dir on every quote.
+func Open(dir string) (*Simulator, error) {
+	pki, err := LoadPKI(dir)
+	if err != nil {
+		return nil, fmt.Errorf("TDX simulator: %w (initd writes it from fw_cfg %s; was the image launched with `builder launch --simulate`?)", err, FWCfgPKI)
+	}
+	return New(pki, func() (*Registers, error) { return LoadRegisters(dir) })
+}
+
+// Name implements quote.Provider.
+func (*Simulator) Name() string { return Name }
