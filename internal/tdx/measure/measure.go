@@ -107,7 +107,7 @@ func Compute(in Inputs) (*Result, error) {
 	// MRTD.
 	var md *tdvf.Metadata
 	if in.Firmware == nil {
-		r.Reasons["mrtd"] = "no firmware given"
+		r.Reasons[register.MRTD.Key()] = "no firmware given"
 	} else {
 		var err error
 		if md, err = tdvf.Parse(in.Firmware); err != nil {
@@ -130,7 +130,7 @@ func Compute(in Inputs) (*Result, error) {
 	}
 	all = append(all, ev0...)
 	if why0 != "" {
-		r.Reasons["rtmr0"] = why0
+		r.Reasons[register.RTMR0.Key()] = why0
 	}
 
 	loadOptions, initrdDigest, initrdSize, err := bootStrings(in, p)
@@ -138,8 +138,8 @@ func Compute(in Inputs) (*Result, error) {
 		return nil, err
 	}
 	if in.Kernel == nil {
-		r.Reasons["rtmr1"] = "no kernel given"
-		r.Reasons["rtmr2"] = "no kernel given: whether and what the EFI stub measures depends on it"
+		r.Reasons[register.RTMR1.Key()] = "no kernel given"
+		r.Reasons[register.RTMR2.Key()] = "no kernel given: whether and what the EFI stub measures depends on it"
 	} else {
 		ev1, err := rtmr1Events(in, p, initrdSize)
 		if err != nil {
@@ -155,7 +155,7 @@ func Compute(in Inputs) (*Result, error) {
 
 	// RTMR3.
 	if in.RTMR3Events == nil {
-		r.Reasons["rtmr3"] = "no runtime events given (the manifest's payloads and runtime configuration determine RTMR3)"
+		r.Reasons[register.RTMR3.Key()] = "no runtime events given (the manifest's payloads and runtime configuration determine RTMR3)"
 	} else {
 		for _, e := range in.RTMR3Events {
 			ce, err := ccel.FromRuntime(e)

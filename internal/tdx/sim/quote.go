@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // Quote v4 layout (Intel TDX DCAP quote format), byte offsets and sizes.
@@ -168,11 +170,6 @@ func Body(r *Registers, reportData [64]byte) ([]byte, error) {
 		{"mrseam", r.MRSEAM, offMRSEAM, 48},
 		{"td_attributes", r.TDAttributes, offTDAttributes, 8},
 		{"xfam", r.XFAM, offXFAM, 8},
-		{"mrtd", r.MRTD, offMRTD, 48},
-		{"rtmr0", r.RTMR[0], offRTMR0, 48},
-		{"rtmr1", r.RTMR[1], offRTMR0 + 48, 48},
-		{"rtmr2", r.RTMR[2], offRTMR0 + 96, 48},
-		{"rtmr3", r.RTMR3, offRTMR0 + 144, 48},
 	}
 	for _, f := range fields {
 		b, err := decodeHex(f.name, f.val, f.n)
@@ -180,6 +177,17 @@ func Body(r *Registers, reportData [64]byte) ([]byte, error) {
 			return nil, err
 		}
 		copy(body[f.off:], b)
+	}
+	for _, reg := range register.All {
+		v, err := r.Value(reg)
+		if err != nil {
+			return nil, fmt.Errorf("tdxsim: simulated register %w", err)
+		}
+		off := offMRTD
+		if reg.IsRTMR() {
+			off = offRTMR0 + 48*reg.RTMRIndex()
+		}
+		copy(body[off:], v[:])
 	}
 	copy(body[ReportDataInBody:], reportData[:])
 	return body, nil

@@ -26,7 +26,7 @@ func (r *Registers) Value(reg register.Register) ([48]byte, error) {
 	}
 	out, err := Decode48(v)
 	if err != nil {
-		return out, fmt.Errorf("%s: %w", reg, err)
+		return out, fmt.Errorf("%s: %w", reg.Key(), err)
 	}
 	return out, nil
 }
