@@ -1,9 +1,6 @@
 package main
 
 import (
-	"crypto/sha512"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,18 +11,12 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
-// Simulated TDX module identity: fixed, recognisable values (a real MRSEAM
-// is the TDX module's hash; a real TEE_TCB_SVN its security version).
-var (
-	simMRSEAM    = sha512.Sum384([]byte("tdforge simulated TDX module"))
-	simTEETCBSVN = "03000600000000000000000000000000"
-)
-
-// simulatedPlatform plays the TDX module and the firmware honestly: it
-// measures the exact firmware, kernel, initrd and command line handed to
-// QEMU with the same code as `builder measure`, and returns the fw_cfg
-// entries ([name, file]) the guest's simulator starts from. Tampering with
-// any booted file therefore shows up as a register mismatch.
+// simulatedPlatform plays the TDX module and the firmware honestly: the
+// measurement package measures the exact firmware, kernel, initrd and
+// command line handed to QEMU, as `builder measure` does, and the simulator
+// turns its registers and CCEL into the fw_cfg entries ([name, file]) the
+// guest's simulator starts from. Tampering with any booted file therefore
+// shows up as a register mismatch.
 func simulatedPlatform(dir string, info *imagedir.Info, cmdline string) ([][2]string, string, error) {
 	read := func(n string) ([]byte, error) { return os.ReadFile(filepath.Join(dir, n)) }
 	fw, err := read(imagedir.Firmware)
@@ -54,48 +45,29 @@ func simulatedPlatform(dir string, info *imagedir.Info, cmdline string) ([][2]st
 	if err != nil {
 		return nil, "", fmt.Errorf("simulating the firmware's measurements: %w", err)
 	}
-	if res.MRTD == nil {
-		return nil, "", fmt.Errorf("simulator cannot compute MRTD: %s", res.Reasons["mrtd"])
-	}
-	plat := sim.Platform{
-		MRTD:         hex.EncodeToString(res.MRTD[:]),
-		TDAttributes: platform.TDAttributes(info.TDX.Debug),
-		XFAM:         platform.XFAM,
-		MRSEAM:       hex.EncodeToString(simMRSEAM[:]),
-		TEETCBSVN:    simTEETCBSVN,
-	}
-	for i := 0; i < 3; i++ {
-		if res.RTMR[i] == nil {
-			return nil, "", fmt.Errorf("simulator cannot compute RTMR%d: %s", i, res.Reasons[fmt.Sprintf("rtmr%d", i)])
-		}
-		plat.RTMR[i] = hex.EncodeToString(res.RTMR[i][:])
-	}
-	table, log, err := res.CCEL()
+	l, err := res.Launch()
 	if err != nil {
-		return nil, "", fmt.Errorf("simulated CCEL: %w", err)
+		return nil, "", fmt.Errorf("simulator: %w", err)
 	}
 	pki, err := os.ReadFile(filepath.Join(dir, imagedir.SimPKI))
 	if err != nil {
 		return nil, "", fmt.Errorf("simulator PKI: %w (rebuild the image)", err)
 	}
+	entries, err := sim.FWCfg(sim.NewPlatform(l.MRTD, l.RTMR, platform.TDAttributes(info.TDX.Debug), platform.XFAM), l.CCELTable, l.CCEL, pki)
+	if err != nil {
+		return nil, "", err
+	}
 	tmp, err := os.MkdirTemp("", "tdforge-sim")
 	if err != nil {
 		return nil, "", err
 	}
-	pj, _ := json.MarshalIndent(plat, "", "  ")
-	files := map[string][]byte{
-		sim.FWCfgPlatform: pj,
-		sim.FWCfgCCEL:     log,
-		sim.FWCfgCCELACPI: table,
-		sim.FWCfgPKI:      pki,
-	}
 	var out [][2]string
-	for _, name := range []string{sim.FWCfgPlatform, sim.FWCfgCCEL, sim.FWCfgCCELACPI, sim.FWCfgPKI} {
-		p := filepath.Join(tmp, filepath.Base(name))
-		if err := os.WriteFile(p, files[name], 0o600); err != nil {
+	for _, e := range entries {
+		p := filepath.Join(tmp, filepath.Base(e.Name))
+		if err := os.WriteFile(p, e.Data, 0o600); err != nil {
 			return nil, tmp, err
 		}
-		out = append(out, [2]string{name, p})
+		out = append(out, [2]string{e.Name, p})
 	}
 	return out, tmp, nil
 }

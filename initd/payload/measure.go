@@ -16,6 +16,7 @@ import (
 	"github.com/tdforge/tdforge/internal/guest/rtmr"
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // Files written into the run directory (/run/tdforge).
@@ -104,7 +105,7 @@ func (p *Pass) Run() (*Result, error) {
 	if err := p.extend(res.Log, cfg); err != nil {
 		return res, err
 	}
-	v, err := p.Backend.Read(3)
+	v, err := p.Backend.Read(register.RTMR3)
 	if err != nil {
 		return res, fmt.Errorf("measure: read back RTMR3: %w", err)
 	}
@@ -136,7 +137,7 @@ func (p *Pass) setup(pl policy.Payload) error {
 }
 
 func (p *Pass) extend(l *event.Log, ev event.Event) error {
-	err := l.Append(ev, func(m [48]byte) error { return p.Backend.Extend(3, m) })
+	err := l.Append(ev, func(m [48]byte) error { return p.Backend.Extend(register.RTMR3, m) })
 	if err != nil {
 		fmt.Fprintf(p.Console, "initd: RTMR3 extend with %s FAILED via %s: %v\n", ev.Label(), p.Backend.Name(), err)
 		return fmt.Errorf("measure: extend RTMR3 with %s: %w", ev.Label(), err)

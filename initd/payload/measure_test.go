@@ -12,6 +12,7 @@ import (
 	"github.com/tdforge/tdforge/internal/guest/rtmr"
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
@@ -60,7 +61,7 @@ func simBackend(t *testing.T) rtmr.Backend {
 	if err := sim.SaveRegisters(dir, &sim.Registers{Platform: sim.Platform{RTMR: [3]string{z, z, z}, MRTD: z}, RTMR3: z}); err != nil {
 		t.Fatal(err)
 	}
-	be, err := rtmr.OpenSimulator(dir)
+	be, err := sim.OpenRTMRs(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,11 +117,11 @@ func TestPassHealthy(t *testing.T) {
 		t.Fatalf("log mode %v", st.Mode().Perm())
 	}
 	// A second pass in the same boot must not extend again.
-	before, _ := be.Read(3)
+	before, _ := be.Read(register.RTMR3)
 	if _, err := pass.Run(); !errors.Is(err, ErrAlreadyMeasured) {
 		t.Fatalf("second pass: %v", err)
 	}
-	if after, _ := be.Read(3); after != before {
+	if after, _ := be.Read(register.RTMR3); after != before {
 		t.Fatal("second pass changed RTMR3")
 	}
 }
@@ -175,7 +176,7 @@ func TestPassPayloadFailureIsAttested(t *testing.T) {
 
 type failingBackend struct{ rtmr.Backend }
 
-func (failingBackend) Extend(int, [48]byte) error { return errors.New("EIO") }
+func (failingBackend) Extend(register.Register, [48]byte) error { return errors.New("EIO") }
 
 func TestPassExtendFailureIsFatal(t *testing.T) {
 	p := testPolicy(t, t.TempDir())

@@ -2,27 +2,21 @@
 // quote and compares registers and events with a reference-values document,
 // naming the first differing event (and its component) of every register.
 //
-// The firmware log (CCEL, TCG crypto-agile SHA-384) covers RTMR0..2 and is
-// replayed with go-eventlog's tcg package; the runtime log (a TCG canonical
-// event log of tdforge events, see internal/event) covers RTMR3.
+// The firmware log (CCEL, parsed and replayed by internal/tdx/ccel) covers
+// RTMR0..2; the runtime log (a TCG canonical event log of tdforge events, see
+// internal/tdx/event) covers RTMR3.
 package explain
 
 import (
-	"bytes"
-	"crypto/sha512"
-	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
-	"unicode"
 
-	"github.com/google/go-eventlog/register"
-	"github.com/google/go-eventlog/tcg"
-
+	"github.com/tdforge/tdforge/internal/tdx/ccel"
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // Status of one comparison.
@@ -35,18 +29,27 @@ const (
 	Skipped Status = "SKIPPED"
 )
 
-// Quote holds the measurement registers read from a quote, in
-// refvalues.RegisterNames order (MRTD, RTMR0..3).
-type Quote [5][48]byte
+// Quote holds the measurement registers read from a quote, indexed by
+// register.Register (MRTD, RTMR0..3).
+type Quote = register.Quote
 
-// LogEvent is one measured event from the firmware or runtime log.
+// LogEvent is one measured event from the firmware or runtime log, as the
+// reference-values document spells events (ccel.Event.Reference).
 type LogEvent struct {
-	Register    string `json:"register"` // "rtmr0".."rtmr3"
-	Index       int    `json:"index"`    // position among this register's events
-	Type        string `json:"type"`
-	Description string `json:"description"`
-	Digest      string `json:"digest"`            // SHA-384 extended, hex
-	Content     string `json:"content,omitempty"` // alg:hex content digest (runtime events)
+	Register string `json:"register"` // "rtmr0".."rtmr3"
+	Index    int    `json:"index"`    // position among this register's events
+	refvalues.Event
+}
+
+// logEvents converts parsed events, numbering them per register.
+func logEvents(evs []ccel.Event) []LogEvent {
+	out := make([]LogEvent, 0, len(evs))
+	counts := map[register.Register]int{}
+	for _, e := range evs {
+		out = append(out, LogEvent{Register: e.Register.Key(), Index: counts[e.Register], Event: e.Reference()})
+		counts[e.Register]++
+	}
+	return out
 }
 
 // Mismatch names the first event of a register that differs from the
@@ -160,7 +163,7 @@ func Analyze(ref *refvalues.Document, q Quote, ccel, table, runtimeLog []byte) *
 	var rtErr error
 	haveRT := len(runtimeLog) > 0
 	if haveRT {
-		rt, rtErr = ReplayRuntime(runtimeLog, q[4])
+		rt, rtErr = ReplayRuntime(runtimeLog, q[register.RTMR3])
 		if rt == nil && rtErr != nil {
 			a.InputErr = rtErr
 		}
@@ -174,9 +177,10 @@ func Analyze(ref *refvalues.Document, q Quote, ccel, table, runtimeLog []byte) *
 	}
 	a.Events = append(append(a.Events, fw...), rt...)
 
-	for i, name := range refvalues.RegisterNames {
-		st := RegisterState{Name: name, Quote: hex.EncodeToString(q[i][:]), Match: Skipped}
-		if i > 0 && (i < 4 && fw != nil || i == 4 && rt != nil) {
+	for _, reg := range register.All {
+		name := reg.Key()
+		st := RegisterState{Name: name, Quote: hex.EncodeToString(q[reg][:]), Match: Skipped}
+		if reg.IsRTMR() && (reg != register.RTMR3 && fw != nil || reg == register.RTMR3 && rt != nil) {
 			v := ReplayValue(replayed[name])
 			st.Replayed = hex.EncodeToString(v[:])
 		}
@@ -217,18 +221,19 @@ func Analyze(ref *refvalues.Document, q Quote, ccel, table, runtimeLog []byte) *
 	}
 
 	// Event comparisons.
-	for i, name := range refvalues.RegisterNames[1:] {
-		label := "events " + strings.ToUpper(name)
-		haveLog := i < 3 && fw != nil || i == 3 && rt != nil
+	for _, reg := range register.RTMRs {
+		name := reg.Key()
+		label := "events " + reg.Name()
+		haveLog := reg != register.RTMR3 && fw != nil || reg == register.RTMR3 && rt != nil
 		var want []refvalues.Event
 		if ref != nil {
 			want = ref.Events[name]
 		}
 		switch {
 		case ref == nil || len(want) == 0:
-			a.Results = append(a.Results, Result{label, Skipped, "the reference lists no events for " + strings.ToUpper(name)})
+			a.Results = append(a.Results, Result{label, Skipped, "the reference lists no events for " + reg.Name()})
 		case !haveLog:
-			a.Results = append(a.Results, Result{label, Skipped, "no parsable event log for " + strings.ToUpper(name) + " supplied"})
+			a.Results = append(a.Results, Result{label, Skipped, "no parsable event log for " + reg.Name() + " supplied"})
 		default:
 			if m := Compare(name, want, replayed[name]); m != nil {
 				a.Mismatches = append(a.Mismatches, *m)
@@ -282,7 +287,7 @@ func expectedString(w refvalues.Event) string {
 // gotString renders the observed event like the expected one: as a content
 // digest when the reference used one and the event has one.
 func gotString(g LogEvent, wantContent string) string {
-	if g.Content != "" && (wantContent != "" || g.Register == "rtmr3") {
+	if g.Content != "" && (wantContent != "" || g.Register == register.RTMR3.Key()) {
 		return g.Content
 	}
 	return "sha384:" + g.Digest
@@ -290,140 +295,25 @@ func gotString(g LogEvent, wantContent string) string {
 
 // ReplayValue extends a zero register with each event's digest in order.
 func ReplayValue(events []LogEvent) [48]byte {
-	var reg [48]byte
+	var v register.Value
 	for _, e := range events {
-		var d [48]byte
+		var d register.Value
 		b, _ := hex.DecodeString(e.Digest)
 		copy(d[:], b)
-		reg = event.Extend(reg, d)
+		v = register.Extend(v, d)
 	}
-	return reg
+	return v
 }
 
-// CCEL table layout (ACPI "CCEL", 56 bytes).
-const (
-	ccelTableLen = 56
-	ccTypeTDX    = 2
-)
-
-// CheckCCELTable validates the 56-byte CCEL ACPI table: signature, length,
-// checksum and the TDX CC type.
-func CheckCCELTable(table []byte) error {
-	if len(table) < ccelTableLen {
-		return fmt.Errorf("CCEL ACPI table: %d bytes, want %d", len(table), ccelTableLen)
-	}
-	if string(table[:4]) != "CCEL" {
-		return fmt.Errorf("CCEL ACPI table: signature %q, want \"CCEL\"", table[:4])
-	}
-	if l := binary.LittleEndian.Uint32(table[4:8]); int(l) != len(table) {
-		return fmt.Errorf("CCEL ACPI table: header length %d but %d bytes supplied", l, len(table))
-	}
-	var sum byte
-	for _, b := range table {
-		sum += b
-	}
-	if sum != 0 {
-		return errors.New("CCEL ACPI table: bad checksum")
-	}
-	if table[36] != ccTypeTDX {
-		return fmt.Errorf("CCEL ACPI table: CC type %d, want %d (TDX)", table[36], ccTypeTDX)
-	}
-	return nil
-}
-
-// ParseCCEL parses a firmware event log without trusting it: the returned
-// events (RTMR0..2, EV_NO_ACTION skipped) are what the log claims.
-func ParseCCEL(raw []byte) ([]LogEvent, *tcg.EventLog, error) {
-	el, err := tcg.ParseEventLog(raw, tcg.ParseOpts{AllowPadding: true})
-	if err != nil {
-		return nil, nil, fmt.Errorf("firmware event log (CCEL): %w", err)
-	}
-	hasSHA384 := false
-	for _, a := range el.Algs {
-		if a == register.HashSHA384 {
-			hasSHA384 = true
-		}
-	}
-	if !hasSHA384 {
-		return nil, nil, errors.New("firmware event log (CCEL): no SHA-384 digests (not a TDX CCEL)")
-	}
-	var out []LogEvent
-	counts := map[int]int{}
-	for _, e := range el.Events(register.HashSHA384) {
-		if e.Type == tcg.NoAction {
-			continue
-		}
-		// CC MR index: 1..3 = RTMR0..2. MRTD (0) is not extended by events
-		// and RTMR3 (4) belongs to the runtime log.
-		if e.Index < 1 || e.Index > 3 {
-			continue
-		}
-		if len(e.Digest) != sha512.Size384 {
-			return nil, nil, fmt.Errorf("firmware event log (CCEL): event of %s has no SHA-384 digest", rtmrName(e.Index-1))
-		}
-		name := fmt.Sprintf("rtmr%d", e.Index-1)
-		out = append(out, LogEvent{
-			Register: name, Index: counts[e.Index], Type: e.Type.TCGString(),
-			Description: describe(e.Type, e.Data), Digest: hex.EncodeToString(e.Digest),
-		})
-		counts[e.Index]++
-	}
-	return out, el, nil
-}
-
-func rtmrName(i int) string { return fmt.Sprintf("RTMR%d", i) }
-
-// ReplayCCEL parses the CCEL (checking table when given), replays it with
-// go-eventlog against the quote's RTMR0..2 and also checks that every
-// register without events is zero. It returns the parsed events even when
-// the replay fails (nil only when the log cannot be parsed).
-func ReplayCCEL(table, raw []byte, q Quote) (events []LogEvent, err error) {
-	// The log is untrusted input for third-party parsers: a crash is a
-	// failed replay, never a crashed verifier.
-	defer func() {
-		if p := recover(); p != nil {
-			events, err = nil, fmt.Errorf("malformed CCEL: the parser failed (%v)", p)
-		}
-	}()
-	if len(table) > 0 {
-		if err := CheckCCELTable(table); err != nil {
-			return nil, err
-		}
-	}
-	events, el, perr := ParseCCEL(raw)
-	err = perr
-	if err != nil {
+// ReplayCCEL parses the CCEL (checking table when given) and replays it
+// against the quote's RTMR0..2 (ccel.Verify). It returns the parsed events
+// even when the replay fails (nil only when the log cannot be parsed).
+func ReplayCCEL(table, raw []byte, q Quote) ([]LogEvent, error) {
+	evs, err := ccel.Verify(table, raw, q)
+	if evs == nil {
 		return nil, err
 	}
-	bank := register.RTMRBank{}
-	for i := 0; i < 3; i++ {
-		bank.RTMRs = append(bank.RTMRs, register.RTMR{Index: i, Digest: q[i+1][:]})
-	}
-	var bad []string
-	if _, err := el.Verify(bank.MRs()); err != nil {
-		var re tcg.ReplayError
-		if errors.As(err, &re) {
-			for _, mr := range re.InvalidMRs {
-				bad = append(bad, rtmrName(mr-1))
-			}
-		} else {
-			return events, fmt.Errorf("firmware event log (CCEL) does not replay: %v", err)
-		}
-	}
-	by := map[string][]LogEvent{}
-	for _, e := range events {
-		by[e.Register] = append(by[e.Register], e)
-	}
-	for i := 0; i < 3; i++ {
-		name := fmt.Sprintf("rtmr%d", i)
-		if v := ReplayValue(by[name]); v != q[i+1] && !contains(bad, rtmrName(i)) {
-			bad = append(bad, rtmrName(i))
-		}
-	}
-	if len(bad) > 0 {
-		return events, fmt.Errorf("firmware event log (CCEL) does not replay to the quote's %s: the log was altered or belongs to another boot", strings.Join(sorted(bad), ", "))
-	}
-	return events, nil
+	return logEvents(evs), err
 }
 
 // ReplayRuntime parses the RTMR3 runtime log (TCG CEL) and replays it
@@ -434,82 +324,19 @@ func ReplayRuntime(raw []byte, rtmr3 [48]byte) ([]LogEvent, error) {
 		return nil, err
 	}
 	evs := l.Events()
-	out := make([]LogEvent, 0, len(evs))
+	parsed := make([]ccel.Event, 0, len(evs))
 	for i, e := range evs {
-		m, err := e.Measurement()
+		ce, err := ccel.FromRuntime(e)
 		if err != nil {
 			return nil, fmt.Errorf("runtime event log: event %d: %w", i, err)
 		}
-		out = append(out, LogEvent{
-			Register: "rtmr3", Index: i, Type: "tdforge-runtime-v1", Description: e.Label(),
-			Digest: hex.EncodeToString(m[:]), Content: e.DigestString(),
-		})
+		parsed = append(parsed, ce)
 	}
+	out := logEvents(parsed)
 	if err := l.Replay(rtmr3[:]); err != nil {
 		return out, fmt.Errorf("runtime event log does not replay to the quote's RTMR3 (%d events): the log was altered or belongs to another boot", len(out))
 	}
 	return out, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func sorted(list []string) []string {
-	out := append([]string(nil), list...)
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[j] < out[i] {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out
-}
-
-// describe renders an event for people: its type and, when the data is
-// short printable text (ASCII or UTF-16LE), that text.
-func describe(t tcg.EventType, data []byte) string {
-	name := t.TCGString()
-	if s := printable(data); s != "" {
-		return name + " " + strings.TrimSpace(s)
-	}
-	return name
-}
-
-func printable(b []byte) string {
-	b = bytes.TrimRight(b, "\x00")
-	if len(b) == 0 || len(b) > 128 {
-		return ""
-	}
-	ok := true
-	for _, c := range b {
-		if c < 0x20 || c > 0x7e {
-			ok = false
-			break
-		}
-	}
-	if ok {
-		return string(b)
-	}
-	// UTF-16LE text (e.g. variable names, command lines).
-	if len(b)%2 == 1 {
-		b = append(b, 0)
-	}
-	var sb strings.Builder
-	for i := 0; i+1 < len(b); i += 2 {
-		r := rune(binary.LittleEndian.Uint16(b[i:]))
-		if b[i+1] != 0 || !unicode.IsPrint(r) {
-			return ""
-		}
-		sb.WriteRune(r)
-	}
-	return sb.String()
 }
 
 // WriteText prints the register table and the event diff.

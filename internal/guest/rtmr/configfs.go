@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
 	tsmrtmr "github.com/google/go-configfs-tsm/rtmr"
+
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // Configfs uses configfs-tsm RTMR entries (a patch series carried by some
@@ -22,28 +24,28 @@ func NewConfigfs(c configfsi.Client) *Configfs { return &Configfs{client: c} }
 func (*Configfs) Name() string { return "configfs-tsm" }
 
 // Extend implements Backend.
-func (c *Configfs) Extend(index int, digest [48]byte) error {
-	if err := checkIndex(index); err != nil {
+func (c *Configfs) Extend(reg register.Register, digest [48]byte) error {
+	if err := checkRTMR(reg); err != nil {
 		return err
 	}
-	if err := tsmrtmr.ExtendDigest(c.client, index, digest[:]); err != nil {
-		return fmt.Errorf("rtmr configfs-tsm: extend RTMR%d: %w", index, err)
+	if err := tsmrtmr.ExtendDigest(c.client, reg.RTMRIndex(), digest[:]); err != nil {
+		return fmt.Errorf("rtmr configfs-tsm: extend %s: %w", reg, err)
 	}
 	return nil
 }
 
 // Read implements Backend.
-func (c *Configfs) Read(index int) ([48]byte, error) {
+func (c *Configfs) Read(reg register.Register) ([48]byte, error) {
 	var r [48]byte
-	if err := checkIndex(index); err != nil {
+	if err := checkRTMR(reg); err != nil {
 		return r, err
 	}
-	resp, err := tsmrtmr.GetDigest(c.client, index)
+	resp, err := tsmrtmr.GetDigest(c.client, reg.RTMRIndex())
 	if err != nil {
-		return r, fmt.Errorf("rtmr configfs-tsm: read RTMR%d: %w", index, err)
+		return r, fmt.Errorf("rtmr configfs-tsm: read %s: %w", reg, err)
 	}
 	if len(resp.Digest) != 48 {
-		return r, fmt.Errorf("rtmr configfs-tsm: read RTMR%d: digest is %d bytes, want 48", index, len(resp.Digest))
+		return r, fmt.Errorf("rtmr configfs-tsm: read %s: digest is %d bytes, want 48", reg, len(resp.Digest))
 	}
 	copy(r[:], resp.Digest)
 	return r, nil

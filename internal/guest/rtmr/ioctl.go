@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // Linux ioctl request encoding (asm-generic/ioctl.h).
@@ -45,16 +47,16 @@ var (
 // MROWNERCONFIG (48 each), then RTMR0..3 (48 each).
 const tdReportRTMR0 = 512 + 8 + 8 + 4*48
 
-// RTMRFromTDReport returns RTMR[index] from a 1024-byte TDREPORT.
-func RTMRFromTDReport(report []byte, index int) ([48]byte, error) {
+// RTMRFromTDReport returns an RTMR from a 1024-byte TDREPORT.
+func RTMRFromTDReport(report []byte, reg register.Register) ([48]byte, error) {
 	var r [48]byte
-	if err := checkIndex(index); err != nil {
+	if err := checkRTMR(reg); err != nil {
 		return r, err
 	}
 	if len(report) != 1024 {
 		return r, fmt.Errorf("rtmr: TDREPORT is %d bytes, want 1024", len(report))
 	}
-	off := tdReportRTMR0 + 48*index
+	off := tdReportRTMR0 + 48*reg.RTMRIndex()
 	copy(r[:], report[off:off+48])
 	return r, nil
 }
@@ -83,32 +85,32 @@ func (d *Ioctl) do(req uintptr, arg unsafe.Pointer) error {
 }
 
 // Extend implements Backend.
-func (d *Ioctl) Extend(index int, digest [48]byte) error {
-	if err := checkIndex(index); err != nil {
+func (d *Ioctl) Extend(reg register.Register, digest [48]byte) error {
+	if err := checkRTMR(reg); err != nil {
 		return err
 	}
-	req := extendReq{Data: digest, Index: uint8(index)}
+	req := extendReq{Data: digest, Index: uint8(reg.RTMRIndex())}
 	err := d.do(CmdExtendRTMR, unsafe.Pointer(&req))
 	if errors.Is(err, unix.ENOTTY) {
 		err = d.do(cmdExtendRTMRRead, unsafe.Pointer(&req))
 	}
 	if err != nil {
 		if errors.Is(err, unix.ENOTTY) {
-			return fmt.Errorf("rtmr ioctl: extend RTMR%d: %s does not support TDX_CMD_EXTEND_RTMR (needs an Intel downstream kernel or Linux >= 6.16 sysfs)", index, d.dev)
+			return fmt.Errorf("rtmr ioctl: extend %s: %s does not support TDX_CMD_EXTEND_RTMR (needs an Intel downstream kernel or Linux >= 6.16 sysfs)", reg, d.dev)
 		}
-		return fmt.Errorf("rtmr ioctl: extend RTMR%d: %w", index, err)
+		return fmt.Errorf("rtmr ioctl: extend %s: %w", reg, err)
 	}
 	return nil
 }
 
 // Read implements Backend via a fresh TDREPORT.
-func (d *Ioctl) Read(index int) ([48]byte, error) {
-	if err := checkIndex(index); err != nil {
+func (d *Ioctl) Read(reg register.Register) ([48]byte, error) {
+	if err := checkRTMR(reg); err != nil {
 		return [48]byte{}, err
 	}
 	var req reportReq
 	if err := d.do(CmdGetReport0, unsafe.Pointer(&req)); err != nil {
-		return [48]byte{}, fmt.Errorf("rtmr ioctl: read RTMR%d (TDX_CMD_GET_REPORT0): %w", index, err)
+		return [48]byte{}, fmt.Errorf("rtmr ioctl: read %s (TDX_CMD_GET_REPORT0): %w", reg, err)
 	}
-	return RTMRFromTDReport(req.TDReport[:], index)
+	return RTMRFromTDReport(req.TDReport[:], reg)
 }

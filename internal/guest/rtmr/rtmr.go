@@ -6,7 +6,7 @@
 //  1. Linux >= 6.16 sysfs: <sys>/devices/virtual/misc/tdx_guest/measurements/rtmrN:sha384
 //  2. configfs-tsm RTMR entries: <configfs>/tsm/rtmrs (vendor kernels)
 //  3. the TDX_CMD_EXTEND_RTMR ioctl on <dev>/tdx_guest (Intel downstream kernels)
-//  4. the simulator (registers.json in Options.SimDir), only if Options.Simulate
+//  4. the simulator (internal/tdx/sim, state in Options.SimDir), only if Options.Simulate
 //
 // It never falls back to the simulator silently: without TDX and without
 // Simulate, Open returns ErrNoTDX.
@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
@@ -26,10 +27,10 @@ import (
 type Backend interface {
 	// Name identifies the backend: "sysfs", "configfs-tsm", "ioctl" or "simulator".
 	Name() string
-	// Extend sets RTMR[index] = SHA384(RTMR[index] || digest).
-	Extend(index int, digest [48]byte) error
-	// Read returns the current value of RTMR[index].
-	Read(index int) ([48]byte, error)
+	// Extend sets r = SHA384(r || digest); r is one of RTMR0..3.
+	Extend(r register.Register, digest [48]byte) error
+	// Read returns the current value of r, one of RTMR0..3.
+	Read(r register.Register) ([48]byte, error)
 }
 
 // Options selects roots (configurable for tests) and permits the simulator.
@@ -86,16 +87,16 @@ func Open(opts Options) (Backend, error) {
 	if !opts.Simulate {
 		return nil, fmt.Errorf("%w (tried %s); this is not a TDX guest with RTMR support and the boot policy does not permit the simulator (tdx.simulate is false)", ErrNoTDX, strings.Join(tried, ", "))
 	}
-	s, err := OpenSimulator(opts.simDir())
+	s, err := sim.OpenRTMRs(opts.simDir())
 	if err != nil {
 		return nil, fmt.Errorf("%w (tried %s); simulator: %v", ErrNoTDX, strings.Join(tried, ", "), err)
 	}
 	return s, nil
 }
 
-func checkIndex(index int) error {
-	if index < 0 || index > 3 {
-		return fmt.Errorf("rtmr: index %d out of range (RTMR0..RTMR3)", index)
+func checkRTMR(r register.Register) error {
+	if !r.IsRTMR() {
+		return fmt.Errorf("rtmr: %s is not an RTMR (RTMR0..RTMR3)", r)
 	}
 	return nil
 }

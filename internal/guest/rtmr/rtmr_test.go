@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-configfs-tsm/configfs/fakertmr"
 	"github.com/google/go-tdx-guest/client/linuxabi"
 
-	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
@@ -24,21 +24,21 @@ func TestConfigfsFake(t *testing.T) {
 	var want [48]byte
 	for _, s := range []string{"payload", "config"} {
 		d := digest(s)
-		if err := be.Extend(3, d); err != nil {
+		if err := be.Extend(register.RTMR3, d); err != nil {
 			t.Fatal(err)
 		}
-		want = event.Extend(want, d)
+		want = register.Extend(want, d)
 	}
-	got, err := be.Read(3)
+	got, err := be.Read(register.RTMR3)
 	if err != nil || got != want {
 		t.Fatalf("Read(3) = %x, %v; want %x", got, err, want)
 	}
 	// The fake (like the kernel) refuses RTMR0/1 extends.
-	if err := be.Extend(1, digest("x")); err == nil {
+	if err := be.Extend(register.RTMR1, digest("x")); err == nil {
 		t.Fatal("extending RTMR1 succeeded")
 	}
-	if err := be.Extend(4, digest("x")); err == nil || !strings.Contains(err.Error(), "out of range") {
-		t.Fatalf("Extend(4) = %v", err)
+	if err := be.Extend(register.MRTD, digest("x")); err == nil || !strings.Contains(err.Error(), "not an RTMR") {
+		t.Fatalf("Extend(MRTD) = %v", err)
 	}
 }
 
@@ -62,7 +62,7 @@ func TestRootedClientTempConfigfs(t *testing.T) {
 		t.Fatalf("Open picked %s, want configfs-tsm", be.Name())
 	}
 	d := digest("m")
-	if err := be.Extend(3, d); err != nil {
+	if err := be.Extend(register.RTMR3, d); err != nil {
 		t.Fatal(err)
 	}
 	// A plain directory cannot hash: the write must be exactly the digest
@@ -71,7 +71,7 @@ func TestRootedClientTempConfigfs(t *testing.T) {
 	if !bytes.Equal(b, d[:]) {
 		t.Fatalf("digest attribute = %x, want %x", b, d)
 	}
-	if got, err := be.Read(3); err != nil || got != d {
+	if got, err := be.Read(register.RTMR3); err != nil || got != d {
 		t.Fatalf("Read = %x, %v", got, err)
 	}
 	c := RootedClient{Root: root}
@@ -96,23 +96,23 @@ func TestSysfsTempDir(t *testing.T) {
 		t.Fatalf("Open = %v, %v; want sysfs", be, err)
 	}
 	d := digest("payload")
-	if err := be.Extend(3, d); err != nil {
+	if err := be.Extend(register.RTMR3, d); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "rtmr3:sha384"))
 	if !bytes.Equal(b, d[:]) {
 		t.Fatalf("sysfs write = %x, want exactly the 48-byte digest at offset 0", b)
 	}
-	if got, err := be.Read(3); err != nil || got != d {
+	if got, err := be.Read(register.RTMR3); err != nil || got != d {
 		t.Fatalf("Read = %x, %v", got, err)
 	}
 	// Hex text rendering is accepted; other sizes are errors.
 	os.WriteFile(filepath.Join(dir, "rtmr2:sha384"), []byte(hex.EncodeToString(d[:])+"\n"), 0o644)
-	if got, err := be.Read(2); err != nil || got != d {
+	if got, err := be.Read(register.RTMR2); err != nil || got != d {
 		t.Fatalf("Read hex = %x, %v", got, err)
 	}
 	os.WriteFile(filepath.Join(dir, "rtmr1:sha384"), []byte("short"), 0o644)
-	if _, err := be.Read(1); err == nil || !strings.Contains(err.Error(), "want 48") {
+	if _, err := be.Read(register.RTMR1); err == nil || !strings.Contains(err.Error(), "want 48") {
 		t.Fatalf("Read short = %v", err)
 	}
 }
@@ -130,32 +130,14 @@ func newSimDir(t *testing.T) string {
 func TestSimulator(t *testing.T) {
 	dir := newSimDir(t)
 	be, err := Open(Options{SysRoot: t.TempDir(), ConfigfsRoot: t.TempDir(), DevRoot: t.TempDir(), Simulate: true, SimDir: dir})
-	if err != nil || be.Name() != "simulator" {
+	if err != nil || be.Name() != sim.Name {
 		t.Fatalf("Open = %v, %v; want simulator", be, err)
 	}
-	var want [48]byte
-	for _, s := range []string{"a", "b", "c"} {
-		if err := be.Extend(3, digest(s)); err != nil {
-			t.Fatal(err)
-		}
-		want = event.Extend(want, digest(s))
+	if err := be.Extend(register.RTMR3, digest("a")); err != nil {
+		t.Fatal(err)
 	}
-	if got, _ := be.Read(3); got != want {
-		t.Fatalf("RTMR3 = %x, want %x", got, want)
-	}
-	r, err := sim.LoadRegisters(dir)
-	if err != nil || r.RTMR3 != hex.EncodeToString(want[:]) {
-		t.Fatalf("registers.json rtmr3 = %v, %v", r, err)
-	}
-	if got, _ := be.Read(1); got[0] != 0xbb {
-		t.Fatalf("RTMR1 = %x", got)
-	}
-	if err := be.Extend(2, digest("x")); err == nil || !strings.Contains(err.Error(), "only RTMR3") {
-		t.Fatalf("Extend(2) = %v", err)
-	}
-	st, _ := os.Stat(filepath.Join(dir, sim.RegistersFile))
-	if st.Mode().Perm() != 0o640 {
-		t.Fatalf("registers.json mode %v, want 0640", st.Mode().Perm())
+	if got, _ := be.Read(register.RTMR3); got != register.Replay(digest("a")) {
+		t.Fatalf("RTMR3 = %x", got)
 	}
 }
 
@@ -190,14 +172,14 @@ func TestIoctlABI(t *testing.T) {
 		report[i] = byte(i / 48)
 	}
 	// RTMR3 begins at 864 (512 + 16 + 4*48 + 3*48).
-	got, err := RTMRFromTDReport(report, 3)
+	got, err := RTMRFromTDReport(report, register.RTMR3)
 	if err != nil || !bytes.Equal(got[:], report[864:912]) {
 		t.Fatalf("RTMR3 from TDREPORT = %x, %v", got, err)
 	}
-	if _, err := RTMRFromTDReport(report[:100], 3); err == nil {
+	if _, err := RTMRFromTDReport(report[:100], register.RTMR3); err == nil {
 		t.Fatal("short TDREPORT accepted")
 	}
-	if _, err := NewIoctl(filepath.Join(t.TempDir(), "tdx_guest")).Read(3); err == nil {
+	if _, err := NewIoctl(filepath.Join(t.TempDir(), "tdx_guest")).Read(register.RTMR3); err == nil {
 		t.Fatal("Read on a missing device succeeded")
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // SysfsMeasurements is the mainline (Linux >= 6.16) measurement directory,
@@ -22,18 +24,18 @@ func NewSysfs(dir string) *Sysfs { return &Sysfs{dir: dir} }
 // Name implements Backend.
 func (*Sysfs) Name() string { return "sysfs" }
 
-func (s *Sysfs) path(index int) string {
-	return filepath.Join(s.dir, fmt.Sprintf("rtmr%d:sha384", index))
+func (s *Sysfs) path(reg register.Register) string {
+	return filepath.Join(s.dir, reg.Key()+":sha384")
 }
 
 // Extend implements Backend.
-func (s *Sysfs) Extend(index int, digest [48]byte) error {
-	if err := checkIndex(index); err != nil {
+func (s *Sysfs) Extend(reg register.Register, digest [48]byte) error {
+	if err := checkRTMR(reg); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(s.path(index), os.O_WRONLY, 0)
+	f, err := os.OpenFile(s.path(reg), os.O_WRONLY, 0)
 	if err != nil {
-		return fmt.Errorf("rtmr sysfs: extend RTMR%d: %w", index, err)
+		return fmt.Errorf("rtmr sysfs: extend %s: %w", reg, err)
 	}
 	n, err := f.WriteAt(digest[:], 0)
 	if cerr := f.Close(); err == nil {
@@ -43,21 +45,21 @@ func (s *Sysfs) Extend(index int, digest [48]byte) error {
 		err = fmt.Errorf("short write (%d of 48 bytes)", n)
 	}
 	if err != nil {
-		return fmt.Errorf("rtmr sysfs: extend RTMR%d: %w", index, err)
+		return fmt.Errorf("rtmr sysfs: extend %s: %w", reg, err)
 	}
 	return nil
 }
 
 // Read implements Backend. The attribute is binary (48 bytes); a hex text
 // rendering is accepted too.
-func (s *Sysfs) Read(index int) ([48]byte, error) {
+func (s *Sysfs) Read(reg register.Register) ([48]byte, error) {
 	var r [48]byte
-	if err := checkIndex(index); err != nil {
+	if err := checkRTMR(reg); err != nil {
 		return r, err
 	}
-	b, err := os.ReadFile(s.path(index))
+	b, err := os.ReadFile(s.path(reg))
 	if err != nil {
-		return r, fmt.Errorf("rtmr sysfs: read RTMR%d: %w", index, err)
+		return r, fmt.Errorf("rtmr sysfs: read %s: %w", reg, err)
 	}
 	switch {
 	case len(b) == 48:
@@ -65,7 +67,7 @@ func (s *Sysfs) Read(index int) ([48]byte, error) {
 	default:
 		h, herr := hex.DecodeString(strings.TrimSpace(string(b)))
 		if herr != nil || len(h) != 48 {
-			return r, fmt.Errorf("rtmr sysfs: read RTMR%d: got %d bytes, want 48", index, len(b))
+			return r, fmt.Errorf("rtmr sysfs: read %s: got %d bytes, want 48", reg, len(b))
 		}
 		copy(r[:], h)
 	}

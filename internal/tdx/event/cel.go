@@ -10,16 +10,14 @@ import (
 	"fmt"
 
 	"github.com/google/go-eventlog/cel"
-	"github.com/google/go-eventlog/register"
+	evreg "github.com/google/go-eventlog/register"
+
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // CELContentType is the CEL content TLV type tdforge uses for its events.
 // Values 0x80..0xFF are unassigned by the TCG CEL spec; 0xE0 is ours.
 const CELContentType uint8 = 0xE0
-
-// RTMR3CELIndex is RTMR3's CC measurement register index in a CEL (MRTD=0,
-// RTMR0=1, ..., RTMR3=4).
-const RTMR3CELIndex = 4
 
 // celContent adapts Event to cel.Content.
 type celContent struct{ e Event }
@@ -56,7 +54,7 @@ func NewLog() *Log { return &Log{cel: cel.NewConfComputeMR()} }
 // Append measures e, calls extend with its SHA-384 measurement (the caller
 // extends RTMR3), and on success records it in the log.
 func (l *Log) Append(e Event, extend func(measurement [48]byte) error) error {
-	return l.cel.AppendEvent(celContent{e}, []crypto.Hash{crypto.SHA384}, RTMR3CELIndex,
+	return l.cel.AppendEvent(celContent{e}, []crypto.Hash{crypto.SHA384}, int(register.RTMR3.CCMRIndex()),
 		func(_ crypto.Hash, _ int, d []byte) error {
 			var m [48]byte
 			copy(m[:], d)
@@ -110,8 +108,8 @@ func ParseLog(raw []byte) (*Log, error) {
 		}
 	}
 	for i, r := range c.Records() {
-		if r.Index != RTMR3CELIndex {
-			return nil, fmt.Errorf("runtime event log: record %d targets CC MR %d, want %d (RTMR3)", i, r.Index, RTMR3CELIndex)
+		if uint32(r.Index) != register.RTMR3.CCMRIndex() {
+			return nil, fmt.Errorf("runtime event log: record %d targets CC MR %d, want %d (RTMR3)", i, r.Index, register.RTMR3.CCMRIndex())
 		}
 		if r.Content.Type != CELContentType {
 			return nil, fmt.Errorf("runtime event log: record %d has content type %d, want %d", i, r.Content.Type, CELContentType)
@@ -138,7 +136,7 @@ func (l *Log) Replay(rtmr3 []byte) error {
 		}
 		return errors.New("runtime event log is empty but RTMR3 is not zero")
 	}
-	return l.cel.Replay(register.RTMRBank{RTMRs: []register.RTMR{{Index: 3, Digest: rtmr3}}})
+	return l.cel.Replay(evreg.RTMRBank{RTMRs: []evreg.RTMR{{Index: register.RTMR3.RTMRIndex(), Digest: rtmr3}}})
 }
 
 // Value returns the RTMR3 value the log replays to.
@@ -175,7 +173,7 @@ func JSONEvents(events []Event) ([]JSONEvent, error) {
 		}
 		enc, _ := e.Encode()
 		out = append(out, JSONEvent{
-			Index: i, Register: "rtmr3", Type: "tdforge-runtime-v1",
+			Index: i, Register: register.RTMR3.Key(), Type: TypeRuntime,
 			Description: e.Label(), Kind: e.Kind, Name: e.Name,
 			Content: e.DigestString(), Digest: hex.EncodeToString(m[:]),
 			EncodedData: hex.EncodeToString(enc),

@@ -19,6 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // Domain is the domain-separation prefix of every encoded event.
@@ -26,6 +28,10 @@ const Domain = "tdforge/v1/rtmr3-event\x00"
 
 // Version is the encoding version written by this package.
 const Version = 1
+
+// TypeRuntime is the event type runtime events carry in logs, reports and
+// reference values (beside the TCG types of the firmware events).
+const TypeRuntime = "tdforge-runtime-v1"
 
 // Kinds of runtime events.
 const (
@@ -153,13 +159,8 @@ func (e Event) Measurement() ([48]byte, error) {
 	return sha512.Sum384(enc), nil
 }
 
-// Extend returns SHA384(reg || digest), the TDX register extend operation.
-func Extend(reg [48]byte, digest [48]byte) [48]byte {
-	var buf [96]byte
-	copy(buf[:48], reg[:])
-	copy(buf[48:], digest[:])
-	return sha512.Sum384(buf[:])
-}
+// Extend is register.Extend, the TDX register extend operation.
+func Extend(reg [48]byte, digest [48]byte) [48]byte { return register.Extend(reg, digest) }
 
 // Replay returns the RTMR value after extending each event, in order,
 // starting from zero.

@@ -16,51 +16,33 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"unicode/utf16"
+
+	"github.com/google/go-eventlog/tcg"
 
 	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/tdx/authenticode"
+	"github.com/tdforge/tdforge/internal/tdx/ccel"
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/tdvf"
 )
 
 // TCG event types used by the model.
 const (
-	evNoAction                   uint32 = 0x00000003
-	evSeparator                  uint32 = 0x00000004
-	evEventTag                   uint32 = 0x00000006
-	evPlatformConfigFlags        uint32 = 0x0000000a
-	evEFIVariableDriverConfig    uint32 = 0x80000001
-	evEFIVariableBoot            uint32 = 0x80000002
-	evEFIBootServicesApplication uint32 = 0x80000003
-	evEFIAction                  uint32 = 0x80000007
-	evEFIPlatformFirmwareBlob2   uint32 = 0x8000000a
-	evEFIHandoffTables2          uint32 = 0x8000000b
-
-	algSHA384 = 0x000c
+	evSeparator                  = tcg.Separator
+	evEventTag                   = tcg.EventTag
+	evPlatformConfigFlags        = tcg.PlatformConfigFlags
+	evEFIVariableDriverConfig    = tcg.EFIVariableDriverConfig
+	evEFIVariableBoot            = tcg.EFIVariableBoot
+	evEFIBootServicesApplication = tcg.EFIBootServicesApplication
+	evEFIAction                  = tcg.EFIAction
+	evEFIPlatformFirmwareBlob2   = tcg.EFIPlatformFirmwareBlob2
+	evEFIHandoffTables2          = tcg.EFIHandoffTables2
 )
-
-var typeNames = map[uint32]string{
-	evSeparator:                  "EV_SEPARATOR",
-	evEventTag:                   "EV_EVENT_TAG",
-	evPlatformConfigFlags:        "EV_PLATFORM_CONFIG_FLAGS",
-	evEFIVariableDriverConfig:    "EV_EFI_VARIABLE_DRIVER_CONFIG",
-	evEFIVariableBoot:            "EV_EFI_VARIABLE_BOOT",
-	evEFIBootServicesApplication: "EV_EFI_BOOT_SERVICES_APPLICATION",
-	evEFIAction:                  "EV_EFI_ACTION",
-	evEFIPlatformFirmwareBlob2:   "EV_EFI_PLATFORM_FIRMWARE_BLOB2",
-	evEFIHandoffTables2:          "EV_EFI_HANDOFF_TABLES2",
-}
-
-// TypeName returns the TCG name of an event type.
-func TypeName(t uint32) string {
-	if n, ok := typeNames[t]; ok {
-		return n
-	}
-	return fmt.Sprintf("EV_%#x", t)
-}
 
 // Fixed strings the firmware and the EFI stub log.
 const (
@@ -92,17 +74,6 @@ type Inputs struct {
 	RTMR3Events []event.Event
 }
 
-// LogEvent is one modelled event with the data a firmware log records.
-type LogEvent struct {
-	Register    int       // RTMR index 0..3
-	Type        uint32    // TCG event type
-	Digest      *[48]byte // SHA-384 extended; nil = unknown
-	Data        []byte    // event data as logged
-	Description string
-	Component   string
-	Content     string // content digest, e.g. verity-sha256:<hex>
-}
-
 // Result holds the computed registers and their events.
 type Result struct {
 	MRTD     *[48]byte
@@ -111,11 +82,9 @@ type Result struct {
 	Notes    []string          // facts about the prediction worth showing
 	Events   map[string][]refvalues.Event
 	Platform string
-	// FirmwareEvents are the RTMR0..2 events with log data, for EncodeCCEL.
-	FirmwareEvents []LogEvent
+	// FirmwareEvents are the RTMR0..2 events with log data, for the CCEL.
+	FirmwareEvents []ccel.Event
 }
-
-func regName(i int) string { return refvalues.RegisterNames[i] }
 
 // Compute predicts the registers for in.
 func Compute(in Inputs) (*Result, error) {
@@ -133,12 +102,12 @@ func Compute(in Inputs) (*Result, error) {
 		return nil, errors.New("give the initrd or its digest, not both")
 	}
 	r := &Result{Reasons: map[string]string{}, Events: map[string][]refvalues.Event{}, Platform: p.Name}
-	var all []LogEvent
+	var all []ccel.Event
 
 	// MRTD.
 	var md *tdvf.Metadata
 	if in.Firmware == nil {
-		r.Reasons["mrtd"] = "no firmware given"
+		r.Reasons[register.MRTD.Key()] = "no firmware given"
 	} else {
 		var err error
 		if md, err = tdvf.Parse(in.Firmware); err != nil {
@@ -161,7 +130,7 @@ func Compute(in Inputs) (*Result, error) {
 	}
 	all = append(all, ev0...)
 	if why0 != "" {
-		r.Reasons["rtmr0"] = why0
+		r.Reasons[register.RTMR0.Key()] = why0
 	}
 
 	loadOptions, initrdDigest, initrdSize, err := bootStrings(in, p)
@@ -169,8 +138,8 @@ func Compute(in Inputs) (*Result, error) {
 		return nil, err
 	}
 	if in.Kernel == nil {
-		r.Reasons["rtmr1"] = "no kernel given"
-		r.Reasons["rtmr2"] = "no kernel given: whether and what the EFI stub measures depends on it"
+		r.Reasons[register.RTMR1.Key()] = "no kernel given"
+		r.Reasons[register.RTMR2.Key()] = "no kernel given: whether and what the EFI stub measures depends on it"
 	} else {
 		ev1, err := rtmr1Events(in, p, initrdSize)
 		if err != nil {
@@ -186,57 +155,30 @@ func Compute(in Inputs) (*Result, error) {
 
 	// RTMR3.
 	if in.RTMR3Events == nil {
-		r.Reasons["rtmr3"] = "no runtime events given (the manifest's payloads and runtime configuration determine RTMR3)"
+		r.Reasons[register.RTMR3.Key()] = "no runtime events given (the manifest's payloads and runtime configuration determine RTMR3)"
 	} else {
 		for _, e := range in.RTMR3Events {
-			m, err := e.Measurement()
+			ce, err := ccel.FromRuntime(e)
 			if err != nil {
 				return nil, fmt.Errorf("runtime event: %w", err)
 			}
-			comp := "config"
-			if e.Kind != event.KindConfig {
-				comp = "payload:" + e.Name
-			}
-			enc, _ := e.Encode()
-			all = append(all, LogEvent{Register: 3, Type: 0, Digest: &m, Data: enc, Description: e.Label(), Component: comp, Content: e.DigestString()})
+			all = append(all, ce)
 		}
 	}
 
 	// Replay every register from its events.
-	for reg := 0; reg < 4; reg++ {
-		name := regName(reg + 1)
-		var v [48]byte
-		known := r.Reasons[name] == ""
+	for _, reg := range register.RTMRs {
 		list := []refvalues.Event{}
-		for _, e := range all {
-			if e.Register != reg {
-				continue
-			}
-			typ := TypeName(e.Type)
-			if reg == 3 {
-				typ = "tdforge-runtime-v1"
-			}
-			re := refvalues.Event{Type: typ, Description: e.Description, Component: e.Component, Content: e.Content}
-			if e.Digest != nil {
-				re.Digest = hex.EncodeToString(e.Digest[:])
-				v = event.Extend(v, *e.Digest)
-			} else {
-				known = false
-			}
-			if len(e.Data) <= 64 && reg < 3 {
-				re.Data = hex.EncodeToString(e.Data)
-			}
-			list = append(list, re)
+		evs := ccel.Of(all, reg)
+		for _, e := range evs {
+			list = append(list, e.Reference())
 		}
-		r.Events[name] = list
-		if known {
-			vv := v
-			r.RTMR[reg] = &vv
+		r.Events[reg.Key()] = list
+		if v, known := ccel.Replay(evs, reg); known && r.Reasons[reg.Key()] == "" {
+			r.RTMR[reg.RTMRIndex()] = &v
 		}
-	}
-	for _, e := range all {
-		if e.Register < 3 {
-			r.FirmwareEvents = append(r.FirmwareEvents, e)
+		if slices.Contains(register.Firmware, reg) {
+			r.FirmwareEvents = append(r.FirmwareEvents, evs...)
 		}
 	}
 	return r, nil
@@ -288,11 +230,11 @@ func variableData(guid []byte, name string, data []byte) []byte {
 	return append(b, data...)
 }
 
-func rtmr0Events(in Inputs, p *platform.Profile, md *tdvf.Metadata) ([]LogEvent, string, error) {
+func rtmr0Events(in Inputs, p *platform.Profile, md *tdvf.Metadata) ([]ccel.Event, string, error) {
 	var reasons []string
-	var ev []LogEvent
-	add := func(t uint32, d *[48]byte, data []byte, desc, comp string) {
-		ev = append(ev, LogEvent{Register: 0, Type: t, Digest: d, Data: data, Description: desc, Component: comp})
+	var ev []ccel.Event
+	add := func(t tcg.EventType, d *[48]byte, data []byte, desc, comp string) {
+		ev = append(ev, ccel.Event{Register: register.RTMR0, Type: t, Digest: d, Data: data, Description: desc, Component: comp})
 	}
 	// 1. TD HOB and 2. CFV.
 	if md == nil {
@@ -342,20 +284,19 @@ func rtmr0Events(in Inputs, p *platform.Profile, md *tdvf.Metadata) ([]LogEvent,
 	} else if w := p.ShapeMismatch(in.CPUs, in.MemoryMB); w != "" {
 		acpiWhy = w
 	}
-	names := []string{"etc/table-loader", "etc/acpi/rsdp", "etc/acpi/tables"}
 	if acpiWhy != "" {
 		reasons = append(reasons, acpiWhy)
-		for _, n := range names {
-			add(evPlatformConfigFlags, nil, []byte("ACPI DATA"), "ACPI DATA "+n, "acpi")
+		for _, n := range ccel.ACPIBlobs {
+			add(evPlatformConfigFlags, nil, []byte(ccel.ACPIEventData), ccel.ACPIEventData+" "+n, "acpi")
 		}
 	} else {
 		ds, err := p.ACPI.Digests()
 		if err != nil {
 			return nil, "", err
 		}
-		for i, n := range names {
+		for i, n := range ccel.ACPIBlobs {
 			d := ds[i]
-			add(evPlatformConfigFlags, &d, []byte("ACPI DATA"), "ACPI DATA "+n, "acpi")
+			add(evPlatformConfigFlags, &d, []byte(ccel.ACPIEventData), ccel.ACPIEventData+" "+n, "acpi")
 		}
 	}
 	// 6. Boot variables: the digest covers the variable data only.
@@ -421,7 +362,7 @@ func bootStrings(in Inputs, p *platform.Profile) (loadOptions []byte, initrd *[4
 	return utf16le(opts, true), initrd, size, nil
 }
 
-func rtmr1Events(in Inputs, p *platform.Profile, initrdSize uint64) ([]LogEvent, error) {
+func rtmr1Events(in Inputs, p *platform.Profile, initrdSize uint64) ([]ccel.Event, error) {
 	k := in.Kernel
 	desc := "kernel (Authenticode SHA-384)"
 	if p.KernelSetupPatch {
@@ -454,13 +395,13 @@ func rtmr1Events(in Inputs, p *platform.Profile, initrdSize uint64) ([]LogEvent,
 	data = binary.LittleEndian.AppendUint64(data, 0)
 	data = binary.LittleEndian.AppendUint64(data, uint64(len(dp)))
 	data = append(data, dp...)
-	ev := []LogEvent{{Register: 1, Type: evEFIBootServicesApplication, Digest: &d, Data: data, Description: desc, Component: "kernel"}}
-	act := func(s string) LogEvent {
-		return LogEvent{Register: 1, Type: evEFIAction, Digest: sha384([]byte(s)), Data: []byte(s), Description: s, Component: "firmware"}
+	ev := []ccel.Event{{Register: register.RTMR1, Type: evEFIBootServicesApplication, Digest: &d, Data: data, Description: desc, Component: "kernel"}}
+	act := func(s string) ccel.Event {
+		return ccel.Event{Register: register.RTMR1, Type: evEFIAction, Digest: sha384([]byte(s)), Data: []byte(s), Description: s, Component: "firmware"}
 	}
 	sep := []byte{0, 0, 0, 0}
 	ev = append(ev, act(ActionCallingEFIApp),
-		LogEvent{Register: 1, Type: evSeparator, Digest: sha384(sep), Data: sep, Description: "separator", Component: "firmware"},
+		ccel.Event{Register: register.RTMR1, Type: evSeparator, Digest: sha384(sep), Data: sep, Description: "separator", Component: "firmware"},
 		act(ActionExitBootInvoke), act(ActionExitBootSuccess))
 	return ev, nil
 }
@@ -470,11 +411,11 @@ func rtmr1Events(in Inputs, p *platform.Profile, initrdSize uint64) ([]LogEvent,
 // (a TPM log would carry the tag ID and size first).
 func taggedEvent(desc string) []byte { return append([]byte(desc), 0) }
 
-func rtmr2Events(loadOptions []byte, initrd *[48]byte) []LogEvent {
-	ev := []LogEvent{{Register: 2, Type: evEventTag, Digest: sha384(loadOptions), Data: taggedEvent("LOADED_IMAGE::LoadOptions"),
+func rtmr2Events(loadOptions []byte, initrd *[48]byte) []ccel.Event {
+	ev := []ccel.Event{{Register: register.RTMR2, Type: evEventTag, Digest: sha384(loadOptions), Data: taggedEvent("LOADED_IMAGE::LoadOptions"),
 		Description: "kernel command line (LoadOptions, UTF-16LE)", Component: "cmdline"}}
 	if initrd != nil {
-		ev = append(ev, LogEvent{Register: 2, Type: evEventTag, Digest: initrd, Data: taggedEvent("Linux initrd"),
+		ev = append(ev, ccel.Event{Register: register.RTMR2, Type: evEventTag, Digest: initrd, Data: taggedEvent("Linux initrd"),
 			Description: "Linux initrd", Component: "initrd"})
 	}
 	return ev
@@ -501,14 +442,23 @@ func hexp(v *[48]byte) *string {
 	return &s
 }
 
-// Register returns a register by name ("mrtd", "rtmr0".."rtmr3"); nil when
+// Register returns a register by key ("mrtd", "rtmr0".."rtmr3"); nil when
 // unknown.
 func (r *Result) Register(name string) *[48]byte {
-	switch name {
-	case "mrtd":
+	reg, err := register.Parse(name)
+	if err != nil {
+		return nil
+	}
+	return r.Value(reg)
+}
+
+// Value returns a register's value; nil when unknown.
+func (r *Result) Value(reg register.Register) *[48]byte {
+	if reg == register.MRTD {
 		return r.MRTD
-	case "rtmr0", "rtmr1", "rtmr2", "rtmr3":
-		return r.RTMR[name[4]-'0']
+	}
+	if reg.IsRTMR() {
+		return r.RTMR[reg.RTMRIndex()]
 	}
 	return nil
 }

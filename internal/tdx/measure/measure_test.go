@@ -116,7 +116,7 @@ func profileFromRealLog(t *testing.T, rtmr0 []tcg.Event) *platform.Profile {
 	var acpi []string
 	var boot []platform.BootVariable
 	for _, e := range rtmr0 {
-		switch uint32(e.Type) {
+		switch e.Type {
 		case evPlatformConfigFlags:
 			acpi = append(acpi, hex.EncodeToString(e.Digest))
 		case evEFIVariableBoot:
@@ -147,7 +147,7 @@ func TestRTMR0MatchesRealLog(t *testing.T) {
 	real0 := byMR(evs, 1)
 	// The fixture's firmware has the duplicate-separator bug: its ready-to-boot
 	// separator landed in RTMR0 instead of RTMR1. Drop it.
-	if last := real0[len(real0)-1]; uint32(last.Type) != evSeparator {
+	if last := real0[len(real0)-1]; last.Type != evSeparator {
 		t.Fatal("fixture changed: expected the trailing duplicate separator")
 	}
 	real0 = real0[:len(real0)-1]
@@ -156,9 +156,9 @@ func TestRTMR0MatchesRealLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ours []LogEvent
+	ours := r.FirmwareEvents[:0:0]
 	for _, e := range r.FirmwareEvents {
-		if e.Register == 0 {
+		if e.Register.RTMRIndex() == 0 {
 			ours = append(ours, e)
 		}
 	}
@@ -167,8 +167,8 @@ func TestRTMR0MatchesRealLog(t *testing.T) {
 	}
 	for i, e := range ours {
 		re := real0[i]
-		if e.Type != uint32(re.Type) {
-			t.Errorf("event %d: type %s, real %s", i, TypeName(e.Type), TypeName(uint32(re.Type)))
+		if e.Type != re.Type {
+			t.Errorf("event %d: type %s, real %s", i, e.Type.TCGString(), re.Type.TCGString())
 		}
 		if i == 1 { // CFV: same shape, different firmware build
 			if !bytes.Equal(e.Data[:42], re.Data[:42]) || len(e.Data) != len(re.Data) {
@@ -194,7 +194,7 @@ func TestRTMR0MatchesRealLog(t *testing.T) {
 	// digests cover the whole UEFI_VARIABLE_DATA, boot-variable digests the
 	// variable's data only.
 	for _, re := range real0 {
-		switch uint32(re.Type) {
+		switch re.Type {
 		case evEFIVariableDriverConfig:
 			if d := sha512.Sum384(re.Data); !bytes.Equal(d[:], re.Digest) {
 				t.Error("real driver-config event digest is not SHA-384 of its data")
@@ -219,9 +219,9 @@ func TestRTMR1And2ShapeMatchRealLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ours1, ours2 []LogEvent
+	ours1, ours2 := r.FirmwareEvents[:0:0], r.FirmwareEvents[:0:0]
 	for _, e := range r.FirmwareEvents {
-		switch e.Register {
+		switch e.Register.RTMRIndex() {
 		case 1:
 			ours1 = append(ours1, e)
 		case 2:
@@ -231,7 +231,7 @@ func TestRTMR1And2ShapeMatchRealLogs(t *testing.T) {
 	// Direct boot log: kernel, Calling, EBS, EBS (its separator went to RTMR0).
 	direct := realEvents(t, "CCEL_unpadded.data.bin")
 	d1 := byMR(direct, 2)
-	var oursNoSep []LogEvent
+	oursNoSep := r.FirmwareEvents[:0:0]
 	for _, e := range ours1 {
 		if e.Type != evSeparator {
 			oursNoSep = append(oursNoSep, e)
@@ -242,8 +242,8 @@ func TestRTMR1And2ShapeMatchRealLogs(t *testing.T) {
 	}
 	for i, e := range oursNoSep {
 		re := d1[i]
-		if e.Type != uint32(re.Type) {
-			t.Errorf("RTMR1 event %d type %s, real %s", i, TypeName(e.Type), TypeName(uint32(re.Type)))
+		if e.Type != re.Type {
+			t.Errorf("RTMR1 event %d type %s, real %s", i, e.Type.TCGString(), re.Type.TCGString())
 		}
 		if e.Type == evEFIAction && (!bytes.Equal(e.Data, re.Data) || !bytes.Equal(e.Digest[:], re.Digest)) {
 			t.Errorf("RTMR1 action %q differs from real %q", e.Data, re.Data)
@@ -256,13 +256,13 @@ func TestRTMR1And2ShapeMatchRealLogs(t *testing.T) {
 	cos := byMR(realEvents(t, "cos-113-intel-tdx.bin"), 2)
 	var cosFixed, ourFixed []string
 	for _, e := range cos {
-		if uint32(e.Type) == evEFIAction || uint32(e.Type) == evSeparator {
-			cosFixed = append(cosFixed, TypeName(uint32(e.Type))+":"+hex.EncodeToString(e.Digest))
+		if e.Type == evEFIAction || e.Type == evSeparator {
+			cosFixed = append(cosFixed, e.Type.TCGString()+":"+hex.EncodeToString(e.Digest))
 		}
 	}
 	for _, e := range ours1 {
 		if e.Type != evEFIBootServicesApplication {
-			ourFixed = append(ourFixed, TypeName(e.Type)+":"+hex.EncodeToString(e.Digest[:]))
+			ourFixed = append(ourFixed, e.Type.TCGString()+":"+hex.EncodeToString(e.Digest[:]))
 		}
 	}
 	if strings.Join(cosFixed, ",") != strings.Join(ourFixed, ",") {
@@ -273,8 +273,8 @@ func TestRTMR1And2ShapeMatchRealLogs(t *testing.T) {
 	if len(d2) != 1 || len(ours2) != 2 {
 		t.Fatalf("RTMR2 events: real %d (no initrd), ours %d (with initrd)", len(d2), len(ours2))
 	}
-	if ours2[0].Type != uint32(d2[0].Type) || !bytes.Equal(ours2[0].Data, d2[0].Data) {
-		t.Errorf("LoadOptions event %s %q, real %s %q", TypeName(ours2[0].Type), ours2[0].Data, TypeName(uint32(d2[0].Type)), d2[0].Data)
+	if ours2[0].Type != d2[0].Type || !bytes.Equal(ours2[0].Data, d2[0].Data) {
+		t.Errorf("LoadOptions event %s %q, real %s %q", ours2[0].Type.TCGString(), ours2[0].Data, d2[0].Type.TCGString(), d2[0].Data)
 	}
 	if string(ours2[1].Data) != "Linux initrd\x00" || *ours2[1].Digest != sha512.Sum384([]byte("initrd bytes")) {
 		t.Errorf("initrd event %q", ours2[1].Data)

@@ -1,6 +1,7 @@
 // Package quote gets TDX quotes with a caller-chosen REPORTDATA from one of
 // three backends: the kernel's configfs-tsm report interface, the
-// /dev/tdx_guest device (through go-tdx-guest's client) or the TDX simulator.
+// /dev/tdx_guest device (through go-tdx-guest's client) or the TDX simulator
+// (internal/tdx/sim, selected here).
 //
 // The simulator is used only when the boot policy says tdx.simulate; Open
 // never falls back to it.
@@ -25,7 +26,7 @@ import (
 const (
 	NameConfigfsTSM = "configfs-tsm"
 	NameTDXDevice   = "tdx-guest-device"
-	NameSimulator   = "simulator"
+	NameSimulator   = sim.Name
 )
 
 // Provider produces a TDX quote v4 whose REPORTDATA is reportData.
@@ -84,21 +85,6 @@ func (d *TDXGuestDevice) Quote(reportData [64]byte) ([]byte, error) {
 	return checkQuote(q, reportData)
 }
 
-// Simulator quotes with the TDX simulator (dev images with tdx.simulate).
-type Simulator struct{ Sim *sim.Simulator }
-
-// Name implements Provider.
-func (*Simulator) Name() string { return NameSimulator }
-
-// Quote implements Provider.
-func (s *Simulator) Quote(reportData [64]byte) ([]byte, error) {
-	q, err := s.Sim.Quote(reportData)
-	if err != nil {
-		return nil, err
-	}
-	return checkQuote(q, reportData)
-}
-
 // checkQuote makes sure a backend returned a quote v4 carrying our REPORTDATA.
 func checkQuote(q []byte, want [64]byte) ([]byte, error) {
 	got, err := sim.ReportData(q)
@@ -111,18 +97,14 @@ func checkQuote(q []byte, want [64]byte) ([]byte, error) {
 	return q, nil
 }
 
-// OpenSimulator loads the simulator PKI from dir (normally sim.Dir)
-// and reads the registers from dir on every quote.
-func OpenSimulator(dir string) (*Simulator, error) {
-	pki, err := sim.LoadPKI(dir)
-	if err != nil {
-		return nil, fmt.Errorf("TDX simulator: %w (initd writes it from fw_cfg %s; was the image launched with `builder launch --simulate`?)", err, sim.FWCfgPKI)
-	}
-	s, err := sim.New(pki, func() (*sim.Registers, error) { return sim.LoadRegisters(dir) })
+// OpenSimulator selects the TDX simulator (internal/tdx/sim) with its
+// state in dir (normally sim.Dir).
+func OpenSimulator(dir string) (Provider, error) {
+	s, err := sim.Open(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &Simulator{Sim: s}, nil
+	return s, nil
 }
 
 // Device path of the TDX guest driver.

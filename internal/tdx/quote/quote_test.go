@@ -119,7 +119,7 @@ func fakeTSM(t *testing.T, provider string) *faketsm.Client {
 		case "outblob":
 			var r [64]byte
 			copy(r[:], e.InAttrs["inblob"].Value)
-			return s.Sim.Quote(r)
+			return s.Quote(r)
 		}
 		return base(e, attr)
 	}
@@ -156,7 +156,7 @@ func TestTDXGuestDevice(t *testing.T) {
 	dir, _ := simDir(t)
 	s, _ := OpenSimulator(dir)
 	want := rd(9)
-	q, _ := s.Sim.Quote(want)
+	q, _ := s.Quote(want)
 	var report [1024]byte
 	copy(report[:], "distinct TD report")
 	tc := []test.TestCase{{Name: "sim", Input: want, Report: report, Quote: q}}

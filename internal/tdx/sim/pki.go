@@ -1,8 +1,14 @@
-// Package sim is the TDX simulator for dev images. It simulates a TDX quoting enclave for dev images: it produces
-// structurally valid quote v4 bytes over the simulated registers, signed by a
-// simulator attestation key whose QE report is signed by a simulator PCK
-// certificate chained to a simulator root CA.
+// Package sim is the whole TDX simulator of dev images (policy
+// tdx.simulate): the launch side hands the simulated platform to QEMU
+// through fw_cfg (NewPlatform, FWCfg; `builder launch --simulate`), the
+// simulated firmware in the guest (subpackage firmware, run by initd)
+// fills the on-disk state (state.go), RTMRs is the simulated RTMR backend
+// internal/guest/rtmr selects, and Simulator is the quoting enclave
+// internal/tdx/quote selects.
 //
+// Quotes are structurally valid quote v4 bytes over the simulated
+// registers, signed by a simulator attestation key whose QE report is
+// signed by a simulator PCK certificate chained to a simulator root CA.
 // The simulator PKI is derived deterministically from a seed, so a rebuilt
 // image carries a byte-identical root certificate. The certificates carry the
 // subject names go-tdx-guest's verifier requires ("Intel SGX Root CA" and so

@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // Quote v4 layout (Intel TDX DCAP quote format), byte offsets and sizes.
@@ -168,11 +170,6 @@ func Body(r *Registers, reportData [64]byte) ([]byte, error) {
 		{"mrseam", r.MRSEAM, offMRSEAM, 48},
 		{"td_attributes", r.TDAttributes, offTDAttributes, 8},
 		{"xfam", r.XFAM, offXFAM, 8},
-		{"mrtd", r.MRTD, offMRTD, 48},
-		{"rtmr0", r.RTMR[0], offRTMR0, 48},
-		{"rtmr1", r.RTMR[1], offRTMR0 + 48, 48},
-		{"rtmr2", r.RTMR[2], offRTMR0 + 96, 48},
-		{"rtmr3", r.RTMR3, offRTMR0 + 144, 48},
 	}
 	for _, f := range fields {
 		b, err := decodeHex(f.name, f.val, f.n)
@@ -180,6 +177,17 @@ func Body(r *Registers, reportData [64]byte) ([]byte, error) {
 			return nil, err
 		}
 		copy(body[f.off:], b)
+	}
+	for _, reg := range register.All {
+		v, err := r.Value(reg)
+		if err != nil {
+			return nil, fmt.Errorf("tdxsim: simulated register %w", err)
+		}
+		off := offMRTD
+		if reg.IsRTMR() {
+			off = offRTMR0 + 48*reg.RTMRIndex()
+		}
+		copy(body[off:], v[:])
 	}
 	copy(body[ReportDataInBody:], reportData[:])
 	return body, nil
@@ -235,3 +243,16 @@ func ReportData(quote []byte) ([64]byte, error) {
 
 // Root parses the PKI's root certificate.
 func Root(pki *PKI) (*x509.Certificate, error) { return parseCertPEM("root", pki.RootCert) }
+
+// Open loads the simulator PKI from dir (normally Dir) and returns a quote
+// provider that reads the registers from dir on every quote.
+func Open(dir string) (*Simulator, error) {
+	pki, err := LoadPKI(dir)
+	if err != nil {
+		return nil, fmt.Errorf("TDX simulator: %w (initd writes it from fw_cfg %s; was the image launched with `builder launch --simulate`?)", err, FWCfgPKI)
+	}
+	return New(pki, func() (*Registers, error) { return LoadRegisters(dir) })
+}
+
+// Name implements quote.Provider.
+func (*Simulator) Name() string { return Name }

@@ -1,6 +1,8 @@
-// Package firmware is the simulated TDX firmware of dev images: it initialises the TDX simulator state (dev images only) from
-// the QEMU fw_cfg entries `builder launch --simulate` passes: the simulated
-// platform registers, PKI and firmware event log. initd is its only writer.
+// Package firmware is the simulated TDX firmware of dev images: it
+// initialises the TDX simulator state from the QEMU fw_cfg entries `builder
+// launch --simulate` passes (sim.FWCfg): the simulated platform registers,
+// PKI and firmware event log, whose ACPI events it re-measures from the
+// blobs QEMU provided (MeasureACPI). initd is its only caller.
 package firmware
 
 import (

@@ -10,9 +10,11 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/google/go-eventlog/tcg"
+
 	"github.com/tdforge/tdforge/internal/guest/fwcfg"
-	"github.com/tdforge/tdforge/internal/guest/rtmr"
-	"github.com/tdforge/tdforge/internal/tdx/measure"
+	"github.com/tdforge/tdforge/internal/tdx/ccel"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
@@ -29,10 +31,10 @@ func fwEntry(t *testing.T, root, name, content string) {
 func TestInitFromFwCfg(t *testing.T) {
 	fw := t.TempDir()
 	h := func(c string) string { return strings.Repeat(c, 48) }
-	ccel, rtmr0 := simCCEL(t, fw, false)
+	log, rtmr0 := simCCEL(t, fw, false)
 	fwEntry(t, fw, sim.FWCfgPlatform, `{"mrtd":"`+h("11")+`","rtmr":["`+rtmr0+`","`+h("bb")+`","`+h("cc")+`"],"td_attributes":"0000000010000000","xfam":"e718060000000000","mrseam":"`+h("00")+`","tee_tcb_svn":"00000000000000000000000000000000"}`)
 	fwEntry(t, fw, sim.FWCfgPKI, `{"root_cert":"R","intermediate_cert":"I","pck_cert":"P","pck_key":"K","attestation_key":"A"}`)
-	fwEntry(t, fw, sim.FWCfgCCEL, string(ccel))
+	fwEntry(t, fw, sim.FWCfgCCEL, string(log))
 	dir := filepath.Join(t.TempDir(), "tdx-sim")
 	gid := os.Getgid()
 	regs, err := Init(fwcfg.Reader{Root: fw}, dir, gid)
@@ -50,7 +52,7 @@ func TestInitFromFwCfg(t *testing.T) {
 	if err != nil || pki.AttestationKey != "A" {
 		t.Fatalf("pki %+v %v", pki, err)
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, sim.CCELFile)); string(b) != string(ccel) {
+	if b, _ := os.ReadFile(filepath.Join(dir, sim.CCELFile)); string(b) != string(log) {
 		t.Fatalf("ccel changed although QEMU's ACPI blobs match the profile")
 	}
 	if regs.RTMR[0] != rtmr0 {
@@ -60,11 +62,11 @@ func TestInitFromFwCfg(t *testing.T) {
 		t.Fatal("absent optional entry produced a file")
 	}
 	// Extends rewrite registers.json; group ownership must survive.
-	be, err := rtmr.OpenSimulator(dir)
+	be, err := sim.OpenRTMRs(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := be.Extend(3, [48]byte{1}); err != nil {
+	if err := be.Extend(register.RTMR3, [48]byte{1}); err != nil {
 		t.Fatal(err)
 	}
 	fst, _ := os.Stat(filepath.Join(dir, sim.RegistersFile))
@@ -98,21 +100,21 @@ func TestInitRejectsBadPlatform(t *testing.T) {
 // differ) and the RTMR0 it replays to.
 func simCCEL(t *testing.T, fw string, differ bool) ([]byte, string) {
 	t.Helper()
-	var events []measure.LogEvent
+	var events []ccel.Event
 	sep := sha512.Sum384([]byte{0, 0, 0, 0})
-	events = append(events, measure.LogEvent{Register: 0, Type: 4, Digest: &sep, Data: []byte{0, 0, 0, 0}})
-	for i, n := range ACPIBlobs {
+	events = append(events, ccel.Event{Register: register.RTMR0, Type: tcg.Separator, Digest: &sep, Data: []byte{0, 0, 0, 0}})
+	for i, n := range ccel.ACPIBlobs {
 		blob := []byte(fmt.Sprintf("qemu blob %d", i))
 		fwEntry(t, fw, n, string(blob))
 		profile := sha512.Sum384(blob)
 		if differ && i == 2 {
 			profile = sha512.Sum384([]byte("the profile's tables"))
 		}
-		events = append(events, measure.LogEvent{Register: 0, Type: evPlatformConfigFlags, Digest: &profile, Data: []byte("ACPI DATA")})
+		events = append(events, ccel.Event{Register: register.RTMR0, Type: tcg.PlatformConfigFlags, Digest: &profile, Data: []byte(ccel.ACPIEventData)})
 	}
 	k := sha512.Sum384([]byte("kernel"))
-	events = append(events, measure.LogEvent{Register: 1, Type: 0x80000003, Digest: &k, Data: []byte("k")})
-	_, log, err := measure.EncodeCCEL(events)
+	events = append(events, ccel.Event{Register: register.RTMR1, Type: tcg.EFIBootServicesApplication, Digest: &k, Data: []byte("k")})
+	_, log, err := ccel.Encode(events)
 	if err != nil {
 		t.Fatal(err)
 	}
