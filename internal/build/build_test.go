@@ -9,11 +9,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tdforge/tdforge/internal/cli/progress"
 	"github.com/tdforge/tdforge/internal/image/gptdisk"
 	"github.com/tdforge/tdforge/internal/inputs/cache"
 	"github.com/tdforge/tdforge/internal/inputs/lockfile"
 	"github.com/tdforge/tdforge/internal/manifest"
-	"github.com/tdforge/tdforge/internal/cli/progress"
 )
 
 func TestDirTreeNormalizesAndDigests(t *testing.T) {

@@ -77,7 +77,7 @@ func (p *pipeline) buildDisk(ctx context.Context) error {
 // modules.
 func (p *pipeline) buildInitramfs(ctx context.Context) error {
 	if p.o.RepoRoot == "" {
-		return fmt.Errorf("cannot find the tdforge source tree to build initd and agent from; run builder inside the repository or pass -repo DIR")
+		return ErrNoRepoRoot
 	}
 	bin := filepath.Join(p.work, "bin")
 	if err := os.MkdirAll(bin, 0o755); err != nil {
