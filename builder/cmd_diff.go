@@ -17,14 +17,11 @@ import (
 	"strings"
 	"unicode/utf16"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/fsutil"
 
 	"github.com/tdforge/tdforge/internal/image/initramfs"
 )
-
-func init() {
-	register(&command{name: "diff", summary: "compare two build output directories artifact by artifact", run: runDiff})
-}
 
 // diffReport is `builder diff --json` output.
 type diffReport struct {
@@ -91,11 +88,12 @@ type fileDiff struct {
 
 const maxRegions = 16
 
-func runDiff(ctx context.Context, args []string) int {
+func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("diff", flag.ContinueOnError)
+	fset.SetOutput(stderr)
 	asJSON := fset.Bool("json", false, "print the comparison as JSON")
 	fset.Usage = func() {
-		fmt.Fprintf(os.Stderr, `Usage: builder diff [--json] A B
+		fmt.Fprintf(stderr, `Usage: builder diff [--json] A B
 
 Compares two 'builder build -o DIR' outputs: every regular file is same,
 different or missing. A differing initrd is compared entry by entry; a
@@ -106,28 +104,28 @@ Exit status: 0 identical, 1 different (or an error), 2 usage.
 		fset.PrintDefaults()
 	}
 	if err := fset.Parse(args); err != nil {
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if fset.NArg() != 2 {
 		fset.Usage()
-		return exitUsage
+		return cli.ExitUsage
 	}
 	rep, err := diffDirs(ctx, fset.Arg(0), fset.Arg(1))
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "builder diff: %v\n", err)
-		return exitFail
+		fmt.Fprintf(stderr, "builder diff: %v\n", err)
+		return cli.ExitFail
 	}
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
 	} else {
-		printDiff(os.Stdout, rep)
+		printDiff(stdout, rep)
 	}
 	if rep.Identical {
-		return exitOK
+		return cli.ExitOK
 	}
-	return exitFail
+	return cli.ExitFail
 }
 
 func listFiles(dir string) (map[string]bool, error) {

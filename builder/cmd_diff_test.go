@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/image/fstree"
 	"github.com/tdforge/tdforge/internal/image/initramfs"
 )
@@ -159,19 +160,14 @@ func TestDiffBuildDirs(t *testing.T) {
 	}
 
 	// The CLI: exit codes and JSON on stdout.
-	out := filepath.Join(root, "out.json")
-	f, _ := os.Create(out)
-	old := os.Stdout
-	os.Stdout = f
-	code := runDiff(ctx, []string{"--json", a, b})
-	codeSame := runDiff(ctx, []string{a, a2})
-	codeUsage := runDiff(ctx, []string{a})
-	os.Stdout = old
-	f.Close()
-	if code != exitFail || codeSame != exitOK || codeUsage != exitUsage {
+	var stdout, stderr bytes.Buffer
+	code := runDiff(ctx, []string{"--json", a, b}, &stdout, &stderr)
+	raw := bytes.Clone(stdout.Bytes())
+	codeSame := runDiff(ctx, []string{a, a2}, &stdout, &stderr)
+	codeUsage := runDiff(ctx, []string{a}, &stdout, &stderr)
+	if code != cli.ExitFail || codeSame != cli.ExitOK || codeUsage != cli.ExitUsage {
 		t.Fatalf("exit codes %d %d %d", code, codeSame, codeUsage)
 	}
-	raw, _ := os.ReadFile(out)
 	var back diffReport
 	if err := json.NewDecoder(bytes.NewReader(raw)).Decode(&back); err != nil || back.Identical || len(back.Artifacts) != len(rep.Artifacts) {
 		t.Fatalf("json output: %v\n%s", err, raw)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/tdforge/tdforge/internal/cli/progress"
 	"github.com/tdforge/tdforge/internal/fsutil"
@@ -270,23 +271,29 @@ func (p *pipeline) inputsMissing() string {
 	if len(p.missing) == 0 {
 		return ""
 	}
-	return "the boot policy records every payload's layout; " + describeMissing(p.missing)
+	return "needs every payload; missing: " + missingNames(p.missing, false)
 }
 
 // rtmr3Unknowable says why building the payloads is pointless: a missing
 // payload pins no verity root hash, so RTMR3 cannot be computed, and RTMR2
 // needs every payload anyway.
 func (p *pipeline) rtmr3Unknowable() string {
-	var unpinned []Missing
-	for _, m := range p.missing {
-		if !m.Pinned {
-			unpinned = append(unpinned, m)
+	if names := missingNames(p.missing, true); names != "" {
+		return "RTMR3 cannot be computed without the bytes or the verity_root_hash pin of " + names
+	}
+	return ""
+}
+
+// missingNames lists the missing payloads (only the unpinned ones with
+// unpinnedOnly), comma-separated.
+func missingNames(ms []Missing, unpinnedOnly bool) string {
+	var names []string
+	for _, m := range ms {
+		if !unpinnedOnly || !m.Pinned {
+			names = append(names, m.Payload)
 		}
 	}
-	if len(unpinned) == 0 {
-		return ""
-	}
-	return "RTMR3 needs the bytes or the pinned verity root hash of " + describeMissing(unpinned)
+	return strings.Join(names, ", ")
 }
 
 func (p *pipeline) write(name string, data []byte, perm os.FileMode) error {
