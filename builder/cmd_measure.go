@@ -216,7 +216,7 @@ func printMeasure(w io.Writer, r *measure.Result, p *platform.Profile, missing [
 		if m.Pinned {
 			pin = "verity_root_hash pinned"
 		}
-		fmt.Fprintf(tw, "missing\tpayload %q %s (%s)\n", m.Payload, m.Reason, pin)
+		fmt.Fprintf(tw, "missing\tpayload %q: %s (%s)\n", m.Payload, m.Reason, pin)
 	}
 	for _, n := range []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
 		if v := r.Register(n); v != nil {
