@@ -4,8 +4,8 @@
 package progress
 
 import (
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"time"
