@@ -1,7 +1,10 @@
-// Package build is the builder's pipeline: it resolves every pinned input of
-// an evaluated manifest, builds the payload disk, the boot policy and the
-// initramfs, computes the reference values, and publishes the whole output
-// directory atomically.
+// Package build is the builder's pipeline. NewPlan turns an evaluated
+// manifest into a Plan (the platform profile and the inputs missing here);
+// Build and Measure run the same steps over it: resolve every pinned input,
+// build the payload disk, the boot policy and the initramfs, and compute the
+// registers. Build then writes the reference values and publishes the
+// output directory atomically; Measure stops where a missing input is
+// needed and says which registers that leaves unknown.
 package build
 
 import (
