@@ -85,7 +85,7 @@ func (p *pipeline) buildInitramfs(ctx context.Context) error {
 	}
 	var goVersion string
 	for _, prog := range []string{"initd", "agent"} {
-		v, err := selfbuild.Build(ctx, p.o.RepoRoot, "./"+prog, filepath.Join(bin, prog))
+		v, err := selfbuild.Build(ctx, p.o.RepoRoot, "./"+prog, filepath.Join(bin, prog), p.o.Log)
 		if err != nil {
 			return fmt.Errorf("building %s: %w", prog, err)
 		}
