@@ -55,13 +55,8 @@ func (p *pipeline) buildDisk(ctx context.Context) error {
 		return fmt.Errorf("payload disk: %w", err)
 	}
 	for _, m := range p.m.Payloads {
-		if m.VerityRootHash == "" {
-			continue
-		}
-		for _, part := range layout.Partitions {
-			if part.Name == m.Name && part.RootHash != m.VerityRootHash {
-				return fmt.Errorf("payload %q: built verity root hash %s differs from the manifest's pin verity_root_hash = %s", m.Name, part.RootHash, m.VerityRootHash)
-			}
+		if part, ok := layout.Partition(m.Name); ok && m.VerityRootHash != "" && part.RootHash != m.VerityRootHash {
+			return fmt.Errorf("payload %q: built verity root hash %s differs from the manifest's pin verity_root_hash = %s", m.Name, part.RootHash, m.VerityRootHash)
 		}
 	}
 	p.layout = layout

@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/tdforge/tdforge/internal/tdx/event"
@@ -29,10 +30,8 @@ func (p *pipeline) measure(ctx context.Context) error {
 	why := describeMissing(p.missing)
 	var unpinned []string
 	for _, pl := range p.m.Payloads {
-		for _, m := range p.missing {
-			if m.Payload == pl.Name && !m.Pinned {
-				unpinned = append(unpinned, pl.Name)
-			}
+		if slices.ContainsFunc(p.missing, func(m Missing) bool { return m.Payload == pl.Name && !m.Pinned }) {
+			unpinned = append(unpinned, pl.Name)
 		}
 	}
 	var events []event.Event
