@@ -7,6 +7,8 @@ BIN         := bin
 DEV_IMAGE   := images/dev
 PROGRAMS    := builder initd agent verifier
 FUZZTIME    ?= 10s
+# goimports at a pinned version (fetched through the Go module proxy once).
+GOIMPORTS   ?= $(GO) run golang.org/x/tools/cmd/goimports@v0.52.0
 # The pinned Debian packages `make deps` caches; tests find them here.
 CACHE_DIR   := $(or $(TDFORGE_CACHE),$(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME)/tdforge,$(HOME)/.cache/tdforge))
 export TDFORGE_KERNEL_DEB ?= $(CACHE_DIR)/deb/linux-image-6.1.0-56-cloud-amd64-unsigned_6.1.192-2_amd64.deb
@@ -62,10 +64,12 @@ check-reference-values: build
 	  echo "reference-values/ differs from a fresh build: run 'make reference-values' if the change is intended" >&2; exit 1; fi
 	@echo "reference values: a fresh build reproduced every file in reference-values/"
 
-## lint: gofmt and go vet
+## lint: gofmt, goimports -local github.com/tdforge/tdforge, and go vet
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$($(GOIMPORTS) -local github.com/tdforge/tdforge -l $$(git ls-files '*.go')) || exit 1; \
+	  if [ -n "$$out" ]; then echo "goimports -local github.com/tdforge/tdforge -w needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 clean:
-	rm -rf $(BIN) images/dev images/*.tmp*
+	rm -rf $(BIN) images/dev images/*.tmp* images/*.build.log

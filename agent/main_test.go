@@ -27,6 +27,7 @@ import (
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/ollamatest"
 )
 
 var (
@@ -90,30 +91,10 @@ func startAgent(t testing.TB, args []string, want int) *agentProc {
 	return p
 }
 
-func fakeOllama(t testing.TB) *httptest.Server {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/api/version":
-			io.WriteString(w, `{"version":"0.5.7"}`)
-		case "/api/chat":
-			w.Header().Set("Content-Type", "application/x-ndjson")
-			for i := 0; i < 3; i++ {
-				fmt.Fprintf(w, `{"message":{"role":"assistant","content":"t%d"},"done":false}`+"\n", i)
-				w.(http.Flusher).Flush()
-			}
-			io.WriteString(w, `{"done":true,"eval_count":3}`+"\n")
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	t.Cleanup(up.Close)
-	return up
-}
-
 // TestAgentProcess runs the real binary: RA-TLS handshake, attestation over
 // TLS bound to the peer certificate, plain dev listener, clean SIGTERM.
 func TestAgentProcess(t *testing.T) {
-	up := fakeOllama(t)
+	up, _ := ollamatest.Fake(t, nil)
 	env, err := testenv.Setup(t.TempDir(), up.URL)
 	if err != nil {
 		t.Fatal(err)

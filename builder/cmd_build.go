@@ -3,83 +3,89 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
-	"os"
+	"io"
+	"maps"
 	"path/filepath"
-	"sort"
+	"slices"
 
 	"github.com/tdforge/tdforge/internal/build"
-	"github.com/tdforge/tdforge/internal/image/imagedir"
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/cli/progress"
+	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
 
-func init() {
-	register(&command{name: "build", summary: "build a deterministic TD image from a manifest", run: runBuild})
-}
-
-func runBuild(ctx context.Context, args []string) int {
+func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("build", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	var mf manifestFlags
 	mf.register(fs)
 	out := fs.String("o", "", "output directory (replaced atomically)")
 	updateLock := fs.Bool("update-lock", false, "accept changed local inputs and rewrite MANIFEST.lock.hcl")
 	asJSON := fs.Bool("json", false, "print build.json and the registers as JSON")
+	verbose := fs.Bool("verbose", false, "also show the tools' output (compilers, downloads) that goes to the build log")
 	cacheDir := fs.String("cache", "", "input cache directory (default $TDFORGE_CACHE, $XDG_CACHE_HOME/tdforge or ~/.cache/tdforge)")
 	repo := fs.String("repo", "", "tdforge source tree to build initd and agent from (default: found from the manifest or the working directory)")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: builder build -o DIR [-var k=v]... [-var-file F]... [-update-lock] [--json] MANIFEST\n\n")
+		fmt.Fprintf(stderr, "Usage: builder build -o DIR [-var k=v]... [-var-file F]... [-update-lock] [--json] [--verbose] MANIFEST\n\n"+
+			"The tools' own output goes to DIR.build.log, shown when the build fails.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		if errors.Is(err, flag.ErrHelp) {
+			return cli.ExitOK
+		}
+		return cli.ExitUsage
 	}
 	if fs.NArg() != 1 || *out == "" {
 		fs.Usage()
-		return exitUsage
+		return cli.ExitUsage
 	}
-	m, ok := mf.load(fs.Arg(0), false)
+	m, ok := mf.load(fs.Arg(0), false, stderr)
 	if !ok {
-		return exitFail
+		return cli.ExitFail
+	}
+	plan, err := build.NewPlan(m)
+	if err != nil {
+		return fail(stderr, "build", err)
 	}
 	c, err := openCache(*cacheDir)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "builder build: cache: %v\n", err)
-		return exitFail
+		return fail(stderr, "build", fmt.Errorf("cache: %w", err))
 	}
 	root := *repo
 	if root == "" {
 		root = findRepoRoot(filepath.Dir(fs.Arg(0)), ".")
 	}
-	res, err := build.Build(ctx, m, build.Options{
-		OutDir: *out, UpdateLock: *updateLock, Cache: c, RepoRoot: root,
-		Progress: progress.New(os.Stdout), Log: logger(),
-	})
+	log, err := openBuildLog(filepath.Clean(*out)+".build.log", *verbose, stderr)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "builder build: %v\n", err)
-		return exitCodeFor(err)
+		return fail(stderr, "build", err)
 	}
-	ref, err := refvalues.ReadFile(filepath.Join(*out, imagedir.ReferenceValues))
+	opts := build.Options{OutDir: *out, UpdateLock: *updateLock, Cache: c, RepoRoot: root, Log: log}
+	if !*asJSON {
+		fmt.Fprintf(stderr, "building %s %s from %s (tool output: %s)\n", m.Image.Name, m.Image.Version, fs.Arg(0), log.path)
+		opts.OnStep = stepPrinter(stderr)
+		opts.Progress = progress.New(stderr)
+	}
+	res, err := build.Build(ctx, plan, opts)
+	log.finish(err != nil, *verbose, stderr)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "builder build: %v\n", err)
-		return exitFail
+		return fail(stderr, "build", err)
 	}
+	ref := res.Reference
 	if *asJSON {
-		json.NewEncoder(os.Stdout).Encode(map[string]any{"build": res.Info, "registers": ref.Registers, "reasons": ref.Reasons})
-		return exitOK
+		json.NewEncoder(stdout).Encode(map[string]any{"build": res.Info, "registers": ref.Registers, "reasons": ref.Reasons})
+		return cli.ExitOK
 	}
-	fmt.Printf("built %s %s%s into %s\n", res.Info.Image.Name, res.Info.Image.Version, devMark(res.Info), *out)
-	names := make([]string, 0, len(res.Info.Artifacts))
-	for n := range res.Info.Artifacts {
-		names = append(names, n)
+	fmt.Fprintf(stdout, "built %s %s%s into %s\n", res.Info.Image.Name, res.Info.Image.Version, devMark(res.Info), *out)
+	for _, n := range slices.Sorted(maps.Keys(res.Info.Artifacts)) {
+		fmt.Fprintf(stdout, "  %-24s sha256:%s\n", n, res.Info.Artifacts[n])
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Printf("  %-24s sha256:%s\n", n, res.Info.Artifacts[n])
-	}
-	printRegisters(ref)
-	return exitOK
+	printRegisters(stdout, ref)
+	return cli.ExitOK
 }
 
 func devMark(i *imagedir.Info) string {
@@ -92,14 +98,14 @@ func devMark(i *imagedir.Info) string {
 	return ""
 }
 
-func printRegisters(ref *refvalues.Document) {
-	fmt.Printf("reference values (platform %s):\n", ref.Platform.Name)
+func printRegisters(w io.Writer, ref *refvalues.Document) {
+	fmt.Fprintf(w, "reference values (platform %s):\n", ref.Platform.Name)
 	for _, n := range refvalues.RegisterNames {
 		v := ref.Registers.Get(n)
 		if v == nil {
-			fmt.Printf("  %-6s unknown: %s\n", n, ref.Reasons[n])
+			fmt.Fprintf(w, "  %-6s unknown: %s\n", n, ref.Reasons[n])
 			continue
 		}
-		fmt.Printf("  %-6s %s\n", n, *v)
+		fmt.Fprintf(w, "  %-6s %s\n", n, *v)
 	}
 }

@@ -4,20 +4,18 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
+	"io"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/image/diff"
 )
 
-func init() {
-	register(&command{name: "diff", summary: "compare two build output directories artifact by artifact", run: runDiff})
-}
-
-func runDiff(ctx context.Context, args []string) int {
+func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("diff", flag.ContinueOnError)
+	fset.SetOutput(stderr)
 	asJSON := fset.Bool("json", false, "print the comparison as JSON")
 	fset.Usage = func() {
-		fmt.Fprintf(os.Stderr, `Usage: builder diff [--json] A B
+		fmt.Fprintf(stderr, `Usage: builder diff [--json] A B
 
 Compares two 'builder build -o DIR' outputs: every regular file is same,
 different or missing. A differing initrd is compared entry by entry; a
@@ -28,24 +26,24 @@ Exit status: 0 identical, 1 different (or an error), 2 usage.
 		fset.PrintDefaults()
 	}
 	if err := fset.Parse(args); err != nil {
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if fset.NArg() != 2 {
 		fset.Usage()
-		return exitUsage
+		return cli.ExitUsage
 	}
 	rep, err := diff.Dirs(ctx, fset.Arg(0), fset.Arg(1))
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "builder diff: %v\n", err)
-		return exitFail
+		fmt.Fprintf(stderr, "builder diff: %v\n", err)
+		return cli.ExitFail
 	}
 	if *asJSON {
-		rep.WriteJSON(os.Stdout)
+		rep.WriteJSON(stdout)
 	} else {
-		rep.WriteText(os.Stdout)
+		rep.WriteText(stdout)
 	}
 	if rep.Identical {
-		return exitOK
+		return cli.ExitOK
 	}
-	return exitFail
+	return cli.ExitFail
 }

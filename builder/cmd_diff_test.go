@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/image/diff"
 )
 
@@ -31,37 +33,29 @@ func TestDiffCommand(t *testing.T) {
 
 	run := func(args ...string) (int, string) {
 		t.Helper()
-		out, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer out.Close()
-		old := os.Stdout
-		os.Stdout = out
-		code := runDiff(context.Background(), args)
-		os.Stdout = old
-		got, _ := os.ReadFile(out.Name())
-		return code, string(got)
+		var stdout, stderr bytes.Buffer
+		code := runDiff(context.Background(), args, &stdout, &stderr)
+		return code, stdout.String()
 	}
 	code, text := run(a, a2)
-	if code != exitOK || text != "same       cmdline.txt\nsame       notes.txt\nidentical\n" {
+	if code != cli.ExitOK || text != "same       cmdline.txt\nsame       notes.txt\nidentical\n" {
 		t.Errorf("identical dirs: exit %d, output:\n%s", code, text)
 	}
 	code, text = run(a, b)
-	if code != exitFail || !strings.HasPrefix(text, "different  cmdline.txt\n    A: 13 bytes sha256 ") ||
+	if code != cli.ExitFail || !strings.HasPrefix(text, "different  cmdline.txt\n    A: 13 bytes sha256 ") ||
 		!strings.HasSuffix(text, "missing in b notes.txt\ndifferent\n") {
 		t.Errorf("different dirs: exit %d, output:\n%s", code, text)
 	}
 	code, js := run("--json", a, b)
 	var rep diff.Report
-	if err := json.Unmarshal([]byte(js), &rep); err != nil || code != exitFail || rep.Identical || len(rep.Artifacts) != 2 ||
+	if err := json.Unmarshal([]byte(js), &rep); err != nil || code != cli.ExitFail || rep.Identical || len(rep.Artifacts) != 2 ||
 		rep.Artifacts[1].Status != "missing_in_b" {
 		t.Errorf("--json: exit %d, %v:\n%s", code, err, js)
 	}
-	if code, _ := run(a); code != exitUsage {
-		t.Errorf("one argument: exit %d, want %d", code, exitUsage)
+	if code, _ := run(a); code != cli.ExitUsage {
+		t.Errorf("one argument: exit %d, want %d", code, cli.ExitUsage)
 	}
-	if code, _ := run(a, filepath.Join(root, "none")); code != exitFail {
-		t.Errorf("missing directory: exit %d, want %d", code, exitFail)
+	if code, _ := run(a, filepath.Join(root, "none")); code != cli.ExitFail {
+		t.Errorf("missing directory: exit %d, want %d", code, cli.ExitFail)
 	}
 }

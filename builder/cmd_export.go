@@ -2,18 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"os"
+	"io"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/tdx/refexport"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
-
-func init() {
-	register(&command{name: "export", summary: "convert reference values for other verifiers (checkconfig, rvps, flashbots)", run: runExport})
-}
 
 var exporters = map[string]func(*refvalues.Document) ([]byte, error){
 	"checkconfig": refexport.CheckConfig, // go-tdx-guest tools/check policy (protojson)
@@ -21,42 +19,46 @@ var exporters = map[string]func(*refvalues.Document) ([]byte, error){
 	"flashbots":   refexport.Flashbots,   // flashbots-style measurements list
 }
 
-func runExport(ctx context.Context, args []string) int {
+func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	format := fs.String("format", "", "checkconfig (go-tdx-guest tools/check), rvps (Trustee RVPS sample) or flashbots (measurements list)")
 	out := fs.String("o", "", "write here (atomically) instead of stdout")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: builder export --format checkconfig|rvps|flashbots [-o FILE] REFERENCE.json\n\n")
+		fmt.Fprintf(stderr, "Usage: builder export --format checkconfig|rvps|flashbots [-o FILE] REFERENCE.json\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		if errors.Is(err, flag.ErrHelp) {
+			return cli.ExitOK
+		}
+		return cli.ExitUsage
 	}
 	fn, ok := exporters[*format]
 	if !ok || fs.NArg() != 1 {
 		if !ok {
-			fmt.Fprintf(os.Stderr, "builder export: --format %q: want checkconfig, rvps or flashbots\n", *format)
+			fmt.Fprintf(stderr, "builder export: --format %q: want checkconfig, rvps or flashbots\n", *format)
 		}
 		fs.Usage()
-		return exitUsage
+		return cli.ExitUsage
 	}
 	doc, err := refvalues.ReadFile(fs.Arg(0))
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "builder export: %v\n", err)
-		return exitFail
+		fmt.Fprintf(stderr, "builder export: %v\n", err)
+		return cli.ExitFail
 	}
 	b, err := fn(doc)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "builder export: %s: %v\n", *format, err)
-		return exitFail
+		fmt.Fprintf(stderr, "builder export: %s: %v\n", *format, err)
+		return cli.ExitFail
 	}
 	if *out == "" {
-		os.Stdout.Write(b)
-		return exitOK
+		stdout.Write(b)
+		return cli.ExitOK
 	}
 	if err := fsutil.WriteFile(*out, b, 0o644); err != nil {
-		fmt.Fprintf(os.Stderr, "builder export: %v\n", err)
-		return exitFail
+		fmt.Fprintf(stderr, "builder export: %v\n", err)
+		return cli.ExitFail
 	}
-	return exitOK
+	return cli.ExitOK
 }

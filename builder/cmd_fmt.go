@@ -2,18 +2,22 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/manifest"
 )
 
-func runFmt(_ context.Context, args []string) int {
+func runFmt(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fmt", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: builder fmt [-check] [-diff] FILE|DIR...\n\n"+
 			"Rewrites HCL manifests (and .hcl files in the given directories) in\n"+
@@ -23,22 +27,22 @@ func runFmt(_ context.Context, args []string) int {
 	check := fs.Bool("check", false, "do not write; exit 1 if any file is not formatted")
 	diff := fs.Bool("diff", false, "print a unified diff of the changes")
 	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return exitOK
+		if errors.Is(err, flag.ErrHelp) {
+			return cli.ExitOK
 		}
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "builder fmt: name at least one FILE or DIR")
+		fmt.Fprintln(stderr, "builder fmt: name at least one FILE or DIR")
 		fs.Usage()
-		return exitUsage
+		return cli.ExitUsage
 	}
 	var files []string
 	for _, arg := range fs.Args() {
 		st, err := os.Stat(arg)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "builder fmt: %v\n", err)
-			return exitFail
+			fmt.Fprintf(stderr, "builder fmt: %v\n", err)
+			return cli.ExitFail
 		}
 		if !st.IsDir() {
 			files = append(files, arg)
@@ -46,45 +50,45 @@ func runFmt(_ context.Context, args []string) int {
 		}
 		matches, err := filepath.Glob(filepath.Join(arg, "*.hcl"))
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "builder fmt: %v\n", err)
-			return exitFail
+			fmt.Fprintf(stderr, "builder fmt: %v\n", err)
+			return cli.ExitFail
 		}
 		files = append(files, matches...)
 	}
-	code := exitOK
+	code := cli.ExitOK
 	for _, name := range files {
 		src, err := os.ReadFile(name)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "builder fmt: %v\n", err)
-			code = exitFail
+			fmt.Fprintf(stderr, "builder fmt: %v\n", err)
+			code = cli.ExitFail
 			continue
 		}
 		out, err := manifest.FormatFile(src, name)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "builder fmt: %s: syntax error, not formatted:\n%v\n", name, err)
-			code = exitFail
+			fmt.Fprintf(stderr, "builder fmt: %s: syntax error, not formatted:\n%v\n", name, err)
+			code = cli.ExitFail
 			continue
 		}
 		if string(out) == string(src) {
 			continue
 		}
-		fmt.Println(name)
+		fmt.Fprintln(stdout, name)
 		if *diff {
-			fmt.Print(unifiedDiff(name, string(src), string(out)))
+			fmt.Fprint(stdout, unifiedDiff(name, string(src), string(out)))
 		}
 		if *check {
-			code = exitFail
+			code = cli.ExitFail
 			continue
 		}
 		st, err := os.Stat(name)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "builder fmt: %v\n", err)
-			code = exitFail
+			fmt.Fprintf(stderr, "builder fmt: %v\n", err)
+			code = cli.ExitFail
 			continue
 		}
 		if err := fsutil.WriteFile(name, out, st.Mode().Perm()); err != nil {
-			fmt.Fprintf(os.Stderr, "builder fmt: write %s: %v\n", name, err)
-			code = exitFail
+			fmt.Fprintf(stderr, "builder fmt: write %s: %v\n", name, err)
+			code = cli.ExitFail
 		}
 	}
 	return code
@@ -180,8 +184,4 @@ func unifiedDiff(name, a, b string) string {
 		k = end
 	}
 	return sb.String()
-}
-
-func init() {
-	register(&command{name: "fmt", summary: "rewrite manifests in canonical HCL format", run: runFmt})
 }

@@ -3,20 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/image/gptdisk"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
-
-func init() {
-	register(&command{name: "inspect", summary: "describe a build output directory (payload partitions, policy, registers)", run: runInspect})
-}
 
 // inspectOutput is `builder inspect --json`.
 type inspectOutput struct {
@@ -43,52 +42,55 @@ type inspectPartition struct {
 	Salt           string `json:"salt"`
 }
 
-func runInspect(ctx context.Context, args []string) int {
+func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: builder inspect [--json] DIR\n\nDIR is a 'builder build -o DIR' output.\n")
+		fmt.Fprintf(stderr, "Usage: builder inspect [--json] DIR\n\nDIR is a 'builder build -o DIR' output.\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		if errors.Is(err, flag.ErrHelp) {
+			return cli.ExitOK
+		}
+		return cli.ExitUsage
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return exitUsage
+		return cli.ExitUsage
 	}
 	dir := fs.Arg(0)
 	out, err := inspect(dir)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "builder inspect: %v\n", err)
-		return exitFail
+		return fail(stderr, "inspect", err)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(out)
-		return exitOK
+		return cli.ExitOK
 	}
-	fmt.Printf("image     %s %s (built from %s)\n", out.Image.Name, out.Image.Version, out.Image.Manifest)
-	fmt.Printf("vm        %d cpus, %d MiB, platform %s\n", out.VM.CPUs, out.VM.MemoryMB, out.VM.Platform)
-	fmt.Printf("tdx       simulate=%v debug=%v\n", out.TDX.Simulate, out.TDX.Debug)
+	fmt.Fprintf(stdout, "image     %s %s (built from %s)\n", out.Image.Name, out.Image.Version, out.Image.Manifest)
+	fmt.Fprintf(stdout, "vm        %d cpus, %d MiB, platform %s\n", out.VM.CPUs, out.VM.MemoryMB, out.VM.Platform)
+	fmt.Fprintf(stdout, "tdx       simulate=%v debug=%v\n", out.TDX.Simulate, out.TDX.Debug)
 	if out.DiskGUID != "" {
-		fmt.Printf("disk      GPT %s\n", out.DiskGUID)
+		fmt.Fprintf(stdout, "disk      GPT %s\n", out.DiskGUID)
 	}
 	for _, p := range out.Payloads {
-		fmt.Printf("payload   #%d %-10s data %d B, hash at %d, root %s\n", p.Partition, p.Name, p.DataSize, p.HashOffset, p.VerityRootHash)
+		fmt.Fprintf(stdout, "payload   #%d %-10s data %d B, hash at %d, root %s\n", p.Partition, p.Name, p.DataSize, p.HashOffset, p.VerityRootHash)
 	}
 	for _, s := range out.Services {
-		fmt.Printf("service   %-10s %s (uid %d, needs %v)\n", s.Name, s.Command, s.UID, s.Payloads)
+		fmt.Fprintf(stdout, "service   %-10s %s (uid %d, needs %v)\n", s.Name, s.Command, s.UID, s.Payloads)
 	}
 	for _, n := range refvalues.RegisterNames {
 		if v := out.Registers.Get(n); v != nil {
-			fmt.Printf("%-9s %s\n", n, *v)
+			fmt.Fprintf(stdout, "%-9s %s\n", n, *v)
 		} else {
-			fmt.Printf("%-9s unknown: %s\n", n, out.Reasons[n])
+			fmt.Fprintf(stdout, "%-9s unknown: %s\n", n, out.Reasons[n])
 		}
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 func inspect(dir string) (*inspectOutput, error) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,13 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
-
-func init() {
-	register(&command{name: "launch", summary: "print or run the QEMU command line for a built image", run: runLaunch})
-}
 
 type launchOpts struct {
 	dir          string
@@ -44,8 +42,9 @@ type launchOpts struct {
 	extraDevices listFlag
 }
 
-func runLaunch(ctx context.Context, args []string) int {
+func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("launch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	var o launchOpts
 	fs.BoolVar(&o.simulate, "simulate", false, "run under plain QEMU TCG with the TDX simulator (images built with tdx { simulate = true })")
 	fs.BoolVar(&o.run, "run", false, "run QEMU instead of printing the command line")
@@ -64,15 +63,18 @@ func runLaunch(ctx context.Context, args []string) int {
 	fs.StringVar(&o.qmp, "qmp", "", "create a QMP control socket at this path (used by 'builder shutdown')")
 	fs.StringVar(&o.extraAppnd, "cmdline", "", "replace the kernel command line (changes RTMR2; for tamper tests)")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: builder launch [--simulate] [--run [--detach]] [flags] DIR\n\nPrints (or runs) the QEMU command line for the image in DIR.\n\n")
+		fmt.Fprintf(stderr, "Usage: builder launch [--simulate] [--run [--detach]] [flags] DIR\n\nPrints (or runs) the QEMU command line for the image in DIR.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		if errors.Is(err, flag.ErrHelp) {
+			return cli.ExitOK
+		}
+		return cli.ExitUsage
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return exitUsage
+		return cli.ExitUsage
 	}
 	o.dir = fs.Arg(0)
 	argv, cleanup, err := launchCommand(&o)
@@ -80,8 +82,8 @@ func runLaunch(ctx context.Context, args []string) int {
 		if cleanup != nil {
 			cleanup()
 		}
-		fmt.Fprintf(os.Stderr, "builder launch: %v\n", err)
-		return exitFail
+		fmt.Fprintf(stderr, "builder launch: %v\n", err)
+		return cli.ExitFail
 	}
 	if !o.run {
 		// The printed command reads the simulated platform's fw_cfg files,
@@ -89,18 +91,18 @@ func runLaunch(ctx context.Context, args []string) int {
 		if o.simulate {
 			for _, a := range argv {
 				if strings.HasPrefix(a, "name="+sim.FWCfgPlatform+",file=") {
-					fmt.Fprintf(os.Stderr, "builder launch: the simulated platform's files are in %s (remove it when done)\n",
+					fmt.Fprintf(stderr, "builder launch: the simulated platform's files are in %s (remove it when done)\n",
 						filepath.Dir(strings.TrimPrefix(a, "name="+sim.FWCfgPlatform+",file=")))
 				}
 			}
 		}
-		fmt.Println(shellQuote(argv))
-		return exitOK
+		fmt.Fprintln(stdout, shellQuote(argv))
+		return cli.ExitOK
 	}
 	if cleanup != nil {
 		defer cleanup()
 	}
-	return execQEMU(ctx, &o, argv, cleanup)
+	return execQEMU(ctx, &o, argv, stdout, stderr)
 }
 
 // launchCommand builds the QEMU argv. cleanup removes temporary files (the
@@ -210,26 +212,26 @@ func launchCommand(o *launchOpts) ([]string, func(), error) {
 	return argv, cleanup, nil
 }
 
-func execQEMU(ctx context.Context, o *launchOpts, argv []string, cleanup func()) int {
+func execQEMU(ctx context.Context, o *launchOpts, argv []string, stdout, stderr io.Writer) int {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	if o.detach {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if o.serial == "" {
-			fmt.Fprintln(os.Stderr, "builder launch: --detach needs --serial FILE for the console")
-			return exitUsage
+			fmt.Fprintln(stderr, "builder launch: --detach needs --serial FILE for the console")
+			return cli.ExitUsage
 		}
 	} else {
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
 	}
 	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "builder launch: starting %s: %v (install qemu-system-x86)\n", argv[0], err)
-		return exitFail
+		fmt.Fprintf(stderr, "builder launch: starting %s: %v (install qemu-system-x86)\n", argv[0], err)
+		return cli.ExitFail
 	}
 	if o.pidfile != "" {
 		if err := os.WriteFile(o.pidfile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
 			cmd.Process.Kill()
-			fmt.Fprintf(os.Stderr, "builder launch: %v\n", err)
-			return exitFail
+			fmt.Fprintf(stderr, "builder launch: %v\n", err)
+			return cli.ExitFail
 		}
 	}
 	if o.detach {
@@ -241,18 +243,18 @@ func execQEMU(ctx context.Context, o *launchOpts, argv []string, cleanup func())
 		if o.waitReady > 0 {
 			if err := waitReady(ctx, o.port, o.waitReady, exited); err != nil {
 				cmd.Process.Kill()
-				fmt.Fprintf(os.Stderr, "builder launch: %v (console: %s)\n", err, o.serial)
-				return exitFail
+				fmt.Fprintf(stderr, "builder launch: %v (console: %s)\n", err, o.serial)
+				return cli.ExitFail
 			}
-			fmt.Fprintf(os.Stderr, "builder launch: agent ready on https://127.0.0.1:%d (QEMU pid %d)\n", o.port, cmd.Process.Pid)
+			fmt.Fprintf(stderr, "builder launch: agent ready on https://127.0.0.1:%d (QEMU pid %d)\n", o.port, cmd.Process.Pid)
 		} else {
 			// QEMU reads -fw_cfg files during machine init; give it time
 			// before the deferred cleanup removes them.
 			time.Sleep(2 * time.Second)
-			fmt.Fprintf(os.Stderr, "builder launch: QEMU pid %d\n", cmd.Process.Pid)
+			fmt.Fprintf(stderr, "builder launch: QEMU pid %d\n", cmd.Process.Pid)
 		}
 		cmd.Process.Release()
-		return exitOK
+		return cli.ExitOK
 	}
 	go func() {
 		<-ctx.Done()
@@ -263,9 +265,9 @@ func execQEMU(ctx context.Context, o *launchOpts, argv []string, cleanup func())
 		if errors.As(err, &ee) {
 			return ee.ExitCode()
 		}
-		return exitFail
+		return cli.ExitFail
 	}
-	return exitOK
+	return cli.ExitOK
 }
 
 // waitReady polls the agent's /readyz through the port forward.

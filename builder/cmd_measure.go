@@ -7,25 +7,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/tdforge/tdforge/internal/build"
+	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/internal/cli/progress"
 	"github.com/tdforge/tdforge/internal/tdx/measure"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
 )
-
-// measureManifest implements `builder measure <manifest>` (manifest mode).
-// It is set by the manifest build code; raw mode (--firmware) lives here.
-var measureManifest func(ctx context.Context, args []string) int
-
-func init() {
-	register(&command{
-		name:    "measure",
-		summary: "compute MRTD and RTMR0..3 (raw: --firmware F [--kernel K --initrd I ...]; or a manifest)",
-		run:     runMeasure,
-	})
-}
 
 // hasFlag reports whether args set the named flag in any of Go's spellings.
 func hasFlag(args []string, name string) bool {
@@ -41,22 +33,86 @@ func hasFlag(args []string, name string) bool {
 	return false
 }
 
-func runMeasure(ctx context.Context, args []string) int {
-	if !hasFlag(args, "firmware") {
-		if hasFlag(args, "h") || hasFlag(args, "help") {
-			return runMeasureRaw(os.Stdout, os.Stderr, args)
-		}
-		if measureManifest == nil {
-			fmt.Fprintln(os.Stderr, "builder measure: manifest mode not available; use raw mode: builder measure --firmware OVMF.fd [--kernel K --initrd I --cmdline C --memory 2G --cpus 2 --platform P]")
-			return exitUsage
-		}
-		return measureManifest(ctx, args)
+func runMeasure(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if !hasFlag(args, "firmware") && !hasFlag(args, "h") && !hasFlag(args, "help") {
+		return runMeasureManifest(ctx, args, stdout, stderr)
 	}
-	return runMeasureRaw(os.Stdout, os.Stderr, args)
+	return runMeasureRaw(args, stdout, stderr)
+}
+
+// runMeasureManifest is `builder measure [flags] MANIFEST`: the registers of
+// the image the manifest describes, computed by the build's own pipeline
+// without publishing an image. Inputs that are missing here (variables
+// without a value, failed downloads) are reported with the registers they
+// leave unknown.
+func runMeasureManifest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("measure", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var mf manifestFlags
+	mf.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON: mrtd, rtmr0..3 (null when unknown), reasons, platform, events")
+	explain := fs.Bool("explain", false, "print the events behind each register")
+	verbose := fs.Bool("verbose", false, "also show the tools' output (compilers, downloads)")
+	cacheDir := fs.String("cache", "", "input cache directory")
+	repo := fs.String("repo", "", "tdforge source tree (default: found from the manifest or the working directory)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: builder measure [-var k=v]... [-var-file F]... [--json] [--explain] [--verbose] MANIFEST\n       builder measure --firmware F [--kernel K --initrd I --cmdline C --memory 2G --cpus 2 --platform P] (raw mode)\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cli.ExitOK
+		}
+		return cli.ExitUsage
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return cli.ExitUsage
+	}
+	m, ok := mf.load(fs.Arg(0), true, stderr)
+	if !ok {
+		return cli.ExitFail
+	}
+	plan, err := build.NewPlan(m)
+	if err != nil {
+		return fail(stderr, "measure", err)
+	}
+	c, err := openCache(*cacheDir)
+	if err != nil {
+		return fail(stderr, "measure", fmt.Errorf("cache: %w", err))
+	}
+	root := *repo
+	if root == "" {
+		root = findRepoRoot(filepath.Dir(fs.Arg(0)), ".")
+	}
+	log, err := openBuildLog("", *verbose, stderr)
+	if err != nil {
+		return fail(stderr, "measure", err)
+	}
+	opts := build.Options{Cache: c, RepoRoot: root, Log: log}
+	if !*asJSON {
+		opts.OnStep = stepPrinter(stderr)
+		opts.Progress = progress.New(stderr)
+	}
+	res, err := build.Measure(ctx, plan, opts)
+	log.finish(err != nil, *verbose, stderr)
+	if err != nil {
+		return fail(stderr, "measure", err)
+	}
+	if *asJSON {
+		b, err := res.Result.JSON()
+		if err != nil {
+			return fail(stderr, "measure", err)
+		}
+		stdout.Write(b)
+		return cli.ExitOK
+	}
+	printMeasure(stdout, res.Result, res.Profile, res.Missing, *explain)
+	return cli.ExitOK
 }
 
 // runMeasureRaw is raw mode: measure the given files for a platform.
-func runMeasureRaw(stdout, stderr io.Writer, args []string) int {
+func runMeasureRaw(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("measure", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fw := fs.String("firmware", "", "unified TDVF firmware image (OVMF.fd)")
@@ -74,31 +130,31 @@ func runMeasureRaw(stdout, stderr io.Writer, args []string) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+			return cli.ExitOK
 		}
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "builder measure: unexpected argument %q in raw mode (a manifest cannot be combined with --firmware)\n", fs.Arg(0))
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if *fw == "" {
 		fmt.Fprintln(stderr, "builder measure: --firmware is empty")
-		return exitUsage
+		return cli.ExitUsage
 	}
 	mem, err := parseMeasureMemory(*memory)
 	if err != nil {
 		fmt.Fprintf(stderr, "builder measure: --memory: %v\n", err)
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if *cpus < 1 {
 		fmt.Fprintln(stderr, "builder measure: --cpus must be at least 1")
-		return exitUsage
+		return cli.ExitUsage
 	}
 	prof, err := platform.Lookup(*plat)
 	if err != nil {
 		fmt.Fprintf(stderr, "builder measure: --platform: %v\n", err)
-		return exitUsage
+		return cli.ExitUsage
 	}
 	in := measure.Inputs{Cmdline: *cmdline, MemoryMB: mem, CPUs: *cpus, Profile: prof}
 	for _, f := range []struct {
@@ -111,26 +167,26 @@ func runMeasureRaw(stdout, stderr io.Writer, args []string) int {
 		b, err := os.ReadFile(f.path)
 		if err != nil {
 			fmt.Fprintf(stderr, "builder measure: --%s: %v\n", f.flag, err)
-			return exitFail
+			return cli.ExitFail
 		}
 		*f.dst = b
 	}
 	r, err := measure.Compute(in)
 	if err != nil {
 		fmt.Fprintf(stderr, "builder measure: %v\n", err)
-		return exitFail
+		return cli.ExitFail
 	}
 	if *asJSON {
 		b, err := r.JSON()
 		if err != nil {
 			fmt.Fprintf(stderr, "builder measure: %v\n", err)
-			return exitFail
+			return cli.ExitFail
 		}
 		stdout.Write(b)
-		return exitOK
+		return cli.ExitOK
 	}
-	printMeasure(stdout, r, prof, *explain)
-	return exitOK
+	printMeasure(stdout, r, prof, nil, *explain)
+	return cli.ExitOK
 }
 
 func parseMeasureMemory(s string) (int, error) {
@@ -149,10 +205,19 @@ func parseMeasureMemory(s string) (int, error) {
 	return n * mult, nil
 }
 
-func printMeasure(w io.Writer, r *measure.Result, p *platform.Profile, explain bool) {
+// printMeasure writes the registers (with the reason for each unknown one)
+// and the inputs that were missing.
+func printMeasure(w io.Writer, r *measure.Result, p *platform.Profile, missing []build.Missing, explain bool) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "platform\t%s (QEMU %s, OVMF %s)\n", p.Name, p.QEMUVersion, p.OVMFBuild)
 	fmt.Fprintf(tw, "rules\t%s\n", p.Rules())
+	for _, m := range missing {
+		pin := "no verity_root_hash pin"
+		if m.Pinned {
+			pin = "verity_root_hash pinned"
+		}
+		fmt.Fprintf(tw, "missing\tpayload %q: %s (%s)\n", m.Payload, m.Reason, pin)
+	}
 	for _, n := range []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
 		if v := r.Register(n); v != nil {
 			fmt.Fprintf(tw, "%s\t%x\n", strings.ToUpper(n), v[:])

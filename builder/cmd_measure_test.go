@@ -2,14 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/tdforge/tdforge/internal/cli"
 )
 
 func TestMeasureRawCommand(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := runMeasureRaw(&out, &errb, []string{"--firmware", "/usr/share/ovmf/OVMF.fd", "--memory", "2G", "--platform", "qemu-8.2-tdx-ovmf-2024"}); code != exitOK {
+	if code := runMeasureRaw([]string{"--firmware", "/usr/share/ovmf/OVMF.fd", "--memory", "2G", "--platform", "qemu-8.2-tdx-ovmf-2024"}, &out, &errb); code != cli.ExitOK {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	s := out.String()
@@ -19,7 +22,7 @@ func TestMeasureRawCommand(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if code := runMeasureRaw(&out, &errb, []string{"--firmware=/usr/share/ovmf/OVMF.fd", "--json"}); code != exitOK {
+	if code := runMeasureRaw([]string{"--firmware=/usr/share/ovmf/OVMF.fd", "--json"}, &out, &errb); code != cli.ExitOK {
 		t.Fatalf("json exit %d: %s", code, errb.String())
 	}
 	var m map[string]any
@@ -27,14 +30,14 @@ func TestMeasureRawCommand(t *testing.T) {
 		t.Errorf("json %v %v", m, err)
 	}
 	out.Reset()
-	if code := runMeasureRaw(&out, &errb, []string{"--firmware", "/usr/share/ovmf/OVMF.fd", "--explain"}); code != exitOK || !strings.Contains(out.String(), "td-hob") {
+	if code := runMeasureRaw([]string{"--firmware", "/usr/share/ovmf/OVMF.fd", "--explain"}, &out, &errb); code != cli.ExitOK || !strings.Contains(out.String(), "td-hob") {
 		t.Errorf("explain exit %d:\n%s", code, out.String())
 	}
 	errb.Reset()
-	if code := runMeasureRaw(&out, &errb, []string{"--firmware", "/usr/share/OVMF/OVMF_CODE.fd"}); code != exitFail || !strings.Contains(errb.String(), "OVMF_CODE") {
+	if code := runMeasureRaw([]string{"--firmware", "/usr/share/OVMF/OVMF_CODE.fd"}, &out, &errb); code != cli.ExitFail || !strings.Contains(errb.String(), "OVMF_CODE") {
 		t.Errorf("split firmware: exit %d %s", code, errb.String())
 	}
-	if code := runMeasureRaw(&out, &errb, []string{"--firmware", "x", "--platform", "nope"}); code != exitUsage {
+	if code := runMeasureRaw([]string{"--firmware", "x", "--platform", "nope"}, &out, &errb); code != cli.ExitUsage {
 		t.Errorf("unknown platform: exit %d", code)
 	}
 	if !hasFlag([]string{"-x", "--firmware=a"}, "firmware") || hasFlag([]string{"m.hcl"}, "firmware") {
@@ -44,11 +47,11 @@ func TestMeasureRawCommand(t *testing.T) {
 
 func TestPlatformsCommand(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := runPlatforms(&out, &errb, nil); code != exitOK || !strings.Contains(out.String(), "qemu-10.2-tdx-edk2-2025-08 (default)") {
+	if code := runPlatforms(context.Background(), nil, &out, &errb); code != cli.ExitOK || !strings.Contains(out.String(), "qemu-10.2-tdx-edk2-2025-08 (default)") {
 		t.Errorf("exit %d:\n%s", code, out.String())
 	}
 	out.Reset()
-	if code := runPlatforms(&out, &errb, []string{"--json"}); code != exitOK {
+	if code := runPlatforms(context.Background(), []string{"--json"}, &out, &errb); code != cli.ExitOK {
 		t.Fatal(code)
 	}
 	var list []map[string]any

@@ -7,33 +7,25 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
 )
 
-func init() {
-	register(&command{
-		name:    "platforms",
-		summary: "list the platform profiles (QEMU, OVMF and measurement variant rules)",
-		run:     func(ctx context.Context, args []string) int { return runPlatforms(os.Stdout, os.Stderr, args) },
-	})
-}
-
-func runPlatforms(stdout, stderr io.Writer, args []string) int {
+func runPlatforms(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("platforms", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print the profiles as JSON")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+			return cli.ExitOK
 		}
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "builder platforms: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+		return cli.ExitUsage
 	}
 	list := platform.List()
 	if *asJSON {
@@ -41,9 +33,9 @@ func runPlatforms(stdout, stderr io.Writer, args []string) int {
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(list); err != nil {
 			fmt.Fprintf(stderr, "builder platforms: %v\n", err)
-			return exitFail
+			return cli.ExitFail
 		}
-		return exitOK
+		return cli.ExitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tQEMU\tOVMF\tVM\tRTMR0\tRULES")
@@ -62,5 +54,5 @@ func runPlatforms(stdout, stderr io.Writer, args []string) int {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d CPUs, %d MiB\t%s\t%s\n", name, p.QEMUVersion, p.OVMFBuild, p.VM.CPUs, p.VM.MemoryMB, r0, p.Rules())
 	}
 	tw.Flush()
-	return exitOK
+	return cli.ExitOK
 }

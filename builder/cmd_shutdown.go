@@ -4,67 +4,71 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tdforge/tdforge/internal/cli"
 )
 
-func init() {
-	register(&command{name: "shutdown", summary: "power a launched VM off cleanly (ACPI power button via QMP)", run: runShutdown})
-}
-
-func runShutdown(ctx context.Context, args []string) int {
+func runShutdown(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("shutdown", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	qmp := fs.String("qmp", "", "QMP socket given to 'builder launch --qmp'")
 	pidfile := fs.String("pidfile", "", "QEMU pid file given to 'builder launch --pidfile'")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for a clean power-off before killing QEMU")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: builder shutdown --qmp SOCK --pidfile FILE [--timeout 30s]\n\n")
+		fmt.Fprintf(stderr, "Usage: builder shutdown --qmp SOCK --pidfile FILE [--timeout 30s]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		if errors.Is(err, flag.ErrHelp) {
+			return cli.ExitOK
+		}
+		return cli.ExitUsage
 	}
 	if *qmp == "" || *pidfile == "" || fs.NArg() != 0 {
 		fs.Usage()
-		return exitUsage
+		return cli.ExitUsage
 	}
 	pb, err := os.ReadFile(*pidfile)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "builder shutdown: %v\n", err)
-		return exitFail
+		fmt.Fprintf(stderr, "builder shutdown: %v\n", err)
+		return cli.ExitFail
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(pb)))
 	if err != nil || pid <= 1 {
-		fmt.Fprintf(os.Stderr, "builder shutdown: %s does not hold a PID\n", *pidfile)
-		return exitFail
+		fmt.Fprintf(stderr, "builder shutdown: %s does not hold a PID\n", *pidfile)
+		return cli.ExitFail
 	}
 	alive := func() bool { return syscall.Kill(pid, 0) == nil }
 	if !alive() {
-		fmt.Fprintf(os.Stderr, "builder shutdown: QEMU (pid %d) is not running\n", pid)
-		return exitOK
+		fmt.Fprintf(stderr, "builder shutdown: QEMU (pid %d) is not running\n", pid)
+		return cli.ExitOK
 	}
 	if err := qmpCommand(*qmp, "system_powerdown"); err != nil {
-		fmt.Fprintf(os.Stderr, "builder shutdown: %v; killing QEMU\n", err)
+		fmt.Fprintf(stderr, "builder shutdown: %v; killing QEMU\n", err)
 		syscall.Kill(pid, syscall.SIGKILL)
-		return exitFail
+		return cli.ExitFail
 	}
 	deadline := time.Now().Add(*timeout)
 	for time.Now().Before(deadline) {
 		if !alive() || isZombie(pid) {
-			fmt.Fprintf(os.Stderr, "builder shutdown: guest powered off cleanly\n")
-			return exitOK
+			fmt.Fprintf(stderr, "builder shutdown: guest powered off cleanly\n")
+			return cli.ExitOK
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
-	fmt.Fprintf(os.Stderr, "builder shutdown: guest did not power off within %s; QEMU killed\n", *timeout)
-	return exitFail
+	fmt.Fprintf(stderr, "builder shutdown: guest did not power off within %s; QEMU killed\n", *timeout)
+	return cli.ExitFail
 }
 
 func isZombie(pid int) bool {

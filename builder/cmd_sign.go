@@ -8,17 +8,10 @@ import (
 	"io"
 	"os"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/tdx/signing"
 )
-
-func init() {
-	register(&command{
-		name:    "sign",
-		summary: "sign reference values (in-toto statement in a DSSE envelope) or generate a signing key",
-		run:     func(ctx context.Context, args []string) int { return runSign(args, os.Stdout, os.Stderr) },
-	})
-}
 
 // parseInterspersed parses flags that may come before or after positional
 // arguments.
@@ -36,7 +29,7 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func runSign(args []string, stdout, stderr io.Writer) int {
+func runSign(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	key := fs.String("key", "", "PKCS#8 PEM private key (ed25519 or ecdsa-p256)")
@@ -57,59 +50,59 @@ Flags:
 	}
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
+		return cli.ExitOK
 	}
 	if err != nil {
-		return exitUsage
+		return cli.ExitUsage
 	}
 
 	if *gen != "" {
 		if *key != "" || len(pos) != 0 || *out == "" {
 			fmt.Fprintln(stderr, "builder sign: -generate-key takes only -o PREFIX (no -key, no document)")
-			return exitUsage
+			return cli.ExitUsage
 		}
 		priv, pub, err := signing.GenerateKey(*gen)
 		if err != nil {
 			fmt.Fprintf(stderr, "builder sign: %v\n", err)
-			return exitUsage
+			return cli.ExitUsage
 		}
 		kp, pp := *out+".key", *out+".pub"
 		for _, p := range []string{kp, pp} {
 			if _, err := os.Lstat(p); err == nil {
 				fmt.Fprintf(stderr, "builder sign: %s already exists; remove it or choose another -o prefix (keys are never overwritten)\n", p)
-				return exitFail
+				return cli.ExitFail
 			}
 		}
 		if err := fsutil.WriteFile(kp, priv, 0o600); err != nil {
 			fmt.Fprintf(stderr, "builder sign: writing private key: %v\n", err)
-			return exitFail
+			return cli.ExitFail
 		}
 		if err := fsutil.WriteFile(pp, pub, 0o644); err != nil {
 			fmt.Fprintf(stderr, "builder sign: writing public key: %v\n", err)
-			return exitFail
+			return cli.ExitFail
 		}
 		fmt.Fprintf(stdout, "wrote %s (private, keep it secret) and %s (public, give it to verifiers)\n", kp, pp)
-		return exitOK
+		return cli.ExitOK
 	}
 
 	if *key == "" || len(pos) != 1 {
 		fmt.Fprintln(stderr, "builder sign: need -key KEY.pem and exactly one REFERENCE.json (or -generate-key ALG -o PREFIX); see -h")
-		return exitUsage
+		return cli.ExitUsage
 	}
 	doc, err := os.ReadFile(pos[0])
 	if err != nil {
 		fmt.Fprintf(stderr, "builder sign: %v\n", err)
-		return exitFail
+		return cli.ExitFail
 	}
 	keyPEM, err := os.ReadFile(*key)
 	if err != nil {
 		fmt.Fprintf(stderr, "builder sign: %v\n", err)
-		return exitFail
+		return cli.ExitFail
 	}
 	env, err := signing.Sign(doc, keyPEM)
 	if err != nil {
 		fmt.Fprintf(stderr, "builder sign: %s: %v\n", pos[0], err)
-		return exitFail
+		return cli.ExitFail
 	}
 	dst := *out
 	if dst == "" {
@@ -117,8 +110,8 @@ Flags:
 	}
 	if err := fsutil.WriteFile(dst, env, 0o644); err != nil {
 		fmt.Fprintf(stderr, "builder sign: %v\n", err)
-		return exitFail
+		return cli.ExitFail
 	}
 	fmt.Fprintf(stdout, "wrote %s\n", dst)
-	return exitOK
+	return cli.ExitOK
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/manifest"
 )
 
@@ -57,8 +59,9 @@ func printDiags(w io.Writer, d *manifest.Diagnostics) {
 	}
 }
 
-func runValidate(_ context.Context, args []string) int {
+func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: builder validate [-var name=value]... [-var-file FILE]... [--json] MANIFEST\n\n"+
 			"Checks a manifest without building. Variables without a value are\n"+
@@ -68,37 +71,33 @@ func runValidate(_ context.Context, args []string) int {
 	vars, files := addVarFlags(fs)
 	asJSON := fs.Bool("json", false, "print diagnostics as a JSON array on stdout")
 	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return exitOK
+		if errors.Is(err, flag.ErrHelp) {
+			return cli.ExitOK
 		}
-		return exitUsage
+		return cli.ExitUsage
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "builder validate: want exactly one MANIFEST argument")
+		fmt.Fprintln(stderr, "builder validate: want exactly one MANIFEST argument")
 		fs.Usage()
-		return exitUsage
+		return cli.ExitUsage
 	}
 	m, diags := manifest.Load(fs.Arg(0), manifest.LoadOptions{
 		Vars: vars, VarFiles: *files, Environ: os.Environ(), AllowUnknown: true,
 	})
 	if *asJSON {
-		os.Stdout.Write(diags.JSON())
+		stdout.Write(diags.JSON())
 	} else if len(diags.Diags) > 0 {
-		printDiags(os.Stderr, diags)
+		printDiags(stderr, diags)
 	}
 	if diags.HasErrors() {
-		return exitFail
+		return cli.ExitFail
 	}
 	if !*asJSON {
-		fmt.Printf("manifest OK: %s %s (%d payloads, %d services)\n", m.Image.Name, m.Image.Version, len(m.Payloads), len(m.Services))
+		fmt.Fprintf(stdout, "manifest OK: %s %s (%d payloads, %d services)\n", m.Image.Name, m.Image.Version, len(m.Payloads), len(m.Services))
 		if len(m.Unknown) > 0 {
-			fmt.Fprintf(os.Stderr, "note: %d attributes depend on variables without a value (set them for build): %s\n",
+			fmt.Fprintf(stderr, "note: %d attributes depend on variables without a value (set them for build): %s\n",
 				len(m.Unknown), strings.Join(m.Unknown, ", "))
 		}
 	}
-	return exitOK
-}
-
-func init() {
-	register(&command{name: "validate", summary: "check a manifest (syntax, types, references) without building", run: runValidate})
+	return cli.ExitOK
 }

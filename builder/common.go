@@ -3,13 +3,17 @@ package main
 import (
 	"errors"
 	"flag"
-	"log/slog"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/tdforge/tdforge/internal/build"
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/inputs/cache"
 	"github.com/tdforge/tdforge/internal/inputs/fetch"
+	"github.com/tdforge/tdforge/internal/inputs/lockfile"
 	"github.com/tdforge/tdforge/internal/manifest"
 )
 
@@ -23,10 +27,10 @@ type manifestFlags struct {
 func (f *manifestFlags) register(fs *flag.FlagSet) { f.vars, f.varFiles = addVarFlags(fs) }
 
 // load evaluates a manifest with the flags; diagnostics go to stderr.
-func (f *manifestFlags) load(path string, allowUnknown bool) (*manifest.Manifest, bool) {
+func (f *manifestFlags) load(path string, allowUnknown bool, stderr io.Writer) (*manifest.Manifest, bool) {
 	m, diags := manifest.Load(path, manifest.LoadOptions{Vars: f.vars, VarFiles: *f.varFiles, Environ: os.Environ(), AllowUnknown: allowUnknown})
 	if diags != nil && len(diags.Diags) > 0 {
-		printDiags(os.Stderr, diags)
+		printDiags(stderr, diags)
 	}
 	if diags.HasErrors() || m == nil {
 		return nil, false
@@ -65,20 +69,47 @@ func findRepoRoot(starts ...string) string {
 	return ""
 }
 
-// logger is quiet structured logging to stderr when not on a terminal.
-func logger() *slog.Logger {
-	level := slog.LevelInfo
-	if os.Getenv("TDFORGE_LOG") == "debug" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-}
-
 // exitCodeFor maps an error to the documented exit codes.
 func exitCodeFor(err error) int {
 	var ne *fetch.NetworkError
 	if errors.As(err, &ne) {
-		return exitNetwork
+		return cli.ExitNetwork
 	}
-	return exitFail
+	return cli.ExitFail
+}
+
+// withHints adds the command-line advice for the library errors that have
+// one: the libraries state facts, the commands know the flags.
+func withHints(err error) error {
+	var changed *lockfile.ChangedError
+	var syntax *lockfile.SyntaxError
+	switch {
+	case errors.Is(err, lockfile.ErrNotRecorded):
+		return cli.WithHint(err, "run 'builder build -update-lock' to record it")
+	case errors.As(err, &changed):
+		return cli.WithHint(err, "if the change is intended, run 'builder build -update-lock' to record the new digest")
+	case errors.As(err, &syntax):
+		return cli.WithHint(err, "delete it and run 'builder build -update-lock' to recreate it")
+	case errors.Is(err, build.ErrNoRepoRoot):
+		return cli.WithHint(err, "run builder inside the tdforge repository or pass -repo DIR")
+	}
+	return err
+}
+
+// fail prints err (with its hints) as "builder CMD: err" and returns its
+// exit code.
+func fail(stderr io.Writer, cmd string, err error) int {
+	cli.PrintError(stderr, "builder "+cmd, withHints(err))
+	return exitCodeFor(err)
+}
+
+// stepPrinter returns an OnStep callback writing one line per step to w.
+func stepPrinter(w io.Writer) func(build.Step) {
+	return func(s build.Step) {
+		if s.Skipped != "" {
+			fmt.Fprintf(w, "[%d/%d] %s: skipped: %s\n", s.Index, s.Total, s.Name, s.Skipped)
+			return
+		}
+		fmt.Fprintf(w, "[%d/%d] %s: %s\n", s.Index, s.Total, s.Name, s.Summary)
+	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tdforge/tdforge/internal/testutil/netutil"
 )
 
 const generateBody = `{"model":"tiny","prompt":"Hello tdforge","stream":false,"options":{"temperature":0,"num_predict":16,"num_thread":1,"seed":1}}`
@@ -57,7 +59,7 @@ func TestDevImage(t *testing.T) {
 
 	var proxyURL string
 	t.Run("proxy-chat", func(t *testing.T) {
-		port := freePort(t)
+		port := netutil.FreePort(t)
 		proxyURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 		cmd := exec.Command(filepath.Join(binDir, "verifier"), "proxy", "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 			"--reference", filepath.Join(devImage, "reference-values.json"),

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tdforge/tdforge/internal/testutil/netutil"
 )
 
 var (
@@ -78,16 +80,6 @@ type vm struct {
 	stopped bool
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 type bootOpts struct {
 	disk    string
 	cmdline string
@@ -102,7 +94,7 @@ type bootOpts struct {
 func boot(t testing.TB, dir string, o bootOpts) *vm {
 	t.Helper()
 	run := t.TempDir()
-	v := &vm{t: t, dir: dir, port: freePort(t), console: filepath.Join(artDir, sanitize(t.Name())+"-console.log"),
+	v := &vm{t: t, dir: dir, port: netutil.FreePort(t), console: filepath.Join(artDir, sanitize(t.Name())+"-console.log"),
 		qmp: filepath.Join(run, "qmp.sock")}
 	pidfile := filepath.Join(run, "qemu.pid")
 	args := []string{"launch", "--simulate", "--run", "--detach", "--port", strconv.Itoa(v.port),

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -26,6 +25,8 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/netutil"
+	"github.com/tdforge/tdforge/internal/testutil/ollamatest"
 )
 
 var testSPKIHash = attestation.SPKIHash([]byte("test SPKI DER"))
@@ -290,35 +291,8 @@ func TestTEEQuoteCompat(t *testing.T) {
 	}
 }
 
-// fakeOllama counts requests and answers /api/version.
-func fakeOllama(t testing.TB, extra http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
-	var n atomic.Int64
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n.Add(1)
-		if r.URL.Path == "/api/version" {
-			io.WriteString(w, `{"version":"0.5.7"}`)
-			return
-		}
-		if extra == nil && r.URL.Path == "/api/tags" {
-			io.WriteString(w, `{"models":[{"name":"tiny:latest"}]}`)
-			return
-		}
-		if extra == nil && r.URL.Path == "/api/generate" {
-			io.WriteString(w, `{"response":"x","done":true}`)
-			return
-		}
-		if extra != nil {
-			extra(w, r)
-			return
-		}
-		http.NotFound(w, r)
-	}))
-	t.Cleanup(up.Close)
-	return up, &n
-}
-
 func TestRefusedEndpoints(t *testing.T) {
-	up, hits := fakeOllama(t, nil)
+	up, hits := ollamatest.Fake(t, nil)
 	f := newFixture(t, up.URL, nil)
 	for _, tc := range []struct{ method, path string }{
 		{"POST", "/api/pull"}, {"POST", "/api/push"}, {"POST", "/api/create"}, {"DELETE", "/api/delete"},
@@ -343,7 +317,7 @@ func TestRefusedEndpoints(t *testing.T) {
 func TestProxyRewritesHostAndOrigin(t *testing.T) {
 	type seen struct{ host, origin, xff string }
 	got := make(chan seen, 4)
-	up, _ := fakeOllama(t, func(w http.ResponseWriter, r *http.Request) {
+	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
 		got <- seen{r.Host, r.Header.Get("Origin"), r.Header.Get("X-Forwarded-For")}
 		io.WriteString(w, `{"models":[]}`)
 	})
@@ -374,7 +348,7 @@ func TestProxyRewritesHostAndOrigin(t *testing.T) {
 
 func TestStreamingPassThrough(t *testing.T) {
 	release := make(chan struct{})
-	up, _ := fakeOllama(t, func(w http.ResponseWriter, r *http.Request) {
+	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		io.WriteString(w, `{"message":{"content":"first"},"done":false}`+"\n")
 		w.(http.Flusher).Flush()
@@ -412,7 +386,7 @@ func TestStreamingPassThrough(t *testing.T) {
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	canceled := make(chan struct{})
 	started := make(chan struct{})
-	up, _ := fakeOllama(t, func(w http.ResponseWriter, r *http.Request) {
+	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "{}\n")
 		w.(http.Flusher).Flush()
 		close(started)
@@ -442,10 +416,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 }
 
 func TestUpstreamDown(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
-	f := newFixture(t, "http://"+addr, nil)
+	f := newFixture(t, "http://"+netutil.FreeAddr(t), nil)
 	rec := do(t, f.srv, "POST", "/api/chat", strings.NewReader(`{}`))
 	if rec.Code != 502 || !strings.HasPrefix(errBody(t, rec), "upstream Ollama unavailable: ") {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
@@ -458,7 +429,7 @@ func TestUpstreamDown(t *testing.T) {
 
 func TestBodyLimit(t *testing.T) {
 	var upstreamRead atomic.Int64
-	up, _ := fakeOllama(t, func(w http.ResponseWriter, r *http.Request) {
+	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		upstreamRead.Add(n)
 		io.WriteString(w, "{}")
@@ -499,7 +470,7 @@ func TestBodyLimit(t *testing.T) {
 }
 
 func TestHealthAndReady(t *testing.T) {
-	up, _ := fakeOllama(t, nil)
+	up, _ := ollamatest.Fake(t, nil)
 	f := newFixture(t, up.URL, nil)
 	if rec := do(t, f.srv, "GET", "/healthz", nil); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"ok"`) {
 		t.Fatalf("healthz %d %s", rec.Code, rec.Body)

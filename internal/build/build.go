@@ -1,7 +1,10 @@
-// Package build is the builder's pipeline: it resolves every pinned input of
-// an evaluated manifest, builds the payload disk, the boot policy and the
-// initramfs, computes the reference values, and publishes the whole output
-// directory atomically.
+// Package build is the builder's pipeline. NewPlan turns an evaluated
+// manifest into a Plan (the platform profile and the inputs missing here);
+// Build and Measure run the same steps over it: resolve every pinned input,
+// build the payload disk, the boot policy and the initramfs, and compute the
+// registers. Build then writes the reference values and publishes the
+// output directory atomically; Measure stops where a missing input is
+// needed and says which registers that leaves unknown.
 package build
 
 import (
@@ -11,36 +14,67 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
+	"strings"
 
+	"github.com/tdforge/tdforge/internal/cli/progress"
 	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/inputs/cache"
 	"github.com/tdforge/tdforge/internal/inputs/lockfile"
 	"github.com/tdforge/tdforge/internal/manifest"
-	"github.com/tdforge/tdforge/internal/cli/progress"
+	"github.com/tdforge/tdforge/internal/tdx/measure"
+	"github.com/tdforge/tdforge/internal/tdx/platform"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
 
-// Options control a build.
+// Options control a run of the pipeline.
 type Options struct {
-	OutDir     string
+	OutDir     string // Build only: replaced atomically
 	UpdateLock bool
 	Cache      *cache.Cache
-	Progress   progress.Reporter
-	Log        *slog.Logger
+	Progress   progress.Reporter // downloads, hashing, disk writes; nil: none
+	// Log receives the tools' own output (compilers, go's download lines);
+	// nil discards it.
+	Log io.Writer
+	// OnStep, if set, is called as each step starts or is skipped.
+	OnStep func(Step)
 	// RepoRoot is this repository (initd and agent are built from it).
 	RepoRoot string
 }
 
+// Step is one step of the pipeline, as reported to Options.OnStep.
+type Step struct {
+	Index, Total int    // 1-based position among the run's steps
+	Name         string // e.g. "payloads"
+	Summary      string // what it does, for people
+	Skipped      string // why the step does not run ("" when it runs)
+}
+
 // Result summarizes a finished build.
 type Result struct {
-	OutDir string
-	Info   *imagedir.Info
+	OutDir    string
+	Info      *imagedir.Info
+	Reference *refvalues.Document // what reference-values.json holds
 }
+
+// Measurement is the registers of the image a plan describes, computed
+// without publishing an image.
+type Measurement struct {
+	Result  *measure.Result
+	Profile *platform.Profile
+	// Missing is the plan's missing inputs plus the payloads whose
+	// download failed; Result.Reasons says which registers they leave
+	// unknown.
+	Missing []Missing
+}
+
+// ErrNoRepoRoot is returned when the tdforge source tree (initd and agent
+// are built from it) is not known.
+var ErrNoRepoRoot = errors.New("cannot find the tdforge source tree to build initd and agent from")
 
 // agentUID/GID and the first service UID; deterministic by construction.
 const (
@@ -50,15 +84,15 @@ const (
 	agentCommand = "/usr/bin/agent"
 )
 
-// Build runs the whole pipeline for m into opts.OutDir.
-func Build(ctx context.Context, m *manifest.Manifest, opts Options) (*Result, error) {
+// Build runs every step of plan and publishes the image into opts.OutDir.
+// A plan with missing inputs is refused.
+func Build(ctx context.Context, plan *Plan, opts Options) (*Result, error) {
 	if opts.OutDir == "" {
-		return nil, errors.New("build: no output directory (-o DIR)")
+		return nil, errors.New("build: no output directory")
 	}
-	if opts.Log == nil {
-		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if len(plan.Missing) > 0 {
+		return nil, &missingError{plan.Missing}
 	}
-	opts.Progress = progress.OrDiscard(opts.Progress)
 	parent := filepath.Dir(filepath.Clean(opts.OutDir))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, err
@@ -71,31 +105,67 @@ func Build(ctx context.Context, m *manifest.Manifest, opts Options) (*Result, er
 	if err := os.Chmod(stage, 0o755); err != nil {
 		return nil, err
 	}
-	work, err := os.MkdirTemp("", "tdforge-build")
+	p, cleanup, err := newPipeline(plan, opts, stage, true)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(work)
-
-	p := &pipeline{m: m, o: opts, stage: stage, work: work, inputs: map[string]string{}, progressDone: map[string]int64{}}
-	lockPath := m.Path + ".lock.hcl"
-	lock, err := lockfile.Read(lockPath)
-	if err != nil {
-		return nil, err
-	}
-	p.lock = lock
+	defer cleanup()
 	if err := p.run(ctx); err != nil {
 		return nil, err
 	}
 	if opts.UpdateLock || p.lockDirty {
-		if err := lock.WriteFile(lockPath); err != nil {
+		if err := p.lock.WriteFile(lockPath(plan.Manifest)); err != nil {
 			return nil, err
 		}
 	}
 	if err := publish(stage, opts.OutDir); err != nil {
 		return nil, err
 	}
-	return &Result{OutDir: opts.OutDir, Info: p.info}, nil
+	return &Result{OutDir: opts.OutDir, Info: p.info, Reference: p.ref}, nil
+}
+
+// Measure runs plan's steps without publishing: it stops where a missing
+// input is needed and reports which registers that leaves unknown, and why.
+// A payload whose download fails is missing too. Payloads that are missing
+// but pin their verity_root_hash need no bytes: RTMR3 is then still
+// computed. RTMR2 (and RTMR1 on platforms that patch the kernel with the
+// initrd size) embed the boot policy, which records every payload's layout,
+// so they are reported unknown with the reason, never guessed.
+func Measure(ctx context.Context, plan *Plan, opts Options) (*Measurement, error) {
+	stage, err := os.MkdirTemp("", "tdforge-measure")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	p, cleanup, err := newPipeline(plan, opts, stage, false)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	if err := p.run(ctx); err != nil {
+		return nil, err
+	}
+	return &Measurement{Result: p.result, Profile: plan.Profile, Missing: p.missing}, nil
+}
+
+func lockPath(m *manifest.Manifest) string { return m.Path + ".lock.hcl" }
+
+func newPipeline(plan *Plan, opts Options, stage string, publishing bool) (*pipeline, func(), error) {
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
+	opts.Progress = progress.OrDiscard(opts.Progress)
+	lock, err := lockfile.Read(lockPath(plan.Manifest))
+	if err != nil {
+		return nil, nil, err
+	}
+	work, err := os.MkdirTemp("", "tdforge-build")
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &pipeline{m: plan.Manifest, prof: plan.Profile, o: opts, stage: stage, work: work, lock: lock, publishing: publishing,
+		missing: slices.Clone(plan.Missing), inputs: map[string]string{}, progressDone: map[string]int64{}}
+	return p, func() { os.RemoveAll(work) }, nil
 }
 
 // publish atomically replaces dst with the finished stage directory.
@@ -121,15 +191,20 @@ func publish(stage, dst string) error {
 }
 
 type pipeline struct {
-	m         *manifest.Manifest
-	o         Options
-	stage     string
-	work      string
-	lock      *lockfile.Lock
-	lockDirty bool
+	m          *manifest.Manifest
+	prof       *platform.Profile
+	o          Options
+	stage      string
+	work       string
+	lock       *lockfile.Lock
+	lockDirty  bool
+	publishing bool      // Build (write the image) rather than Measure
+	missing    []Missing // payloads whose bytes are not here
 
 	inputs map[string]string // input key -> sha256
 	info   *imagedir.Info
+	result *measure.Result
+	ref    *refvalues.Document
 
 	firmware     []byte
 	kernel       []byte
@@ -143,31 +218,85 @@ type pipeline struct {
 	progressDone map[string]int64
 }
 
-func (p *pipeline) run(ctx context.Context) error {
-	steps := []struct {
-		name string
-		fn   func(context.Context) error
-	}{
-		{"firmware", p.resolveFirmware},
-		{"kernel", p.resolveKernel},
-		{"payloads", p.resolvePayloads},
-		{"disk", p.buildDisk},
-		{"policy", p.buildPolicy},
-		{"initramfs", p.buildInitramfs},
-		{"simulator", p.buildSimulator},
-		{"measure", p.measure},
-		{"info", p.writeInfo},
+type stepFunc struct {
+	name, summary string
+	fn            func(context.Context) error
+	publish       bool                   // only when building an image
+	skip          func(*pipeline) string // why it cannot run here, or ""
+}
+
+// steps is the pipeline, in order; Build and Measure run the same list.
+func (p *pipeline) steps() []stepFunc {
+	return []stepFunc{
+		{name: "firmware", summary: "fetch and check the firmware", fn: p.resolveFirmware},
+		{name: "kernel", summary: "fetch the kernel and its modules", fn: p.resolveKernel},
+		{name: "payloads", summary: "fetch and build the payloads", fn: p.resolvePayloads, skip: (*pipeline).rtmr3Unknowable},
+		{name: "disk", summary: "write the payload disk (EROFS + dm-verity)", fn: p.buildDisk, skip: (*pipeline).rtmr3Unknowable},
+		{name: "policy", summary: "derive the boot policy", fn: p.buildPolicy, skip: (*pipeline).inputsMissing},
+		{name: "initramfs", summary: "build initd and agent, write the initramfs", fn: p.buildInitramfs, skip: (*pipeline).inputsMissing},
+		{name: "simulator", summary: "write the simulated platform's PKI", fn: p.buildSimulator, publish: true},
+		{name: "measure", summary: "compute MRTD and RTMR0..3", fn: p.measure},
+		{name: "reference", summary: "write the reference values", fn: p.writeReference, publish: true},
+		{name: "info", summary: "write build.json", fn: p.writeInfo, publish: true},
 	}
-	for _, s := range steps {
+}
+
+func (p *pipeline) run(ctx context.Context) error {
+	var steps []stepFunc
+	for _, s := range p.steps() {
+		if p.publishing || !s.publish {
+			steps = append(steps, s)
+		}
+	}
+	for i, s := range steps {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		p.o.Log.Info("build step", "step", s.name)
+		st := Step{Index: i + 1, Total: len(steps), Name: s.name, Summary: s.summary}
+		if s.skip != nil {
+			st.Skipped = s.skip(p)
+		}
+		if p.o.OnStep != nil {
+			p.o.OnStep(st)
+		}
+		if st.Skipped != "" {
+			continue
+		}
 		if err := s.fn(ctx); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// inputsMissing says why the steps that need every payload cannot run.
+func (p *pipeline) inputsMissing() string {
+	if len(p.missing) == 0 {
+		return ""
+	}
+	return "needs every payload; missing: " + missingNames(p.missing, false)
+}
+
+// rtmr3Unknowable says why building the payloads is pointless: a missing
+// payload pins no verity root hash, so RTMR3 cannot be computed, and RTMR2
+// needs every payload anyway.
+func (p *pipeline) rtmr3Unknowable() string {
+	if names := missingNames(p.missing, true); names != "" {
+		return "RTMR3 cannot be computed without the bytes or the verity_root_hash pin of " + names
+	}
+	return ""
+}
+
+// missingNames lists the missing payloads (only the unpinned ones with
+// unpinnedOnly), comma-separated.
+func missingNames(ms []Missing, unpinnedOnly bool) string {
+	var names []string
+	for _, m := range ms {
+		if !unpinnedOnly || !m.Pinned {
+			names = append(names, m.Payload)
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 func (p *pipeline) write(name string, data []byte, perm os.FileMode) error {
@@ -185,15 +314,6 @@ var fileSHA256 = fsutil.SHA256
 
 // serviceUID returns the deterministic uid for a service by index.
 func serviceUID(i int) int { return firstSvcUID + i }
-
-func sortedKeys[M ~map[string]V, V any](m M) []string {
-	k := make([]string, 0, len(m))
-	for s := range m {
-		k = append(k, s)
-	}
-	sort.Strings(k)
-	return k
-}
 
 func jsonIndent(v any) ([]byte, error) {
 	b, err := json.MarshalIndent(v, "", "  ")

@@ -6,14 +6,16 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/tdforge/tdforge/internal/cli/progress"
 	"github.com/tdforge/tdforge/internal/image/gptdisk"
 	"github.com/tdforge/tdforge/internal/inputs/cache"
 	"github.com/tdforge/tdforge/internal/inputs/lockfile"
 	"github.com/tdforge/tdforge/internal/manifest"
-	"github.com/tdforge/tdforge/internal/cli/progress"
+	"github.com/tdforge/tdforge/internal/tdx/platform"
 )
 
 func TestDirTreeNormalizesAndDigests(t *testing.T) {
@@ -151,5 +153,47 @@ func TestModelTreeKeepsPinnedBlobs(t *testing.T) {
 	pl.Source.Model.ParamsSource = &params
 	if _, err := p.modelTree(context.Background(), "payload.model", pl); err == nil {
 		t.Fatal("a params blob with a wrong pin was accepted")
+	}
+}
+
+// Missing inputs are data: the plan lists the payloads that depend on
+// variables without a value, and whether RTMR3 can still use their pin.
+func TestPlanListsMissingInputs(t *testing.T) {
+	m := &manifest.Manifest{
+		Payloads: []manifest.Payload{{Name: "ollama"}, {Name: "model", VerityRootHash: strings.Repeat("a", 64)}, {Name: "weights", VerityRootHash: "x"}, {Name: "webui"}},
+		Unknown: []string{"payload.model.ollama_model.gguf.url", "payload.weights.url.url", "payload.weights.verity_root_hash",
+			"payload.webui.verity_root_hash"},
+	}
+	plan, err := NewPlan(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Profile == nil || plan.Profile.Name != platform.DefaultName {
+		t.Fatalf("profile %v", plan.Profile)
+	}
+	want := []Missing{
+		{Payload: "model", Reason: "depends on unset variables (payload.model.ollama_model.gguf.url)", Pinned: true},
+		{Payload: "weights", Reason: "depends on unset variables (payload.weights.url.url)"},
+	}
+	if !slices.Equal(plan.Missing, want) {
+		t.Fatalf("missing %+v, want %+v", plan.Missing, want)
+	}
+	_, err = Build(context.Background(), plan, Options{OutDir: t.TempDir()})
+	if err == nil || err.Error() != `cannot build: payload "model": depends on unset variables (payload.model.ollama_model.gguf.url); payload "weights": depends on unset variables (payload.weights.url.url)` {
+		t.Fatalf("Build with missing inputs: %v", err)
+	}
+	if _, err := NewPlan(&manifest.Manifest{VM: manifest.VM{Platform: "nope"}}); err == nil || !strings.HasPrefix(err.Error(), "vm.platform: ") {
+		t.Fatalf("unknown platform: %v", err)
+	}
+	p := &pipeline{missing: plan.Missing}
+	if got := p.rtmr3Unknowable(); got != "RTMR3 cannot be computed without the bytes or the verity_root_hash pin of weights" {
+		t.Errorf("rtmr3Unknowable: %q", got)
+	}
+	if got := p.inputsMissing(); got != "needs every payload; missing: model, weights" {
+		t.Errorf("inputsMissing: %q", got)
+	}
+	p.missing = plan.Missing[:1]
+	if p.rtmr3Unknowable() != "" {
+		t.Error("a pinned missing payload does not stop RTMR3")
 	}
 }

@@ -55,13 +55,8 @@ func (p *pipeline) buildDisk(ctx context.Context) error {
 		return fmt.Errorf("payload disk: %w", err)
 	}
 	for _, m := range p.m.Payloads {
-		if m.VerityRootHash == "" {
-			continue
-		}
-		for _, part := range layout.Partitions {
-			if part.Name == m.Name && part.RootHash != m.VerityRootHash {
-				return fmt.Errorf("payload %q: built verity root hash %s differs from the manifest's pin verity_root_hash = %s", m.Name, part.RootHash, m.VerityRootHash)
-			}
+		if part, ok := layout.Partition(m.Name); ok && m.VerityRootHash != "" && part.RootHash != m.VerityRootHash {
+			return fmt.Errorf("payload %q: built verity root hash %s differs from the manifest's pin verity_root_hash = %s", m.Name, part.RootHash, m.VerityRootHash)
 		}
 	}
 	p.layout = layout
@@ -77,7 +72,7 @@ func (p *pipeline) buildDisk(ctx context.Context) error {
 // modules.
 func (p *pipeline) buildInitramfs(ctx context.Context) error {
 	if p.o.RepoRoot == "" {
-		return fmt.Errorf("cannot find the tdforge source tree to build initd and agent from; run builder inside the repository or pass -repo DIR")
+		return ErrNoRepoRoot
 	}
 	bin := filepath.Join(p.work, "bin")
 	if err := os.MkdirAll(bin, 0o755); err != nil {
@@ -85,7 +80,7 @@ func (p *pipeline) buildInitramfs(ctx context.Context) error {
 	}
 	var goVersion string
 	for _, prog := range []string{"initd", "agent"} {
-		v, err := selfbuild.Build(ctx, p.o.RepoRoot, "./"+prog, filepath.Join(bin, prog))
+		v, err := selfbuild.Build(ctx, p.o.RepoRoot, "./"+prog, filepath.Join(bin, prog), p.o.Log)
 		if err != nil {
 			return fmt.Errorf("building %s: %w", prog, err)
 		}

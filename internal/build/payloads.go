@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -11,12 +12,13 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/image/fstree"
 	"github.com/tdforge/tdforge/internal/inputs/debpkg"
+	"github.com/tdforge/tdforge/internal/inputs/fetch"
 	"github.com/tdforge/tdforge/internal/inputs/gobuild"
 	"github.com/tdforge/tdforge/internal/manifest"
 	"github.com/tdforge/tdforge/internal/ollama/gguf"
@@ -29,9 +31,20 @@ type builtPayload struct {
 	tree *fstree.Tree
 }
 
+// resolvePayloads builds each payload's normalized tree. When measuring, a
+// payload the plan lists as missing is skipped and one whose download fails
+// becomes missing; a build needs them all.
 func (p *pipeline) resolvePayloads(ctx context.Context) error {
 	for _, pl := range p.m.Payloads {
+		if slices.ContainsFunc(p.missing, func(m Missing) bool { return m.Payload == pl.Name }) {
+			continue
+		}
 		t, err := p.payloadTree(ctx, pl)
+		var ne *fetch.NetworkError
+		if !p.publishing && errors.As(err, &ne) {
+			p.missing = append(p.missing, Missing{Payload: pl.Name, Reason: "its input could not be fetched: " + err.Error(), Pinned: pinned(p.m, pl)})
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("payload %q: %w", pl.Name, err)
 		}
@@ -112,7 +125,7 @@ func (p *pipeline) payloadTree(ctx context.Context, pl manifest.Payload) (*fstre
 		res, err := gobuild.Build(ctx, gobuild.Spec{
 			Module: src.Module, Version: src.Version, Sum: src.Sum, Package: pkg,
 			CGO: src.CGO, Static: src.Static, Ldflags: ldflags, Tags: src.Tags,
-		}, gc, logWriter{p})
+		}, gc, p.o.Log)
 		if err != nil {
 			return nil, err
 		}
@@ -133,23 +146,9 @@ func (p *pipeline) payloadTree(ctx context.Context, pl manifest.Payload) (*fstre
 	return nil, fmt.Errorf("unsupported source kind %q", src.Kind)
 }
 
-type logWriter struct{ p *pipeline }
-
-func (w logWriter) Write(b []byte) (int, error) {
-	w.p.o.Log.Info(string(trimNL(b)))
-	return len(b), nil
-}
-
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
 // lockCheck compares a local input's digest with the lock file. A missing
 // entry is recorded (like `terraform init`); a different one is refused
-// unless -update-lock.
+// unless Options.UpdateLock.
 func (p *pipeline) lockCheck(key, digest string) error {
 	if p.o.UpdateLock {
 		p.lock.Set(key, digest)
@@ -245,7 +244,7 @@ func dirTree(root string) (*fstree.Tree, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("dir %s: %w", root, err)
 	}
-	sort.Strings(paths)
+	slices.Sort(paths)
 	for _, p := range paths {
 		rel, _ := filepath.Rel(root, p)
 		rel = filepath.ToSlash(rel)

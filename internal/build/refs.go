@@ -5,24 +5,21 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
+	"strings"
 
 	"github.com/tdforge/tdforge/internal/image/imagedir"
-	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
 
-// measure computes the registers from the exact artifacts just built and
-// writes reference-values.json.
-func (p *pipeline) measure(ctx context.Context) error {
-	events, err := p.pol.ExpectedEvents()
-	if err != nil {
-		return err
-	}
-	doc, err := referenceDocument(p, events)
+// writeReference writes reference-values.json from the measured registers
+// and the exact artifacts just built.
+func (p *pipeline) writeReference(ctx context.Context) error {
+	doc, err := p.referenceDocument()
 	if err != nil {
 		return err
 	}
@@ -30,6 +27,7 @@ func (p *pipeline) measure(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	p.ref = doc
 	return p.write(imagedir.ReferenceValues, b, 0o644)
 }
 
@@ -40,16 +38,8 @@ func profileFor(name string) (*platform.Profile, error) {
 	return platform.Lookup(name)
 }
 
-func referenceDocument(p *pipeline, events []event.Event) (*refvalues.Document, error) {
-	m := p.m
-	prof, err := profileFor(m.VM.Platform)
-	if err != nil {
-		return nil, fmt.Errorf("vm.platform: %w", err)
-	}
-	res, err := p.compute(prof, events)
-	if err != nil {
-		return nil, err
-	}
+func (p *pipeline) referenceDocument() (*refvalues.Document, error) {
+	m, prof, res := p.m, p.prof, p.result
 	doc := &refvalues.Document{
 		Schema: refvalues.Schema,
 		Image: refvalues.Image{Name: m.Image.Name, Version: m.Image.Version, Dev: m.Image.Dev, Simulated: m.TDX.Simulate,
@@ -60,14 +50,12 @@ func referenceDocument(p *pipeline, events []event.Event) (*refvalues.Document, 
 		TD:       refvalues.TD{Attributes: platform.TDAttributes(m.TDX.Debug), XFAM: platform.XFAM, DebugAllowed: m.TDX.Debug},
 		Source:   "builder",
 	}
-	for k, v := range res.Reasons {
-		doc.Reasons[k] = v
-	}
+	maps.Copy(doc.Reasons, res.Reasons)
 	doc.Registers.Set("mrtd", ptr48(res.MRTD))
 	for i := 0; i < 4; i++ {
 		doc.Registers.Set(fmt.Sprintf("rtmr%d", i), ptr48(res.RTMR[i]))
 	}
-	for _, k := range sortedKeys(p.inputs) {
+	for _, k := range slices.Sorted(maps.Keys(p.inputs)) {
 		doc.Inputs = append(doc.Inputs, refvalues.Digest{Name: k, SHA256: p.inputs[k]})
 	}
 	for _, a := range []struct {
@@ -91,7 +79,7 @@ func referenceDocument(p *pipeline, events []event.Event) (*refvalues.Document, 
 				Salt: part.Salt, DataSize: part.DataSize, HashOffset: part.HashOffset})
 		}
 	}
-	sort.Slice(doc.Artifacts, func(i, j int) bool { return doc.Artifacts[i].Name < doc.Artifacts[j].Name })
+	slices.SortFunc(doc.Artifacts, func(a, b refvalues.Digest) int { return strings.Compare(a.Name, b.Name) })
 	if len(doc.Reasons) == 0 {
 		doc.Reasons = nil
 	}

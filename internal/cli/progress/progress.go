@@ -1,11 +1,11 @@
 // Package progress reports the advance of long build steps (downloads,
-// hashing, image writing): a progress bar on a terminal, structured log lines
-// otherwise.
+// hashing, image writing): a progress bar on a terminal, one plain line per
+// finished task otherwise.
 package progress
 
 import (
+	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -27,13 +27,19 @@ type Task interface {
 	Done()       // the step finished (idempotent)
 }
 
-// New returns a bar Reporter when w is a terminal and a quiet slog Reporter
-// (logging to w) otherwise.
-func New(w *os.File) Reporter {
-	if w != nil && term.IsTerminal(int(w.Fd())) {
+// New returns a bar Reporter when w is a terminal and a Lines Reporter
+// otherwise.
+func New(w io.Writer) Reporter {
+	if IsTerminal(w) {
 		return Bar(w)
 	}
-	return Log(slog.New(slog.NewTextHandler(w, nil)))
+	return Lines(w)
+}
+
+// IsTerminal reports whether w is a terminal.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // Discard is a Reporter that reports nothing.
@@ -82,41 +88,58 @@ type barTask struct {
 func (t *barTask) Add(n int64) { t.bar.Add64(n) }
 func (t *barTask) Done()       { t.once.Do(func() { t.bar.Finish() }) }
 
-// Log returns a quiet Reporter writing one structured line when a task
-// starts and one when it ends (with bytes and duration).
-func Log(l *slog.Logger) Reporter { return &logReporter{l: l} }
+// Lines returns a Reporter writing one plain line to w when a task ends:
+// "  hash OVMF.fd: 4.0 MiB in 0.1s".
+func Lines(w io.Writer) Reporter { return &lineReporter{w: w} }
 
-type logReporter struct{ l *slog.Logger }
-
-func (r *logReporter) Start(name string, total int64) Task {
-	r.l.Info("start", "task", name, "total_bytes", total)
-	return &logTask{l: r.l, name: name, total: total, start: time.Now()}
+type lineReporter struct {
+	mu sync.Mutex // one line at a time
+	w  io.Writer
 }
 
-type logTask struct {
-	l     *slog.Logger
+func (r *lineReporter) Start(name string, total int64) Task {
+	return &lineTask{r: r, name: name, start: time.Now()}
+}
+
+type lineTask struct {
+	r     *lineReporter
 	name  string
-	total int64
 	start time.Time
 	mu    sync.Mutex
 	n     int64
 	done  bool
 }
 
-func (t *logTask) Add(n int64) {
+func (t *lineTask) Add(n int64) {
 	t.mu.Lock()
 	t.n += n
 	t.mu.Unlock()
 }
 
-func (t *logTask) Done() {
+func (t *lineTask) Done() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.done {
 		return
 	}
 	t.done = true
-	t.l.Info("done", "task", t.name, "bytes", t.n, "seconds", time.Since(t.start).Round(time.Millisecond).Seconds())
+	t.r.mu.Lock()
+	defer t.r.mu.Unlock()
+	fmt.Fprintf(t.r.w, "  %s: %s in %s\n", t.name, Bytes(t.n), time.Since(t.start).Round(100*time.Millisecond))
+}
+
+// Bytes formats a size for people: "512 B", "4.0 KiB", "57.5 MiB".
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
 
 // Reader wraps r so that every byte read is added to t.

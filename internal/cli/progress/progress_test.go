@@ -3,25 +3,30 @@ package progress
 import (
 	"bytes"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"testing"
 )
 
-func TestLogReporter(t *testing.T) {
+func TestLinesReporter(t *testing.T) {
 	var buf bytes.Buffer
-	r := Log(slog.New(slog.NewTextHandler(&buf, nil)))
-	task := r.Start("download x", 10)
+	task := Lines(&buf).Start("download x", 10)
 	n, err := io.Copy(io.Discard, Reader(strings.NewReader("0123456789"), task))
 	if err != nil || n != 10 {
 		t.Fatal(n, err)
 	}
 	task.Done()
 	task.Done()
-	out := buf.String()
-	if !strings.Contains(out, `task="download x"`) || !strings.Contains(out, "bytes=10") || strings.Count(out, "msg=done") != 1 {
-		t.Fatalf("unexpected log:\n%s", out)
+	if out := buf.String(); !strings.HasPrefix(out, "  download x: 10 B in ") || strings.Count(out, "\n") != 1 {
+		t.Fatalf("unexpected lines:\n%s", out)
+	}
+}
+
+func TestBytes(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 4096: "4.0 KiB", 60317768: "57.5 MiB", 5 << 30: "5.0 GiB"} {
+		if got := Bytes(n); got != want {
+			t.Errorf("Bytes(%d) = %q, want %q", n, got, want)
+		}
 	}
 }
 
@@ -41,8 +46,8 @@ func TestNewPicksLogForNonTTY(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, ok := New(f).(*logReporter); !ok {
-		t.Fatal("regular file should get the slog reporter")
+	if _, ok := New(f).(*lineReporter); !ok || IsTerminal(f) || IsTerminal(&bytes.Buffer{}) {
+		t.Fatal("a regular file or buffer should get the plain-lines reporter")
 	}
 	OrDiscard(nil).Start("x", 1).Done()
 }

@@ -17,9 +17,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tdforge/tdforge/internal/cli/progress"
 	"github.com/tdforge/tdforge/internal/inputs/cache"
 	"github.com/tdforge/tdforge/internal/manifest"
-	"github.com/tdforge/tdforge/internal/cli/progress"
 )
 
 // NetworkError is a failure to obtain remote content (connection, DNS,

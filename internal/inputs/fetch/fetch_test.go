@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/tdforge/tdforge/internal/testutil/netutil"
 	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 
 	"github.com/hashicorp/hcl/v2"
@@ -81,10 +81,7 @@ func TestURL(t *testing.T) {
 	if !IsNetwork(err) || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("404: %v", err)
 	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
-	_, _, err = Resolve(ctx, manifest.Source{Kind: "url", URL: "http://" + addr + "/x", SHA256: wrong}, c2, nil)
+	_, _, err = Resolve(ctx, manifest.Source{Kind: "url", URL: "http://" + netutil.FreeAddr(t) + "/x", SHA256: wrong}, c2, nil)
 	if !IsNetwork(err) {
 		t.Fatalf("refused: %v", err)
 	}

@@ -19,7 +19,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,7 +28,6 @@ import (
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/semver"
 	"golang.org/x/mod/sumdb/dirhash"
-
 )
 
 // Spec names what to build.
@@ -322,7 +321,7 @@ func Build(ctx context.Context, s Spec, cacheDir string, log io.Writer) (*Result
 	if s.Package == "" {
 		s.Package = s.Module
 	}
-	s.Tags = sortedCopy(s.Tags)
+	s.Tags = slices.Sorted(slices.Values(s.Tags)) // build tag order does not matter
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -386,7 +385,7 @@ func Build(ctx context.Context, s Spec, cacheDir string, log io.Writer) (*Result
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("gobuild: building %s@%s: %v", s.Package, s.Version, ctx.Err())
 		}
-		return nil, fmt.Errorf("gobuild: building %s@%s failed (%v); the compiler output is above", s.Package, s.Version, err)
+		return nil, fmt.Errorf("gobuild: building %s@%s failed: %v; the compiler output was written to the log", s.Package, s.Version, err)
 	}
 	fmt.Fprintf(log, "gobuild: built %s in %s\n", s.Package, time.Since(start).Round(time.Second))
 	ents, err := os.ReadDir(gobin)
@@ -549,11 +548,4 @@ func smoke(ctx context.Context, s *Spec, bin string) error {
 			filepath.Base(bin), strings.Join(s.Smoke.Args, " "), s.Smoke.Want, err, out.String())
 	}
 	return nil
-}
-
-// sortedCopy returns in sorted (build tag order does not matter).
-func sortedCopy(in []string) []string {
-	out := append([]string(nil), in...)
-	sort.Strings(out)
-	return out
 }

@@ -15,14 +15,16 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"debug/elf"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 
@@ -222,11 +224,7 @@ func loadIndex(debPath string) (*debIndex, error) {
 		return nil, err
 	}
 	if len(releases) != 1 {
-		var rs []string
-		for r := range releases {
-			rs = append(rs, r)
-		}
-		sort.Strings(rs)
+		rs := slices.Sorted(maps.Keys(releases))
 		return nil, fmt.Errorf("%s: want exactly one kernel release under lib/modules/, found %d %v: use a linux-image package", debPath, len(rs), rs)
 	}
 	ix := &debIndex{mods: mods, builtin: map[string]bool{}}
@@ -307,12 +305,7 @@ func unknownError(name, deb, rel string, mods map[string]*modInfo, builtin map[s
 			cs = append(cs, cand{n, d})
 		}
 	}
-	sort.Slice(cs, func(i, j int) bool {
-		if cs[i].d != cs[j].d {
-			return cs[i].d < cs[j].d
-		}
-		return cs[i].n < cs[j].n
-	})
+	slices.SortFunc(cs, func(a, b cand) int { return cmp.Or(cmp.Compare(a.d, b.d), strings.Compare(a.n, b.n)) })
 	var sugg []string
 	for i := 0; i < len(cs) && i < 5; i++ {
 		sugg = append(sugg, cs[i].n)
@@ -504,6 +497,6 @@ func (s *Set) extract(debPath, destDir string) ([]fstree.Entry, error) {
 		return nil, err
 	}
 	entries = append(entries, fstree.Entry{Path: depPath, Type: fstree.File, Mode: 0o644, Source: dst, Size: int64(len(dep))})
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Path < entries[j].Path })
+	slices.SortFunc(entries, func(a, b fstree.Entry) int { return strings.Compare(a.Path, b.Path) })
 	return entries, nil
 }

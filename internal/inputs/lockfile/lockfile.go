@@ -8,14 +8,15 @@
 //	}
 //
 // Builds compare each input's digest with its entry and refuse to continue
-// on a mismatch unless run with -update-lock.
+// on a mismatch unless the caller chooses to record the new digest.
 package lockfile
 
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -28,6 +29,22 @@ import (
 
 // ErrNotRecorded is returned (wrapped) by Check for a key with no entry.
 var ErrNotRecorded = errors.New("input not recorded in the lock file")
+
+// ChangedError is an input whose digest differs from the recorded one.
+type ChangedError struct {
+	Key, Recorded, Current string
+}
+
+func (e *ChangedError) Error() string {
+	return fmt.Sprintf("input %s changed: the lock file records sha256 %s but it is now %s", e.Key, e.Recorded, e.Current)
+}
+
+// SyntaxError is a lock file that is not valid HCL.
+type SyntaxError struct {
+	File, Detail string
+}
+
+func (e *SyntaxError) Error() string { return fmt.Sprintf("lock file %s: %s", e.File, e.Detail) }
 
 // Entry is one locked input.
 type Entry struct {
@@ -64,7 +81,7 @@ func Parse(src []byte, filename string) (*Lock, error) {
 	l := &Lock{Entries: map[string]Entry{}}
 	f, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
-		return nil, fmt.Errorf("lock file %s: %s (delete it and run builder build -update-lock to recreate it)", filename, diagText(diags))
+		return nil, &SyntaxError{File: filename, Detail: diagText(diags)}
 	}
 	content, diags := f.Body.Content(schema)
 	if diags.HasErrors() {
@@ -109,16 +126,15 @@ func (l *Lock) Has(key string) bool {
 }
 
 // Check compares digest with the recorded one. A missing entry returns an
-// error wrapping ErrNotRecorded; a different digest returns an error naming
-// both.
+// error wrapping ErrNotRecorded; a different digest returns a *ChangedError
+// naming both.
 func (l *Lock) Check(key, digest string) error {
 	e, ok := l.Entries[key]
 	if !ok {
-		return fmt.Errorf("%w: %s (run with -update-lock to record it)", ErrNotRecorded, key)
+		return fmt.Errorf("%w: %s", ErrNotRecorded, key)
 	}
 	if e.SHA256 != digest {
-		return fmt.Errorf("input %s changed: the lock file records sha256 %s but it is now %s; "+
-			"if the change is intended, run with -update-lock to record the new digest", key, e.SHA256, digest)
+		return &ChangedError{Key: key, Recorded: e.SHA256, Current: digest}
 	}
 	return nil
 }
@@ -147,12 +163,7 @@ func (l *Lock) SetKind(key, kind string) {
 func (l *Lock) Bytes() []byte {
 	f := hclwrite.NewEmptyFile()
 	body := f.Body()
-	keys := make([]string, 0, len(l.Entries))
-	for k := range l.Entries {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for i, k := range keys {
+	for i, k := range slices.Sorted(maps.Keys(l.Entries)) {
 		if i > 0 {
 			body.AppendNewline()
 		}

@@ -20,7 +20,7 @@ func TestMissingFileIsEmpty(t *testing.T) {
 		t.Fatalf("want empty lock, got %+v", l.Entries)
 	}
 	err = l.Check("payload.webui", digA)
-	if !errors.Is(err, ErrNotRecorded) || !strings.Contains(err.Error(), "-update-lock") {
+	if !errors.Is(err, ErrNotRecorded) || !strings.Contains(err.Error(), "payload.webui") {
 		t.Fatalf("Check on empty lock: %v", err)
 	}
 }
@@ -59,8 +59,9 @@ func TestRoundTripSortedAndAtomic(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = r.Check("payload.webui", digB)
-	if err == nil || !strings.Contains(err.Error(), digA) || !strings.Contains(err.Error(), digB) || !strings.Contains(err.Error(), "-update-lock") {
-		t.Fatalf("mismatch error must show both digests and -update-lock: %v", err)
+	var ce *ChangedError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), digA) || !strings.Contains(err.Error(), digB) {
+		t.Fatalf("mismatch error must be a *ChangedError showing both digests: %v", err)
 	}
 	// Writing the same lock twice yields identical bytes.
 	if string(r.Bytes()) != s {
@@ -79,6 +80,10 @@ func TestParseErrors(t *testing.T) {
 		{`input "a" { sha265 = "x" }`, `Did you mean "sha256"?`},
 	} {
 		_, err := Parse([]byte(tc.src), "x.lock.hcl")
+		var se *SyntaxError
+		if tc.want == "Unclosed configuration block" && !errors.As(err, &se) {
+			t.Errorf("Parse(%q) = %v, want a *SyntaxError", tc.src, err)
+		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Parse(%q) = %v, want error containing %q", tc.src, err, tc.want)
 		}

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,8 +82,13 @@ func GoVersion(ctx context.Context) (string, error) {
 
 // Build compiles main package pkg (e.g. "./cmd/initd") of the repository at
 // repoRoot into the file out (written atomically: built in a temporary
-// directory, then renamed) and returns the Go version used.
-func Build(ctx context.Context, repoRoot, pkg, out string) (string, error) {
+// directory, then renamed) and returns the Go version used. The go
+// command's output (module downloads, compiler messages) goes to log (nil:
+// discarded) and, on failure, into the error.
+func Build(ctx context.Context, repoRoot, pkg, out string, log io.Writer) (string, error) {
+	if log == nil {
+		log = io.Discard
+	}
 	ver, err := GoVersion(ctx)
 	if err != nil {
 		return "", err
@@ -102,8 +108,8 @@ func Build(ctx context.Context, repoRoot, pkg, out string) (string, error) {
 	cmd.Dir = repoRoot
 	cmd.Env = Env()
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.Stdout = &stderr
+	cmd.Stdout = io.MultiWriter(&stderr, log)
+	cmd.Stderr = cmd.Stdout
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("go build %s in %s: %v\n%s", pkg, repoRoot, err, strings.TrimSpace(stderr.String()))
 	}

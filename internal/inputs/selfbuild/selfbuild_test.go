@@ -50,7 +50,7 @@ func TestReproducible(t *testing.T) {
 	t.Setenv("GOFLAGS", "-race") // must be ignored
 	t.Setenv("CGO_ENABLED", "1")
 	outA := filepath.Join(t.TempDir(), "a", "hello")
-	ver, err := Build(ctx, a, "./cmd/hello", outA)
+	ver, err := Build(ctx, a, "./cmd/hello", outA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestReproducible(t *testing.T) {
 	}
 	t.Setenv("GOCACHE", t.TempDir())
 	outB := filepath.Join(t.TempDir(), "hello")
-	if _, err := Build(ctx, b, "./cmd/hello", outB); err != nil {
+	if _, err := Build(ctx, b, "./cmd/hello", outB, nil); err != nil {
 		t.Fatal(err)
 	}
 	ba, _ := os.ReadFile(outA)
@@ -95,7 +95,8 @@ func TestReproducible(t *testing.T) {
 	}
 	// A broken package reports the compiler error.
 	os.WriteFile(filepath.Join(a, "cmd/hello/bad.go"), []byte("package main\nfunc x() { undefined() }\n"), 0o644)
-	if _, err := Build(ctx, a, "./cmd/hello", outA+"2"); err == nil || !strings.Contains(err.Error(), "undefined") {
+	var log strings.Builder
+	if _, err := Build(ctx, a, "./cmd/hello", outA+"2", &log); err == nil || !strings.Contains(err.Error(), "undefined") || !strings.Contains(log.String(), "undefined") {
 		t.Fatalf("want compiler error, got %v", err)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"github.com/tdforge/tdforge/internal/image/fstree"
 	"github.com/tdforge/tdforge/internal/inputs/gobuild"
 	"github.com/tdforge/tdforge/internal/ollama/gguf"
+	"github.com/tdforge/tdforge/internal/testutil/netutil"
 )
 
 func tinyFile(t *testing.T) (string, string) {
@@ -295,15 +295,6 @@ func TestLayoutManifestRoundTrip(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func post(ctx context.Context, url string, body any, out any) error {
 	b, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(b))
@@ -341,7 +332,7 @@ func TestRealOllama(t *testing.T) {
 	store := t.TempDir()
 	writeTree(t, tr, store)
 	home := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := netutil.FreeAddr(t)
 	cmd := exec.Command(res.Binary, "serve")
 	cmd.Env = []string{"OLLAMA_MODELS=" + store, "HOME=" + home, "OLLAMA_HOST=" + addr, "PATH=/usr/bin:/bin", "OLLAMA_NOPRUNE=1"}
 	var slog bytes.Buffer

@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 	"github.com/tdforge/tdforge/internal/inputs/gobuild"
 	"github.com/tdforge/tdforge/internal/ollama/gguf"
 	"github.com/tdforge/tdforge/internal/ollama/ollamastore"
+	"github.com/tdforge/tdforge/internal/testutil/netutil"
 )
 
 // Spec is the pinned Ollama build: the same spec, and so the same cache
@@ -134,12 +134,7 @@ func Start(tb testing.TB) *Server {
 	if err := WriteStore(store); err != nil {
 		tb.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := netutil.FreeAddr(tb)
 	s := &Server{URL: "http://" + addr, Binary: bin, log: &lockedBuffer{}}
 	s.cmd = exec.Command(bin, "serve")
 	s.cmd.Env = []string{
