@@ -308,3 +308,49 @@ func TestProgramHelp(t *testing.T) {
 		t.Errorf("help lacks the exit codes:\n%s", out.String())
 	}
 }
+
+// A setting outside the payloads that depends on a variable without a value
+// is never measured as empty: the registers it reaches are unknown, and an
+// input of every register stops measure with a hint.
+func TestMeasureUnsetSettings(t *testing.T) {
+	manifest := tinyManifest(t)
+	src, err := os.ReadFile(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(old, new string) string {
+		t.Helper()
+		s := strings.Replace(string(src), old, new, 1)
+		if s == string(src) {
+			t.Fatalf("%q not in the manifest", old)
+		}
+		s += "variable \"setting\" {\n  type = string\n}\n"
+		p := filepath.Join(filepath.Dir(manifest), "unset.hcl")
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cache := "-cache=" + t.TempDir()
+
+	r := run(t, runMeasure, cache, "-var", "extra_url=http://127.0.0.1:1/x", write(`cmdline = "console=ttyS0"`, "cmdline = var.setting"))
+	if r.code != cli.ExitOK {
+		t.Fatalf("measure with an unset cmdline: %+v", r)
+	}
+	regs := registers(r.stdout)
+	if regs["mrtd"] == "" || regs["rtmr0"] == "" || regs["rtmr1"] != "" || regs["rtmr2"] != "" || regs["rtmr3"] != "" {
+		t.Errorf("an unset kernel.cmdline must leave RTMR1..3 unknown and MRTD/RTMR0 known: %v\n%s", regs, r.stdout)
+	}
+	for _, want := range []string{"missing   kernel.cmdline: depends on a variable without a value",
+		"RTMR2     unknown: the kernel command line and the boot policy in the initrd are measured, and ", "; kernel.cmdline depends on a variable without a value\n"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("measure output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+
+	r = run(t, runMeasure, cache, write(`memory   = "2G"`, "memory   = var.setting"))
+	if r.code != cli.ExitFail || !strings.Contains(r.stderr, "builder measure: cannot measure: vm.memory has no value") ||
+		!strings.Contains(r.stderr, "builder measure: hint: give each variable a value with -var NAME=VALUE or -var-file FILE") {
+		t.Errorf("measure with an unset vm.memory: %+v", r)
+	}
+}

@@ -107,7 +107,7 @@ func runMeasureManifest(ctx context.Context, args []string, stdout, stderr io.Wr
 		stdout.Write(b)
 		return cli.ExitOK
 	}
-	printMeasure(stdout, res.Result, res.Profile, res.Missing, *explain)
+	printMeasure(stdout, res.Result, res.Profile, res.Missing, res.Unset, *explain)
 	return cli.ExitOK
 }
 
@@ -185,7 +185,7 @@ func runMeasureRaw(args []string, stdout, stderr io.Writer) int {
 		stdout.Write(b)
 		return cli.ExitOK
 	}
-	printMeasure(stdout, r, prof, nil, *explain)
+	printMeasure(stdout, r, prof, nil, nil, *explain)
 	return cli.ExitOK
 }
 
@@ -207,7 +207,7 @@ func parseMeasureMemory(s string) (int, error) {
 
 // printMeasure writes the registers (with the reason for each unknown one)
 // and the inputs that were missing.
-func printMeasure(w io.Writer, r *measure.Result, p *platform.Profile, missing []build.Missing, explain bool) {
+func printMeasure(w io.Writer, r *measure.Result, p *platform.Profile, missing []build.Missing, unset []string, explain bool) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "platform\t%s (QEMU %s, OVMF %s)\n", p.Name, p.QEMUVersion, p.OVMFBuild)
 	fmt.Fprintf(tw, "rules\t%s\n", p.Rules())
@@ -217,6 +217,9 @@ func printMeasure(w io.Writer, r *measure.Result, p *platform.Profile, missing [
 			pin = "verity_root_hash pinned"
 		}
 		fmt.Fprintf(tw, "missing\tpayload %q: %s (%s)\n", m.Payload, m.Reason, pin)
+	}
+	for _, u := range unset {
+		fmt.Fprintf(tw, "missing\t%s: depends on a variable without a value\n", u)
 	}
 	for _, n := range []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
 		if v := r.Register(n); v != nil {

@@ -83,6 +83,7 @@ func exitCodeFor(err error) int {
 func withHints(err error) error {
 	var changed *lockfile.ChangedError
 	var syntax *lockfile.SyntaxError
+	var unset *build.UnsetError
 	switch {
 	case errors.Is(err, lockfile.ErrNotRecorded):
 		return cli.WithHint(err, "run 'builder build -update-lock' to record it")
@@ -90,6 +91,8 @@ func withHints(err error) error {
 		return cli.WithHint(err, "if the change is intended, run 'builder build -update-lock' to record the new digest")
 	case errors.As(err, &syntax):
 		return cli.WithHint(err, "delete it and run 'builder build -update-lock' to recreate it")
+	case errors.As(err, &unset):
+		return cli.WithHint(err, "give each variable a value with -var NAME=VALUE or -var-file FILE")
 	case errors.Is(err, build.ErrNoRepoRoot):
 		return cli.WithHint(err, "run builder inside the tdforge repository or pass -repo DIR")
 	}

@@ -70,6 +70,9 @@ type Measurement struct {
 	// download failed; Result.Reasons says which registers they leave
 	// unknown.
 	Missing []Missing
+	// Unset is the plan's attributes that depend on variables without a
+	// value (see Plan.Unset).
+	Unset []string
 }
 
 // ErrNoRepoRoot is returned when the tdforge source tree (initd and agent
@@ -90,8 +93,8 @@ func Build(ctx context.Context, plan *Plan, opts Options) (*Result, error) {
 	if opts.OutDir == "" {
 		return nil, errors.New("build: no output directory")
 	}
-	if len(plan.Missing) > 0 {
-		return nil, &missingError{plan.Missing}
+	if len(plan.Missing) > 0 || len(plan.Unset) > 0 {
+		return nil, &missingError{plan.Missing, plan.Unset}
 	}
 	parent := filepath.Dir(filepath.Clean(opts.OutDir))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
@@ -145,7 +148,7 @@ func Measure(ctx context.Context, plan *Plan, opts Options) (*Measurement, error
 	if err := p.run(ctx); err != nil {
 		return nil, err
 	}
-	return &Measurement{Result: p.result, Profile: plan.Profile, Missing: p.missing}, nil
+	return &Measurement{Result: p.result, Profile: plan.Profile, Missing: p.missing, Unset: plan.Unset}, nil
 }
 
 func lockPath(m *manifest.Manifest) string { return m.Path + ".lock.hcl" }
@@ -164,7 +167,7 @@ func newPipeline(plan *Plan, opts Options, stage string, publishing bool) (*pipe
 		return nil, nil, err
 	}
 	p := &pipeline{m: plan.Manifest, prof: plan.Profile, o: opts, stage: stage, work: work, lock: lock, publishing: publishing,
-		missing: slices.Clone(plan.Missing), inputs: map[string]string{}, progressDone: map[string]int64{}}
+		missing: slices.Clone(plan.Missing), unset: plan.Unset, inputs: map[string]string{}, progressDone: map[string]int64{}}
 	return p, func() { os.RemoveAll(work) }, nil
 }
 
@@ -200,6 +203,7 @@ type pipeline struct {
 	lockDirty  bool
 	publishing bool      // Build (write the image) rather than Measure
 	missing    []Missing // payloads whose bytes are not here
+	unset      []string  // attributes outside payloads without a value (Plan.Unset)
 
 	inputs map[string]string // input key -> sha256
 	info   *imagedir.Info
@@ -271,6 +275,9 @@ func (p *pipeline) run(ctx context.Context) error {
 
 // inputsMissing says why the steps that need every payload cannot run.
 func (p *pipeline) inputsMissing() string {
+	if len(p.unset) > 0 {
+		return "needs every setting; without a value: " + strings.Join(p.unset, ", ")
+	}
 	if len(p.missing) == 0 {
 		return ""
 	}

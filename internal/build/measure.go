@@ -19,7 +19,7 @@ import (
 // RTMR2, and RTMR1 where the platform patches the kernel with the initrd
 // size, are reported unknown with the reason.
 func (p *pipeline) measure(ctx context.Context) error {
-	if len(p.missing) == 0 {
+	if len(p.missing) == 0 && len(p.unset) == 0 {
 		events, err := p.pol.ExpectedEvents()
 		if err != nil {
 			return err
@@ -27,7 +27,7 @@ func (p *pipeline) measure(ctx context.Context) error {
 		p.result, err = p.compute(events)
 		return err
 	}
-	why := describeMissing(p.missing)
+	why := describeMissing(p.missing, p.unset)
 	var unpinned []string
 	for _, pl := range p.m.Payloads {
 		if slices.ContainsFunc(p.missing, func(m Missing) bool { return m.Payload == pl.Name && !m.Pinned }) {
@@ -35,7 +35,7 @@ func (p *pipeline) measure(ctx context.Context) error {
 		}
 	}
 	var events []event.Event
-	if len(unpinned) == 0 {
+	if len(unpinned) == 0 && len(p.unset) == 0 {
 		var err error
 		if events, err = p.pinnedEvents(); err != nil {
 			return err
@@ -46,13 +46,19 @@ func (p *pipeline) measure(ctx context.Context) error {
 		return err
 	}
 	initrdWhy := "the initrd holds the boot policy, which records every payload's layout (sizes, offsets, GUIDs), and " + why
+	if len(p.unset) > 0 {
+		initrdWhy = "the kernel command line and the boot policy in the initrd are measured, and " + why
+	}
 	r.RTMR[2] = nil
 	r.Reasons["rtmr2"] = initrdWhy
 	if p.prof.KernelSetupPatch {
 		r.RTMR[1] = nil
 		r.Reasons["rtmr1"] = "platform " + p.prof.Name + " patches the kernel setup header with the initrd size before measuring it; " + initrdWhy
 	}
-	if len(unpinned) > 0 {
+	if len(p.unset) > 0 {
+		r.RTMR[3] = nil
+		r.Reasons["rtmr3"] = "RTMR3 ends with the runtime configuration event, a digest of the boot policy, and " + why
+	} else if len(unpinned) > 0 {
 		r.RTMR[3] = nil
 		r.Reasons["rtmr3"] = fmt.Sprintf("payload(s) %s have no verity root hash here: %s; pin verity_root_hash (printed by 'builder build') to measure without the bytes",
 			strings.Join(unpinned, ", "), why)

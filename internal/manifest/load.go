@@ -33,8 +33,8 @@ type LoadOptions struct {
 	// TDFORGE_VAR_<name> set variables. Nil means no environment.
 	Environ []string
 	// AllowUnknown lets variables without any value evaluate to unknown
-	// values (builder validate); the affected attributes are listed in
-	// Manifest.Unknown. When false (build, measure) each is an error.
+	// values; the affected attributes are listed in Manifest.Unknown
+	// (builder validate and measure). When false (build) each is an error.
 	AllowUnknown bool
 }
 
