@@ -17,7 +17,7 @@ import (
 )
 
 // Dir is the guest directory holding the simulator state. initd creates it
-// 0750 root:<agent gid>, and is the only writer.
+// 02750 root:<agent gid>, and is the only writer.
 const Dir = "/run/tdforge/tdx-sim"
 
 // fw_cfg entry names `builder launch --simulate` passes to QEMU
