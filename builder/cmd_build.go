@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,11 +33,8 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			"The tools' own output goes to DIR.build.log, shown when the build fails.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
-		}
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if fs.NArg() != 1 || *out == "" {
 		fs.Usage()

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -50,15 +49,8 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "Usage: builder inspect [--json] DIR\n\nDIR is a 'builder build -o DIR' output.\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
-		}
-		return cli.ExitUsage
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, 1); !ok {
+		return code
 	}
 	dir := fs.Arg(0)
 	out, err := inspect(dir)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -59,15 +58,8 @@ func runMeasureManifest(ctx context.Context, args []string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "Usage: builder measure [-var k=v]... [-var-file F]... [--json] [--explain] [--verbose] MANIFEST\n       builder measure --firmware F [--kernel K --initrd I --cmdline C --memory 2G --cpus 2 --platform P] (raw mode)\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
-		}
-		return cli.ExitUsage
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, 1); !ok {
+		return code
 	}
 	m, ok := mf.load(fs.Arg(0), true, stderr)
 	if !ok {
@@ -128,11 +120,8 @@ func runMeasureRaw(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Usage: builder measure --firmware F [--kernel K --initrd I --cmdline C --memory 2G --cpus 2 --platform P] [--json] [--explain]\n       builder measure [manifest flags] MANIFEST   (manifest mode)\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
-		}
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "builder measure: unexpected argument %q in raw mode (a manifest cannot be combined with --firmware)\n", fs.Arg(0))
