@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/image/gptdisk"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
@@ -58,9 +58,9 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return fail(stderr, "inspect", err)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(out)
+		if err := canonjson.Encode(stdout, out); err != nil {
+			return fail(stderr, "inspect", err)
+		}
 		return cli.ExitOK
 	}
 	fmt.Fprintf(stdout, "image     %s %s (built from %s)\n", out.Image.Name, out.Image.Version, out.Image.Manifest)

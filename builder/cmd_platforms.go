@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
 )
@@ -25,9 +25,7 @@ func runPlatforms(_ context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	list := platform.List()
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(list); err != nil {
+		if err := canonjson.Encode(stdout, list); err != nil {
 			fmt.Fprintf(stderr, "builder platforms: %v\n", err)
 			return cli.ExitFail
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
@@ -69,8 +70,8 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	addHints(res.Report)
 	if *save != "" {
-		b, _ := json.MarshalIndent(res.Response, "", "  ")
-		if err := fsutil.WriteFile(*save, append(b, '\n'), 0o644); err != nil {
+		b, _ := canonjson.Marshal(res.Response)
+		if err := fsutil.WriteFile(*save, b, 0o644); err != nil {
 			cli.PrintError(stderr, "verifier attest", err)
 		}
 	}
@@ -89,10 +90,7 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return reportCode(emit(stdout, res.Report, false))
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	enc.Encode(struct {
+	canonjson.Encode(stdout, struct {
 		*verify.Report
 		Service *client.Service `json:"service"`
 	}{res.Report, svc})
@@ -240,9 +238,7 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return inputError("explain", stderr, fmt.Errorf("%s: %v", fs.Arg(0), err))
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(a)
+		canonjson.Encode(stdout, a)
 	} else {
 		fmt.Fprintln(stdout, "Note: explain compares values only; it does not check the quote's signature (use attest or quote).")
 		a.WriteText(stdout)
