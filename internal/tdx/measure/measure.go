@@ -6,7 +6,7 @@
 // secure-boot variables, separator, ACPI blobs, boot variables); RTMR1 is the
 // kernel's Authenticode digest and the fixed boot-manager events; RTMR2 is
 // the EFI stub's LoadOptions and initrd events; RTMR3 replays tdforge's
-// runtime events (internal/event).
+// runtime events (internal/tdx/event).
 package measure
 
 import (
