@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/tdforge/tdforge/internal/tdx/register"
+
 	"github.com/tdforge/tdforge/internal/build"
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/cli/progress"
@@ -96,12 +98,12 @@ func devMark(i *imagedir.Info) string {
 
 func printRegisters(w io.Writer, ref *refvalues.Document) {
 	fmt.Fprintf(w, "reference values (platform %s):\n", ref.Platform.Name)
-	for _, n := range refvalues.RegisterNames {
-		v := ref.Registers.Get(n)
+	for _, reg := range register.All {
+		v := ref.Registers.Get(reg)
 		if v == nil {
-			fmt.Fprintf(w, "  %-6s unknown: %s\n", n, ref.Reasons[n])
+			fmt.Fprintf(w, "  %-6s unknown: %s\n", reg.Key(), ref.Reasons[reg.Key()])
 			continue
 		}
-		fmt.Fprintf(w, "  %-6s %s\n", n, *v)
+		fmt.Fprintf(w, "  %-6s %s\n", reg.Key(), *v)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tdforge/tdforge/internal/tdx/register"
+
 	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/image/gptdisk"
@@ -75,11 +77,11 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	for _, s := range out.Services {
 		fmt.Fprintf(stdout, "service   %-10s %s (uid %d, needs %v)\n", s.Name, s.Command, s.UID, s.Payloads)
 	}
-	for _, n := range refvalues.RegisterNames {
-		if v := out.Registers.Get(n); v != nil {
-			fmt.Fprintf(stdout, "%-9s %s\n", n, *v)
+	for _, reg := range register.All {
+		if v := out.Registers.Get(reg); v != nil {
+			fmt.Fprintf(stdout, "%-9s %s\n", reg.Key(), *v)
 		} else {
-			fmt.Fprintf(stdout, "%-9s unknown: %s\n", n, out.Reasons[n])
+			fmt.Fprintf(stdout, "%-9s unknown: %s\n", reg.Key(), out.Reasons[reg.Key()])
 		}
 	}
 	return cli.ExitOK

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/tdforge/tdforge/internal/tdx/register"
+
 	"github.com/tdforge/tdforge/internal/build"
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/cli/progress"
@@ -207,11 +209,11 @@ func printMeasure(w io.Writer, r *measure.Result, p *platform.Profile, missing [
 		}
 		fmt.Fprintf(tw, "missing\tpayload %q: %s (%s)\n", m.Payload, m.Reason, pin)
 	}
-	for _, n := range []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
-		if v := r.Register(n); v != nil {
-			fmt.Fprintf(tw, "%s\t%x\n", strings.ToUpper(n), v[:])
+	for _, reg := range register.All {
+		if v := r.Value(reg); v != nil {
+			fmt.Fprintf(tw, "%s\t%x\n", reg.Name(), v[:])
 		} else {
-			fmt.Fprintf(tw, "%s\tunknown: %s\n", strings.ToUpper(n), r.Reasons[n])
+			fmt.Fprintf(tw, "%s\tunknown: %s\n", reg.Name(), r.Reasons[reg.Key()])
 		}
 	}
 	for _, n := range r.Notes {
@@ -221,8 +223,9 @@ func printMeasure(w io.Writer, r *measure.Result, p *platform.Profile, missing [
 	if !explain {
 		return
 	}
-	for _, n := range []string{"rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
-		fmt.Fprintf(w, "\n%s events:\n", strings.ToUpper(n))
+	for _, reg := range register.RTMRs {
+		n := reg.Key()
+		fmt.Fprintf(w, "\n%s events:\n", reg.Name())
 		if len(r.Events[n]) == 0 {
 			fmt.Fprintln(w, "  (none)")
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tdforge/tdforge/internal/tdx/register"
+
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/signing"
@@ -34,7 +36,7 @@ func TestSignCommand(t *testing.T) {
 	}
 
 	d := &refvalues.Document{Schema: refvalues.Schema, Image: refvalues.Image{Name: "img"}, Source: "builder"}
-	d.Registers.Set("rtmr3", bytes.Repeat([]byte{7}, 48))
+	d.Registers.Set(register.RTMR3, bytes.Repeat([]byte{7}, 48))
 	doc, _ := d.Marshal()
 	ref := filepath.Join(dir, "img.json")
 	os.WriteFile(ref, doc, 0o644)

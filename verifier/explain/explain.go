@@ -200,13 +200,13 @@ func Analyze(ref *refvalues.Document, q Quote, ccel, table, runtimeLog []byte) *
 		switch {
 		case ref == nil:
 			st.Reason = "no reference values"
-		case ref.Registers.Get(name) == nil:
+		case ref.Registers.Get(reg) == nil:
 			st.Reason = ref.Reasons[name]
 			if st.Reason == "" {
 				st.Reason = "the reference document leaves this register open and gives no reason"
 			}
 		default:
-			st.Reference = *ref.Registers.Get(name)
+			st.Reference = *ref.Registers.Get(reg)
 			st.Match = Pass
 			if !strings.EqualFold(st.Reference, st.Quote) {
 				st.Match = Fail

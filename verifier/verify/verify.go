@@ -24,6 +24,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/tdx/register"
+
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/validate"
 	gverify "github.com/google/go-tdx-guest/verify"
@@ -315,12 +317,13 @@ func quoteRegisters(q *pb.QuoteV4) (explain.Quote, error) {
 	if len(b.GetMrTd()) != 48 || len(b.GetRtmrs()) != 4 {
 		return out, errors.New("quote body lacks MRTD or RTMR0..3")
 	}
-	copy(out[0][:], b.GetMrTd())
+	copy(out[register.MRTD][:], b.GetMrTd())
 	for i, v := range b.GetRtmrs() {
-		if len(v) != 48 {
-			return out, fmt.Errorf("quote RTMR%d is %d bytes", i, len(v))
+		reg := register.RTMRs[i]
+		if len(v) != register.Size {
+			return out, fmt.Errorf("quote %s is %d bytes", reg, len(v))
 		}
-		copy(out[i+1][:], v)
+		copy(out[reg][:], v)
 	}
 	return out, nil
 }

@@ -421,35 +421,14 @@ func rtmr2Events(loadOptions []byte, initrd *[48]byte) []ccel.Event {
 	return ev
 }
 
-// jsonResult is the JSON rendering of a Result.
+// jsonResult is the JSON rendering of a Result: the registers as in a
+// reference-values document, then the rest.
 type jsonResult struct {
-	MRTD     *string                      `json:"mrtd"`
-	RTMR0    *string                      `json:"rtmr0"`
-	RTMR1    *string                      `json:"rtmr1"`
-	RTMR2    *string                      `json:"rtmr2"`
-	RTMR3    *string                      `json:"rtmr3"`
+	refvalues.Registers
 	Reasons  map[string]string            `json:"reasons"`
 	Notes    []string                     `json:"notes,omitempty"`
 	Platform string                       `json:"platform"`
 	Events   map[string][]refvalues.Event `json:"events"`
-}
-
-func hexp(v *[48]byte) *string {
-	if v == nil {
-		return nil
-	}
-	s := hex.EncodeToString(v[:])
-	return &s
-}
-
-// Register returns a register by key ("mrtd", "rtmr0".."rtmr3"); nil when
-// unknown.
-func (r *Result) Register(name string) *[48]byte {
-	reg, err := register.Parse(name)
-	if err != nil {
-		return nil
-	}
-	return r.Value(reg)
 }
 
 // Value returns a register's value; nil when unknown.
@@ -463,12 +442,26 @@ func (r *Result) Value(reg register.Register) *[48]byte {
 	return nil
 }
 
+// SetUnknown marks an RTMR unknown and records why (Reasons[reg.Key()]).
+func (r *Result) SetUnknown(reg register.Register, reason string) {
+	if !reg.IsRTMR() {
+		return
+	}
+	r.RTMR[reg.RTMRIndex()] = nil
+	if r.Reasons == nil {
+		r.Reasons = map[string]string{}
+	}
+	r.Reasons[reg.Key()] = reason
+}
+
 // JSON renders the result: lowercase hex registers (null when unknown),
 // reasons, platform and the events per register.
 func (r *Result) JSON() ([]byte, error) {
-	j := jsonResult{
-		MRTD: hexp(r.MRTD), RTMR0: hexp(r.RTMR[0]), RTMR1: hexp(r.RTMR[1]), RTMR2: hexp(r.RTMR[2]), RTMR3: hexp(r.RTMR[3]),
-		Reasons: r.Reasons, Notes: r.Notes, Platform: r.Platform, Events: r.Events,
+	j := jsonResult{Reasons: r.Reasons, Notes: r.Notes, Platform: r.Platform, Events: r.Events}
+	for _, reg := range register.All {
+		if v := r.Value(reg); v != nil {
+			j.Registers.Set(reg, v[:])
+		}
 	}
 	return canonjson.Marshal(j)
 }

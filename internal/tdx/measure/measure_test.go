@@ -21,6 +21,8 @@ import (
 	"github.com/google/go-eventlog/register"
 	"github.com/google/go-eventlog/tcg"
 
+	tdxreg "github.com/tdforge/tdforge/internal/tdx/register"
+
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
 	"github.com/tdforge/tdforge/internal/tdx/tdvf"
@@ -557,5 +559,17 @@ func TestJSON(t *testing.T) {
 	json.Unmarshal(m["events"], &ev)
 	if len(ev["rtmr0"]) != 13 || ev["rtmr0"][0]["component"] != "td-hob" || ev["rtmr1"][0]["component"] != "kernel" {
 		t.Errorf("events %v", ev["rtmr0"])
+	}
+	if !strings.HasPrefix(string(b), "{\n  \"mrtd\": ") || strings.Index(string(b), `"rtmr3"`) > strings.Index(string(b), `"reasons"`) {
+		t.Errorf("registers do not lead the document:\n%s", b)
+	}
+	r.SetUnknown(tdxreg.RTMR3, "not here")
+	b, _ = r.JSON()
+	var u struct {
+		RTMR3   *string           `json:"rtmr3"`
+		Reasons map[string]string `json:"reasons"`
+	}
+	if err := json.Unmarshal(b, &u); err != nil || u.RTMR3 != nil || u.Reasons["rtmr3"] != "not here" {
+		t.Errorf("SetUnknown(RTMR3): rtmr3 %v reasons %v (%v)", u.RTMR3, u.Reasons, err)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tdforge/tdforge/internal/tdx/register"
+
 	ccpb "github.com/google/go-tdx-guest/proto/checkconfig"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -25,20 +27,20 @@ func decodeHex(name, s string, n int) ([]byte, error) {
 	return b, nil
 }
 
-func registers(d *refvalues.Document) (map[string][]byte, error) {
-	out := map[string][]byte{}
-	for _, n := range refvalues.RegisterNames {
-		v := d.Registers.Get(n)
+func registers(d *refvalues.Document) (map[register.Register][]byte, error) {
+	out := map[register.Register][]byte{}
+	for _, reg := range register.All {
+		v := d.Registers.Get(reg)
 		if v == nil {
 			continue
 		}
-		b, err := decodeHex(n, *v, 48)
+		b, err := decodeHex(reg.Key(), *v, register.Size)
 		if err != nil {
 			return nil, err
 		}
-		out[n] = b
+		out[reg] = b
 	}
-	if out["mrtd"] == nil {
+	if out[register.MRTD] == nil {
 		return nil, errors.New("reference values: MRTD is unknown; no export can pin the firmware")
 	}
 	return out, nil
@@ -53,9 +55,9 @@ func CheckConfig(d *refvalues.Document) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	body := &ccpb.TDQuoteBodyPolicy{MrTd: regs["mrtd"]}
-	for _, n := range []string{"rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
-		body.Rtmrs = append(body.Rtmrs, regs[n]) // nil: not checked
+	body := &ccpb.TDQuoteBodyPolicy{MrTd: regs[register.MRTD]}
+	for _, reg := range register.RTMRs {
+		body.Rtmrs = append(body.Rtmrs, regs[reg]) // nil: not checked
 	}
 	if d.TD.Attributes != "" {
 		if body.TdAttributes, err = decodeHex("td.attributes", d.TD.Attributes, 8); err != nil {
@@ -103,10 +105,10 @@ func RVPSSample(d *refvalues.Document) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	prov := map[string][]string{"mr_td": {hex.EncodeToString(regs["mrtd"])}}
-	for i, n := range []string{"rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
-		if regs[n] != nil {
-			prov[fmt.Sprintf("rtmr_%d", i)] = []string{hex.EncodeToString(regs[n])}
+	prov := map[string][]string{"mr_td": {hex.EncodeToString(regs[register.MRTD])}}
+	for _, reg := range register.RTMRs {
+		if regs[reg] != nil {
+			prov[fmt.Sprintf("rtmr_%d", reg.RTMRIndex())] = []string{hex.EncodeToString(regs[reg])}
 		}
 	}
 	if d.TD.MRSEAM != "" {
@@ -153,9 +155,9 @@ func Flashbots(d *refvalues.Document) ([]byte, error) {
 		return nil, errors.New("reference values: image name is empty; it names the measurement")
 	}
 	m := Measurement{MeasurementID: id, AttestationType: "dcap-tdx", Measurements: map[string]Expectation{}}
-	for i, n := range refvalues.RegisterNames {
-		if regs[n] != nil {
-			m.Measurements[fmt.Sprint(i)] = Expectation{Expected: hex.EncodeToString(regs[n])}
+	for _, reg := range register.All {
+		if regs[reg] != nil {
+			m.Measurements[fmt.Sprint(reg.CCMRIndex())] = Expectation{Expected: hex.EncodeToString(regs[reg])}
 		}
 	}
 	return canonjson.Marshal([]Measurement{m})

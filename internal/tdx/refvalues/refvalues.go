@@ -12,13 +12,11 @@ import (
 	"os"
 
 	"github.com/tdforge/tdforge/internal/canonjson"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // Schema is the schema identifier of documents this package writes.
 const Schema = "tdforge.reference-values/v1"
-
-// Register names, in quote order.
-var RegisterNames = []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"}
 
 // Document is one image's reference values.
 type Document struct {
@@ -75,8 +73,8 @@ type Payload struct {
 	HashOffset uint64 `json:"hash_offset"`
 }
 
-// Registers holds lowercase hex register values; nil means unknown (see
-// Document.Reasons).
+// Registers holds lowercase hex register values under their register.Key;
+// nil means unknown (see Document.Reasons).
 type Registers struct {
 	MRTD  *string `json:"mrtd"`
 	RTMR0 *string `json:"rtmr0"`
@@ -85,42 +83,41 @@ type Registers struct {
 	RTMR3 *string `json:"rtmr3"`
 }
 
-// Get returns a register by name ("mrtd", "rtmr0".."rtmr3").
-func (r *Registers) Get(name string) *string {
-	switch name {
-	case "mrtd":
-		return r.MRTD
-	case "rtmr0":
-		return r.RTMR0
-	case "rtmr1":
-		return r.RTMR1
-	case "rtmr2":
-		return r.RTMR2
-	case "rtmr3":
-		return r.RTMR3
+// Get returns a register's value; nil when unknown.
+func (r *Registers) Get(reg register.Register) *string {
+	if f := r.field(reg); f != nil {
+		return *f
 	}
 	return nil
 }
 
-// Set sets a register by name; v nil marks it unknown.
-func (r *Registers) Set(name string, v []byte) {
-	var p *string
+// Set sets a register's value; v nil marks it unknown.
+func (r *Registers) Set(reg register.Register, v []byte) {
+	f := r.field(reg)
+	if f == nil {
+		return
+	}
+	*f = nil
 	if v != nil {
 		s := hex.EncodeToString(v)
-		p = &s
+		*f = &s
 	}
-	switch name {
-	case "mrtd":
-		r.MRTD = p
-	case "rtmr0":
-		r.RTMR0 = p
-	case "rtmr1":
-		r.RTMR1 = p
-	case "rtmr2":
-		r.RTMR2 = p
-	case "rtmr3":
-		r.RTMR3 = p
+}
+
+func (r *Registers) field(reg register.Register) **string {
+	switch reg {
+	case register.MRTD:
+		return &r.MRTD
+	case register.RTMR0:
+		return &r.RTMR0
+	case register.RTMR1:
+		return &r.RTMR1
+	case register.RTMR2:
+		return &r.RTMR2
+	case register.RTMR3:
+		return &r.RTMR3
 	}
+	return nil
 }
 
 // Event is one expected event behind a register.
@@ -159,13 +156,13 @@ func Decode(r io.Reader) (*Document, error) {
 	if d.Schema != Schema {
 		return nil, fmt.Errorf("reference values: schema %q is not supported (want %q)", d.Schema, Schema)
 	}
-	for _, n := range RegisterNames {
-		v := d.Registers.Get(n)
+	for _, reg := range register.All {
+		v := d.Registers.Get(reg)
 		if v == nil {
 			continue
 		}
-		if b, err := hex.DecodeString(*v); err != nil || len(b) != 48 {
-			return nil, fmt.Errorf("reference values: register %s must be 96 hex digits", n)
+		if b, err := hex.DecodeString(*v); err != nil || len(b) != register.Size {
+			return nil, fmt.Errorf("reference values: register %s must be 96 hex digits", reg.Key())
 		}
 	}
 	return &d, nil

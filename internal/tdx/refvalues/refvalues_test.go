@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 func TestRoundTripAndStrictDecode(t *testing.T) {
 	d := &Document{Schema: Schema, Image: Image{Name: "img", Version: "1"}, Events: map[string][]Event{}, Source: "builder"}
-	d.Registers.Set("mrtd", bytes.Repeat([]byte{1}, 48))
-	d.Registers.Set("rtmr0", nil)
+	d.Registers.Set(register.MRTD, bytes.Repeat([]byte{1}, 48))
+	d.Registers.Set(register.RTMR0, nil)
 	d.Reasons = map[string]string{"rtmr0": "no ACPI digests"}
 	b, err := d.Marshal()
 	if err != nil {
@@ -22,7 +24,7 @@ func TestRoundTripAndStrictDecode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Registers.Get("mrtd") == nil || got.Registers.Get("rtmr0") != nil || got.Reasons["rtmr0"] == "" {
+	if got.Registers.Get(register.MRTD) == nil || got.Registers.Get(register.RTMR0) != nil || got.Reasons["rtmr0"] == "" {
 		t.Fatalf("round trip: %+v", got.Registers)
 	}
 	for _, tc := range []struct{ doc, want string }{

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tdforge/tdforge/internal/tdx/register"
+
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
@@ -31,8 +33,8 @@ func sampleDoc(t *testing.T) []byte {
 		Events:   map[string][]refvalues.Event{"rtmr3": {{Type: "tdforge-runtime-v1", Description: "payload:model <&>", Digest: strings.Repeat("cd", 48)}}},
 		Source:   "builder",
 	}
-	d.Registers.Set("mrtd", bytes.Repeat([]byte{1}, 48))
-	d.Registers.Set("rtmr3", bytes.Repeat([]byte{3}, 48))
+	d.Registers.Set(register.MRTD, bytes.Repeat([]byte{1}, 48))
+	d.Registers.Set(register.RTMR3, bytes.Repeat([]byte{3}, 48))
 	b, err := d.Marshal()
 	if err != nil {
 		t.Fatal(err)
