@@ -75,8 +75,7 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		if cleanup != nil {
 			cleanup()
 		}
-		fmt.Fprintf(stderr, "builder launch: %v\n", err)
-		return cli.ExitFail
+		return fail(stderr, "launch", err)
 	}
 	if !o.run {
 		// The printed command reads the simulated platform's fw_cfg files,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/build"
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/inputs/cache"
 	"github.com/tdforge/tdforge/internal/inputs/fetch"
 	"github.com/tdforge/tdforge/internal/inputs/lockfile"
@@ -83,6 +84,7 @@ func exitCodeFor(err error) int {
 func withHints(err error) error {
 	var changed *lockfile.ChangedError
 	var syntax *lockfile.SyntaxError
+	var notBuild *imagedir.NotBuildError
 	switch {
 	case errors.Is(err, lockfile.ErrNotRecorded):
 		return cli.WithHint(err, "run 'builder build -update-lock' to record it")
@@ -90,6 +92,8 @@ func withHints(err error) error {
 		return cli.WithHint(err, "if the change is intended, run 'builder build -update-lock' to record the new digest")
 	case errors.As(err, &syntax):
 		return cli.WithHint(err, "delete it and run 'builder build -update-lock' to recreate it")
+	case errors.As(err, &notBuild):
+		return cli.WithHint(err, "build one with 'builder build -o %s MANIFEST'", notBuild.Dir)
 	case errors.Is(err, build.ErrNoRepoRoot):
 		return cli.WithHint(err, "run builder inside the tdforge repository or pass -repo DIR")
 	}
