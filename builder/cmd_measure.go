@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/tdforge/tdforge/internal/build"
 	"github.com/tdforge/tdforge/internal/cli"
-	"github.com/tdforge/tdforge/internal/cli/progress"
 	"github.com/tdforge/tdforge/internal/tdx/measure"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
 )
@@ -49,13 +47,10 @@ func runMeasure(ctx context.Context, args []string, stdout, stderr io.Writer) in
 func runMeasureManifest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("measure", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var mf manifestFlags
-	mf.register(fs)
+	var pf pipelineFlags
+	pf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON: mrtd, rtmr0..3 (null when unknown), reasons, platform, events")
 	explain := fs.Bool("explain", false, "print the events behind each register")
-	verbose := fs.Bool("verbose", false, "also show the tools' output (compilers, downloads)")
-	cacheDir := fs.String("cache", "", "input cache directory")
-	repo := fs.String("repo", "", "tdforge source tree (default: found from the manifest or the working directory)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: builder measure [-var k=v]... [-var-file F]... [--json] [--explain] [--verbose] MANIFEST\n       builder measure --firmware F [--kernel K --initrd I --cmdline C --memory 2G --cpus 2 --platform P] (raw mode)\n\n")
 		fs.PrintDefaults()
@@ -63,33 +58,12 @@ func runMeasureManifest(ctx context.Context, args []string, stdout, stderr io.Wr
 	if code, ok := cli.ParseArgs(fs, args, 1); !ok {
 		return code
 	}
-	m, ok := mf.load(fs.Arg(0), true, stderr)
-	if !ok {
-		return cli.ExitFail
+	p, code := pf.open("measure", fs.Arg(0), "", true, *asJSON, stderr)
+	if p == nil {
+		return code
 	}
-	plan, err := build.NewPlan(m)
-	if err != nil {
-		return fail(stderr, "measure", err)
-	}
-	c, err := openCache(*cacheDir)
-	if err != nil {
-		return fail(stderr, "measure", fmt.Errorf("cache: %w", err))
-	}
-	root := *repo
-	if root == "" {
-		root = findRepoRoot(filepath.Dir(fs.Arg(0)), ".")
-	}
-	log, err := openBuildLog("", *verbose, stderr)
-	if err != nil {
-		return fail(stderr, "measure", err)
-	}
-	opts := build.Options{Cache: c, RepoRoot: root, Log: log}
-	if !*asJSON {
-		opts.OnStep = stepPrinter(stderr)
-		opts.Progress = progress.New(stderr)
-	}
-	res, err := build.Measure(ctx, plan, opts)
-	log.finish(err != nil, *verbose, stderr)
+	res, err := build.Measure(ctx, p.plan, p.opts)
+	pf.finish(p, err, stderr)
 	if err != nil {
 		return fail(stderr, "measure", err)
 	}
