@@ -9,13 +9,12 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/tdforge/tdforge/internal/tdx/register"
-
 	"github.com/tdforge/tdforge/internal/build"
 	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int {

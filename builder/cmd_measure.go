@@ -10,12 +10,11 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/tdforge/tdforge/internal/tdx/register"
-
 	"github.com/tdforge/tdforge/internal/build"
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/measure"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // hasFlag reports whether args set the named flag in any of Go's spellings.

@@ -8,10 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/tdx/register"
-
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/signing"
 )
 

@@ -10,11 +10,10 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/tdforge/tdforge/internal/tdx/register"
-
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // writeReference writes reference-values.json from the measured registers

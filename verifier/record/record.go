@@ -6,9 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	"github.com/tdforge/tdforge/internal/tdx/register"
-
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/verifier/explain"
 	"github.com/tdforge/tdforge/verifier/verify"
 )

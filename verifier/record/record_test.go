@@ -7,11 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/tdx/register"
-
 	"github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 

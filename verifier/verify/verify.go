@@ -24,8 +24,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/tdx/register"
-
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/validate"
 	gverify "github.com/google/go-tdx-guest/verify"
@@ -34,6 +32,7 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/explain"
 )

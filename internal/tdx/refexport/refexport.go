@@ -10,13 +10,12 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/tdforge/tdforge/internal/tdx/register"
-
 	ccpb "github.com/google/go-tdx-guest/proto/checkconfig"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 func decodeHex(name, s string, n int) ([]byte, error) {

@@ -8,13 +8,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/tdx/register"
-
 	ccpb "github.com/google/go-tdx-guest/proto/checkconfig"
 	"github.com/google/go-tdx-guest/validate"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 func doc() *refvalues.Document {

@@ -16,11 +16,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tdforge/tdforge/internal/tdx/register"
-
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 func sampleDoc(t *testing.T) []byte {
