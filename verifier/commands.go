@@ -44,8 +44,8 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var pf policyFlags
 	pf.add(fs)
 	save := fs.String("save", "", "also save the attestation response (evidence) to `FILE` for `verifier explain`")
-	if err := fs.Parse(args); err != nil {
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		return usageError(fs, stderr, errWantURL("attest"))
@@ -114,8 +114,8 @@ func cmdQuote(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	ef.add(fs)
 	nonce := fs.String("nonce", "", "the `HEX` nonce the quote must answer")
 	spki := fs.String("spki-hash", "", "`HEX` SHA-256 of the TLS SubjectPublicKeyInfo the quote must bind")
-	if err := fs.Parse(args); err != nil {
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if err := ef.check(fs); err != nil {
 		return usageError(fs, stderr, err)
@@ -151,8 +151,8 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var pf policyFlags
 	pf.add(fs)
 	listen := fs.String("listen", "127.0.0.1:11434", "local `ADDR` to serve plain HTTP on")
-	if err := fs.Parse(args); err != nil {
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		return usageError(fs, stderr, errWantURL("proxy"))
@@ -214,8 +214,8 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs := newFlags("explain", "EVIDENCE.json", stderr)
 	ref := fs.String("reference", "", "reference-values `FILE`")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if fs.NArg() != 1 || *ref == "" {
 		return usageError(fs, stderr, cli.WithHint(errors.New("want reference values and one saved attestation response"),
@@ -260,8 +260,8 @@ func cmdRecord(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&img.Version, "version", "", "image `VERSION`")
 	fs.BoolVar(&img.Dev, "dev", false, "mark the image as a dev image")
 	fs.BoolVar(&img.Simulated, "simulated", false, "mark the image as running on the TDX simulator")
-	if err := fs.Parse(args); err != nil {
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if err := ef.check(fs); err != nil {
 		return usageError(fs, stderr, err)
@@ -296,8 +296,8 @@ func cmdCollateral(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := newFlags("collateral fetch", "", stderr)
 	out := fs.String("o", "", "output bundle `DIR`")
 	quote := fs.String("quote", "", "raw TDX quote `FILE` whose FMSPC needs collateral")
-	if err := fs.Parse(args[1:]); err != nil {
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args[1:], -1); !ok {
+		return code
 	}
 	if fs.NArg() != 0 || *out == "" || *quote == "" {
 		return usageError(fs, stderr, cli.WithHint(errors.New("want an output directory and a quote"), "verifier collateral fetch -o DIR --quote FILE"))
