@@ -469,39 +469,17 @@ func prefix(s string) string {
 	return s
 }
 
-func decodeHex(field, s string, n int) ([]byte, error) {
-	if s == "" {
-		return nil, nil
-	}
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != n {
-		return nil, fmt.Errorf("reference values: %s must be %d hex digits, got %q", field, 2*n, s)
-	}
-	return b, nil
-}
-
 // policy validates the TD fields of the quote body other than the registers
 // (which explain compares) against the reference with go-tdx-guest
 // validate, one check per field.
 func (r *Report) policy(q *pb.QuoteV4, opts Options) error {
 	ref := opts.Reference
 	td := ref.TD
-	attrs, err := decodeHex("td.attributes", td.Attributes, 8)
+	v, err := td.Values()
 	if err != nil {
 		return err
 	}
-	xfam, err := decodeHex("td.xfam", td.XFAM, 8)
-	if err != nil {
-		return err
-	}
-	minSVN, err := decodeHex("td.min_tee_tcb_svn", td.MinTEETCBSVN, 16)
-	if err != nil {
-		return err
-	}
-	mrseam, err := decodeHex("td.mrseam", td.MRSEAM, 48)
-	if err != nil {
-		return err
-	}
+	attrs, xfam, minSVN, mrseam := v.Attributes, v.XFAM, v.MinTEETCBSVN, v.MRSEAM
 	run := func(name string, o validate.TdQuoteBodyOptions, passReason string) {
 		if err := validate.TdxQuote(q, &validate.Options{TdQuoteBodyOptions: o}); err != nil {
 			r.add(name, Fail, "%v", err)

@@ -18,26 +18,16 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
-func decodeHex(name, s string, n int) ([]byte, error) {
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != n {
-		return nil, fmt.Errorf("reference values: %s %q must be %d bytes of hex", name, s, n)
-	}
-	return b, nil
-}
-
 func registers(d *refvalues.Document) (map[register.Register][]byte, error) {
 	out := map[register.Register][]byte{}
 	for _, reg := range register.All {
-		v := d.Registers.Get(reg)
-		if v == nil {
-			continue
-		}
-		b, err := decodeHex(reg.Key(), *v, register.Size)
+		b, err := d.Registers.Bytes(reg)
 		if err != nil {
 			return nil, err
 		}
-		out[reg] = b
+		if b != nil {
+			out[reg] = b
+		}
 	}
 	if out[register.MRTD] == nil {
 		return nil, errors.New("reference values: MRTD is unknown; no export can pin the firmware")
@@ -58,26 +48,11 @@ func CheckConfig(d *refvalues.Document) ([]byte, error) {
 	for _, reg := range register.RTMRs {
 		body.Rtmrs = append(body.Rtmrs, regs[reg]) // nil: not checked
 	}
-	if d.TD.Attributes != "" {
-		if body.TdAttributes, err = decodeHex("td.attributes", d.TD.Attributes, 8); err != nil {
-			return nil, err
-		}
+	td, err := d.TD.Values()
+	if err != nil {
+		return nil, err
 	}
-	if d.TD.XFAM != "" {
-		if body.Xfam, err = decodeHex("td.xfam", d.TD.XFAM, 8); err != nil {
-			return nil, err
-		}
-	}
-	if d.TD.MRSEAM != "" {
-		if body.MrSeam, err = decodeHex("td.mrseam", d.TD.MRSEAM, 48); err != nil {
-			return nil, err
-		}
-	}
-	if d.TD.MinTEETCBSVN != "" {
-		if body.MinimumTeeTcbSvn, err = decodeHex("td.min_tee_tcb_svn", d.TD.MinTEETCBSVN, 16); err != nil {
-			return nil, err
-		}
-	}
+	body.TdAttributes, body.Xfam, body.MrSeam, body.MinimumTeeTcbSvn = td.Attributes, td.XFAM, td.MRSEAM, td.MinTEETCBSVN
 	cfg := &ccpb.Config{Policy: &ccpb.Policy{TdQuoteBodyPolicy: body}}
 	b, err := protojson.Marshal(cfg)
 	if err != nil {

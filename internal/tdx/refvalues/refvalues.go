@@ -104,6 +104,15 @@ func (r *Registers) Set(reg register.Register, v []byte) {
 	}
 }
 
+// Bytes returns a register's value as bytes; nil when unknown.
+func (r *Registers) Bytes(reg register.Register) ([]byte, error) {
+	v := r.Get(reg)
+	if v == nil {
+		return nil, nil
+	}
+	return decodeHex(reg.Key(), *v, register.Size)
+}
+
 func (r *Registers) field(reg register.Register) **string {
 	switch reg {
 	case register.MRTD:
@@ -137,6 +146,49 @@ type TD struct {
 	DebugAllowed bool   `json:"debug_allowed"` // false: DEBUG must be clear
 	MinTEETCBSVN string `json:"min_tee_tcb_svn,omitempty"`
 	MRSEAM       string `json:"mrseam,omitempty"`
+}
+
+// TDValues is TD with its hex fields decoded; a field the document leaves
+// empty is nil.
+type TDValues struct {
+	Attributes   []byte // 8 bytes
+	XFAM         []byte // 8 bytes
+	MinTEETCBSVN []byte // 16 bytes
+	MRSEAM       []byte // 48 bytes
+}
+
+// Values decodes the TD expectations, checking each field's size.
+func (t TD) Values() (TDValues, error) {
+	var v TDValues
+	var err error
+	for _, f := range []struct {
+		name string
+		s    string
+		n    int
+		dst  *[]byte
+	}{
+		{"td.attributes", t.Attributes, 8, &v.Attributes},
+		{"td.xfam", t.XFAM, 8, &v.XFAM},
+		{"td.min_tee_tcb_svn", t.MinTEETCBSVN, 16, &v.MinTEETCBSVN},
+		{"td.mrseam", t.MRSEAM, register.Size, &v.MRSEAM},
+	} {
+		if *f.dst, err = decodeHex(f.name, f.s, f.n); err != nil {
+			return TDValues{}, err
+		}
+	}
+	return v, nil
+}
+
+// decodeHex decodes field s, which must hold n bytes; "" is nil.
+func decodeHex(field, s string, n int) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != n {
+		return nil, fmt.Errorf("reference values: %s must be %d hex digits, got %q", field, 2*n, s)
+	}
+	return b, nil
 }
 
 // Marshal renders the canonical JSON form (indented, trailing newline).

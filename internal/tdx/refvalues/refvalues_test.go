@@ -37,3 +37,23 @@ func TestRoundTripAndStrictDecode(t *testing.T) {
 		}
 	}
 }
+
+func TestTDValuesAndRegisterBytes(t *testing.T) {
+	td := TD{Attributes: "0000000010000000", XFAM: "e702060000000000", MRSEAM: strings.Repeat("ab", 48)}
+	v, err := td.Values()
+	if err != nil || len(v.Attributes) != 8 || len(v.XFAM) != 8 || len(v.MRSEAM) != 48 || v.MinTEETCBSVN != nil {
+		t.Fatalf("Values: %+v, %v", v, err)
+	}
+	td.MinTEETCBSVN = "0102"
+	if _, err := td.Values(); err == nil || !strings.Contains(err.Error(), "td.min_tee_tcb_svn must be 32 hex digits") {
+		t.Errorf("short min_tee_tcb_svn: %v", err)
+	}
+	var r Registers
+	r.Set(register.RTMR1, bytes.Repeat([]byte{0x11}, 48))
+	if b, err := r.Bytes(register.RTMR1); err != nil || !bytes.Equal(b, bytes.Repeat([]byte{0x11}, 48)) {
+		t.Errorf("Bytes(RTMR1) = %x, %v", b, err)
+	}
+	if b, err := r.Bytes(register.RTMR2); b != nil || err != nil {
+		t.Errorf("Bytes of an unknown register = %x, %v", b, err)
+	}
+}
