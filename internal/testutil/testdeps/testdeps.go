@@ -30,17 +30,18 @@ func OVMFDebPath() (string, error) { return find("TDFORGE_OVMF_DEB", OVMFDebName
 // package is missing.
 func KernelDeb(t testing.TB) string {
 	t.Helper()
-	p, err := KernelDebPath()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return must(t, KernelDebPath)
 }
 
 // OVMFDeb is OVMFDebPath that fails the test when the package is missing.
 func OVMFDeb(t testing.TB) string {
 	t.Helper()
-	p, err := OVMFDebPath()
+	return must(t, OVMFDebPath)
+}
+
+func must(t testing.TB, path func() (string, error)) string {
+	t.Helper()
+	p, err := path()
 	if err != nil {
 		t.Fatal(err)
 	}
