@@ -44,21 +44,9 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var pf policyFlags
 	pf.add(fs)
 	save := fs.String("save", "", "also save the attestation response (evidence) to `FILE` for `verifier explain`")
-	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+	opts, code, ok := agentArgs(fs, &pf, args, stdout, stderr)
+	if !ok {
 		return code
-	}
-	if fs.NArg() != 1 {
-		return usageError(fs, stderr, errWantURL("attest"))
-	}
-	if _, err := client.ParseURL(fs.Arg(0)); err != nil {
-		return usageError(fs, stderr, err)
-	}
-	opts, refused, err := pf.options()
-	if err != nil {
-		return inputError("attest", stderr, err)
-	}
-	if refused != nil {
-		return emit(stdout, refused, pf.json)
 	}
 	res, err := client.Attest(ctx, fs.Arg(0), client.Config{Options: opts})
 	if err != nil {
@@ -151,18 +139,9 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var pf policyFlags
 	pf.add(fs)
 	listen := fs.String("listen", "127.0.0.1:11434", "local `ADDR` to serve plain HTTP on")
-	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+	opts, code, ok := agentArgs(fs, &pf, args, stdout, stderr)
+	if !ok {
 		return code
-	}
-	if fs.NArg() != 1 {
-		return usageError(fs, stderr, errWantURL("proxy"))
-	}
-	opts, refused, err := pf.options()
-	if err != nil {
-		return inputError("proxy", stderr, err)
-	}
-	if refused != nil {
-		return emit(stdout, refused, pf.json)
 	}
 	pinned, err := client.NewPinned(fs.Arg(0), client.Config{Options: opts})
 	if err != nil {
