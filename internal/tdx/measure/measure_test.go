@@ -350,16 +350,16 @@ func TestComputeUnknownsAndReplay(t *testing.T) {
 		if r.MRTD == nil || r.RTMR[1] == nil || r.RTMR[2] == nil || r.RTMR[3] == nil {
 			t.Fatalf("%s: unexpected unknowns %v", p.Name, r.Reasons)
 		}
-		for reg := first; reg <= 3; reg++ {
+		for _, reg := range tdxreg.RTMRs[first:] {
 			var v [48]byte
-			for _, e := range r.Events[regNameOf(reg)] {
+			for _, e := range r.Events[reg.Key()] {
 				b, _ := hex.DecodeString(e.Digest)
 				var d [48]byte
 				copy(d[:], b)
 				v = event.Extend(v, d)
 			}
-			if v != *r.RTMR[reg] {
-				t.Errorf("%s: replay of rtmr%d events differs from the register", p.Name, reg)
+			if v != *r.Value(reg) {
+				t.Errorf("%s: replay of %s events differs from the register", p.Name, reg)
 			}
 		}
 		want3, _ := event.Replay(rt)
@@ -411,8 +411,6 @@ func TestComputeUnknownsAndReplay(t *testing.T) {
 		t.Error("no kernel must leave RTMR1/RTMR2 unknown with reasons")
 	}
 }
-
-func regNameOf(reg int) string { return "rtmr" + string(rune('0'+reg)) }
 
 func TestBadInputs(t *testing.T) {
 	fw, k := ovmf(t), testdeps.Vmlinuz(t)
