@@ -45,6 +45,8 @@ const (
 )
 
 // keyDomain separates seed-derived values from any other use of the seed.
+// It keeps the package's old name: changing it would change every derived
+// key and certificate.
 const keyDomain = "tdforge/v1/tdxsim/"
 
 // Fixed validity window: certificates must not depend on the build time.
