@@ -50,11 +50,7 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	res, err := client.Attest(ctx, fs.Arg(0), client.Config{Options: opts})
 	if err != nil {
-		cli.PrintError(stderr, "verifier attest", err)
-		if errors.As(err, new(*client.NetworkError)) {
-			return cli.ExitNetwork
-		}
-		return cli.ExitFail
+		return attestError("attest", stderr, err)
 	}
 	addHints(res.Report)
 	if *save != "" {
@@ -159,11 +155,7 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	// Verify before serving anything.
 	first, err := client.Attest(ctx, fs.Arg(0), client.Config{Options: opts})
 	if err != nil {
-		cli.PrintError(stderr, "verifier proxy", err)
-		if errors.As(err, new(*client.NetworkError)) {
-			return cli.ExitNetwork
-		}
-		return cli.ExitFail
+		return attestError("proxy", stderr, err)
 	}
 	addHints(first.Report)
 	first.Report.WriteText(stderr)

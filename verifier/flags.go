@@ -71,6 +71,16 @@ func agentArgs(fs *flag.FlagSet, pf *policyFlags, args []string, stdout, stderr 
 	return opts, cli.ExitOK, true
 }
 
+// attestError prints a failed attestation and returns cli.ExitNetwork when
+// the agent could not be reached, else cli.ExitFail.
+func attestError(cmd string, stderr io.Writer, err error) int {
+	cli.PrintError(stderr, "verifier "+cmd, err)
+	if errors.As(err, new(*client.NetworkError)) {
+		return cli.ExitNetwork
+	}
+	return cli.ExitFail
+}
+
 func errWantURL(cmd string) error {
 	return cli.WithHint(errors.New("want exactly one agent URL"), "verifier %s [flags] https://AGENT:PORT", cmd)
 }
