@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,72 +10,51 @@ import (
 	"slices"
 
 	"github.com/tdforge/tdforge/internal/build"
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/cli"
-	"github.com/tdforge/tdforge/internal/cli/progress"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("build", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var mf manifestFlags
-	mf.register(fs)
+	var pf pipelineFlags
+	pf.register(fs)
 	out := fs.String("o", "", "output directory (replaced atomically)")
 	updateLock := fs.Bool("update-lock", false, "accept changed local inputs and rewrite MANIFEST.lock.hcl")
 	asJSON := fs.Bool("json", false, "print build.json and the registers as JSON")
-	verbose := fs.Bool("verbose", false, "also show the tools' output (compilers, downloads) that goes to the build log")
-	cacheDir := fs.String("cache", "", "input cache directory (default $TDFORGE_CACHE, $XDG_CACHE_HOME/tdforge or ~/.cache/tdforge)")
-	repo := fs.String("repo", "", "tdforge source tree to build initd and agent from (default: found from the manifest or the working directory)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: builder build -o DIR [-var k=v]... [-var-file F]... [-update-lock] [--json] [--verbose] MANIFEST\n\n"+
 			"The tools' own output goes to DIR.build.log, shown when the build fails.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
-		}
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if fs.NArg() != 1 || *out == "" {
 		fs.Usage()
 		return cli.ExitUsage
 	}
-	m, ok := mf.load(fs.Arg(0), false, stderr)
-	if !ok {
-		return cli.ExitFail
+	p, code := pf.open("build", fs.Arg(0), filepath.Clean(*out)+".build.log", false, *asJSON, stderr)
+	if p == nil {
+		return code
 	}
-	plan, err := build.NewPlan(m)
-	if err != nil {
-		return fail(stderr, "build", err)
-	}
-	c, err := openCache(*cacheDir)
-	if err != nil {
-		return fail(stderr, "build", fmt.Errorf("cache: %w", err))
-	}
-	root := *repo
-	if root == "" {
-		root = findRepoRoot(filepath.Dir(fs.Arg(0)), ".")
-	}
-	log, err := openBuildLog(filepath.Clean(*out)+".build.log", *verbose, stderr)
-	if err != nil {
-		return fail(stderr, "build", err)
-	}
-	opts := build.Options{OutDir: *out, UpdateLock: *updateLock, Cache: c, RepoRoot: root, Log: log}
+	p.opts.OutDir, p.opts.UpdateLock = *out, *updateLock
 	if !*asJSON {
-		fmt.Fprintf(stderr, "building %s %s from %s (tool output: %s)\n", m.Image.Name, m.Image.Version, fs.Arg(0), log.path)
-		opts.OnStep = stepPrinter(stderr)
-		opts.Progress = progress.New(stderr)
+		fmt.Fprintf(stderr, "building %s %s from %s (tool output: %s)\n", p.m.Image.Name, p.m.Image.Version, fs.Arg(0), p.log.path)
 	}
-	res, err := build.Build(ctx, plan, opts)
-	log.finish(err != nil, *verbose, stderr)
+	res, err := build.Build(ctx, p.plan, p.opts)
+	pf.finish(p, err, stderr)
 	if err != nil {
 		return fail(stderr, "build", err)
 	}
 	ref := res.Reference
 	if *asJSON {
-		json.NewEncoder(stdout).Encode(map[string]any{"build": res.Info, "registers": ref.Registers, "reasons": ref.Reasons})
+		if err := canonjson.Encode(stdout, map[string]any{"build": res.Info, "registers": ref.Registers, "reasons": ref.Reasons}); err != nil {
+			return fail(stderr, "build", err)
+		}
 		return cli.ExitOK
 	}
 	fmt.Fprintf(stdout, "built %s %s%s into %s\n", res.Info.Image.Name, res.Info.Image.Version, devMark(res.Info), *out)
@@ -100,12 +77,12 @@ func devMark(i *imagedir.Info) string {
 
 func printRegisters(w io.Writer, ref *refvalues.Document) {
 	fmt.Fprintf(w, "reference values (platform %s):\n", ref.Platform.Name)
-	for _, n := range refvalues.RegisterNames {
-		v := ref.Registers.Get(n)
+	for _, reg := range register.All {
+		v := ref.Registers.Get(reg)
 		if v == nil {
-			fmt.Fprintf(w, "  %-6s unknown: %s\n", n, ref.Reasons[n])
+			fmt.Fprintf(w, "  %-6s unknown: %s\n", reg.Key(), ref.Reasons[reg.Key()])
 			continue
 		}
-		fmt.Fprintf(w, "  %-6s %s\n", n, *v)
+		fmt.Fprintf(w, "  %-6s %s\n", reg.Key(), *v)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 )
 
@@ -193,8 +194,9 @@ func TestBuildMeasureInspectCommands(t *testing.T) {
 		t.Fatalf("measure with every input: %+v", r)
 	}
 	regs := registers(r.stdout)
-	for _, n := range refvalues.RegisterNames {
-		v := ref.Registers.Get(n)
+	for _, reg := range register.All {
+		n := reg.Key()
+		v := ref.Registers.Get(reg)
 		if v == nil || regs[n] != *v {
 			t.Errorf("%s: measure says %q, the build %v", n, regs[n], v)
 		}

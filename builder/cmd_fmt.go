@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,11 +25,8 @@ func runFmt(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	check := fs.Bool("check", false, "do not write; exit 1 if any file is not formatted")
 	diff := fs.Bool("diff", false, "print a unified diff of the changes")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
-		}
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "builder fmt: name at least one FILE or DIR")

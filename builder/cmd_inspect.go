@@ -2,19 +2,19 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/image/gptdisk"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // inspectOutput is `builder inspect --json`.
@@ -50,15 +50,8 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "Usage: builder inspect [--json] DIR\n\nDIR is a 'builder build -o DIR' output.\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
-		}
-		return cli.ExitUsage
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, 1); !ok {
+		return code
 	}
 	dir := fs.Arg(0)
 	out, err := inspect(dir)
@@ -66,9 +59,9 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return fail(stderr, "inspect", err)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(out)
+		if err := canonjson.Encode(stdout, out); err != nil {
+			return fail(stderr, "inspect", err)
+		}
 		return cli.ExitOK
 	}
 	fmt.Fprintf(stdout, "image     %s %s (built from %s)\n", out.Image.Name, out.Image.Version, out.Image.Manifest)
@@ -83,11 +76,11 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	for _, s := range out.Services {
 		fmt.Fprintf(stdout, "service   %-10s %s (uid %d, needs %v)\n", s.Name, s.Command, s.UID, s.Payloads)
 	}
-	for _, n := range refvalues.RegisterNames {
-		if v := out.Registers.Get(n); v != nil {
-			fmt.Fprintf(stdout, "%-9s %s\n", n, *v)
+	for _, reg := range register.All {
+		if v := out.Registers.Get(reg); v != nil {
+			fmt.Fprintf(stdout, "%-9s %s\n", reg.Key(), *v)
 		} else {
-			fmt.Fprintf(stdout, "%-9s unknown: %s\n", n, out.Reasons[n])
+			fmt.Fprintf(stdout, "%-9s unknown: %s\n", reg.Key(), out.Reasons[reg.Key()])
 		}
 	}
 	return cli.ExitOK

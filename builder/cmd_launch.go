@@ -66,15 +66,8 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "Usage: builder launch [--simulate] [--run [--detach]] [flags] DIR\n\nPrints (or runs) the QEMU command line for the image in DIR.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
-		}
-		return cli.ExitUsage
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, 1); !ok {
+		return code
 	}
 	o.dir = fs.Arg(0)
 	argv, cleanup, err := launchCommand(&o)
@@ -82,8 +75,7 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		if cleanup != nil {
 			cleanup()
 		}
-		fmt.Fprintf(stderr, "builder launch: %v\n", err)
-		return cli.ExitFail
+		return fail(stderr, "launch", err)
 	}
 	if !o.run {
 		// The printed command reads the simulated platform's fw_cfg files,

@@ -2,21 +2,19 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/tdforge/tdforge/internal/build"
 	"github.com/tdforge/tdforge/internal/cli"
-	"github.com/tdforge/tdforge/internal/cli/progress"
 	"github.com/tdforge/tdforge/internal/tdx/measure"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // hasFlag reports whether args set the named flag in any of Go's spellings.
@@ -48,54 +46,23 @@ func runMeasure(ctx context.Context, args []string, stdout, stderr io.Writer) in
 func runMeasureManifest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("measure", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var mf manifestFlags
-	mf.register(fs)
+	var pf pipelineFlags
+	pf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON: mrtd, rtmr0..3 (null when unknown), reasons, platform, events")
 	explain := fs.Bool("explain", false, "print the events behind each register")
-	verbose := fs.Bool("verbose", false, "also show the tools' output (compilers, downloads)")
-	cacheDir := fs.String("cache", "", "input cache directory")
-	repo := fs.String("repo", "", "tdforge source tree (default: found from the manifest or the working directory)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: builder measure [-var k=v]... [-var-file F]... [--json] [--explain] [--verbose] MANIFEST\n       builder measure --firmware F [--kernel K --initrd I --cmdline C --memory 2G --cpus 2 --platform P] (raw mode)\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
-		}
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, 1); !ok {
+		return code
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return cli.ExitUsage
+	p, code := pf.open("measure", fs.Arg(0), "", true, *asJSON, stderr)
+	if p == nil {
+		return code
 	}
-	m, ok := mf.load(fs.Arg(0), true, stderr)
-	if !ok {
-		return cli.ExitFail
-	}
-	plan, err := build.NewPlan(m)
-	if err != nil {
-		return fail(stderr, "measure", err)
-	}
-	c, err := openCache(*cacheDir)
-	if err != nil {
-		return fail(stderr, "measure", fmt.Errorf("cache: %w", err))
-	}
-	root := *repo
-	if root == "" {
-		root = findRepoRoot(filepath.Dir(fs.Arg(0)), ".")
-	}
-	log, err := openBuildLog("", *verbose, stderr)
-	if err != nil {
-		return fail(stderr, "measure", err)
-	}
-	opts := build.Options{Cache: c, RepoRoot: root, Log: log}
-	if !*asJSON {
-		opts.OnStep = stepPrinter(stderr)
-		opts.Progress = progress.New(stderr)
-	}
-	res, err := build.Measure(ctx, plan, opts)
-	log.finish(err != nil, *verbose, stderr)
+	res, err := build.Measure(ctx, p.plan, p.opts)
+	pf.finish(p, err, stderr)
 	if err != nil {
 		return fail(stderr, "measure", err)
 	}
@@ -128,11 +95,8 @@ func runMeasureRaw(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Usage: builder measure --firmware F [--kernel K --initrd I --cmdline C --memory 2G --cpus 2 --platform P] [--json] [--explain]\n       builder measure [manifest flags] MANIFEST   (manifest mode)\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
-		}
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "builder measure: unexpected argument %q in raw mode (a manifest cannot be combined with --firmware)\n", fs.Arg(0))
@@ -221,11 +185,11 @@ func printMeasure(w io.Writer, r *measure.Result, p *platform.Profile, missing [
 	for _, u := range unset {
 		fmt.Fprintf(tw, "missing\t%s: depends on a variable without a value\n", u)
 	}
-	for _, n := range []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
-		if v := r.Register(n); v != nil {
-			fmt.Fprintf(tw, "%s\t%x\n", strings.ToUpper(n), v[:])
+	for _, reg := range register.All {
+		if v := r.Value(reg); v != nil {
+			fmt.Fprintf(tw, "%s\t%x\n", reg.Name(), v[:])
 		} else {
-			fmt.Fprintf(tw, "%s\tunknown: %s\n", strings.ToUpper(n), r.Reasons[n])
+			fmt.Fprintf(tw, "%s\tunknown: %s\n", reg.Name(), r.Reasons[reg.Key()])
 		}
 	}
 	for _, n := range r.Notes {
@@ -235,8 +199,9 @@ func printMeasure(w io.Writer, r *measure.Result, p *platform.Profile, missing [
 	if !explain {
 		return
 	}
-	for _, n := range []string{"rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
-		fmt.Fprintf(w, "\n%s events:\n", strings.ToUpper(n))
+	for _, reg := range register.RTMRs {
+		n := reg.Key()
+		fmt.Fprintf(w, "\n%s events:\n", reg.Name())
 		if len(r.Events[n]) == 0 {
 			fmt.Fprintln(w, "  (none)")
 		}

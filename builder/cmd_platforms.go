@@ -2,13 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
 )
@@ -17,11 +16,8 @@ func runPlatforms(_ context.Context, args []string, stdout, stderr io.Writer) in
 	fs := flag.NewFlagSet("platforms", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print the profiles as JSON")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
-		}
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "builder platforms: unexpected argument %q\n", fs.Arg(0))
@@ -29,9 +25,7 @@ func runPlatforms(_ context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	list := platform.List()
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(list); err != nil {
+		if err := canonjson.Encode(stdout, list); err != nil {
 			fmt.Fprintf(stderr, "builder platforms: %v\n", err)
 			return cli.ExitFail
 		}

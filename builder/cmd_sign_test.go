@@ -10,6 +10,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/signing"
 )
 
@@ -34,7 +35,7 @@ func TestSignCommand(t *testing.T) {
 	}
 
 	d := &refvalues.Document{Schema: refvalues.Schema, Image: refvalues.Image{Name: "img"}, Source: "builder"}
-	d.Registers.Set("rtmr3", bytes.Repeat([]byte{7}, 48))
+	d.Registers.Set(register.RTMR3, bytes.Repeat([]byte{7}, 48))
 	doc, _ := d.Marshal()
 	ref := filepath.Join(dir, "img.json")
 	os.WriteFile(ref, doc, 0o644)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -70,11 +69,8 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	vars, files := addVarFlags(fs)
 	asJSON := fs.Bool("json", false, "print diagnostics as a JSON array on stdout")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
-		}
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "builder validate: want exactly one MANIFEST argument")

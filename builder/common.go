@@ -11,31 +11,82 @@ import (
 
 	"github.com/tdforge/tdforge/internal/build"
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/internal/cli/progress"
+	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/inputs/cache"
 	"github.com/tdforge/tdforge/internal/inputs/fetch"
 	"github.com/tdforge/tdforge/internal/inputs/lockfile"
 	"github.com/tdforge/tdforge/internal/manifest"
 )
 
-// manifestFlags are the variable flags shared by build and measure (the
-// same -var/-var-file handling as validate).
-type manifestFlags struct {
+// pipelineFlags are the flags of the commands that run the build pipeline
+// (build, measure): the manifest variables (as validate takes them), the
+// input cache, the source tree and -verbose.
+type pipelineFlags struct {
 	vars     varFlags
 	varFiles *listFlag
+	cacheDir *string
+	repo     *string
+	verbose  *bool
 }
 
-func (f *manifestFlags) register(fs *flag.FlagSet) { f.vars, f.varFiles = addVarFlags(fs) }
+func (f *pipelineFlags) register(fs *flag.FlagSet) {
+	f.vars, f.varFiles = addVarFlags(fs)
+	f.cacheDir = fs.String("cache", "", "input cache directory (default $TDFORGE_CACHE, $XDG_CACHE_HOME/tdforge or ~/.cache/tdforge)")
+	f.repo = fs.String("repo", "", "tdforge source tree to build initd and agent from (default: found from the manifest or the working directory)")
+	f.verbose = fs.Bool("verbose", false, "also show the tools' output (compilers, downloads) that goes to the build log")
+}
 
-// load evaluates a manifest with the flags; diagnostics go to stderr.
-func (f *manifestFlags) load(path string, allowUnknown bool, stderr io.Writer) (*manifest.Manifest, bool) {
+// pipeline is a loaded manifest ready to run: its plan and the run's
+// options (cache, source tree, build log; step lines and progress bars on
+// stderr unless quiet).
+type pipeline struct {
+	m    *manifest.Manifest
+	plan *build.Plan
+	opts build.Options
+	log  *buildLog
+}
+
+// open loads the manifest at path with the flags and prepares its run; the
+// build log goes to logPath ("" keeps it in memory). On failure it has
+// printed why (diagnostics, or "builder CMD: err") and returns nil and the
+// exit code.
+func (f *pipelineFlags) open(cmd, path, logPath string, allowUnknown, quiet bool, stderr io.Writer) (*pipeline, int) {
 	m, diags := manifest.Load(path, manifest.LoadOptions{Vars: f.vars, VarFiles: *f.varFiles, Environ: os.Environ(), AllowUnknown: allowUnknown})
 	if diags != nil && len(diags.Diags) > 0 {
 		printDiags(stderr, diags)
 	}
 	if diags.HasErrors() || m == nil {
-		return nil, false
+		return nil, cli.ExitFail
 	}
-	return m, true
+	plan, err := build.NewPlan(m)
+	if err != nil {
+		return nil, fail(stderr, cmd, err)
+	}
+	c, err := openCache(*f.cacheDir)
+	if err != nil {
+		return nil, fail(stderr, cmd, fmt.Errorf("cache: %w", err))
+	}
+	root := *f.repo
+	if root == "" {
+		root = findRepoRoot(filepath.Dir(path), ".")
+	}
+	log, err := openBuildLog(logPath, *f.verbose, stderr)
+	if err != nil {
+		return nil, fail(stderr, cmd, err)
+	}
+	p := &pipeline{m: m, plan: plan, log: log, opts: build.Options{Cache: c, RepoRoot: root, Log: log}}
+	if !quiet {
+		p.opts.OnStep = stepPrinter(stderr)
+		p.opts.Progress = progress.New(stderr)
+	}
+	return p, cli.ExitOK
+}
+
+// finish closes the run's build log, showing it when the run failed or
+// with -verbose.
+func (f *pipelineFlags) finish(p *pipeline, err error, stderr io.Writer) {
+	p.log.finish(err != nil, *f.verbose, stderr)
 }
 
 // openCache opens the input cache, honouring -cache.
@@ -84,6 +135,7 @@ func withHints(err error) error {
 	var changed *lockfile.ChangedError
 	var syntax *lockfile.SyntaxError
 	var unset *build.UnsetError
+	var notBuild *imagedir.NotBuildError
 	switch {
 	case errors.Is(err, lockfile.ErrNotRecorded):
 		return cli.WithHint(err, "run 'builder build -update-lock' to record it")
@@ -93,6 +145,8 @@ func withHints(err error) error {
 		return cli.WithHint(err, "delete it and run 'builder build -update-lock' to recreate it")
 	case errors.As(err, &unset):
 		return cli.WithHint(err, "give each variable a value with -var NAME=VALUE or -var-file FILE")
+	case errors.As(err, &notBuild):
+		return cli.WithHint(err, "build one with 'builder build -o %s MANIFEST'", notBuild.Dir)
 	case errors.Is(err, build.ErrNoRepoRoot):
 		return cli.WithHint(err, "run builder inside the tdforge repository or pass -repo DIR")
 	}

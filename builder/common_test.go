@@ -8,6 +8,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/build"
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/inputs/fetch"
 	"github.com/tdforge/tdforge/internal/inputs/lockfile"
 )
@@ -25,6 +26,8 @@ func TestFailAddsHints(t *testing.T) {
 			"builder build: input not recorded in the lock file: payload.webui\nbuilder build: hint: run 'builder build -update-lock' to record it\n"},
 		{&lockfile.SyntaxError{File: "m.hcl.lock.hcl", Detail: "bad"}, cli.ExitFail,
 			"builder build: lock file m.hcl.lock.hcl: bad\nbuilder build: hint: delete it and run 'builder build -update-lock' to recreate it\n"},
+		{&imagedir.NotBuildError{Dir: "out", Err: errors.New("open out/build.json: no such file or directory")}, cli.ExitFail,
+			"builder build: out is not a tdforge build output (no build.json): open out/build.json: no such file or directory\nbuilder build: hint: build one with 'builder build -o out MANIFEST'\n"},
 		{&fetch.NetworkError{Source: "x", Err: errors.New("refused")}, cli.ExitNetwork, ""},
 		{errors.New("plain"), cli.ExitFail, "builder build: plain\n"},
 	} {

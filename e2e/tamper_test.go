@@ -40,6 +40,23 @@ func partitions(t *testing.T, dir string) map[string]partition {
 	return m
 }
 
+// wantRejected attests v against ref ("" for the image's own) and fails
+// the test unless the verdict is "not trusted" with a mismatch in register
+// naming one of names; change says what the test did to the VM.
+func wantRejected(t *testing.T, v *vm, ref, change, register string, names ...string) {
+	t.Helper()
+	r, code, out := v.attest(t, ref)
+	if code != 1 || r.Trusted {
+		t.Fatalf("%s verified (exit %d):\n%s", change, code, out)
+	}
+	for _, n := range names {
+		if mismatch(r, register, n) {
+			return
+		}
+	}
+	t.Fatalf("no %s mismatch naming %s:\n%s", register, strings.Join(names, " or "), out)
+}
+
 func mismatch(r *verifierResult, register, what string) bool {
 	for _, m := range r.Mismatches {
 		if strings.EqualFold(m.Register, register) && (strings.Contains(m.Description, what) || m.Component == what) {
@@ -134,13 +151,7 @@ func TestTamperInitrd(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := boot(t, img, bootOpts{})
-	r, code, out := v.attest(t, filepath.Join(devImage, "reference-values.json"))
-	if code != 1 || r.Trusted {
-		t.Fatalf("tampered initrd verified (exit %d):\n%s", code, out)
-	}
-	if !mismatch(r, "RTMR2", "initrd") {
-		t.Fatalf("no RTMR2 mismatch naming the initrd:\n%s", out)
-	}
+	wantRejected(t, v, filepath.Join(devImage, "reference-values.json"), "tampered initrd", "RTMR2", "initrd")
 }
 
 // TestTamperCmdline boots with a different kernel command line: RTMR2
@@ -148,13 +159,7 @@ func TestTamperInitrd(t *testing.T) {
 func TestTamperCmdline(t *testing.T) {
 	cl, _ := os.ReadFile(filepath.Join(devImage, "cmdline.txt"))
 	v := boot(t, devImage, bootOpts{cmdline: strings.TrimSpace(string(cl)) + " init_on_free=0"})
-	r, code, out := v.attest(t, "")
-	if code != 1 || r.Trusted {
-		t.Fatalf("changed cmdline verified (exit %d):\n%s", code, out)
-	}
-	if !mismatch(r, "RTMR2", "cmdline") {
-		t.Fatalf("no RTMR2 mismatch naming the cmdline:\n%s", out)
-	}
+	wantRejected(t, v, "", "changed cmdline", "RTMR2", "cmdline")
 }
 
 // TestSwapModel replaces the model partition with another valid model (a
@@ -192,13 +197,7 @@ func TestSwapModel(t *testing.T) {
 	df.Close()
 
 	v := boot(t, img, bootOpts{})
-	r, code, out := v.attest(t, filepath.Join(devImage, "reference-values.json"))
-	if code != 1 || r.Trusted {
-		t.Fatalf("swapped model verified (exit %d):\n%s", code, out)
-	}
-	if !mismatch(r, "RTMR3", "payload:model") {
-		t.Fatalf("no RTMR3 mismatch naming payload:model:\n%s", out)
-	}
+	wantRejected(t, v, filepath.Join(devImage, "reference-values.json"), "swapped model", "RTMR3", "payload:model")
 	// initd names the failing payload and does not start what needs it;
 	// the agent still runs so the failure is attested.
 	for _, want := range []string{"initd: payload model FAILED", "initd: service ollama NOT started: payload(s) model failed"} {
@@ -218,11 +217,5 @@ func TestHostChangesACPI(t *testing.T) {
 	if !v.consoleHas("differs from the platform profile", 10*time.Second) {
 		t.Errorf("the simulated firmware did not notice the changed ACPI tables:\n%s", v.tail())
 	}
-	r, code, out := v.attest(t, "")
-	if code != 1 || r.Trusted {
-		t.Fatalf("changed VM verified (exit %d):\n%s", code, out)
-	}
-	if !mismatch(r, "RTMR0", "acpi") && !mismatch(r, "RTMR0", "ACPI") {
-		t.Fatalf("no RTMR0 mismatch naming the ACPI tables:\n%s", out)
-	}
+	wantRejected(t, v, "", "changed VM", "RTMR0", "acpi", "ACPI")
 }

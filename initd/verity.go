@@ -7,7 +7,7 @@ import (
 )
 
 // payloadVerity sets up dm-verity for payloads with device-mapper ioctls
-// (internal/dmverity); no veritysetup or dmsetup binary is in the image.
+// (internal/guest/dmverity); no veritysetup or dmsetup binary is in the image.
 var payloadVerity payload.Verity = dmVerity{}
 
 type dmVerity struct{}

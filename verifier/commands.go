@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
@@ -43,34 +44,18 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var pf policyFlags
 	pf.add(fs)
 	save := fs.String("save", "", "also save the attestation response (evidence) to `FILE` for `verifier explain`")
-	if err := fs.Parse(args); err != nil {
-		return cli.ExitUsage
-	}
-	if fs.NArg() != 1 {
-		return usageError(fs, stderr, errWantURL("attest"))
-	}
-	if _, err := client.ParseURL(fs.Arg(0)); err != nil {
-		return usageError(fs, stderr, err)
-	}
-	opts, refused, err := pf.options()
-	if err != nil {
-		return inputError("attest", stderr, err)
-	}
-	if refused != nil {
-		return emit(stdout, refused, pf.json)
+	opts, code, ok := agentArgs(fs, &pf, args, stdout, stderr)
+	if !ok {
+		return code
 	}
 	res, err := client.Attest(ctx, fs.Arg(0), client.Config{Options: opts})
 	if err != nil {
-		cli.PrintError(stderr, "verifier attest", err)
-		if errors.As(err, new(*client.NetworkError)) {
-			return cli.ExitNetwork
-		}
-		return cli.ExitFail
+		return attestError("attest", stderr, err)
 	}
 	addHints(res.Report)
 	if *save != "" {
-		b, _ := json.MarshalIndent(res.Response, "", "  ")
-		if err := fsutil.WriteFile(*save, append(b, '\n'), 0o644); err != nil {
+		b, _ := canonjson.Marshal(res.Response)
+		if err := fsutil.WriteFile(*save, b, 0o644); err != nil {
 			cli.PrintError(stderr, "verifier attest", err)
 		}
 	}
@@ -89,10 +74,7 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return reportCode(emit(stdout, res.Report, false))
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	enc.Encode(struct {
+	canonjson.Encode(stdout, struct {
 		*verify.Report
 		Service *client.Service `json:"service"`
 	}{res.Report, svc})
@@ -116,8 +98,8 @@ func cmdQuote(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	ef.add(fs)
 	nonce := fs.String("nonce", "", "the `HEX` nonce the quote must answer")
 	spki := fs.String("spki-hash", "", "`HEX` SHA-256 of the TLS SubjectPublicKeyInfo the quote must bind")
-	if err := fs.Parse(args); err != nil {
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if err := ef.check(fs); err != nil {
 		return usageError(fs, stderr, err)
@@ -153,18 +135,9 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var pf policyFlags
 	pf.add(fs)
 	listen := fs.String("listen", "127.0.0.1:11434", "local `ADDR` to serve plain HTTP on")
-	if err := fs.Parse(args); err != nil {
-		return cli.ExitUsage
-	}
-	if fs.NArg() != 1 {
-		return usageError(fs, stderr, errWantURL("proxy"))
-	}
-	opts, refused, err := pf.options()
-	if err != nil {
-		return inputError("proxy", stderr, err)
-	}
-	if refused != nil {
-		return emit(stdout, refused, pf.json)
+	opts, code, ok := agentArgs(fs, &pf, args, stdout, stderr)
+	if !ok {
+		return code
 	}
 	pinned, err := client.NewPinned(fs.Arg(0), client.Config{Options: opts})
 	if err != nil {
@@ -182,11 +155,7 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	// Verify before serving anything.
 	first, err := client.Attest(ctx, fs.Arg(0), client.Config{Options: opts})
 	if err != nil {
-		cli.PrintError(stderr, "verifier proxy", err)
-		if errors.As(err, new(*client.NetworkError)) {
-			return cli.ExitNetwork
-		}
-		return cli.ExitFail
+		return attestError("proxy", stderr, err)
 	}
 	addHints(first.Report)
 	first.Report.WriteText(stderr)
@@ -216,8 +185,8 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs := newFlags("explain", "EVIDENCE.json", stderr)
 	ref := fs.String("reference", "", "reference-values `FILE`")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if fs.NArg() != 1 || *ref == "" {
 		return usageError(fs, stderr, cli.WithHint(errors.New("want reference values and one saved attestation response"),
@@ -240,9 +209,7 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return inputError("explain", stderr, fmt.Errorf("%s: %v", fs.Arg(0), err))
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(a)
+		canonjson.Encode(stdout, a)
 	} else {
 		fmt.Fprintln(stdout, "Note: explain compares values only; it does not check the quote's signature (use attest or quote).")
 		a.WriteText(stdout)
@@ -264,8 +231,8 @@ func cmdRecord(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&img.Version, "version", "", "image `VERSION`")
 	fs.BoolVar(&img.Dev, "dev", false, "mark the image as a dev image")
 	fs.BoolVar(&img.Simulated, "simulated", false, "mark the image as running on the TDX simulator")
-	if err := fs.Parse(args); err != nil {
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return code
 	}
 	if err := ef.check(fs); err != nil {
 		return usageError(fs, stderr, err)
@@ -300,8 +267,8 @@ func cmdCollateral(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := newFlags("collateral fetch", "", stderr)
 	out := fs.String("o", "", "output bundle `DIR`")
 	quote := fs.String("quote", "", "raw TDX quote `FILE` whose FMSPC needs collateral")
-	if err := fs.Parse(args[1:]); err != nil {
-		return cli.ExitUsage
+	if code, ok := cli.ParseArgs(fs, args[1:], -1); !ok {
+		return code
 	}
 	if fs.NArg() != 0 || *out == "" || *quote == "" {
 		return usageError(fs, stderr, cli.WithHint(errors.New("want an output directory and a quote"), "verifier collateral fetch -o DIR --quote FILE"))

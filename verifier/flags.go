@@ -15,6 +15,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/verifier/client"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/reference"
 	"github.com/tdforge/tdforge/verifier/verify"
@@ -44,6 +45,40 @@ func usageError(fs *flag.FlagSet, stderr io.Writer, err error) int {
 func inputError(cmd string, stderr io.Writer, err error) int {
 	cli.PrintError(stderr, "verifier "+cmd, err)
 	return cli.ExitUsage
+}
+
+// agentArgs parses the command line of a command that talks to one agent
+// (attest, proxy): the policy flags and exactly one agent URL. When ok is
+// false the command returns code: a usage or input error, or the verdict
+// of options that refuse before any connection.
+func agentArgs(fs *flag.FlagSet, pf *policyFlags, args []string, stdout, stderr io.Writer) (opts verify.Options, code int, ok bool) {
+	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
+		return opts, code, false
+	}
+	if fs.NArg() != 1 {
+		return opts, usageError(fs, stderr, errWantURL(fs.Name())), false
+	}
+	if _, err := client.ParseURL(fs.Arg(0)); err != nil {
+		return opts, usageError(fs, stderr, err), false
+	}
+	opts, refused, err := pf.options()
+	if err != nil {
+		return opts, inputError(fs.Name(), stderr, err), false
+	}
+	if refused != nil {
+		return opts, emit(stdout, refused, pf.json), false
+	}
+	return opts, cli.ExitOK, true
+}
+
+// attestError prints a failed attestation and returns cli.ExitNetwork when
+// the agent could not be reached, else cli.ExitFail.
+func attestError(cmd string, stderr io.Writer, err error) int {
+	cli.PrintError(stderr, "verifier "+cmd, err)
+	if errors.As(err, new(*client.NetworkError)) {
+		return cli.ExitNetwork
+	}
+	return cli.ExitFail
 }
 
 func errWantURL(cmd string) error {

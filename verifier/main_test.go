@@ -58,6 +58,8 @@ func TestCLIExitCodes(t *testing.T) {
 		{"no command", nil, cli.ExitUsage},
 		{"help", []string{"help"}, cli.ExitOK},
 		{"unknown command", []string{"nope"}, cli.ExitUsage},
+		{"command help", []string{"quote", "-h"}, cli.ExitOK},
+		{"bad flag", []string{"quote", "--nope"}, cli.ExitUsage},
 		{"offline TCB out of date", []string{"quote", "--reference", f.ref, "--quote", f.quote, "--collateral", f.coll, "--now", "2023-07-01T01:00:00Z", "--json"}, cli.ExitFail},
 		{"garbage quote", []string{"quote", "--reference", f.ref, "--quote", f.bad, "--collateral", f.coll}, cli.ExitUsage},
 		{"unsigned reference with key", []string{"quote", "--reference", f.ref, "--reference-key", f.key, "--quote", f.quote, "--collateral", f.coll}, cli.ExitFail},

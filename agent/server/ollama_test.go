@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/testutil/netutil"
 	"github.com/tdforge/tdforge/internal/testutil/ollamatest"
 )
 
@@ -39,14 +40,9 @@ func post(t testing.TB, c *http.Client, url, body string) []byte {
 
 func get(t testing.TB, url string) []byte {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %s: %s", url, resp.Status, b)
+	code, b := netutil.Get(t, url)
+	if code != 200 {
+		t.Fatalf("GET %s: %d: %s", url, code, b)
 	}
 	return b
 }

@@ -1,4 +1,4 @@
-// Package bootpolicy loads the boot policy for initd: internal/policy's
+// Package bootpolicy loads the boot policy for initd: internal/tdx/policy's
 // strict decoding and validation, plus the checks initd needs before it
 // turns the policy into users, mounts and processes.
 package bootpolicy

@@ -26,7 +26,7 @@ const (
 	Marker  = "measured" // created before the first extend; blocks a second pass
 )
 
-// Verity sets up dm-verity devices (internal/dmverity in the image).
+// Verity sets up dm-verity devices (internal/guest/dmverity in the image).
 type Verity interface {
 	FindPartition(diskGUID string, index int) (devPath string, err error)
 	Setup(name, device string, p policy.Payload) (mapperDev string, err error)

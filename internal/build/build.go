@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -321,11 +320,3 @@ var fileSHA256 = fsutil.SHA256
 
 // serviceUID returns the deterministic uid for a service by index.
 func serviceUID(i int) int { return firstSvcUID + i }
-
-func jsonIndent(v any) ([]byte, error) {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(b, '\n'), nil
-}

@@ -3,11 +3,12 @@ package build
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/tdforge/tdforge/internal/canonjson"
 
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
@@ -30,7 +31,7 @@ func (p *pipeline) buildSimulator(ctx context.Context) error {
 	if err := p.write(imagedir.SimRoot, []byte(pki.RootCert), 0o644); err != nil {
 		return err
 	}
-	b, err := jsonIndent(pki)
+	b, err := canonjson.Marshal(pki)
 	if err != nil {
 		return err
 	}
@@ -65,12 +66,12 @@ func (p *pipeline) writeInfo(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(info, "", "  ")
+	b, err := canonjson.Marshal(info)
 	if err != nil {
 		return err
 	}
 	p.info = info
-	return p.write(imagedir.BuildInfo, append(b, '\n'), 0o644)
+	return p.write(imagedir.BuildInfo, b, 0o644)
 }
 
 func gccVersion() string {

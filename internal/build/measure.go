@@ -9,6 +9,7 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/measure"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // measure computes the registers from the artifacts the earlier steps
@@ -49,19 +50,15 @@ func (p *pipeline) measure(ctx context.Context) error {
 	if len(p.unset) > 0 {
 		initrdWhy = "the kernel command line and the boot policy in the initrd are measured, and " + why
 	}
-	r.RTMR[2] = nil
-	r.Reasons["rtmr2"] = initrdWhy
+	r.SetUnknown(register.RTMR2, initrdWhy)
 	if p.prof.KernelSetupPatch {
-		r.RTMR[1] = nil
-		r.Reasons["rtmr1"] = "platform " + p.prof.Name + " patches the kernel setup header with the initrd size before measuring it; " + initrdWhy
+		r.SetUnknown(register.RTMR1, "platform "+p.prof.Name+" patches the kernel setup header with the initrd size before measuring it; "+initrdWhy)
 	}
 	if len(p.unset) > 0 {
-		r.RTMR[3] = nil
-		r.Reasons["rtmr3"] = "RTMR3 ends with the runtime configuration event, a digest of the boot policy, and " + why
+		r.SetUnknown(register.RTMR3, "RTMR3 ends with the runtime configuration event, a digest of the boot policy, and "+why)
 	} else if len(unpinned) > 0 {
-		r.RTMR[3] = nil
-		r.Reasons["rtmr3"] = fmt.Sprintf("payload(s) %s have no verity root hash here: %s; pin verity_root_hash (printed by 'builder build') to measure without the bytes",
-			strings.Join(unpinned, ", "), why)
+		r.SetUnknown(register.RTMR3, fmt.Sprintf("payload(s) %s have no verity root hash here: %s; pin verity_root_hash (printed by 'builder build') to measure without the bytes",
+			strings.Join(unpinned, ", "), why))
 	}
 	p.result = r
 	return nil

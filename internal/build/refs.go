@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha512"
 	"encoding/hex"
-	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // writeReference writes reference-values.json from the measured registers
@@ -51,9 +51,8 @@ func (p *pipeline) referenceDocument() (*refvalues.Document, error) {
 		Source:   "builder",
 	}
 	maps.Copy(doc.Reasons, res.Reasons)
-	doc.Registers.Set("mrtd", ptr48(res.MRTD))
-	for i := 0; i < 4; i++ {
-		doc.Registers.Set(fmt.Sprintf("rtmr%d", i), ptr48(res.RTMR[i]))
+	for _, reg := range register.All {
+		doc.Registers.Set(reg, ptr48(res.Value(reg)))
 	}
 	for _, k := range slices.Sorted(maps.Keys(p.inputs)) {
 		doc.Inputs = append(doc.Inputs, refvalues.Digest{Name: k, SHA256: p.inputs[k]})

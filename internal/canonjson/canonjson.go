@@ -8,6 +8,7 @@ package canonjson
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 )
 
 const indent = "  "
@@ -15,13 +16,19 @@ const indent = "  "
 // Marshal returns the canonical encoding of v.
 func Marshal(v any) ([]byte, error) {
 	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", indent)
-	if err := enc.Encode(v); err != nil {
+	if err := Encode(&b, v); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// Encode writes the canonical encoding of v to w (the commands' --json
+// output uses it too). Nothing is written when v does not encode.
+func Encode(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", indent)
+	return enc.Encode(v)
 }
 
 // Reindent lays out an already encoded JSON document in the canonical

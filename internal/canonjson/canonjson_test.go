@@ -62,11 +62,19 @@ func TestMarshalLayout(t *testing.T) {
 	if !bytes.Equal(got, again) {
 		t.Fatal("two encodings of the same value differ")
 	}
+	var w bytes.Buffer
+	if err := canonjson.Encode(&w, v); err != nil || w.String() != want {
+		t.Fatalf("Encode: %v\n%s", err, w.String())
+	}
 }
 
 func TestMarshalError(t *testing.T) {
 	if _, err := canonjson.Marshal(map[string]any{"f": func() {}}); err == nil {
 		t.Fatal("a function value encoded")
+	}
+	var w bytes.Buffer
+	if err := canonjson.Encode(&w, func() {}); err == nil || w.Len() != 0 {
+		t.Fatalf("Encode of a function: err %v, wrote %q", err, w.String())
 	}
 }
 

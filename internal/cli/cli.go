@@ -7,6 +7,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -118,4 +119,22 @@ func Hints(err error) []string {
 		err = h.Err
 	}
 	return out
+}
+
+// ParseArgs parses args into fs and, when n >= 0, checks that exactly n
+// positional arguments remain. ok is false when the command should stop
+// and return code: ExitOK after -h (fs has printed its usage), ExitUsage
+// for a bad flag or a wrong argument count (after fs.Usage).
+func ParseArgs(fs *flag.FlagSet, args []string, n int) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK, false
+		}
+		return ExitUsage, false
+	}
+	if n >= 0 && fs.NArg() != n {
+		fs.Usage()
+		return ExitUsage, false
+	}
+	return ExitOK, true
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -51,5 +52,32 @@ func TestHints(t *testing.T) {
 	}
 	if WithHint(nil, "x") != nil {
 		t.Fatal("nil error gained a hint")
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		n      int
+		code   int
+		ok     bool
+		usages int
+	}{
+		{[]string{"-v", "DIR"}, 1, ExitOK, true, 0},
+		{[]string{"a", "b"}, -1, ExitOK, true, 0},
+		{[]string{"-h"}, 1, ExitOK, false, 1},
+		{[]string{"-nope"}, 1, ExitUsage, false, 1},
+		{[]string{"-v"}, 1, ExitUsage, false, 1},
+		{[]string{"a"}, 0, ExitUsage, false, 1},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		fs.Bool("v", false, "")
+		usages := 0
+		fs.Usage = func() { usages++ }
+		code, ok := ParseArgs(fs, tc.args, tc.n)
+		if code != tc.code || ok != tc.ok || usages != tc.usages {
+			t.Errorf("%q n=%d: got (%d, %v, %d usages), want (%d, %v, %d)", tc.args, tc.n, code, ok, usages, tc.code, tc.ok, tc.usages)
+		}
 	}
 }

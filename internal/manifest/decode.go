@@ -3,11 +3,13 @@ package manifest
 import (
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -147,12 +149,9 @@ func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 		if !ok {
 			continue
 		}
-		if prev, dup := payloadNames[p.Name]; dup {
-			l.diags.add(errorf(rangePtr(b.LabelRanges[0]), "Duplicate payload",
-				"A payload named %q was already declared at %s. Payload names must be unique.", p.Name, prev))
+		if !l.unique("payload", p.Name, b, payloadNames) {
 			continue
 		}
-		payloadNames[p.Name] = b.DefRange
 		m.Payloads = append(m.Payloads, p)
 	}
 	serviceNames := map[string]hcl.Range{}
@@ -162,12 +161,9 @@ func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 		if !ok {
 			continue
 		}
-		if prev, dup := serviceNames[s.Name]; dup {
-			l.diags.add(errorf(rangePtr(b.LabelRanges[0]), "Duplicate service",
-				"A service named %q was already declared at %s. Service names must be unique.", s.Name, prev))
+		if !l.unique("service", s.Name, b, serviceNames) {
 			continue
 		}
-		serviceNames[s.Name] = b.DefRange
 		m.Services = append(m.Services, s)
 		serviceBodies = append(serviceBodies, body)
 	}
@@ -417,7 +413,7 @@ func (l *loader) decodeService(hb *hcl.Block, payloads map[string]hcl.Range) (Se
 			break
 		}
 	}
-	for _, k := range sortedKeys(s.Env) {
+	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 		if !b.check("env", policy.ValidEnvName(k) && !strings.ContainsRune(s.Env[k], 0), "Invalid environment variable",
 			"env key %q must be a name like OLLAMA_HOST (letters, digits, underscore; not starting with a digit) and values must not contain NUL.", k) {
 			break
@@ -503,7 +499,7 @@ func (l *loader) checkServiceGraph(bodies []*block, names map[string]hcl.Range) 
 func (l *loader) decodeSource(b *block, needPath bool, kinds ...string) Source {
 	var found *hcl.Block
 	for _, nb := range b.content.Blocks {
-		if !contains(kinds, nb.Type) {
+		if !slices.Contains(kinds, nb.Type) {
 			continue
 		}
 		if found != nil {
@@ -777,20 +773,23 @@ func printableASCII(s string) bool {
 	return true
 }
 
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
+// unique records the name of block b in names, or reports it as a
+// duplicate kind (payload, service) and returns false.
+func (l *loader) unique(kind, name string, b *hcl.Block, names map[string]hcl.Range) bool {
+	if prev, dup := names[name]; dup {
+		l.diags.add(errorf(rangePtr(b.LabelRanges[0]), "Duplicate "+kind,
+			"A %s named %q was already declared at %s. %s names must be unique.", kind, name, prev, strings.ToUpper(kind[:1])+kind[1:]))
+		return false
 	}
-	return false
+	names[name] = b.DefRange
+	return true
 }
 
 func declared(what string, names map[string]hcl.Range) string {
 	if len(names) == 0 {
 		return "No " + what + " are declared."
 	}
-	return "Declared " + what + ": " + strings.Join(sortedKeys(names), ", ") + "."
+	return "Declared " + what + ": " + strings.Join(slices.Sorted(maps.Keys(names)), ", ") + "."
 }
 
 // Payload returns the payload named name, or nil.

@@ -3,7 +3,6 @@ package manifest
 import (
 	"fmt"
 	"math/big"
-	"sort"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -261,13 +260,4 @@ func (b *block) exclusive(names ...string) string {
 		return ""
 	}
 	return set[0]
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -161,33 +161,38 @@ func readBounded(dir, p string) ([]byte, error) {
 }
 
 func fileFunc(dir string) function.Function {
-	return function.New(&function.Spec{
-		Params: []function.Parameter{{Name: "path", Type: cty.String}},
-		Type:   function.StaticReturnType(cty.String),
-		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			b, err := readBounded(dir, args[0].AsString())
-			if err != nil {
-				return cty.NilVal, err
-			}
-			if !utf8.Valid(b) {
-				return cty.NilVal, fmt.Errorf("%q is not valid UTF-8; use filesha256() to pin binary files", args[0].AsString())
-			}
-			return cty.StringVal(string(b)), nil
-		},
+	return readFunc(dir, func(path string, b []byte) (string, error) {
+		if !utf8.Valid(b) {
+			return "", fmt.Errorf("%q is not valid UTF-8; use filesha256() to pin binary files", path)
+		}
+		return string(b), nil
 	})
 }
 
 func fileSHA256Func(dir string) function.Function {
+	return readFunc(dir, func(_ string, b []byte) (string, error) {
+		sum := sha256.Sum256(b)
+		return hex.EncodeToString(sum[:]), nil
+	})
+}
+
+// readFunc is a function of one path that reads the file (readBounded) and
+// returns the string conv makes of it.
+func readFunc(dir string, conv func(path string, b []byte) (string, error)) function.Function {
 	return function.New(&function.Spec{
 		Params: []function.Parameter{{Name: "path", Type: cty.String}},
 		Type:   function.StaticReturnType(cty.String),
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			b, err := readBounded(dir, args[0].AsString())
+			path := args[0].AsString()
+			b, err := readBounded(dir, path)
 			if err != nil {
 				return cty.NilVal, err
 			}
-			sum := sha256.Sum256(b)
-			return cty.StringVal(hex.EncodeToString(sum[:])), nil
+			out, err := conv(path, b)
+			if err != nil {
+				return cty.NilVal, err
+			}
+			return cty.StringVal(out), nil
 		},
 	})
 }

@@ -169,6 +169,18 @@ var validationSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{{Name: "condition", Required: true}, {Name: "error_message", Required: true}},
 }
 
+// constAttr evaluates attribute name of content with nothing in scope;
+// ok is false when it is absent or does not evaluate.
+func (l *loader) constAttr(content *hcl.BodyContent, name string) (*hcl.Attribute, cty.Value, bool) {
+	a := content.Attributes[name]
+	if a == nil {
+		return nil, cty.NilVal, false
+	}
+	val, diags := a.Expr.Value(nil)
+	l.diags.add(diags...)
+	return a, val, !diags.HasErrors()
+}
+
 func (l *loader) declareVariable(b *hcl.Block) {
 	name := b.Labels[0]
 	if !hclsyntax.ValidIdentifier(name) {
@@ -191,40 +203,28 @@ func (l *loader) declareVariable(b *hcl.Block) {
 			v.typ = ty
 		}
 	}
-	if a := content.Attributes["description"]; a != nil {
-		val, diags := a.Expr.Value(nil)
-		l.diags.add(diags...)
-		if !diags.HasErrors() {
-			if val.Type() != cty.String || val.IsNull() {
-				l.diags.add(errorf(rangePtr(a.Expr.Range()), "Invalid description", "A variable description must be a string."))
-			} else {
-				v.description = val.AsString()
-			}
+	if a, val, ok := l.constAttr(content, "description"); ok {
+		if val.Type() != cty.String || val.IsNull() {
+			l.diags.add(errorf(rangePtr(a.Expr.Range()), "Invalid description", "A variable description must be a string."))
+		} else {
+			v.description = val.AsString()
 		}
 	}
-	if a := content.Attributes["sensitive"]; a != nil {
-		val, diags := a.Expr.Value(nil)
-		l.diags.add(diags...)
-		if !diags.HasErrors() {
-			if val.Type() != cty.Bool || val.IsNull() {
-				l.diags.add(errorf(rangePtr(a.Expr.Range()), "Invalid sensitive value", "sensitive must be true or false."))
-			} else {
-				v.sensitive = val.True()
-			}
+	if a, val, ok := l.constAttr(content, "sensitive"); ok {
+		if val.Type() != cty.Bool || val.IsNull() {
+			l.diags.add(errorf(rangePtr(a.Expr.Range()), "Invalid sensitive value", "sensitive must be true or false."))
+		} else {
+			v.sensitive = val.True()
 		}
 	}
-	if a := content.Attributes["default"]; a != nil {
-		val, diags := a.Expr.Value(nil)
-		l.diags.add(diags...)
-		if !diags.HasErrors() {
-			conv, err := convert.Convert(val, v.typ)
-			if err != nil {
-				l.diags.add(errorf(rangePtr(a.Expr.Range()), "Invalid default value for variable",
-					"This default value is not compatible with the variable's type constraint %s: %s.", typeexpr.TypeString(v.typ), err))
-			} else {
-				v.def = conv
-				v.value, v.valueRange, v.valueFrom = conv, rangePtr(a.Expr.Range()), "default"
-			}
+	if a, val, ok := l.constAttr(content, "default"); ok {
+		conv, err := convert.Convert(val, v.typ)
+		if err != nil {
+			l.diags.add(errorf(rangePtr(a.Expr.Range()), "Invalid default value for variable",
+				"This default value is not compatible with the variable's type constraint %s: %s.", typeexpr.TypeString(v.typ), err))
+		} else {
+			v.def = conv
+			v.value, v.valueRange, v.valueFrom = conv, rangePtr(a.Expr.Range()), "default"
 		}
 	}
 	for _, vb := range content.Blocks {

@@ -29,7 +29,7 @@ import (
 )
 
 // agent is a test TD: the simulator quotes the wire contract of
-// internal/attestation for whatever TLS key the server presents.
+// internal/tdx/attestation for whatever TLS key the server presents.
 type agent struct {
 	sim     *sim.Simulator
 	pki     *sim.PKI

@@ -145,6 +145,19 @@ func (a *Analysis) Failed() bool {
 	return false
 }
 
+// replayResult is the outcome of replaying one log (named log) onto the
+// quote's registers regs: skipped when the log was not supplied, failed
+// with the replay's error, else the number of events that reproduce regs.
+func replayResult(name, log, regs string, have bool, events int, err error) Result {
+	switch {
+	case !have:
+		return Result{name, Skipped, "no " + log + " supplied"}
+	case err != nil:
+		return Result{name, Fail, err.Error()}
+	}
+	return Result{name, Pass, fmt.Sprintf("%d events replay to the quote's %s", events, regs)}
+}
+
 // Analyze replays the logs against the quote's registers and compares
 // registers and events with ref. ccel, table and runtimeLog may be empty
 // (the corresponding comparisons are then SKIPPED).
@@ -187,13 +200,13 @@ func Analyze(ref *refvalues.Document, q Quote, ccel, table, runtimeLog []byte) *
 		switch {
 		case ref == nil:
 			st.Reason = "no reference values"
-		case ref.Registers.Get(name) == nil:
+		case ref.Registers.Get(reg) == nil:
 			st.Reason = ref.Reasons[name]
 			if st.Reason == "" {
 				st.Reason = "the reference document leaves this register open and gives no reason"
 			}
 		default:
-			st.Reference = *ref.Registers.Get(name)
+			st.Reference = *ref.Registers.Get(reg)
 			st.Match = Pass
 			if !strings.EqualFold(st.Reference, st.Quote) {
 				st.Match = Fail
@@ -203,22 +216,9 @@ func Analyze(ref *refvalues.Document, q Quote, ccel, table, runtimeLog []byte) *
 	}
 
 	// Log replay results.
-	switch {
-	case !haveFW:
-		a.Results = append(a.Results, Result{"CCEL replay (RTMR0..2)", Skipped, "no firmware event log (CCEL) supplied"})
-	case fwErr != nil:
-		a.Results = append(a.Results, Result{"CCEL replay (RTMR0..2)", Fail, fwErr.Error()})
-	default:
-		a.Results = append(a.Results, Result{"CCEL replay (RTMR0..2)", Pass, fmt.Sprintf("%d events replay to the quote's RTMR0..2", len(fw))})
-	}
-	switch {
-	case !haveRT:
-		a.Results = append(a.Results, Result{"runtime log replay (RTMR3)", Skipped, "no runtime event log supplied"})
-	case rtErr != nil:
-		a.Results = append(a.Results, Result{"runtime log replay (RTMR3)", Fail, rtErr.Error()})
-	default:
-		a.Results = append(a.Results, Result{"runtime log replay (RTMR3)", Pass, fmt.Sprintf("%d events replay to the quote's RTMR3", len(rt))})
-	}
+	a.Results = append(a.Results,
+		replayResult("CCEL replay (RTMR0..2)", "firmware event log (CCEL)", "RTMR0..2", haveFW, len(fw), fwErr),
+		replayResult("runtime log replay (RTMR3)", "runtime event log", "RTMR3", haveRT, len(rt), rtErr))
 
 	// Event comparisons.
 	for _, reg := range register.RTMRs {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/verifier/explain"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
@@ -38,13 +39,13 @@ func Reference(ev verify.Evidence, img refvalues.Image) (*refvalues.Document, er
 		},
 		Source: "recorded",
 	}
-	for i, n := range refvalues.RegisterNames {
-		doc.Registers.Set(n, regs[i][:])
+	for _, reg := range register.All {
+		doc.Registers.Set(reg, regs[reg][:])
 	}
 	add := func(evs []explain.LogEvent) {
 		for _, e := range evs {
 			comp := ""
-			if e.Register == "rtmr3" {
+			if e.Register == register.RTMR3.Key() {
 				comp = e.Description
 			}
 			doc.Events[e.Register] = append(doc.Events[e.Register], refvalues.Event{
@@ -60,7 +61,7 @@ func Reference(ev verify.Evidence, img refvalues.Image) (*refvalues.Document, er
 		add(evs)
 	}
 	if len(ev.RuntimeLog) > 0 {
-		evs, err := explain.ReplayRuntime(ev.RuntimeLog, regs[4])
+		evs, err := explain.ReplayRuntime(ev.RuntimeLog, regs[register.RTMR3])
 		if err != nil {
 			return nil, fmt.Errorf("refusing to record: %w", err)
 		}

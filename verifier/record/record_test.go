@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
@@ -23,9 +24,9 @@ func TestReferenceFromSampleQuote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, n := range refvalues.RegisterNames {
-		if v := doc.Registers.Get(n); v == nil || *v != hex.EncodeToString(regs[i][:]) {
-			t.Errorf("%s = %v, want the quote's value", n, v)
+	for _, reg := range register.All {
+		if v := doc.Registers.Get(reg); v == nil || *v != hex.EncodeToString(regs[reg][:]) {
+			t.Errorf("%s = %v, want the quote's value", reg, v)
 		}
 	}
 	if doc.Source != "recorded" || doc.Image.Name != "sample" || doc.TD.DebugAllowed ||

@@ -1,11 +1,11 @@
 package verify
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/cli"
 )
 
@@ -44,10 +44,7 @@ func (r *Report) WriteText(w io.Writer) error {
 
 // WriteJSON writes the report as indented JSON.
 func (r *Report) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	return enc.Encode(r)
+	return canonjson.Encode(w, r)
 }
 
 // ExitCode maps the report to the shared exit codes: cli.ExitOK trusted,

@@ -32,6 +32,7 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/explain"
 )
@@ -315,12 +316,13 @@ func quoteRegisters(q *pb.QuoteV4) (explain.Quote, error) {
 	if len(b.GetMrTd()) != 48 || len(b.GetRtmrs()) != 4 {
 		return out, errors.New("quote body lacks MRTD or RTMR0..3")
 	}
-	copy(out[0][:], b.GetMrTd())
+	copy(out[register.MRTD][:], b.GetMrTd())
 	for i, v := range b.GetRtmrs() {
-		if len(v) != 48 {
-			return out, fmt.Errorf("quote RTMR%d is %d bytes", i, len(v))
+		reg := register.RTMRs[i]
+		if len(v) != register.Size {
+			return out, fmt.Errorf("quote %s is %d bytes", reg, len(v))
 		}
-		copy(out[i+1][:], v)
+		copy(out[reg][:], v)
 	}
 	return out, nil
 }
@@ -467,39 +469,17 @@ func prefix(s string) string {
 	return s
 }
 
-func decodeHex(field, s string, n int) ([]byte, error) {
-	if s == "" {
-		return nil, nil
-	}
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != n {
-		return nil, fmt.Errorf("reference values: %s must be %d hex digits, got %q", field, 2*n, s)
-	}
-	return b, nil
-}
-
 // policy validates the TD fields of the quote body other than the registers
 // (which explain compares) against the reference with go-tdx-guest
 // validate, one check per field.
 func (r *Report) policy(q *pb.QuoteV4, opts Options) error {
 	ref := opts.Reference
 	td := ref.TD
-	attrs, err := decodeHex("td.attributes", td.Attributes, 8)
+	v, err := td.Values()
 	if err != nil {
 		return err
 	}
-	xfam, err := decodeHex("td.xfam", td.XFAM, 8)
-	if err != nil {
-		return err
-	}
-	minSVN, err := decodeHex("td.min_tee_tcb_svn", td.MinTEETCBSVN, 16)
-	if err != nil {
-		return err
-	}
-	mrseam, err := decodeHex("td.mrseam", td.MRSEAM, 48)
-	if err != nil {
-		return err
-	}
+	attrs, xfam, minSVN, mrseam := v.Attributes, v.XFAM, v.MinTEETCBSVN, v.MRSEAM
 	run := func(name string, o validate.TdQuoteBodyOptions, passReason string) {
 		if err := validate.TdxQuote(q, &validate.Options{TdQuoteBodyOptions: o}); err != nil {
 			r.add(name, Fail, "%v", err)

@@ -86,8 +86,8 @@ func TestSysfsTempDir(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 4; i++ {
-		if err := os.WriteFile(filepath.Join(dir, "rtmr"+string(rune('0'+i))+":sha384"), make([]byte, 48), 0o644); err != nil {
+	for _, reg := range register.RTMRs {
+		if err := os.WriteFile(filepath.Join(dir, reg.Key()+":sha384"), make([]byte, 48), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -229,35 +229,24 @@ func diffInitrd(pa, pb string) ([]InitrdEntry, error) {
 			continue
 		}
 		var f []string
-		if x.e.SHA256 != y.e.SHA256 {
-			f = append(f, "content")
-		}
-		if x.e.Mode != y.e.Mode {
-			f = append(f, "mode")
-		}
-		if x.e.MTime != y.e.MTime {
-			f = append(f, "mtime")
-		}
-		if x.e.Size != y.e.Size {
-			f = append(f, "size")
-		}
-		if x.e.UID != y.e.UID {
-			f = append(f, "uid")
-		}
-		if x.e.GID != y.e.GID {
-			f = append(f, "gid")
-		}
-		if x.e.Rmajor != y.e.Rmajor || x.e.Rminor != y.e.Rminor {
-			f = append(f, "rdev")
-		}
-		if x.e.Target != y.e.Target {
-			f = append(f, "target")
-		}
-		if sameSet && (x.e.Ino != y.e.Ino || x.e.NLink != y.e.NLink) {
-			f = append(f, "inode")
-		}
-		if sameSet && x.pos != y.pos {
-			f = append(f, "order")
+		for _, c := range []struct {
+			field   string
+			differs bool
+		}{
+			{"content", x.e.SHA256 != y.e.SHA256},
+			{"mode", x.e.Mode != y.e.Mode},
+			{"mtime", x.e.MTime != y.e.MTime},
+			{"size", x.e.Size != y.e.Size},
+			{"uid", x.e.UID != y.e.UID},
+			{"gid", x.e.GID != y.e.GID},
+			{"rdev", x.e.Rmajor != y.e.Rmajor || x.e.Rminor != y.e.Rminor},
+			{"target", x.e.Target != y.e.Target},
+			{"inode", sameSet && (x.e.Ino != y.e.Ino || x.e.NLink != y.e.NLink)},
+			{"order", sameSet && x.pos != y.pos},
+		} {
+			if c.differs {
+				f = append(f, c.field)
+			}
 		}
 		if len(f) > 0 {
 			out = append(out, InitrdEntry{Name: n, Status: "different", Fields: f})

@@ -66,11 +66,24 @@ type AgentInfo struct {
 	HTTPPort  int `json:"http_port,omitempty"`
 }
 
+// NotBuildError is ReadInfo's error for a directory without a readable
+// build.json.
+type NotBuildError struct {
+	Dir string
+	Err error
+}
+
+func (e *NotBuildError) Error() string {
+	return fmt.Sprintf("%s is not a tdforge build output (no %s): %v", e.Dir, BuildInfo, e.Err)
+}
+
+func (e *NotBuildError) Unwrap() error { return e.Err }
+
 // ReadInfo reads DIR/build.json.
 func ReadInfo(dir string) (*Info, error) {
 	b, err := os.ReadFile(filepath.Join(dir, BuildInfo))
 	if err != nil {
-		return nil, fmt.Errorf("%s is not a tdforge build output (no %s): %w; build one with 'builder build -o %s MANIFEST'", dir, BuildInfo, err, dir)
+		return nil, &NotBuildError{Dir: dir, Err: err}
 	}
 	var i Info
 	if err := json.Unmarshal(b, &i); err != nil {

@@ -202,33 +202,38 @@ func linkBase(link, target string) string {
 	return path.Join(path.Dir(link), target)
 }
 
-// ExtractFile writes the content of the regular file pathInside (following
-// symlinks and hardlinks inside the package) to w and returns its size.
-func ExtractFile(deb, pathInside string, w io.Writer) (int64, error) {
-	want := cleanPath(pathInside)
-	var n int64
-	found := false
-	// Fast path: one pass when the path is a regular file.
-	err := Walk(deb, func(e Entry, r io.Reader) error {
-		if e.Path != want {
+// copyRegular copies the first entry at path in deb to w when it is a
+// regular file; found is false when it is not one or deb has no such path.
+func copyRegular(deb, path string, w io.Writer) (n int64, found bool, err error) {
+	err = Walk(deb, func(e Entry, r io.Reader) error {
+		if e.Path != path {
 			return nil
 		}
 		if e.Type != tar.TypeReg {
 			return errStop
 		}
-		var err error
-		n, err = io.Copy(w, r)
-		found = err == nil
-		if err != nil {
-			return err
+		var cerr error
+		n, cerr = io.Copy(w, r)
+		if cerr != nil {
+			return cerr
 		}
+		found = true
 		return errStop
 	})
 	if err != nil && err != errStop {
-		return 0, err
+		return 0, false, err
 	}
-	if found {
-		return n, nil
+	return n, found, nil
+}
+
+// ExtractFile writes the content of the regular file pathInside (following
+// symlinks and hardlinks inside the package) to w and returns its size.
+func ExtractFile(deb, pathInside string, w io.Writer) (int64, error) {
+	want := cleanPath(pathInside)
+	// Fast path: one pass when the path is a regular file.
+	n, found, err := copyRegular(deb, want, w)
+	if err != nil || found {
+		return n, err
 	}
 	// Slow path: resolve links from a full listing, then extract the target.
 	entries, err := List(deb)
@@ -243,19 +248,8 @@ func ExtractFile(deb, pathInside string, w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", deb, err)
 	}
-	err = Walk(deb, func(x Entry, r io.Reader) error {
-		if x.Path != e.Path || x.Type != tar.TypeReg {
-			return nil
-		}
-		var err error
-		n, err = io.Copy(w, r)
-		found = err == nil
-		if err != nil {
-			return err
-		}
-		return errStop
-	})
-	if err != nil && err != errStop {
+	n, found, err = copyRegular(deb, e.Path, w)
+	if err != nil {
 		return 0, err
 	}
 	if !found {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/inputs/cache"
 
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/semver"
@@ -129,22 +130,6 @@ var inherited = []string{
 	"GOPROXY", "GOSUMDB", "GONOSUMDB", "GONOPROXY", "GOPRIVATE", "GOINSECURE", "GOAUTH", "GOVCS",
 	"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
 	"SSL_CERT_FILE", "SSL_CERT_DIR",
-}
-
-// CacheDir returns the tdforge cache dir: $TDFORGE_CACHE, else
-// $XDG_CACHE_HOME/tdforge, else ~/.cache/tdforge.
-func CacheDir() (string, error) {
-	if d := os.Getenv("TDFORGE_CACHE"); d != "" {
-		return d, nil
-	}
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "tdforge"), nil
-	}
-	h, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("gobuild: no cache dir: set TDFORGE_CACHE (%v)", err)
-	}
-	return filepath.Join(h, ".cache", "tdforge"), nil
 }
 
 func (s *Spec) check() error {
@@ -313,7 +298,7 @@ func key(s *Spec, tc *toolchain, env []string) string {
 }
 
 // Build builds s (or returns the cached binary) under cacheDir/gobuild/<key>.
-// cacheDir "" means CacheDir(). Progress and compiler output go to log.
+// cacheDir "" means cache.DefaultRoot(). Progress and compiler output go to log.
 func Build(ctx context.Context, s Spec, cacheDir string, log io.Writer) (*Result, error) {
 	if log == nil {
 		log = io.Discard
@@ -326,7 +311,7 @@ func Build(ctx context.Context, s Spec, cacheDir string, log io.Writer) (*Result
 		return nil, err
 	}
 	if cacheDir == "" {
-		d, err := CacheDir()
+		d, err := cache.DefaultRoot()
 		if err != nil {
 			return nil, err
 		}

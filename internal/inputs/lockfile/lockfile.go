@@ -140,22 +140,18 @@ func (l *Lock) Check(key, digest string) error {
 }
 
 // Set records digest for key, keeping the entry's kind.
-func (l *Lock) Set(key, digest string) {
-	if l.Entries == nil {
-		l.Entries = map[string]Entry{}
-	}
-	e := l.Entries[key]
-	e.SHA256 = digest
-	l.Entries[key] = e
-}
+func (l *Lock) Set(key, digest string) { l.update(key, func(e *Entry) { e.SHA256 = digest }) }
 
 // SetKind records the source kind of key's input (informational).
-func (l *Lock) SetKind(key, kind string) {
+func (l *Lock) SetKind(key, kind string) { l.update(key, func(e *Entry) { e.Kind = kind }) }
+
+// update applies set to key's entry, creating it (and the map) if needed.
+func (l *Lock) update(key string, set func(*Entry)) {
 	if l.Entries == nil {
 		l.Entries = map[string]Entry{}
 	}
 	e := l.Entries[key]
-	e.Kind = kind
+	set(&e)
 	l.Entries[key] = e
 }
 

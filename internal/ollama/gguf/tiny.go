@@ -155,6 +155,16 @@ func (w *writer) pad() {
 
 // kv writes one key/value. v is uint32, float32, string, bool, []string,
 // []float32 or []int32.
+// writeArray writes an array value: element type, length, elements.
+func writeArray[T any](w *writer, elem ValueType, v []T, put func(T)) {
+	w.u32(uint32(TypeArray))
+	w.u32(uint32(elem))
+	w.u64(uint64(len(v)))
+	for _, x := range v {
+		put(x)
+	}
+}
+
 func (w *writer) kv(key string, v any) {
 	w.str(key)
 	switch v := v.(type) {
@@ -175,26 +185,11 @@ func (w *writer) kv(key string, v any) {
 		}
 		w.raw([]byte{b})
 	case []string:
-		w.u32(uint32(TypeArray))
-		w.u32(uint32(TypeString))
-		w.u64(uint64(len(v)))
-		for _, s := range v {
-			w.str(s)
-		}
+		writeArray(w, TypeString, v, w.str)
 	case []float32:
-		w.u32(uint32(TypeArray))
-		w.u32(uint32(TypeFloat32))
-		w.u64(uint64(len(v)))
-		for _, f := range v {
-			w.f32(f)
-		}
+		writeArray(w, TypeFloat32, v, w.f32)
 	case []int32:
-		w.u32(uint32(TypeArray))
-		w.u32(uint32(TypeInt32))
-		w.u64(uint64(len(v)))
-		for _, x := range v {
-			w.u32(uint32(x))
-		}
+		writeArray(w, TypeInt32, v, func(x int32) { w.u32(uint32(x)) })
 	default:
 		panic(fmt.Sprintf("gguf: unsupported kv type %T", v))
 	}

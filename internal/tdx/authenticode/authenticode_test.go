@@ -13,52 +13,10 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 )
-
-var (
-	kernelOnce sync.Once
-	kernelPath string
-	kernelErr  error
-)
-
-// debianKernel extracts vmlinuz from the pinned Debian kernel package.
-func debianKernel(t testing.TB) []byte {
-	t.Helper()
-	kernelOnce.Do(func() {
-		deb, err := testdeps.KernelDebPath()
-		if err != nil {
-			kernelErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "tdforge-kernel")
-		if err != nil {
-			kernelErr = err
-			return
-		}
-		if out, err := exec.Command("dpkg-deb", "-x", deb, dir).CombinedOutput(); err != nil {
-			kernelErr = errors.New("dpkg-deb -x: " + err.Error() + ": " + string(out))
-			return
-		}
-		m, _ := filepath.Glob(filepath.Join(dir, "boot/vmlinuz-*"))
-		if len(m) != 1 {
-			kernelErr = errors.New("no vmlinuz in the kernel package")
-			return
-		}
-		kernelPath = m[0]
-	})
-	if kernelErr != nil {
-		t.Fatal(kernelErr)
-	}
-	b, err := os.ReadFile(kernelPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // simpleDigest is a second implementation on top of the standard library's
 // debug/pe parser, following the Authenticode specification's prose.
@@ -104,7 +62,7 @@ func simpleDigest(t *testing.T, img []byte) [48]byte {
 }
 
 func TestDebianKernel(t *testing.T) {
-	k := debianKernel(t)
+	k := testdeps.Vmlinuz(t)
 	d, err := Digest(k)
 	if err != nil {
 		t.Fatal(err)
@@ -162,14 +120,14 @@ func TestNonPE(t *testing.T) {
 			t.Errorf("%s: %v, want ErrNotPE", name, err)
 		}
 	}
-	k := debianKernel(t)
+	k := testdeps.Vmlinuz(t)
 	if _, err := Digest(k[:len(k)/2]); err == nil || !strings.Contains(err.Error(), "outside") {
 		t.Errorf("truncated kernel: %v", err)
 	}
 }
 
 func TestQEMUSetupPatch(t *testing.T) {
-	k := debianKernel(t)
+	k := testdeps.Vmlinuz(t)
 	const initrd = 12345678
 	p, err := PatchQEMUSetupHeader(k, QEMUBoot{BelowFourG: BelowFourG(2 << 30), InitrdSize: initrd, Cmdline: "console=ttyS0"})
 	if err != nil {

@@ -6,7 +6,7 @@
 // secure-boot variables, separator, ACPI blobs, boot variables); RTMR1 is the
 // kernel's Authenticode digest and the fixed boot-manager events; RTMR2 is
 // the EFI stub's LoadOptions and initrd events; RTMR3 replays tdforge's
-// runtime events (internal/event).
+// runtime events (internal/tdx/event).
 package measure
 
 import (
@@ -203,20 +203,11 @@ func utf16le(s string, nul bool) []byte {
 
 // EFI variable vendor GUIDs in on-disk byte order.
 var (
-	guidGlobalVariable  = guidLE(0x8be4df61, 0x93ca, 0x11d2, [8]byte{0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c})
-	guidImageSecurityDB = guidLE(0xd719b2cb, 0x3d3a, 0x4596, [8]byte{0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f})
+	guidGlobalVariable  = tdvf.GUID(0x8be4df61, 0x93ca, 0x11d2, [8]byte{0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c})
+	guidImageSecurityDB = tdvf.GUID(0xd719b2cb, 0x3d3a, 0x4596, [8]byte{0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f})
 	// gUefiOvmfPkgTokenSpaceGuid: the vendor GUID of OVMF's "TdxTable".
-	guidOvmfTokenSpace = guidLE(0x93bb96af, 0xb9f2, 0x4eb8, [8]byte{0x94, 0x62, 0xe0, 0xba, 0x74, 0x56, 0x42, 0x36})
+	guidOvmfTokenSpace = tdvf.GUID(0x93bb96af, 0xb9f2, 0x4eb8, [8]byte{0x94, 0x62, 0xe0, 0xba, 0x74, 0x56, 0x42, 0x36})
 )
-
-func guidLE(a uint32, b, c uint16, d [8]byte) []byte {
-	g := make([]byte, 16)
-	binary.LittleEndian.PutUint32(g, a)
-	binary.LittleEndian.PutUint16(g[4:], b)
-	binary.LittleEndian.PutUint16(g[6:], c)
-	copy(g[8:], d[:])
-	return g
-}
 
 // variableData renders UEFI_VARIABLE_DATA: GUID, name length (chars), data
 // length, UTF-16LE name without NUL, data.
@@ -385,7 +376,7 @@ func rtmr1Events(in Inputs, p *platform.Profile, initrdSize uint64) ([]ccel.Even
 	// 0 here), length, link-time address, device path length and OVMF's
 	// device path VenMedia(QemuKernelLoaderFs)/File("kernel")/End.
 	dp := []byte{0x04, 0x03, 0x14, 0x00}
-	dp = append(dp, guidLE(0x1428f772, 0xb64a, 0x441e, [8]byte{0xb8, 0xc3, 0x9e, 0xbd, 0xd7, 0xf8, 0x93, 0xc7})...)
+	dp = append(dp, tdvf.GUID(0x1428f772, 0xb64a, 0x441e, [8]byte{0xb8, 0xc3, 0x9e, 0xbd, 0xd7, 0xf8, 0x93, 0xc7})...)
 	name := utf16le("kernel", true)
 	dp = append(dp, 0x04, 0x04, byte(4+len(name)), 0x00)
 	dp = append(dp, name...)
@@ -421,35 +412,14 @@ func rtmr2Events(loadOptions []byte, initrd *[48]byte) []ccel.Event {
 	return ev
 }
 
-// jsonResult is the JSON rendering of a Result.
+// jsonResult is the JSON rendering of a Result: the registers as in a
+// reference-values document, then the rest.
 type jsonResult struct {
-	MRTD     *string                      `json:"mrtd"`
-	RTMR0    *string                      `json:"rtmr0"`
-	RTMR1    *string                      `json:"rtmr1"`
-	RTMR2    *string                      `json:"rtmr2"`
-	RTMR3    *string                      `json:"rtmr3"`
+	refvalues.Registers
 	Reasons  map[string]string            `json:"reasons"`
 	Notes    []string                     `json:"notes,omitempty"`
 	Platform string                       `json:"platform"`
 	Events   map[string][]refvalues.Event `json:"events"`
-}
-
-func hexp(v *[48]byte) *string {
-	if v == nil {
-		return nil
-	}
-	s := hex.EncodeToString(v[:])
-	return &s
-}
-
-// Register returns a register by key ("mrtd", "rtmr0".."rtmr3"); nil when
-// unknown.
-func (r *Result) Register(name string) *[48]byte {
-	reg, err := register.Parse(name)
-	if err != nil {
-		return nil
-	}
-	return r.Value(reg)
 }
 
 // Value returns a register's value; nil when unknown.
@@ -463,12 +433,26 @@ func (r *Result) Value(reg register.Register) *[48]byte {
 	return nil
 }
 
+// SetUnknown marks an RTMR unknown and records why (Reasons[reg.Key()]).
+func (r *Result) SetUnknown(reg register.Register, reason string) {
+	if !reg.IsRTMR() {
+		return
+	}
+	r.RTMR[reg.RTMRIndex()] = nil
+	if r.Reasons == nil {
+		r.Reasons = map[string]string{}
+	}
+	r.Reasons[reg.Key()] = reason
+}
+
 // JSON renders the result: lowercase hex registers (null when unknown),
 // reasons, platform and the events per register.
 func (r *Result) JSON() ([]byte, error) {
-	j := jsonResult{
-		MRTD: hexp(r.MRTD), RTMR0: hexp(r.RTMR[0]), RTMR1: hexp(r.RTMR[1]), RTMR2: hexp(r.RTMR[2]), RTMR3: hexp(r.RTMR[3]),
-		Reasons: r.Reasons, Notes: r.Notes, Platform: r.Platform, Events: r.Events,
+	j := jsonResult{Reasons: r.Reasons, Notes: r.Notes, Platform: r.Platform, Events: r.Events}
+	for _, reg := range register.All {
+		if v := r.Value(reg); v != nil {
+			j.Registers.Set(reg, v[:])
+		}
 	}
 	return canonjson.Marshal(j)
 }

@@ -6,12 +6,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/tdforge/tdforge/internal/testutil/testdeps"
@@ -20,6 +18,8 @@ import (
 	"github.com/google/go-eventlog/extract"
 	"github.com/google/go-eventlog/register"
 	"github.com/google/go-eventlog/tcg"
+
+	tdxreg "github.com/tdforge/tdforge/internal/tdx/register"
 
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
@@ -51,42 +51,6 @@ func goEventlogFixture(t testing.TB, name string) []byte {
 		dir = filepath.Join(strings.TrimSpace(string(gm)), "github.com/google/go-eventlog@v0.0.2/testdata/eventlogs/ccel")
 	}
 	return readFile(t, filepath.Join(dir, name), "go-eventlog v0.0.2 in the module cache (go mod download)")
-}
-
-var (
-	kOnce sync.Once
-	kPath string
-	kErr  error
-)
-
-func kernel(t testing.TB) []byte {
-	t.Helper()
-	kOnce.Do(func() {
-		deb, err := testdeps.KernelDebPath()
-		if err != nil {
-			kErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "tdforge-measure-kernel")
-		if err != nil {
-			kErr = err
-			return
-		}
-		if out, err := exec.Command("dpkg-deb", "-x", deb, dir).CombinedOutput(); err != nil {
-			kErr = errors.New("pinned kernel .deb needed (TDFORGE_KERNEL_DEB): " + string(out))
-			return
-		}
-		m, _ := filepath.Glob(filepath.Join(dir, "boot/vmlinuz-*"))
-		if len(m) != 1 {
-			kErr = errors.New("no vmlinuz in " + deb)
-			return
-		}
-		kPath = m[0]
-	})
-	if kErr != nil {
-		t.Fatal(kErr)
-	}
-	return readFile(t, kPath, "extracted kernel")
 }
 
 func realEvents(t *testing.T, name string) []tcg.Event {
@@ -215,7 +179,7 @@ func TestRTMR0MatchesRealLog(t *testing.T) {
 // the direct-boot log and the fixed firmware's separator placement against
 // COS's published log.
 func TestRTMR1And2ShapeMatchRealLogs(t *testing.T) {
-	r, err := Compute(Inputs{Firmware: ovmf(t), Kernel: kernel(t), Initrd: []byte("initrd bytes"), Cmdline: "console=ttyS0", MemoryMB: 2048, CPUs: 2})
+	r, err := Compute(Inputs{Firmware: ovmf(t), Kernel: testdeps.Vmlinuz(t), Initrd: []byte("initrd bytes"), Cmdline: "console=ttyS0", MemoryMB: 2048, CPUs: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +328,7 @@ func TestTDHOBLayout(t *testing.T) {
 }
 
 func TestComputeUnknownsAndReplay(t *testing.T) {
-	fw, k := ovmf(t), kernel(t)
+	fw, k := ovmf(t), testdeps.Vmlinuz(t)
 	rt := []event.Event{
 		{Version: 1, Kind: event.KindPayload, Name: "model", Alg: event.AlgVerity, Digest: bytes.Repeat([]byte{1}, 32)},
 		{Version: 1, Kind: event.KindConfig, Name: "runtime", Alg: event.AlgSHA256, Digest: bytes.Repeat([]byte{2}, 32)},
@@ -386,16 +350,16 @@ func TestComputeUnknownsAndReplay(t *testing.T) {
 		if r.MRTD == nil || r.RTMR[1] == nil || r.RTMR[2] == nil || r.RTMR[3] == nil {
 			t.Fatalf("%s: unexpected unknowns %v", p.Name, r.Reasons)
 		}
-		for reg := first; reg <= 3; reg++ {
+		for _, reg := range tdxreg.RTMRs[first:] {
 			var v [48]byte
-			for _, e := range r.Events[regNameOf(reg)] {
+			for _, e := range r.Events[reg.Key()] {
 				b, _ := hex.DecodeString(e.Digest)
 				var d [48]byte
 				copy(d[:], b)
 				v = event.Extend(v, d)
 			}
-			if v != *r.RTMR[reg] {
-				t.Errorf("%s: replay of rtmr%d events differs from the register", p.Name, reg)
+			if v != *r.Value(reg) {
+				t.Errorf("%s: replay of %s events differs from the register", p.Name, reg)
 			}
 		}
 		want3, _ := event.Replay(rt)
@@ -448,10 +412,8 @@ func TestComputeUnknownsAndReplay(t *testing.T) {
 	}
 }
 
-func regNameOf(reg int) string { return "rtmr" + string(rune('0'+reg)) }
-
 func TestBadInputs(t *testing.T) {
-	fw, k := ovmf(t), kernel(t)
+	fw, k := ovmf(t), testdeps.Vmlinuz(t)
 	code := readFile(t, "/usr/share/OVMF/OVMF_CODE.fd", "Debian ovmf package")
 	for name, tc := range map[string]struct {
 		in   Inputs
@@ -483,7 +445,7 @@ func mustProfile(t *testing.T, n string) *platform.Profile {
 func TestCCELRoundTrip(t *testing.T) {
 	prof := profileFromRealLog(t, byMR(realEvents(t, "CCEL_unpadded.data.bin"), 1)[:13])
 	initrd := bytes.Repeat([]byte("initramfs"), 1000)
-	r, err := Compute(Inputs{Firmware: ovmf(t), Kernel: kernel(t), Initrd: initrd, Cmdline: "console=ttyS0 quiet", MemoryMB: 8192, CPUs: 2, Profile: prof})
+	r, err := Compute(Inputs{Firmware: ovmf(t), Kernel: testdeps.Vmlinuz(t), Initrd: initrd, Cmdline: "console=ttyS0 quiet", MemoryMB: 8192, CPUs: 2, Profile: prof})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,14 +485,14 @@ func TestCCELRoundTrip(t *testing.T) {
 		t.Error("replay accepted a wrong RTMR1")
 	}
 	// Unknown registers cannot be encoded.
-	r2, _ := Compute(Inputs{Firmware: ovmf(t), Kernel: kernel(t), MemoryMB: 2048, CPUs: 2})
+	r2, _ := Compute(Inputs{Firmware: ovmf(t), Kernel: testdeps.Vmlinuz(t), MemoryMB: 2048, CPUs: 2})
 	if _, _, err := r2.CCEL(); err == nil || !strings.Contains(err.Error(), "RTMR0 is unknown") {
 		t.Errorf("CCEL with unknown RTMR0: %v", err)
 	}
 }
 
 func TestJSON(t *testing.T) {
-	r, err := Compute(Inputs{Firmware: ovmf(t), Kernel: kernel(t), Cmdline: "quiet", MemoryMB: 2048, CPUs: 2, RTMR3Events: []event.Event{}})
+	r, err := Compute(Inputs{Firmware: ovmf(t), Kernel: testdeps.Vmlinuz(t), Cmdline: "quiet", MemoryMB: 2048, CPUs: 2, RTMR3Events: []event.Event{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -557,5 +519,17 @@ func TestJSON(t *testing.T) {
 	json.Unmarshal(m["events"], &ev)
 	if len(ev["rtmr0"]) != 13 || ev["rtmr0"][0]["component"] != "td-hob" || ev["rtmr1"][0]["component"] != "kernel" {
 		t.Errorf("events %v", ev["rtmr0"])
+	}
+	if !strings.HasPrefix(string(b), "{\n  \"mrtd\": ") || strings.Index(string(b), `"rtmr3"`) > strings.Index(string(b), `"reasons"`) {
+		t.Errorf("registers do not lead the document:\n%s", b)
+	}
+	r.SetUnknown(tdxreg.RTMR3, "not here")
+	b, _ = r.JSON()
+	var u struct {
+		RTMR3   *string           `json:"rtmr3"`
+		Reasons map[string]string `json:"reasons"`
+	}
+	if err := json.Unmarshal(b, &u); err != nil || u.RTMR3 != nil || u.Reasons["rtmr3"] != "not here" {
+		t.Errorf("SetUnknown(RTMR3): rtmr3 %v reasons %v (%v)", u.RTMR3, u.Reasons, err)
 	}
 }

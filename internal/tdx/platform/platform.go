@@ -18,7 +18,7 @@ import (
 //go:embed profiles/*.json
 var profileFS embed.FS
 
-// Page-add orders (see internal/tdvf).
+// Page-add orders (see internal/tdx/tdvf).
 const (
 	OrderInterleaved = "interleaved"
 	OrderTwoPass     = "two-pass"

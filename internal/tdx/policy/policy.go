@@ -181,6 +181,19 @@ func ValidUser(user string) bool { return userRE.MatchString(user) }
 // ValidEnvName reports whether name matches EnvPattern.
 func ValidEnvName(name string) bool { return envRE.MatchString(name) }
 
+// checkName checks the name of the i-th payload or service (kind) against
+// NamePattern and the names seen before it, and records it in seen.
+func checkName(kind string, i int, name string, seen map[string]bool) error {
+	if !ValidName(name) {
+		return fmt.Errorf("%s %d: name %q must match %s", kind, i, name, NamePattern)
+	}
+	if seen[name] {
+		return fmt.Errorf("%s %q listed twice", kind, name)
+	}
+	seen[name] = true
+	return nil
+}
+
 // Validate checks internal consistency.
 func (p *Policy) Validate() error {
 	errf := func(format string, a ...any) error { return fmt.Errorf("boot policy: "+format, a...) }
@@ -201,13 +214,9 @@ func (p *Policy) Validate() error {
 	payloads := map[string]bool{}
 	parts := map[int]bool{}
 	for i, pl := range p.Payloads {
-		if !ValidName(pl.Name) {
-			return errf("payload %d: name %q must match %s", i, pl.Name, NamePattern)
+		if err := checkName("payload", i, pl.Name, payloads); err != nil {
+			return errf("%w", err)
 		}
-		if payloads[pl.Name] {
-			return errf("payload %q listed twice", pl.Name)
-		}
-		payloads[pl.Name] = true
 		if pl.Partition < 1 || parts[pl.Partition] {
 			return errf("payload %q: partition %d must be a unique 1-based index", pl.Name, pl.Partition)
 		}
@@ -253,13 +262,9 @@ func (p *Policy) Validate() error {
 	}
 	services := map[string]bool{}
 	for i, s := range p.Services {
-		if !ValidName(s.Name) {
-			return errf("service %d: name %q must match %s", i, s.Name, NamePattern)
+		if err := checkName("service", i, s.Name, services); err != nil {
+			return errf("%w", err)
 		}
-		if services[s.Name] {
-			return errf("service %q listed twice", s.Name)
-		}
-		services[s.Name] = true
 		if !strings.HasPrefix(s.Command, "/") {
 			return errf("service %q: command %q must be an absolute path", s.Name, s.Command)
 		}

@@ -15,30 +15,21 @@ import (
 
 	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
-func decodeHex(name, s string, n int) ([]byte, error) {
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != n {
-		return nil, fmt.Errorf("reference values: %s %q must be %d bytes of hex", name, s, n)
-	}
-	return b, nil
-}
-
-func registers(d *refvalues.Document) (map[string][]byte, error) {
-	out := map[string][]byte{}
-	for _, n := range refvalues.RegisterNames {
-		v := d.Registers.Get(n)
-		if v == nil {
-			continue
-		}
-		b, err := decodeHex(n, *v, 48)
+func registers(d *refvalues.Document) (map[register.Register][]byte, error) {
+	out := map[register.Register][]byte{}
+	for _, reg := range register.All {
+		b, err := d.Registers.Bytes(reg)
 		if err != nil {
 			return nil, err
 		}
-		out[n] = b
+		if b != nil {
+			out[reg] = b
+		}
 	}
-	if out["mrtd"] == nil {
+	if out[register.MRTD] == nil {
 		return nil, errors.New("reference values: MRTD is unknown; no export can pin the firmware")
 	}
 	return out, nil
@@ -53,30 +44,15 @@ func CheckConfig(d *refvalues.Document) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	body := &ccpb.TDQuoteBodyPolicy{MrTd: regs["mrtd"]}
-	for _, n := range []string{"rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
-		body.Rtmrs = append(body.Rtmrs, regs[n]) // nil: not checked
+	body := &ccpb.TDQuoteBodyPolicy{MrTd: regs[register.MRTD]}
+	for _, reg := range register.RTMRs {
+		body.Rtmrs = append(body.Rtmrs, regs[reg]) // nil: not checked
 	}
-	if d.TD.Attributes != "" {
-		if body.TdAttributes, err = decodeHex("td.attributes", d.TD.Attributes, 8); err != nil {
-			return nil, err
-		}
+	td, err := d.TD.Values()
+	if err != nil {
+		return nil, err
 	}
-	if d.TD.XFAM != "" {
-		if body.Xfam, err = decodeHex("td.xfam", d.TD.XFAM, 8); err != nil {
-			return nil, err
-		}
-	}
-	if d.TD.MRSEAM != "" {
-		if body.MrSeam, err = decodeHex("td.mrseam", d.TD.MRSEAM, 48); err != nil {
-			return nil, err
-		}
-	}
-	if d.TD.MinTEETCBSVN != "" {
-		if body.MinimumTeeTcbSvn, err = decodeHex("td.min_tee_tcb_svn", d.TD.MinTEETCBSVN, 16); err != nil {
-			return nil, err
-		}
-	}
+	body.TdAttributes, body.Xfam, body.MrSeam, body.MinimumTeeTcbSvn = td.Attributes, td.XFAM, td.MRSEAM, td.MinTEETCBSVN
 	cfg := &ccpb.Config{Policy: &ccpb.Policy{TdQuoteBodyPolicy: body}}
 	b, err := protojson.Marshal(cfg)
 	if err != nil {
@@ -103,10 +79,10 @@ func RVPSSample(d *refvalues.Document) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	prov := map[string][]string{"mr_td": {hex.EncodeToString(regs["mrtd"])}}
-	for i, n := range []string{"rtmr0", "rtmr1", "rtmr2", "rtmr3"} {
-		if regs[n] != nil {
-			prov[fmt.Sprintf("rtmr_%d", i)] = []string{hex.EncodeToString(regs[n])}
+	prov := map[string][]string{"mr_td": {hex.EncodeToString(regs[register.MRTD])}}
+	for _, reg := range register.RTMRs {
+		if regs[reg] != nil {
+			prov[fmt.Sprintf("rtmr_%d", reg.RTMRIndex())] = []string{hex.EncodeToString(regs[reg])}
 		}
 	}
 	if d.TD.MRSEAM != "" {
@@ -153,9 +129,9 @@ func Flashbots(d *refvalues.Document) ([]byte, error) {
 		return nil, errors.New("reference values: image name is empty; it names the measurement")
 	}
 	m := Measurement{MeasurementID: id, AttestationType: "dcap-tdx", Measurements: map[string]Expectation{}}
-	for i, n := range refvalues.RegisterNames {
-		if regs[n] != nil {
-			m.Measurements[fmt.Sprint(i)] = Expectation{Expected: hex.EncodeToString(regs[n])}
+	for _, reg := range register.All {
+		if regs[reg] != nil {
+			m.Measurements[fmt.Sprint(reg.CCMRIndex())] = Expectation{Expected: hex.EncodeToString(regs[reg])}
 		}
 	}
 	return canonjson.Marshal([]Measurement{m})

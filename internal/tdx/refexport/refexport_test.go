@@ -13,14 +13,15 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 func doc() *refvalues.Document {
 	d := &refvalues.Document{Schema: refvalues.Schema, Image: refvalues.Image{Name: "chat", Version: "1.0"}, Platform: refvalues.Platform{Name: "qemu-10.2-tdx-edk2-2025-08"}}
-	d.Registers.Set("mrtd", bytes.Repeat([]byte{0xaa}, 48))
-	d.Registers.Set("rtmr1", bytes.Repeat([]byte{0x11}, 48))
-	d.Registers.Set("rtmr2", bytes.Repeat([]byte{0x22}, 48))
-	d.Registers.Set("rtmr3", bytes.Repeat([]byte{0x33}, 48))
+	d.Registers.Set(register.MRTD, bytes.Repeat([]byte{0xaa}, 48))
+	d.Registers.Set(register.RTMR1, bytes.Repeat([]byte{0x11}, 48))
+	d.Registers.Set(register.RTMR2, bytes.Repeat([]byte{0x22}, 48))
+	d.Registers.Set(register.RTMR3, bytes.Repeat([]byte{0x33}, 48))
 	d.Reasons = map[string]string{"rtmr0": "ACPI unknown"}
 	d.TD = refvalues.TD{Attributes: "0000000010000000", XFAM: "e702060000000000"}
 	return d

@@ -12,13 +12,11 @@ import (
 	"os"
 
 	"github.com/tdforge/tdforge/internal/canonjson"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 // Schema is the schema identifier of documents this package writes.
 const Schema = "tdforge.reference-values/v1"
-
-// Register names, in quote order.
-var RegisterNames = []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"}
 
 // Document is one image's reference values.
 type Document struct {
@@ -75,8 +73,8 @@ type Payload struct {
 	HashOffset uint64 `json:"hash_offset"`
 }
 
-// Registers holds lowercase hex register values; nil means unknown (see
-// Document.Reasons).
+// Registers holds lowercase hex register values under their register.Key;
+// nil means unknown (see Document.Reasons).
 type Registers struct {
 	MRTD  *string `json:"mrtd"`
 	RTMR0 *string `json:"rtmr0"`
@@ -85,42 +83,50 @@ type Registers struct {
 	RTMR3 *string `json:"rtmr3"`
 }
 
-// Get returns a register by name ("mrtd", "rtmr0".."rtmr3").
-func (r *Registers) Get(name string) *string {
-	switch name {
-	case "mrtd":
-		return r.MRTD
-	case "rtmr0":
-		return r.RTMR0
-	case "rtmr1":
-		return r.RTMR1
-	case "rtmr2":
-		return r.RTMR2
-	case "rtmr3":
-		return r.RTMR3
+// Get returns a register's value; nil when unknown.
+func (r *Registers) Get(reg register.Register) *string {
+	if f := r.field(reg); f != nil {
+		return *f
 	}
 	return nil
 }
 
-// Set sets a register by name; v nil marks it unknown.
-func (r *Registers) Set(name string, v []byte) {
-	var p *string
+// Set sets a register's value; v nil marks it unknown.
+func (r *Registers) Set(reg register.Register, v []byte) {
+	f := r.field(reg)
+	if f == nil {
+		return
+	}
+	*f = nil
 	if v != nil {
 		s := hex.EncodeToString(v)
-		p = &s
+		*f = &s
 	}
-	switch name {
-	case "mrtd":
-		r.MRTD = p
-	case "rtmr0":
-		r.RTMR0 = p
-	case "rtmr1":
-		r.RTMR1 = p
-	case "rtmr2":
-		r.RTMR2 = p
-	case "rtmr3":
-		r.RTMR3 = p
+}
+
+// Bytes returns a register's value as bytes; nil when unknown.
+func (r *Registers) Bytes(reg register.Register) ([]byte, error) {
+	v := r.Get(reg)
+	if v == nil {
+		return nil, nil
 	}
+	return decodeHex(reg.Key(), *v, register.Size)
+}
+
+func (r *Registers) field(reg register.Register) **string {
+	switch reg {
+	case register.MRTD:
+		return &r.MRTD
+	case register.RTMR0:
+		return &r.RTMR0
+	case register.RTMR1:
+		return &r.RTMR1
+	case register.RTMR2:
+		return &r.RTMR2
+	case register.RTMR3:
+		return &r.RTMR3
+	}
+	return nil
 }
 
 // Event is one expected event behind a register.
@@ -142,6 +148,49 @@ type TD struct {
 	MRSEAM       string `json:"mrseam,omitempty"`
 }
 
+// TDValues is TD with its hex fields decoded; a field the document leaves
+// empty is nil.
+type TDValues struct {
+	Attributes   []byte // 8 bytes
+	XFAM         []byte // 8 bytes
+	MinTEETCBSVN []byte // 16 bytes
+	MRSEAM       []byte // 48 bytes
+}
+
+// Values decodes the TD expectations, checking each field's size.
+func (t TD) Values() (TDValues, error) {
+	var v TDValues
+	var err error
+	for _, f := range []struct {
+		name string
+		s    string
+		n    int
+		dst  *[]byte
+	}{
+		{"td.attributes", t.Attributes, 8, &v.Attributes},
+		{"td.xfam", t.XFAM, 8, &v.XFAM},
+		{"td.min_tee_tcb_svn", t.MinTEETCBSVN, 16, &v.MinTEETCBSVN},
+		{"td.mrseam", t.MRSEAM, register.Size, &v.MRSEAM},
+	} {
+		if *f.dst, err = decodeHex(f.name, f.s, f.n); err != nil {
+			return TDValues{}, err
+		}
+	}
+	return v, nil
+}
+
+// decodeHex decodes field s, which must hold n bytes; "" is nil.
+func decodeHex(field, s string, n int) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != n {
+		return nil, fmt.Errorf("reference values: %s must be %d hex digits, got %q", field, 2*n, s)
+	}
+	return b, nil
+}
+
 // Marshal renders the canonical JSON form (indented, trailing newline).
 func (d *Document) Marshal() ([]byte, error) {
 	return canonjson.Marshal(d)
@@ -159,13 +208,13 @@ func Decode(r io.Reader) (*Document, error) {
 	if d.Schema != Schema {
 		return nil, fmt.Errorf("reference values: schema %q is not supported (want %q)", d.Schema, Schema)
 	}
-	for _, n := range RegisterNames {
-		v := d.Registers.Get(n)
+	for _, reg := range register.All {
+		v := d.Registers.Get(reg)
 		if v == nil {
 			continue
 		}
-		if b, err := hex.DecodeString(*v); err != nil || len(b) != 48 {
-			return nil, fmt.Errorf("reference values: register %s must be 96 hex digits", n)
+		if b, err := hex.DecodeString(*v); err != nil || len(b) != register.Size {
+			return nil, fmt.Errorf("reference values: register %s must be 96 hex digits", reg.Key())
 		}
 	}
 	return &d, nil

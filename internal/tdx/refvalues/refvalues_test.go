@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 func TestRoundTripAndStrictDecode(t *testing.T) {
 	d := &Document{Schema: Schema, Image: Image{Name: "img", Version: "1"}, Events: map[string][]Event{}, Source: "builder"}
-	d.Registers.Set("mrtd", bytes.Repeat([]byte{1}, 48))
-	d.Registers.Set("rtmr0", nil)
+	d.Registers.Set(register.MRTD, bytes.Repeat([]byte{1}, 48))
+	d.Registers.Set(register.RTMR0, nil)
 	d.Reasons = map[string]string{"rtmr0": "no ACPI digests"}
 	b, err := d.Marshal()
 	if err != nil {
@@ -22,7 +24,7 @@ func TestRoundTripAndStrictDecode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Registers.Get("mrtd") == nil || got.Registers.Get("rtmr0") != nil || got.Reasons["rtmr0"] == "" {
+	if got.Registers.Get(register.MRTD) == nil || got.Registers.Get(register.RTMR0) != nil || got.Reasons["rtmr0"] == "" {
 		t.Fatalf("round trip: %+v", got.Registers)
 	}
 	for _, tc := range []struct{ doc, want string }{
@@ -33,5 +35,25 @@ func TestRoundTripAndStrictDecode(t *testing.T) {
 		if _, err := Decode(strings.NewReader(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("error %v, want %q", err, tc.want)
 		}
+	}
+}
+
+func TestTDValuesAndRegisterBytes(t *testing.T) {
+	td := TD{Attributes: "0000000010000000", XFAM: "e702060000000000", MRSEAM: strings.Repeat("ab", 48)}
+	v, err := td.Values()
+	if err != nil || len(v.Attributes) != 8 || len(v.XFAM) != 8 || len(v.MRSEAM) != 48 || v.MinTEETCBSVN != nil {
+		t.Fatalf("Values: %+v, %v", v, err)
+	}
+	td.MinTEETCBSVN = "0102"
+	if _, err := td.Values(); err == nil || !strings.Contains(err.Error(), "td.min_tee_tcb_svn must be 32 hex digits") {
+		t.Errorf("short min_tee_tcb_svn: %v", err)
+	}
+	var r Registers
+	r.Set(register.RTMR1, bytes.Repeat([]byte{0x11}, 48))
+	if b, err := r.Bytes(register.RTMR1); err != nil || !bytes.Equal(b, bytes.Repeat([]byte{0x11}, 48)) {
+		t.Errorf("Bytes(RTMR1) = %x, %v", b, err)
+	}
+	if b, err := r.Bytes(register.RTMR2); b != nil || err != nil {
+		t.Errorf("Bytes of an unknown register = %x, %v", b, err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 )
 
 func sampleDoc(t *testing.T) []byte {
@@ -31,8 +32,8 @@ func sampleDoc(t *testing.T) []byte {
 		Events:   map[string][]refvalues.Event{"rtmr3": {{Type: "tdforge-runtime-v1", Description: "payload:model <&>", Digest: strings.Repeat("cd", 48)}}},
 		Source:   "builder",
 	}
-	d.Registers.Set("mrtd", bytes.Repeat([]byte{1}, 48))
-	d.Registers.Set("rtmr3", bytes.Repeat([]byte{3}, 48))
+	d.Registers.Set(register.MRTD, bytes.Repeat([]byte{1}, 48))
+	d.Registers.Set(register.RTMR3, bytes.Repeat([]byte{3}, 48))
 	b, err := d.Marshal()
 	if err != nil {
 		t.Fatal(err)

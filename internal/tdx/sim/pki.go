@@ -45,6 +45,8 @@ const (
 )
 
 // keyDomain separates seed-derived values from any other use of the seed.
+// It keeps the package's old name: changing it would change every derived
+// key and certificate.
 const keyDomain = "tdforge/v1/tdxsim/"
 
 // Fixed validity window: certificates must not depend on the build time.
@@ -92,7 +94,7 @@ func DeriveKey(seed []byte, label string) (*ecdsa.PrivateKey, error) {
 			return k, nil
 		}
 	}
-	return nil, errors.New("tdxsim: could not derive a P-256 key from the seed")
+	return nil, errors.New("sim: could not derive a P-256 key from the seed")
 }
 
 // derive returns n deterministic bytes for label (SHA-256 counter mode).
@@ -124,7 +126,7 @@ func (s DeterministicSigner) Public() crypto.PublicKey { return s.Key.Public() }
 // and returns an ASN.1 DER signature.
 func (s DeterministicSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if opts == nil || opts.HashFunc() == 0 {
-		return nil, errors.New("tdxsim: deterministic ECDSA needs the digest's hash function")
+		return nil, errors.New("sim: deterministic ECDSA needs the digest's hash function")
 	}
 	return s.Key.Sign(nil, digest, opts)
 }
@@ -183,13 +185,9 @@ func sgxExtension(seed []byte) ([]byte, error) {
 	}
 	comps = append(comps, intAttr{append(append(asn1.ObjectIdentifier{}, oidTCB...), 17), int(SimPCESVN)})
 	comps = append(comps, octAttr{append(append(asn1.ObjectIdentifier{}, oidTCB...), 18), SimCPUSVN})
-	var compsDER []asn1.RawValue
-	for _, c := range comps {
-		b, err := asn1.Marshal(c)
-		if err != nil {
-			return nil, err
-		}
-		compsDER = append(compsDER, asn1.RawValue{FullBytes: b})
+	compsDER, err := marshalEach(comps)
+	if err != nil {
+		return nil, err
 	}
 	tcb := struct {
 		ID    asn1.ObjectIdentifier
@@ -202,15 +200,24 @@ func sgxExtension(seed []byte) ([]byte, error) {
 		octAttr{oidFMSPC, SimFMSPC},
 		enumAttr{oidSGXTyp, 0}, // Standard
 	}
-	var seq []asn1.RawValue
-	for _, it := range items {
-		b, err := asn1.Marshal(it)
+	seq, err := marshalEach(items)
+	if err != nil {
+		return nil, err
+	}
+	return asn1.Marshal(seq)
+}
+
+// marshalEach DER-encodes each value, for a SEQUENCE of mixed types.
+func marshalEach(vals []any) ([]asn1.RawValue, error) {
+	out := make([]asn1.RawValue, 0, len(vals))
+	for _, v := range vals {
+		b, err := asn1.Marshal(v)
 		if err != nil {
 			return nil, err
 		}
-		seq = append(seq, asn1.RawValue{FullBytes: b})
+		out = append(out, asn1.RawValue{FullBytes: b})
 	}
-	return asn1.Marshal(seq)
+	return out, nil
 }
 
 func pemCert(der []byte) string {
@@ -225,86 +232,81 @@ func pemKey(k *ecdsa.PrivateKey) (string, error) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), nil
 }
 
+// certTemplate is what every simulator certificate shares: the serial
+// derived from seed and name, the subject cn, the validity window, basic
+// constraints and the subject key ID of key.
+func certTemplate(seed []byte, name, cn string, key *ecdsa.PrivateKey) *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber:          serial(seed, name),
+		Subject:               subject(cn),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		BasicConstraintsValid: true,
+		SubjectKeyId:          keyID(&key.PublicKey),
+	}
+}
+
+// issue signs tmpl for key with the parent certificate's key signer.
+func issue(what string, tmpl, parent *x509.Certificate, key, signer *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.CreateCertificate(nil, tmpl, parent, &key.PublicKey, DeterministicSigner{signer})
+	if err != nil {
+		return nil, fmt.Errorf("sim: %s certificate: %w", what, err)
+	}
+	return der, nil
+}
+
 // GeneratePKI derives the simulator PKI from seed: root CA -> intermediate
 // ("PCK Platform CA") -> PCK leaf with the SGX extension, plus the
 // attestation key. The same seed always yields byte-identical output.
 func GeneratePKI(seed []byte) (*PKI, error) {
 	if len(seed) < MinSeedLen {
-		return nil, fmt.Errorf("tdxsim: PKI seed is %d bytes; use at least %d random bytes", len(seed), MinSeedLen)
+		return nil, fmt.Errorf("sim: PKI seed is %d bytes; use at least %d random bytes", len(seed), MinSeedLen)
 	}
-	rootKey, err := DeriveKey(seed, "root")
-	if err != nil {
-		return nil, err
+	keys := map[string]*ecdsa.PrivateKey{}
+	for _, name := range []string{"root", "intermediate", "pck", "attestation"} {
+		k, err := DeriveKey(seed, name)
+		if err != nil {
+			return nil, err
+		}
+		keys[name] = k
 	}
-	interKey, err := DeriveKey(seed, "intermediate")
-	if err != nil {
-		return nil, err
-	}
-	pckKey, err := DeriveKey(seed, "pck")
-	if err != nil {
-		return nil, err
-	}
-	attKey, err := DeriveKey(seed, "attestation")
-	if err != nil {
-		return nil, err
-	}
+	rootKey, interKey, pckKey, attKey := keys["root"], keys["intermediate"], keys["pck"], keys["attestation"]
 
-	rootTmpl := &x509.Certificate{
-		SerialNumber:          serial(seed, "root"),
-		Subject:               subject(rootCN),
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            1,
-		SubjectKeyId:          keyID(&rootKey.PublicKey),
-	}
-	rootDER, err := x509.CreateCertificate(nil, rootTmpl, rootTmpl, &rootKey.PublicKey, DeterministicSigner{rootKey})
+	rootTmpl := certTemplate(seed, "root", rootCN, rootKey)
+	rootTmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+	rootTmpl.IsCA = true
+	rootTmpl.MaxPathLen = 1
+	rootDER, err := issue("root", rootTmpl, rootTmpl, rootKey, rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("tdxsim: root certificate: %w", err)
+		return nil, err
 	}
 	root, _ := x509.ParseCertificate(rootDER)
 
-	interTmpl := &x509.Certificate{
-		SerialNumber:          serial(seed, "intermediate"),
-		Subject:               subject(intermediateCN),
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            0,
-		MaxPathLenZero:        true,
-		SubjectKeyId:          keyID(&interKey.PublicKey),
-	}
-	interDER, err := x509.CreateCertificate(nil, interTmpl, root, &interKey.PublicKey, DeterministicSigner{rootKey})
+	interTmpl := certTemplate(seed, "intermediate", intermediateCN, interKey)
+	interTmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+	interTmpl.IsCA = true
+	interTmpl.MaxPathLen = 0
+	interTmpl.MaxPathLenZero = true
+	interDER, err := issue("intermediate", interTmpl, root, interKey, rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("tdxsim: intermediate certificate: %w", err)
+		return nil, err
 	}
 	inter, _ := x509.ParseCertificate(interDER)
 
 	sgx, err := sgxExtension(seed)
 	if err != nil {
-		return nil, fmt.Errorf("tdxsim: SGX extension: %w", err)
+		return nil, fmt.Errorf("sim: SGX extension: %w", err)
 	}
 	// Exactly six extensions, as in Intel's PCK profile: authority and
 	// subject key IDs, CRL distribution point, key usage, basic
 	// constraints and the SGX extension.
-	pckTmpl := &x509.Certificate{
-		SerialNumber:          serial(seed, "pck"),
-		Subject:               subject(pckCN),
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
-		BasicConstraintsValid: true,
-		SubjectKeyId:          keyID(&pckKey.PublicKey),
-		CRLDistributionPoints: []string{"https://tdx-simulator.invalid/pckcrl"},
-		ExtraExtensions:       []pkix.Extension{{Id: oidSGX, Value: sgx}},
-	}
-	pckDER, err := x509.CreateCertificate(nil, pckTmpl, inter, &pckKey.PublicKey, DeterministicSigner{interKey})
+	pckTmpl := certTemplate(seed, "pck", pckCN, pckKey)
+	pckTmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment
+	pckTmpl.CRLDistributionPoints = []string{"https://tdx-simulator.invalid/pckcrl"}
+	pckTmpl.ExtraExtensions = []pkix.Extension{{Id: oidSGX, Value: sgx}}
+	pckDER, err := issue("PCK", pckTmpl, inter, pckKey, interKey)
 	if err != nil {
-		return nil, fmt.Errorf("tdxsim: PCK certificate: %w", err)
+		return nil, err
 	}
 
 	pckPEM, err := pemKey(pckKey)
@@ -340,11 +342,11 @@ func RootPool(pki *PKI) *x509.CertPool {
 func parseCertPEM(what, s string) (*x509.Certificate, error) {
 	b, rest := pem.Decode([]byte(s))
 	if b == nil || b.Type != "CERTIFICATE" || len(bytes.TrimSpace(rest)) != 0 {
-		return nil, fmt.Errorf("tdxsim: %s certificate is not a single PEM CERTIFICATE block", what)
+		return nil, fmt.Errorf("sim: %s certificate is not a single PEM CERTIFICATE block", what)
 	}
 	c, err := x509.ParseCertificate(b.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("tdxsim: %s certificate: %w", what, err)
+		return nil, fmt.Errorf("sim: %s certificate: %w", what, err)
 	}
 	return c, nil
 }
@@ -352,15 +354,15 @@ func parseCertPEM(what, s string) (*x509.Certificate, error) {
 func parseKeyPEM(what, s string) (*ecdsa.PrivateKey, error) {
 	b, _ := pem.Decode([]byte(s))
 	if b == nil || b.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("tdxsim: %s is not a PEM PKCS#8 PRIVATE KEY", what)
+		return nil, fmt.Errorf("sim: %s is not a PEM PKCS#8 PRIVATE KEY", what)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("tdxsim: %s: %w", what, err)
+		return nil, fmt.Errorf("sim: %s: %w", what, err)
 	}
 	ek, ok := k.(*ecdsa.PrivateKey)
 	if !ok || ek.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("tdxsim: %s must be an ECDSA P-256 key", what)
+		return nil, fmt.Errorf("sim: %s must be an ECDSA P-256 key", what)
 	}
 	return ek, nil
 }

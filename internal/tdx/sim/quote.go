@@ -73,10 +73,10 @@ type Simulator struct {
 // called once per quote to read the current simulated registers.
 func New(pki *PKI, regs func() (*Registers, error)) (*Simulator, error) {
 	if pki == nil {
-		return nil, errors.New("tdxsim: no simulator PKI")
+		return nil, errors.New("sim: no simulator PKI")
 	}
 	if regs == nil {
-		return nil, errors.New("tdxsim: no register source")
+		return nil, errors.New("sim: no register source")
 	}
 	root, err := parseCertPEM("root", pki.RootCert)
 	if err != nil {
@@ -91,17 +91,17 @@ func New(pki *PKI, regs func() (*Registers, error)) (*Simulator, error) {
 		return nil, err
 	}
 	if err := inter.CheckSignatureFrom(root); err != nil {
-		return nil, fmt.Errorf("tdxsim: intermediate certificate is not signed by the root: %w", err)
+		return nil, fmt.Errorf("sim: intermediate certificate is not signed by the root: %w", err)
 	}
 	if err := pck.CheckSignatureFrom(inter); err != nil {
-		return nil, fmt.Errorf("tdxsim: PCK certificate is not signed by the intermediate: %w", err)
+		return nil, fmt.Errorf("sim: PCK certificate is not signed by the intermediate: %w", err)
 	}
 	pckKey, err := parseKeyPEM("PCK key", pki.PCKKey)
 	if err != nil {
 		return nil, err
 	}
 	if pub, ok := pck.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(&pckKey.PublicKey) {
-		return nil, errors.New("tdxsim: PCK key does not match the PCK certificate")
+		return nil, errors.New("sim: PCK key does not match the PCK certificate")
 	}
 	attKey, err := parseKeyPEM("attestation key", pki.AttestationKey)
 	if err != nil {
@@ -128,7 +128,7 @@ func New(pki *PKI, regs func() (*Registers, error)) (*Simulator, error) {
 	copy(qeReport[0x140:0x160], h.Sum(nil)) // REPORTDATA = SHA-256(att key || auth data) || 0^32
 	qeSig, err := signRaw(pckKey, qeReport)
 	if err != nil {
-		return nil, fmt.Errorf("tdxsim: signing the QE report: %w", err)
+		return nil, fmt.Errorf("sim: signing the QE report: %w", err)
 	}
 
 	chain := []byte(pki.PCKCert + pki.IntermediateCert + pki.RootCert)
@@ -152,7 +152,7 @@ func New(pki *PKI, regs func() (*Registers, error)) (*Simulator, error) {
 func decodeHex(field, s string, n int) ([]byte, error) {
 	b, err := hex.DecodeString(s)
 	if err != nil || len(b) != n {
-		return nil, fmt.Errorf("tdxsim: simulated register %s must be %d hex digits, got %q", field, 2*n, s)
+		return nil, fmt.Errorf("sim: simulated register %s must be %d hex digits, got %q", field, 2*n, s)
 	}
 	return b, nil
 }
@@ -181,7 +181,7 @@ func Body(r *Registers, reportData [64]byte) ([]byte, error) {
 	for _, reg := range register.All {
 		v, err := r.Value(reg)
 		if err != nil {
-			return nil, fmt.Errorf("tdxsim: simulated register %w", err)
+			return nil, fmt.Errorf("sim: simulated register %w", err)
 		}
 		off := offMRTD
 		if reg.IsRTMR() {
@@ -198,7 +198,7 @@ func Body(r *Registers, reportData [64]byte) ([]byte, error) {
 func (s *Simulator) Quote(reportData [64]byte) ([]byte, error) {
 	regs, err := s.regs()
 	if err != nil {
-		return nil, fmt.Errorf("tdxsim: reading simulated registers: %w", err)
+		return nil, fmt.Errorf("sim: reading simulated registers: %w", err)
 	}
 	body, err := Body(regs, reportData)
 	if err != nil {
@@ -216,7 +216,7 @@ func (s *Simulator) Quote(reportData [64]byte) ([]byte, error) {
 	signed := append(header, body...)
 	sig, err := signRaw(s.attKey, signed)
 	if err != nil {
-		return nil, fmt.Errorf("tdxsim: signing the quote: %w", err)
+		return nil, fmt.Errorf("sim: signing the quote: %w", err)
 	}
 	sdLen := sigSize + len(s.attPub) + len(s.certData)
 	q := make([]byte, 0, len(signed)+4+sdLen)

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
+
 	"github.com/tdforge/tdforge/internal/fsutil"
 )
 
@@ -116,9 +118,9 @@ func readJSON(path string, v any) error {
 }
 
 func writeJSON(path string, v any, perm os.FileMode) error {
-	b, err := json.MarshalIndent(v, "", "  ")
+	b, err := canonjson.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteFile(path, append(b, '\n'), perm)
+	return fsutil.WriteFile(path, b, perm)
 }

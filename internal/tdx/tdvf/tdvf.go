@@ -14,16 +14,17 @@ import (
 // GUIDs in on-disk (mixed-endian) byte order.
 var (
 	// footerGUID ends the OVMF GUIDed table: 96b582de-1fb2-45f7-baea-a366c55a082d.
-	footerGUID = guidBytes(0x96b582de, 0x1fb2, 0x45f7, [8]byte{0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d})
+	footerGUID = GUID(0x96b582de, 0x1fb2, 0x45f7, [8]byte{0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d})
 	// metadataOffsetGUID marks the table entry holding the descriptor offset:
 	// e47a6535-984a-4798-865e-4685a7bf8ec2.
-	metadataOffsetGUID = guidBytes(0xe47a6535, 0x984a, 0x4798, [8]byte{0x86, 0x5e, 0x46, 0x85, 0xa7, 0xbf, 0x8e, 0xc2})
+	metadataOffsetGUID = GUID(0xe47a6535, 0x984a, 0x4798, [8]byte{0x86, 0x5e, 0x46, 0x85, 0xa7, 0xbf, 0x8e, 0xc2})
 	// descriptorGUID stands just before the descriptor:
 	// e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae.
-	descriptorGUID = guidBytes(0xe9eaf9f3, 0x168e, 0x44d5, [8]byte{0xa8, 0xeb, 0x7f, 0x4d, 0x87, 0x38, 0xf6, 0xae})
+	descriptorGUID = GUID(0xe9eaf9f3, 0x168e, 0x44d5, [8]byte{0xa8, 0xeb, 0x7f, 0x4d, 0x87, 0x38, 0xf6, 0xae})
 )
 
-func guidBytes(a uint32, b, c uint16, d [8]byte) []byte {
+// GUID returns the EFI GUID {a-b-c-d} in on-disk (mixed-endian) byte order.
+func GUID(a uint32, b, c uint16, d [8]byte) []byte {
 	g := make([]byte, 16)
 	binary.LittleEndian.PutUint32(g[0:], a)
 	binary.LittleEndian.PutUint16(g[4:], b)

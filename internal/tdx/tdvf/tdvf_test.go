@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha512"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"os"
 	"strings"
@@ -300,5 +301,13 @@ func BenchmarkMRTD(b *testing.B) {
 	b.StopTimer()
 	if base > 0 {
 		b.ReportMetric(float64(b.Elapsed())/float64(b.N)/float64(base), "x-sha384-of-image")
+	}
+}
+
+// GUID lays out 96b582de-1fb2-45f7-baea-a366c55a082d as the firmware stores it.
+func TestGUID(t *testing.T) {
+	got := hex.EncodeToString(GUID(0x96b582de, 0x1fb2, 0x45f7, [8]byte{0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d}))
+	if want := "de82b596b21ff745baeaa366c55a082d"; got != want {
+		t.Fatalf("GUID = %s, want %s", got, want)
 	}
 }

@@ -1,9 +1,11 @@
 // Package netutil has the network helpers tests share: a loopback address
-// nothing listens on.
+// nothing listens on, and a plain HTTP GET.
 package netutil
 
 import (
+	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"testing"
 )
@@ -18,6 +20,22 @@ func FreeAddr(tb testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// Get fetches url and returns the status code and body; a request that
+// fails to complete fails the test.
+func Get(tb testing.TB, url string) (int, []byte) {
+	tb.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, b
 }
 
 // FreePort is FreeAddr's port.

@@ -5,18 +5,15 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/tdforge/tdforge/internal/testutil/netutil"
 )
 
 func TestFake(t *testing.T) {
 	get := func(url string) (int, string) {
 		t.Helper()
-		resp, err := http.Get(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		code, b := netutil.Get(t, url)
+		return code, string(b)
 	}
 	up, hits := Fake(t, nil)
 	if code, body := get(up.URL + "/api/version"); code != 200 || body != `{"version":"0.5.7"}` {

@@ -1,7 +1,7 @@
 // Package ollamatest runs a real Ollama v0.5.7 (built reproducibly with
-// internal/gobuild into the tdforge cache) serving the deterministic tiny
-// GGUF model from internal/gguf, for the agent's integration tests and
-// benchmarks.
+// internal/inputs/gobuild into the tdforge cache) serving the deterministic
+// tiny GGUF model from internal/ollama/gguf, for the agent's integration
+// tests and benchmarks; Fake is a scripted stand-in for unit tests.
 package ollamatest
 
 import (
@@ -26,7 +26,7 @@ import (
 )
 
 // Spec is the pinned Ollama build: the same spec, and so the same cache
-// entry, as the image builder's manifests and internal/gobuild's tests.
+// entry, as the image builder's manifests and internal/inputs/gobuild's tests.
 var Spec = gobuild.Ollama057
 
 // Model is the tiny model's name in the store.
@@ -74,7 +74,7 @@ func Binary(tb testing.TB) string {
 }
 
 // WriteStore generates the tiny GGUF (seed 1) and materializes
-// internal/ollamastore's layout of it as Model under dir.
+// internal/ollama/ollamastore's layout of it as Model under dir.
 func WriteStore(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err

@@ -1,12 +1,16 @@
 // Package testdeps locates, for tests, the pinned Debian packages that
 // `make deps` caches: $TDFORGE_KERNEL_DEB / $TDFORGE_OVMF_DEB, else the
-// tdforge cache's deb/ directory (the same place scripts/deps.sh uses).
+// tdforge cache's deb/ directory (the same place scripts/deps.sh uses), and
+// unpacks the kernel image from its package.
 package testdeps
 
 import (
+	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/tdforge/tdforge/internal/inputs/cache"
@@ -30,17 +34,56 @@ func OVMFDebPath() (string, error) { return find("TDFORGE_OVMF_DEB", OVMFDebName
 // package is missing.
 func KernelDeb(t testing.TB) string {
 	t.Helper()
-	p, err := KernelDebPath()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return must(t, KernelDebPath)
 }
 
 // OVMFDeb is OVMFDebPath that fails the test when the package is missing.
 func OVMFDeb(t testing.TB) string {
 	t.Helper()
-	p, err := OVMFDebPath()
+	return must(t, OVMFDebPath)
+}
+
+var vmlinuz struct {
+	once sync.Once
+	b    []byte
+	err  error
+}
+
+// Vmlinuz returns the kernel image (boot/vmlinuz-*) of the pinned kernel
+// package, unpacked with dpkg-deb once per test binary; each call gets its
+// own copy. It fails the test when the package or dpkg-deb is missing.
+func Vmlinuz(t testing.TB) []byte {
+	t.Helper()
+	vmlinuz.once.Do(func() { vmlinuz.b, vmlinuz.err = extractVmlinuz() })
+	if vmlinuz.err != nil {
+		t.Fatal(vmlinuz.err)
+	}
+	return bytes.Clone(vmlinuz.b)
+}
+
+func extractVmlinuz() ([]byte, error) {
+	deb, err := KernelDebPath()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "tdforge-kernel")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	if out, err := exec.Command("dpkg-deb", "-x", deb, dir).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("dpkg-deb -x %s: %v: %s", deb, err, out)
+	}
+	m, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
+	if len(m) != 1 {
+		return nil, fmt.Errorf("no vmlinuz in %s", deb)
+	}
+	return os.ReadFile(m[0])
+}
+
+func must(t testing.TB, path func() (string, error)) string {
+	t.Helper()
+	p, err := path()
 	if err != nil {
 		t.Fatal(err)
 	}

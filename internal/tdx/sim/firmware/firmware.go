@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
+
 	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/guest/fwcfg"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
@@ -90,11 +92,11 @@ func Init(fw fwcfg.Reader, dir string, gid int) (*sim.Registers, error) {
 		}
 	}
 	regs := &sim.Registers{Platform: plat, RTMR3: strings.Repeat("00", 48)}
-	b, err := json.MarshalIndent(regs, "", "  ")
+	b, err := canonjson.Marshal(regs)
 	if err != nil {
 		return nil, err
 	}
-	if err := writeOwned(filepath.Join(dir, sim.RegistersFile), append(b, '\n'), gid); err != nil {
+	if err := writeOwned(filepath.Join(dir, sim.RegistersFile), b, gid); err != nil {
 		return nil, err
 	}
 	return regs, nil
