@@ -125,7 +125,12 @@ func (t *lineTask) Done() {
 	t.done = true
 	t.r.mu.Lock()
 	defer t.r.mu.Unlock()
-	fmt.Fprintf(t.r.w, "  %s: %s in %s\n", t.name, Bytes(t.n), time.Since(t.start).Round(100*time.Millisecond))
+	took := time.Since(t.start).Round(100 * time.Millisecond)
+	if t.n == 0 { // a task that counts no bytes (a subprocess download)
+		fmt.Fprintf(t.r.w, "  %s: done in %s\n", t.name, took)
+		return
+	}
+	fmt.Fprintf(t.r.w, "  %s: %s in %s\n", t.name, Bytes(t.n), took)
 }
 
 // Bytes formats a size for people: "512 B", "4.0 KiB", "57.5 MiB".

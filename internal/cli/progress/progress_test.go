@@ -22,6 +22,16 @@ func TestLinesReporter(t *testing.T) {
 	}
 }
 
+// A task that counts no bytes (apt-get download) says it is done, not "0 B".
+func TestLinesReporterUncounted(t *testing.T) {
+	var buf bytes.Buffer
+	task := Lines(&buf).Start("apt-get download ovmf", -1)
+	task.Done()
+	if out := buf.String(); !strings.HasPrefix(out, "  apt-get download ovmf: done in ") {
+		t.Fatalf("unexpected line: %q", out)
+	}
+}
+
 func TestBytes(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 4096: "4.0 KiB", 60317768: "57.5 MiB", 5 << 30: "5.0 GiB"} {
 		if got := Bytes(n); got != want {
