@@ -1,6 +1,3 @@
-// Package boottest boots initd under QEMU TCG with the pinned Debian kernel
-// and checks the measured boot end to end (no payloads: those are covered
-// by the lead's dev-image integration test).
 package boottest
 
 import (
