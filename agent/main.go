@@ -64,6 +64,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	if err := serve(ctx, o, stdout, logger); err != nil {
 		logger.Print(err)
+		for _, h := range cli.Hints(err) {
+			logger.Print("hint: ", h)
+		}
 		return cli.ExitFail
 	}
 	return cli.ExitOK
@@ -110,6 +113,7 @@ func serve(ctx context.Context, o options, stdout io.Writer, logger *log.Logger)
 	var prov quote.Provider
 	if p.TDX.Simulate {
 		prov, err = quote.OpenSimulator(o.simDir)
+		err = cli.WithHint(err, "boot a simulated image with 'builder launch --simulate', which hands the simulated platform to the guest")
 	} else {
 		prov, err = quote.Open(false)
 	}

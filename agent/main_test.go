@@ -218,6 +218,12 @@ func TestAgentBadInputs(t *testing.T) {
 	env, _ = testenv.Setup(t.TempDir(), "ftp://nowhere")
 	runAgentExpectFailure(t, env.Args(), "must be an http(s) URL")
 
+	// A simulated image without the simulator state names the fact; the
+	// hint says how such an image is launched.
+	env, _ = testenv.Setup(t.TempDir(), "http://127.0.0.1:11434")
+	os.RemoveAll(env.SimDir)
+	runAgentExpectFailure(t, env.Args(), "hint: boot a simulated image with 'builder launch --simulate'")
+
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"-nope"}, &stdout, &stderr); code != cli.ExitUsage || !strings.Contains(stderr.String(), "-nope") {
 		t.Fatalf("bad flag: exit %d, stderr %q", code, stderr.String())

@@ -81,7 +81,7 @@ func TestSimulatorReadsLiveRegisters(t *testing.T) {
 
 func TestOpenSimulatorMissingState(t *testing.T) {
 	_, err := OpenSimulator(filepath.Join(t.TempDir(), "nope"))
-	if err == nil || !strings.Contains(err.Error(), "builder launch --simulate") {
+	if err == nil || !strings.Contains(err.Error(), "initd writes it from fw_cfg "+sim.FWCfgPKI) {
 		t.Fatalf("got %v", err)
 	}
 }

@@ -34,6 +34,10 @@ const (
 	PredicateType = "https://tdforge.dev/reference-values/v1"
 )
 
+// ErrPlainDocument is Verify's error for an unsigned reference-values
+// document given where a DSSE envelope is expected.
+var ErrPlainDocument = errors.New("signing: the input is an unsigned reference-values document, not a DSSE envelope")
+
 // Key algorithms for GenerateKey.
 const (
 	Ed25519   = "ed25519"
@@ -305,7 +309,7 @@ func Verify(envelope []byte, pubPEM []byte) ([]byte, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&env); err != nil {
 		if _, _, derr := canonical(envelope); derr == nil {
-			return nil, errors.New("signing: the input is an unsigned reference-values document, not a DSSE envelope; sign it with `builder sign --key KEY.pem`")
+			return nil, ErrPlainDocument
 		}
 		return nil, fmt.Errorf("signing: not a DSSE envelope: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"strings"
 	"testing"
 
@@ -152,6 +153,9 @@ func TestErrors(t *testing.T) {
 		if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want %q", name, tc.err, tc.want)
 		}
+	}
+	if err := verifyErr(doc, pub); !errors.Is(err, ErrPlainDocument) {
+		t.Errorf("a plain document: %v, want ErrPlainDocument", err)
 	}
 	if _, _, err := GenerateKey("rsa"); err == nil || !strings.Contains(err.Error(), "unsupported key algorithm") {
 		t.Errorf("GenerateKey(rsa): %v", err)

@@ -249,7 +249,7 @@ func Root(pki *PKI) (*x509.Certificate, error) { return parseCertPEM("root", pki
 func Open(dir string) (*Simulator, error) {
 	pki, err := LoadPKI(dir)
 	if err != nil {
-		return nil, fmt.Errorf("TDX simulator: %w (initd writes it from fw_cfg %s; was the image launched with `builder launch --simulate`?)", err, FWCfgPKI)
+		return nil, fmt.Errorf("TDX simulator: %w (initd writes it from fw_cfg %s)", err, FWCfgPKI)
 	}
 	return New(pki, func() (*Registers, error) { return LoadRegisters(dir) })
 }
