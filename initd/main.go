@@ -28,6 +28,7 @@ import (
 	"github.com/tdforge/tdforge/initd/powerbtn"
 	"github.com/tdforge/tdforge/initd/rootfs"
 	"github.com/tdforge/tdforge/initd/supervise"
+	"github.com/tdforge/tdforge/internal/guest/dmverity"
 	"github.com/tdforge/tdforge/internal/guest/fwcfg"
 	"github.com/tdforge/tdforge/internal/guest/rtmr"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
@@ -116,7 +117,7 @@ func main() {
 	logf("measuring into RTMR3 via %s", be.Name())
 
 	start = time.Now()
-	pass := &payload.Pass{Policy: p, Backend: be, Verity: payloadVerity, Mount: mountPayload, RunDir: RunDir, FileGID: agentGID, Console: console}
+	pass := &payload.Pass{Policy: p, Backend: be, Verity: dmverity.Kernel{}, Mount: mountPayload, RunDir: RunDir, FileGID: agentGID, Console: console}
 	res, err := pass.Run()
 	if err != nil {
 		fatal(res, err)

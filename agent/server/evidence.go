@@ -30,11 +30,6 @@ type Evidence struct {
 	Simulated bool
 }
 
-// DefaultEvidence returns the guest's standard locations.
-func DefaultEvidence(simulated bool) Evidence {
-	return Evidence{RuntimeLog: DefaultRuntimeLog, ACPITables: DefaultACPITables, SimDir: sim.Dir, Simulated: simulated}
-}
-
 // Logs is one snapshot of the event logs.
 type Logs struct {
 	RuntimeLog     []byte

@@ -283,10 +283,14 @@ func (p *pipeline) inputsMissing() string {
 	return "needs every payload; missing: " + missingNames(p.missing, false)
 }
 
-// rtmr3Unknowable says why building the payloads is pointless: a missing
-// payload pins no verity root hash, so RTMR3 cannot be computed, and RTMR2
-// needs every payload anyway.
+// rtmr3Unknowable says why building the payloads is pointless: a setting
+// without a value leaves RTMR2 and RTMR3 unknown whatever the payloads
+// hold, or a missing payload pins no verity root hash, so RTMR3 cannot be
+// computed and RTMR2 needs every payload anyway.
 func (p *pipeline) rtmr3Unknowable() string {
+	if len(p.unset) > 0 {
+		return "RTMR3 cannot be computed: its configuration event covers " + strings.Join(p.unset, ", ") + ", which have no value"
+	}
 	if names := missingNames(p.missing, true); names != "" {
 		return "RTMR3 cannot be computed without the bytes or the verity_root_hash pin of " + names
 	}

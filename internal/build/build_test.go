@@ -196,4 +196,8 @@ func TestPlanListsMissingInputs(t *testing.T) {
 	if p.rtmr3Unknowable() != "" {
 		t.Error("a pinned missing payload does not stop RTMR3")
 	}
+	p.unset = []string{"service.ollama.env"}
+	if got := p.rtmr3Unknowable(); !strings.Contains(got, "service.ollama.env") {
+		t.Errorf("an unset setting must skip the payloads: %q", got)
+	}
 }

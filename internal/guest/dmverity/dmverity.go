@@ -256,7 +256,7 @@ func ensureNode(path string, typ uint32, dev uint64) error {
 }
 
 // Kernel bundles FindPartition, Setup and Remove as methods, for callers
-// that take them as an interface (initd's measure.Verity).
+// that take them as an interface (initd's payload.Verity).
 type Kernel struct{}
 
 // FindPartition calls the package-level FindPartition.

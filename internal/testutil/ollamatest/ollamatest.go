@@ -40,7 +40,7 @@ type Server struct {
 	log    *lockedBuffer
 }
 
-// lockedBuffer collects the process output; Log may read it while the
+// lockedBuffer collects the process output; failure messages read it while the
 // process writes.
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -183,6 +183,3 @@ func (s *Server) stop() {
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	_ = s.cmd.Wait()
 }
-
-// Log returns Ollama's output so far.
-func (s *Server) Log() string { return s.log.String() }

@@ -102,9 +102,3 @@ func TestReadRefuses(t *testing.T) {
 		t.Errorf("truncated disk: %v", err)
 	}
 }
-
-func putU32(b []byte, v uint32) {
-	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
-}
-
-func crc(b []byte) uint32 { return crc32.ChecksumIEEE(b) }

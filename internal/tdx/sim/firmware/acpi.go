@@ -3,7 +3,6 @@ package firmware
 import (
 	"crypto/sha512"
 	"encoding/hex"
-	"errors"
 	"fmt"
 
 	"github.com/tdforge/tdforge/internal/guest/fwcfg"
@@ -43,7 +42,7 @@ func MeasureACPI(fw fwcfg.Reader, log []byte) ([]byte, [48]byte, []string, error
 			continue
 		}
 		if acpi >= len(actual) {
-			return nil, [48]byte{}, nil, errors.New("simulated CCEL has more than three ACPI DATA events")
+			return nil, [48]byte{}, nil, fmt.Errorf("simulated CCEL has more than %d ACPI DATA events", len(actual))
 		}
 		if *e.Digest != actual[acpi] {
 			changed = append(changed, fmt.Sprintf("%s (profile %s…, QEMU %s…)", ccel.ACPIBlobs[acpi], hex.EncodeToString(e.Digest[:8]), hex.EncodeToString(actual[acpi][:8])))
