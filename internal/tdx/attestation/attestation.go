@@ -51,7 +51,11 @@ type Response struct {
 	// CCEL is the firmware event log and its ACPI table, when present.
 	CCEL      []byte `json:"ccel,omitempty"`
 	CCELTable []byte `json:"ccel_table,omitempty"`
-	Image     Image  `json:"image"`
+	// CCELAbsent says why CCEL is empty (for example "no CCEL ACPI table:
+	// /sys/firmware/acpi/tables/CCEL does not exist"); empty when CCEL is
+	// served. Verifiers report it.
+	CCELAbsent string `json:"ccel_absent,omitempty"`
+	Image      Image  `json:"image"`
 	// ReferenceURL says where the image's reference values are published.
 	ReferenceURL string `json:"reference_url"`
 	Timestamp    string `json:"timestamp"` // RFC 3339
