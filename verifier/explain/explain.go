@@ -64,22 +64,58 @@ type Mismatch struct {
 }
 
 // String renders e.g. `RTMR3: event 2 "payload:model" (payload:model)
-// expected sha256:ab12… got sha256:cd34…`.
+// expected sha256:ab12… got sha256:cd34…`, each digest shown up to its
+// first differing character.
 func (m Mismatch) String() string {
 	comp := ""
 	if m.Component != "" && m.Component != m.Description {
 		comp = " (" + m.Component + ")"
 	}
-	return fmt.Sprintf("%s: event %d %q%s expected %s got %s", m.Register, m.EventIndex, m.Description, comp, short(m.Expected), short(m.Got))
+	exp, got := Abbreviate(m.Expected, m.Got)
+	return fmt.Sprintf("%s: event %d %q%s expected %s got %s", m.Register, m.EventIndex, m.Description, comp, exp, got)
 }
 
-// short abbreviates "alg:hex" digests to 8 hex digits for people.
-func short(s string) string {
-	alg, h, ok := strings.Cut(s, ":")
-	if !ok || len(h) <= 12 {
-		return s
+// minShown is how many hex digits an abbreviated digest shows at least.
+const minShown = 8
+
+// Abbreviate shortens two "[label ]alg:hex" digests for people: both keep
+// the same number of hex digits, at least minShown and up to and including
+// the first digit where they differ, so a difference is always visible.
+// Anything else is returned as is.
+func Abbreviate(a, b string) (string, string) {
+	pa, alga, ha := splitDigest(a)
+	pb, algb, hb := splitDigest(b)
+	n := minShown
+	if ha != "" && hb != "" && pa+alga == pb+algb {
+		i := 0
+		for i < len(ha) && i < len(hb) && ha[i] == hb[i] {
+			i++
+		}
+		n = max(n, i+1)
 	}
-	return alg + ":" + h[:8] + "…"
+	cut := func(s, prefix, alg, h string) string {
+		if h == "" || len(h) <= n+4 {
+			return s
+		}
+		return prefix + alg + ":" + h[:n] + "…"
+	}
+	return cut(a, pa, alga, ha), cut(b, pb, algb, hb)
+}
+
+// splitDigest splits "[label ]alg:hex" into "label ", alg and hex; hex is
+// "" when s is not of that form.
+func splitDigest(s string) (prefix, alg, h string) {
+	if i := strings.LastIndexByte(s, ' '); i >= 0 {
+		prefix, s = s[:i+1], s[i+1:]
+	}
+	alg, h, ok := strings.Cut(s, ":")
+	if !ok {
+		return "", "", ""
+	}
+	if h == "" || strings.Trim(strings.ToLower(h), "0123456789abcdef") != "" {
+		return "", "", ""
+	}
+	return prefix, alg, h
 }
 
 // RegisterState compares one register across quote, reference and log.

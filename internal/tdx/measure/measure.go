@@ -171,7 +171,13 @@ func Compute(in Inputs) (*Result, error) {
 		list := []refvalues.Event{}
 		evs := ccel.Of(all, reg)
 		for _, e := range evs {
-			list = append(list, e.Reference())
+			re := e.Reference()
+			if e.Digest == nil {
+				// Unpredictable (e.g. ACPI on a real-TDX platform): explicitly
+				// not pinned, never an empty digest to compare with.
+				re.Digest = refvalues.NotPinned
+			}
+			list = append(list, re)
 		}
 		r.Events[reg.Key()] = list
 		if v, known := ccel.Replay(evs, reg); known && r.Reasons[reg.Key()] == "" {

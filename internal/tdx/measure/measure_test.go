@@ -23,6 +23,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/tdvf"
 )
 
@@ -342,6 +343,19 @@ func TestComputeUnknownsAndReplay(t *testing.T) {
 		if p.ACPI == nil || p.BootVariables == nil {
 			if r.RTMR[0] != nil || !strings.Contains(r.Reasons["rtmr0"], "ACPI") {
 				t.Errorf("%s: RTMR0 must be unknown with an ACPI reason, got %v", p.Name, r.Reasons)
+			}
+			// Unpredictable digests are explicitly not pinned, never "".
+			unpinned := 0
+			for _, e := range r.Events["rtmr0"] {
+				switch {
+				case e.Digest == "":
+					t.Errorf("%s: RTMR0 event %q has an empty digest", p.Name, e.Description)
+				case !e.Pinned():
+					unpinned++
+				}
+			}
+			if unpinned == 0 {
+				t.Errorf("%s: no RTMR0 event is marked %q", p.Name, refvalues.NotPinned)
 			}
 			first = 1
 		} else if r.RTMR[0] == nil {

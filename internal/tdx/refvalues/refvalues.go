@@ -30,6 +30,9 @@ type Document struct {
 	Reasons   map[string]string  `json:"reasons,omitempty"` // register -> why it is null
 	Events    map[string][]Event `json:"events"`            // register -> ordered events
 	TD        TD                 `json:"td"`
+	// Accepted lists values recorded on trusted hardware that a register
+	// the builder cannot predict may take (see Accepted).
+	Accepted *Accepted `json:"accepted,omitempty"`
 	// Source marks how the document was made: "builder" (precomputed) or
 	// "recorded" (pinned from a known-good quote by `verifier record`).
 	Source string `json:"source"`
@@ -129,14 +132,43 @@ func (r *Registers) field(reg register.Register) **string {
 	return nil
 }
 
+// NotPinned is the Digest of an expected event whose digest the builder
+// cannot predict (e.g. QEMU's ACPI tables on a real-TDX platform): the
+// event must be present, any digest is accepted, and the register's value
+// must be pinned some other way (an accepted value, or --accept-unpinned).
+const NotPinned = "not-pinned"
+
 // Event is one expected event behind a register.
 type Event struct {
 	Type        string `json:"type"`                // e.g. EV_EFI_ACTION, tdforge-runtime-v1
 	Description string `json:"description"`         // e.g. "payload:model", "kernel cmdline"
-	Digest      string `json:"digest"`              // SHA-384 extended, lowercase hex
+	Digest      string `json:"digest"`              // SHA-384 extended, lowercase hex, or NotPinned
 	Component   string `json:"component,omitempty"` // what it belongs to: firmware, kernel, initrd, cmdline, acpi, payload:<name>, config
 	Content     string `json:"content,omitempty"`   // content digest, e.g. verity-sha256:<hex>
 	Data        string `json:"data,omitempty"`      // event data, hex, when short
+}
+
+// Pinned reports whether the event's digest is known (not NotPinned).
+func (e Event) Pinned() bool { return e.Digest != NotPinned }
+
+// Accepted holds the accepted-value sets of registers the builder leaves
+// null. Only RTMR0 (ACPI tables, TD HOB, boot variables: the VM shape and
+// the host's QEMU) has one.
+type Accepted struct {
+	RTMR0 []AcceptedValue `json:"rtmr0"`
+}
+
+// AcceptedValue is one register value recorded from a known-good TD
+// (`verifier record`) on a named platform profile and VM shape, merged by
+// `verifier reference merge`. The verifier accepts any member of the set.
+type AcceptedValue struct {
+	Name     string  `json:"name"`     // the shape or host, e.g. "tcg-2G-2cpu"; unique within the set
+	Platform string  `json:"platform"` // platform profile name
+	Memory   string  `json:"memory,omitempty"`
+	CPUs     int     `json:"cpus,omitempty"`
+	Value    string  `json:"value"`  // lowercase hex register value
+	Events   []Event `json:"events"` // the recorded events behind Value
+	Source   string  `json:"source"` // "recorded"
 }
 
 // TD holds TD attribute expectations.
@@ -146,6 +178,10 @@ type TD struct {
 	DebugAllowed bool   `json:"debug_allowed"` // false: DEBUG must be clear
 	MinTEETCBSVN string `json:"min_tee_tcb_svn,omitempty"`
 	MRSEAM       string `json:"mrseam,omitempty"`
+	// The owner fields (48 bytes hex each); empty means all zero.
+	MRConfigID    string `json:"mrconfigid,omitempty"`
+	MROwner       string `json:"mrowner,omitempty"`
+	MROwnerConfig string `json:"mrownerconfig,omitempty"`
 }
 
 // TDValues is TD with its hex fields decoded; a field the document leaves
@@ -155,6 +191,9 @@ type TDValues struct {
 	XFAM         []byte // 8 bytes
 	MinTEETCBSVN []byte // 16 bytes
 	MRSEAM       []byte // 48 bytes
+	// The owner fields, 48 bytes each; all zero when the document leaves
+	// them empty (never nil after Values).
+	MRConfigID, MROwner, MROwnerConfig []byte
 }
 
 // Values decodes the TD expectations, checking each field's size.
@@ -171,9 +210,17 @@ func (t TD) Values() (TDValues, error) {
 		{"td.xfam", t.XFAM, 8, &v.XFAM},
 		{"td.min_tee_tcb_svn", t.MinTEETCBSVN, 16, &v.MinTEETCBSVN},
 		{"td.mrseam", t.MRSEAM, register.Size, &v.MRSEAM},
+		{"td.mrconfigid", t.MRConfigID, register.Size, &v.MRConfigID},
+		{"td.mrowner", t.MROwner, register.Size, &v.MROwner},
+		{"td.mrownerconfig", t.MROwnerConfig, register.Size, &v.MROwnerConfig},
 	} {
 		if *f.dst, err = decodeHex(f.name, f.s, f.n); err != nil {
 			return TDValues{}, err
+		}
+	}
+	for _, f := range []*[]byte{&v.MRConfigID, &v.MROwner, &v.MROwnerConfig} {
+		if *f == nil {
+			*f = make([]byte, register.Size)
 		}
 	}
 	return v, nil
@@ -217,7 +264,54 @@ func Decode(r io.Reader) (*Document, error) {
 			return nil, fmt.Errorf("reference values: register %s must be 96 hex digits", reg.Key())
 		}
 	}
+	for _, reg := range register.RTMRs {
+		if err := checkEvents("events."+reg.Key(), d.Events[reg.Key()]); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.Accepted.check(); err != nil {
+		return nil, err
+	}
 	return &d, nil
+}
+
+// checkEvents checks that every event digest is 96 hex digits or NotPinned.
+func checkEvents(field string, evs []Event) error {
+	for i, e := range evs {
+		if !e.Pinned() {
+			continue
+		}
+		if b, err := hex.DecodeString(e.Digest); err != nil || len(b) != register.Size {
+			return fmt.Errorf("reference values: %s[%d] (%q): digest must be 96 hex digits or %q, got %q (an older builder wrote \"\" for unknown digests: rebuild the reference values)", field, i, e.Description, NotPinned, e.Digest)
+		}
+	}
+	return nil
+}
+
+// check validates the accepted-value sets: unique non-empty names, values
+// of register size, pinned events.
+func (a *Accepted) check() error {
+	if a == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	for i, m := range a.RTMR0 {
+		field := fmt.Sprintf("accepted.rtmr0[%d]", i)
+		switch {
+		case m.Name == "":
+			return fmt.Errorf("reference values: %s has no name", field)
+		case seen[m.Name]:
+			return fmt.Errorf("reference values: %s: name %q appears twice", field, m.Name)
+		}
+		seen[m.Name] = true
+		if _, err := decodeHex(field+".value", m.Value, register.Size); err != nil || m.Value == "" {
+			return fmt.Errorf("reference values: %s.value must be 96 hex digits", field)
+		}
+		if err := checkEvents(field+".events", m.Events); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ReadFile reads and decodes a document. A DSSE envelope is not accepted
