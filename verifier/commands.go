@@ -17,10 +17,11 @@ import (
 	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/verifier/client"
 	"github.com/tdforge/tdforge/verifier/collateral"
+	"github.com/tdforge/tdforge/verifier/explain"
 	"github.com/tdforge/tdforge/verifier/record"
-	"github.com/tdforge/tdforge/verifier/reference"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
@@ -149,7 +150,7 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		case err != nil:
 			logger.Printf("upstream connection refused: %v", err)
 		default:
-			logger.Printf("upstream connection attested: %s (SPKI %x…)", r.Report.Verdict, r.SPKIHash[:8])
+			logger.Printf("upstream connection attested: %s (SPKI %x…)", r.Report.Headline(), r.SPKIHash[:8])
 		}
 	}
 	// Verify before serving anything.
@@ -183,8 +184,11 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("explain", "EVIDENCE.json", stderr)
-	ref := fs.String("reference", "", "reference-values `FILE`")
+	ref := fs.String("reference", "", "reference-values `FILE` (a signed DSSE envelope, or plain JSON for dev images)")
+	key := fs.String("reference-key", "", "public key `PEM` the reference values must be signed with")
 	asJSON := fs.Bool("json", false, "print JSON")
+	var accept acceptFlag
+	addAccept(fs, &accept)
 	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
 		return code
 	}
@@ -192,9 +196,16 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return usageError(fs, stderr, cli.WithHint(errors.New("want reference values and one saved attestation response"),
 			"verifier explain --reference FILE EVIDENCE.json (save one with `verifier attest --save EVIDENCE.json`)"))
 	}
-	doc, _, err := reference.Load(*ref, "")
+	doc, chk, err := loadReference(*ref, *key)
 	if err != nil {
 		return inputError("explain", stderr, err)
+	}
+	if doc == nil {
+		cli.PrintError(stderr, "verifier explain", errors.New(chk.Reason))
+		if h := checkHint(chk.Cause); h != "" {
+			fmt.Fprintf(stderr, "verifier explain: hint: %s\n", h)
+		}
+		return cli.ExitFail
 	}
 	raw, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
@@ -204,17 +215,33 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if err := json.Unmarshal(raw, &resp); err != nil {
 		return inputError("explain", stderr, fmt.Errorf("%s: not a saved /v1/attestation response: %v", fs.Arg(0), err))
 	}
-	a, err := verify.Explain(verify.Evidence{Quote: resp.Quote, CCEL: resp.CCEL, CCELTable: resp.CCELTable, RuntimeLog: resp.RuntimeLog}, doc)
+	a, err := verify.Explain(verify.Evidence{Quote: resp.Quote, CCEL: resp.CCEL, CCELTable: resp.CCELTable, CCELAbsent: resp.CCELAbsent, RuntimeLog: resp.RuntimeLog}, doc)
 	if err != nil {
 		return inputError("explain", stderr, fmt.Errorf("%s: %v", fs.Arg(0), err))
 	}
+	unpinned, accepted := verify.SplitUnpinned(a, accept)
 	if *asJSON {
-		canonjson.Encode(stdout, a)
+		canonjson.Encode(stdout, struct {
+			*explain.Analysis
+			Unpinned         []string `json:"unpinned,omitempty"`
+			AcceptedUnpinned []string `json:"accepted_unpinned,omitempty"`
+		}{a, unpinned, accepted})
 	} else {
 		fmt.Fprintln(stdout, "Note: explain compares values only; it does not check the quote's signature (use attest or quote).")
+		if resp.CCELAbsent != "" && len(resp.CCEL) == 0 {
+			fmt.Fprintf(stdout, "No CCEL: the agent says: %s\n", resp.CCELAbsent)
+		}
 		a.WriteText(stdout)
+		for _, k := range accepted {
+			reg, _ := register.Parse(k)
+			fmt.Fprintf(stdout, "%s NOT PINNED (accepted by --accept-unpinned): %s\n", reg.Name(), verify.Unchecked[reg])
+		}
+		for _, k := range unpinned {
+			reg, _ := register.Parse(k)
+			fmt.Fprintf(stdout, "%s NOT PINNED: %s; %s\n", reg.Name(), verify.Unchecked[reg], checkHint(verify.ErrUnpinned))
+		}
 	}
-	if a.Failed() {
+	if a.Failed() || len(unpinned) > 0 {
 		return cli.ExitFail
 	}
 	return cli.ExitOK

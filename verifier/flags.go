@@ -11,9 +11,13 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 	"github.com/tdforge/tdforge/verifier/client"
 	"github.com/tdforge/tdforge/verifier/collateral"
@@ -94,6 +98,37 @@ type policyFlags struct {
 	collateral              string
 	now                     string
 	json                    bool
+	accept                  acceptFlag
+}
+
+// acceptFlag is --accept-unpinned: register keys, repeatable or comma
+// separated (register.Parse).
+type acceptFlag []register.Register
+
+func (a *acceptFlag) String() string {
+	var keys []string
+	for _, r := range *a {
+		keys = append(keys, r.Key())
+	}
+	return strings.Join(keys, ",")
+}
+
+func (a *acceptFlag) Set(v string) error {
+	for _, k := range strings.Split(v, ",") {
+		r, err := register.Parse(strings.TrimSpace(k))
+		if err != nil {
+			return fmt.Errorf("%v (want mrtd, rtmr0, rtmr1, rtmr2 or rtmr3)", err)
+		}
+		if !slices.Contains(*a, r) {
+			*a = append(*a, r)
+		}
+	}
+	return nil
+}
+
+// addAccept registers --accept-unpinned on fs.
+func addAccept(fs *flag.FlagSet, a *acceptFlag) {
+	fs.Var(a, "accept-unpinned", "accept these `REGISTERS` (e.g. rtmr0; comma list or repeated) although the reference leaves them unpinned; the verdict says what goes unchecked")
 }
 
 func (p *policyFlags) add(fs *flag.FlagSet) {
@@ -105,6 +140,7 @@ func (p *policyFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&p.collateral, "collateral", "", "offline Intel PCS collateral `DIR` (from `verifier collateral fetch`); default: fetch online")
 	fs.StringVar(&p.now, "now", "", "verify certificates and collateral at this RFC 3339 `TIME` instead of now")
 	fs.BoolVar(&p.json, "json", false, "print the report as JSON")
+	addAccept(fs, &p.accept)
 }
 
 // errNoReference is a verifying command run without reference values.
@@ -116,7 +152,7 @@ func (p *policyFlags) options() (opts verify.Options, refused *verify.Report, er
 	if p.reference == "" {
 		return opts, nil, cli.WithHint(errNoReference, "add --reference FILE (the image's reference-values.json)")
 	}
-	doc, chk, err := reference.Load(p.reference, p.referenceKey)
+	doc, chk, err := loadReference(p.reference, p.referenceKey)
 	if err != nil {
 		return opts, nil, err
 	}
@@ -129,6 +165,7 @@ func (p *policyFlags) options() (opts verify.Options, refused *verify.Report, er
 	opts.ReferenceCheck = &chk
 	opts.AllowDebug = p.allowDebug
 	opts.AllowSimulated = p.allowSimulated
+	opts.AcceptUnpinned = p.accept
 	if p.allowSimulated && p.simRoot == "" {
 		return opts, nil, cli.WithHint(verify.ErrNoSimRoot, "--allow-simulated needs --sim-root FILE (the simulator root certificate of the image)")
 	}
@@ -161,6 +198,18 @@ func (p *policyFlags) options() (opts verify.Options, refused *verify.Report, er
 		opts.Now = t
 	}
 	return opts, nil, nil
+}
+
+// loadReference is reference.Load with the command-line hint for a refused
+// input (e.g. an envelope without --reference-key).
+func loadReference(path, key string) (*refvalues.Document, verify.Check, error) {
+	doc, chk, err := reference.Load(path, key)
+	if err != nil {
+		if h := checkHint(err); h != "" {
+			err = cli.WithHint(err, "%s", h)
+		}
+	}
+	return doc, chk, err
 }
 
 // evidenceFlags name the evidence files of quote and record.

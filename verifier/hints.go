@@ -25,10 +25,12 @@ func checkHint(cause error) string {
 		return "give both --nonce HEX and --spki-hash HEX"
 	case errors.Is(cause, verify.ErrNoSimRoot):
 		return "--allow-simulated needs --sim-root FILE"
+	case errors.Is(cause, verify.ErrUnpinned):
+		return "pin it (for RTMR0: `verifier record` on trusted hardware, then `verifier reference merge`), or pass --accept-unpinned REGISTER to accept it unchecked"
 	case errors.Is(cause, reference.ErrNoKey):
-		return "pass --reference-key PEM to check it"
-	case errors.Is(cause, reference.ErrUnsigned):
-		return "use the signed reference values (`builder sign`)"
+		return "pass --reference-key PEM (the publisher's public key) to check its signature"
+	case errors.Is(cause, reference.ErrUnsigned), errors.Is(cause, reference.ErrUnsignedRelease):
+		return "sign the reference values with `builder sign` and pass the signed file with --reference-key PEM"
 	case errors.As(cause, new(*collateral.NetworkError)):
 		return "no network? use an offline bundle: `verifier collateral fetch -o DIR --quote FILE` on a connected machine, then --collateral DIR"
 	case errors.As(cause, new(*collateral.MissingError)):

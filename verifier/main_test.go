@@ -15,7 +15,6 @@ import (
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/signing"
 	"github.com/tdforge/tdforge/verifier/collateral"
-	"github.com/tdforge/tdforge/verifier/reference"
 )
 
 // fixture writes the sample quote, a truncated one, a junk key, an offline
@@ -33,7 +32,8 @@ func newFixture(t *testing.T) fixture {
 	if _, err := collateral.Fetch(testdata.RawQuote, tt.TestGetter, f.coll, time.Date(2023, 7, 1, 1, 0, 0, 0, time.UTC)); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, stderr := runCLI("record", "--quote", f.quote, "-o", f.ref); code != cli.ExitOK {
+	// A dev reference: only dev references may be used unsigned.
+	if code, _, stderr := runCLI("record", "--dev", "--quote", f.quote, "-o", f.ref); code != cli.ExitOK {
 		t.Fatalf("record: exit %d\n%s", code, stderr)
 	}
 	return f
@@ -102,38 +102,71 @@ func TestUsageErrorHints(t *testing.T) {
 	}
 }
 
-// A signed reference given without its key: the library states the fact,
-// the command adds the flag to the check's reason.
-func TestEnvelopeWithoutKeyHint(t *testing.T) {
+// Issue 12 section 1: a signed reference is never used unverified. Given
+// without its key (even with a garbage signature) it is a usage error
+// naming --reference-key; with the wrong key it is refused. Before the fix
+// both were read with a SKIPPED signature check. A plain release (non-dev)
+// reference without a key is refused, naming `builder sign`.
+func TestReferenceSignaturePolicy(t *testing.T) {
 	f := newFixture(t)
 	raw, err := os.ReadFile(f.ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	priv, _, err := signing.GenerateKey("ecdsa-p256")
+	priv, pub, err := signing.GenerateKey("ecdsa-p256")
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, otherPub, _ := signing.GenerateKey("ecdsa-p256")
 	env, err := signing.Sign(raw, priv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed := filepath.Join(f.dir, "ref.dsse.json")
-	os.WriteFile(signed, env, 0o644)
-
-	_, chk, err := reference.Load(signed, "")
-	if err != nil || strings.Contains(chk.Reason, "--") || chk.Cause == nil {
-		t.Fatalf("library check %+v, %v: want a cause and no flag in the reason", chk, err)
+	w := func(name string, b []byte) string {
+		p := filepath.Join(f.dir, name)
+		os.WriteFile(p, b, 0o644)
+		return p
 	}
-	code, stdout, _ := runCLI("quote", "--reference", signed, "--quote", f.quote, "--collateral", f.coll, "--now", "2023-07-01T01:00:00Z")
-	want := chk.Reason + "; pass --reference-key PEM to check it"
-	if code != cli.ExitFail || !strings.Contains(stdout, "reference values signature  SKIPPED  "+want) {
-		t.Fatalf("exit %d, want a SKIPPED signature check reading %q:\n%s", code, want, stdout)
+	signed, key, other := w("ref.dsse.json", env), w("pub.pem", pub), w("other.pem", otherPub)
+	bogus := w("bogus.dsse.json", []byte(strings.Replace(string(env), `"sig": "`, `"sig": "AAAA`, 1)))
+	if b, _ := os.ReadFile(bogus); bytes.Equal(b, env) {
+		t.Fatal("no signature to spoil")
 	}
-	// The plain document needs no key: no hint.
-	_, stdout, _ = runCLI("quote", "--reference", f.ref, "--quote", f.quote, "--collateral", f.coll, "--now", "2023-07-01T01:00:00Z")
-	if strings.Contains(stdout, "--reference-key") || !strings.Contains(stdout, "trusted as read") {
-		t.Fatalf("plain reference:\n%s", stdout)
+	offline := []string{"--quote", f.quote, "--collateral", f.coll, "--now", "2023-07-01T01:00:00Z"}
+	for _, p := range []string{signed, bogus} {
+		for _, cmd := range []string{"quote", "explain"} {
+			args := append([]string{"quote", "--reference", p}, offline...)
+			if cmd == "explain" {
+				args = []string{"explain", "--reference", p, w("ev.json", []byte("{}"))}
+			}
+			code, stdout, stderr := runCLI(args...)
+			if code != cli.ExitUsage || stdout != "" || !strings.Contains(stderr, "no reference key was given") || !strings.Contains(stderr, "hint: pass --reference-key PEM") {
+				t.Errorf("%s %s without key: exit %d\nstdout:\n%s\nstderr:\n%s", cmd, p, code, stdout, stderr)
+			}
+		}
+	}
+	code, stdout, _ := runCLI(append([]string{"quote", "--reference", bogus, "--reference-key", key}, offline...)...)
+	if code != cli.ExitFail || !strings.Contains(stdout, "reference values signature  FAIL") {
+		t.Errorf("bogus envelope with key: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = runCLI(append([]string{"quote", "--reference", signed, "--reference-key", other}, offline...)...)
+	if code != cli.ExitFail || !strings.Contains(stdout, "signature check with") {
+		t.Errorf("wrong key: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = runCLI(append([]string{"quote", "--reference", signed, "--reference-key", key}, offline...)...)
+	if !strings.Contains(stdout, "reference values signature  PASS") {
+		t.Errorf("good signature: exit %d\n%s", code, stdout)
+	}
+	// The plain dev document needs no key and prints today's SKIPPED line.
+	_, stdout, _ = runCLI(append([]string{"quote", "--reference", f.ref}, offline...)...)
+	if !strings.Contains(stdout, "reference values signature  SKIPPED  no reference key given: the reference document is trusted as read") {
+		t.Fatalf("plain dev reference:\n%s", stdout)
+	}
+	// A plain release document is refused and names the fix.
+	rel := w("release.json", []byte(strings.Replace(string(raw), `"dev": true`, `"dev": false`, 1)))
+	code, stdout, _ = runCLI(append([]string{"quote", "--reference", rel}, offline...)...)
+	if code != cli.ExitFail || !strings.Contains(stdout, "only dev references may be used unsigned; sign the reference values with `builder sign` and pass the signed file with --reference-key PEM") {
+		t.Fatalf("plain release reference: exit %d\n%s", code, stdout)
 	}
 }
 

@@ -189,7 +189,7 @@ func attestConn(ctx context.Context, conn *tls.Conn, host string, cfg Config) (*
 	opts := cfg.Options
 	opts.Nonce = nonce
 	opts.SPKIHash = &spki
-	ev := verify.Evidence{Quote: ar.Quote, CCEL: ar.CCEL, CCELTable: ar.CCELTable, RuntimeLog: ar.RuntimeLog, Claimed: &ar.ReportData}
+	ev := verify.Evidence{Quote: ar.Quote, CCEL: ar.CCEL, CCELTable: ar.CCELTable, CCELAbsent: ar.CCELAbsent, RuntimeLog: ar.RuntimeLog, Claimed: &ar.ReportData}
 	rep := verify.Verify(ctx, ev, opts)
 	res := &Result{Report: rep, SPKIHash: spki, Response: &ar}
 	conn.SetDeadline(time.Time{})

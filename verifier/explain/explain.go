@@ -11,6 +11,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
+	"strconv"
 	"strings"
 
 	"github.com/tdforge/tdforge/internal/tdx/ccel"
@@ -126,6 +128,17 @@ type RegisterState struct {
 	Reason    string `json:"reason,omitempty"`    // why the reference leaves it open
 	Replayed  string `json:"replayed,omitempty"`  // hex value the event log replays to
 	Match     Status `json:"match"`               // quote vs reference
+	// Accepted describes the member of the reference's accepted-value set
+	// the quote matched (Match PASS), e.g. "'tcg-2G-2cpu' recorded on
+	// platform qemu-7.2-tcg-sim (2G, 2 CPUs)"; AcceptedSet is the set's size.
+	Accepted    string `json:"accepted,omitempty"`
+	AcceptedSet int    `json:"accepted_set,omitempty"`
+}
+
+// Unpinned reports whether the reference leaves the register open with
+// nothing to compare it against (no value, no accepted set).
+func (s RegisterState) Unpinned() bool {
+	return s.Match == Skipped
 }
 
 // Result is the register's comparison (quote against reference) as one
@@ -135,8 +148,14 @@ func (s RegisterState) Result() Result {
 	name := strings.ToUpper(s.Name)
 	switch s.Match {
 	case Pass:
+		if s.Accepted != "" {
+			return Result{name, Pass, fmt.Sprintf("%s matches accepted value %s", name, s.Accepted)}
+		}
 		return Result{name, Pass, "matches the reference " + abbrev(s.Reference)}
 	case Fail:
+		if s.AcceptedSet > 0 {
+			return Result{name, Fail, fmt.Sprintf("the quote's %s is %s, none of the %d accepted values of the reference (%s)", name, s.Quote, s.AcceptedSet, s.Reason)}
+		}
 		return Result{name, Fail, fmt.Sprintf("the quote's %s is %s, the reference expects %s", name, s.Quote, s.Reference)}
 	}
 	return Result{name, Skipped, "reference value is null: " + s.Reason}
@@ -155,6 +174,9 @@ type Result struct {
 	Status Status `json:"status"`
 	Reason string `json:"reason"`
 }
+
+// CheckCCEL names the firmware log replay.
+const CheckCCEL = "CCEL replay (RTMR0..2)"
 
 // Analysis is the register and event diff of one piece of evidence.
 type Analysis struct {
@@ -226,6 +248,11 @@ func Analyze(ref *refvalues.Document, q Quote, ccel, table, runtimeLog []byte) *
 	}
 	a.Events = append(append(a.Events, fw...), rt...)
 
+	// Events expected per register; an accepted RTMR0 value brings its own.
+	want := map[string][]refvalues.Event{}
+	if ref != nil {
+		want = maps.Clone(ref.Events)
+	}
 	for _, reg := range register.All {
 		name := reg.Key()
 		st := RegisterState{Name: name, Quote: hex.EncodeToString(q[reg][:]), Match: Skipped}
@@ -236,6 +263,22 @@ func Analyze(ref *refvalues.Document, q Quote, ccel, table, runtimeLog []byte) *
 		switch {
 		case ref == nil:
 			st.Reason = "no reference values"
+		case ref.Registers.Get(reg) == nil && reg == register.RTMR0 && ref.Accepted != nil && len(ref.Accepted.RTMR0) > 0:
+			set := ref.Accepted.RTMR0
+			st.AcceptedSet = len(set)
+			st.Match = Fail
+			var names []string
+			for _, m := range set {
+				names = append(names, strconv.Quote(m.Name))
+				if strings.EqualFold(m.Value, st.Quote) {
+					st.Match, st.Reference, st.Accepted = Pass, m.Value, describe(m)
+					want[name] = m.Events
+					break
+				}
+			}
+			if st.Match == Fail {
+				st.Reason = strings.Join(names, ", ")
+			}
 		case ref.Registers.Get(reg) == nil:
 			st.Reason = ref.Reasons[name]
 			if st.Reason == "" {
@@ -253,7 +296,7 @@ func Analyze(ref *refvalues.Document, q Quote, ccel, table, runtimeLog []byte) *
 
 	// Log replay results.
 	a.Results = append(a.Results,
-		replayResult("CCEL replay (RTMR0..2)", "firmware event log (CCEL)", "RTMR0..2", haveFW, len(fw), fwErr),
+		replayResult(CheckCCEL, "firmware event log (CCEL)", "RTMR0..2", haveFW, len(fw), fwErr),
 		replayResult("runtime log replay (RTMR3)", "runtime event log", "RTMR3", haveRT, len(rt), rtErr))
 
 	// Event comparisons.
@@ -261,10 +304,7 @@ func Analyze(ref *refvalues.Document, q Quote, ccel, table, runtimeLog []byte) *
 		name := reg.Key()
 		label := "events " + reg.Name()
 		haveLog := reg != register.RTMR3 && fw != nil || reg == register.RTMR3 && rt != nil
-		var want []refvalues.Event
-		if ref != nil {
-			want = ref.Events[name]
-		}
+		want := want[name]
 		switch {
 		case ref == nil || len(want) == 0:
 			a.Results = append(a.Results, Result{label, Skipped, "the reference lists no events for " + reg.Name()})
@@ -275,7 +315,7 @@ func Analyze(ref *refvalues.Document, q Quote, ccel, table, runtimeLog []byte) *
 				a.Mismatches = append(a.Mismatches, *m)
 				a.Results = append(a.Results, Result{label, Fail, m.String()})
 			} else {
-				a.Results = append(a.Results, Result{label, Pass, fmt.Sprintf("%d events match the reference", len(want))})
+				a.Results = append(a.Results, Result{label, Pass, matchReason(want)})
 			}
 		}
 	}
@@ -295,7 +335,7 @@ func Compare(name string, want []refvalues.Event, got []LogEvent) *Mismatch {
 		case i >= len(want):
 			g := got[i]
 			return &Mismatch{Register: reg, EventIndex: i, Description: g.Description, Expected: "missing", Got: gotString(g, "")}
-		case !strings.EqualFold(want[i].Digest, got[i].Digest):
+		case want[i].Pinned() && !strings.EqualFold(want[i].Digest, got[i].Digest):
 			w, g := want[i], got[i]
 			desc := w.Description
 			if desc == "" {
@@ -311,6 +351,37 @@ func Compare(name string, want []refvalues.Event, got []LogEvent) *Mismatch {
 		}
 	}
 	return nil
+}
+
+// matchReason is the PASS reason of an event comparison: how many events
+// matched and which ones the reference does not pin.
+func matchReason(want []refvalues.Event) string {
+	var open []string
+	for _, e := range want {
+		if !e.Pinned() {
+			open = append(open, strconv.Quote(e.Description))
+		}
+	}
+	if len(open) == 0 {
+		return fmt.Sprintf("%d events match the reference", len(want))
+	}
+	return fmt.Sprintf("%d events match the reference, %d not pinned (present, digest unchecked: %s)", len(want)-len(open), len(open), strings.Join(open, ", "))
+}
+
+// describe names an accepted value for a report line.
+func describe(m refvalues.AcceptedValue) string {
+	s := fmt.Sprintf("'%s' recorded on platform %s", m.Name, m.Platform)
+	var shape []string
+	if m.Memory != "" {
+		shape = append(shape, m.Memory)
+	}
+	if m.CPUs > 0 {
+		shape = append(shape, fmt.Sprintf("%d CPUs", m.CPUs))
+	}
+	if len(shape) > 0 {
+		s += " (" + strings.Join(shape, ", ") + ")"
+	}
+	return s
 }
 
 func expectedString(w refvalues.Event) string {
@@ -381,8 +452,13 @@ func (a *Analysis) WriteText(w io.Writer) error {
 	b.WriteString("Registers:\n")
 	for _, r := range a.Registers {
 		ref := r.Reference
-		if ref == "" {
+		switch {
+		case ref == "" && r.AcceptedSet > 0:
+			ref = fmt.Sprintf("(none of the %d accepted values: %s)", r.AcceptedSet, r.Reason)
+		case ref == "":
 			ref = "(open: " + r.Reason + ")"
+		case r.Accepted != "":
+			ref += " (accepted value " + r.Accepted + ")"
 		}
 		fmt.Fprintf(&b, "  %-6s %-7s quote     %s\n", strings.ToUpper(r.Name), r.Match, r.Quote)
 		fmt.Fprintf(&b, "  %-6s %-7s reference %s\n", "", "", ref)

@@ -1,11 +1,10 @@
 // Package reference loads a reference-values document for verification:
-// plain JSON, or an in-toto statement in a DSSE envelope whose signature is
-// checked with the publisher's key.
+// an in-toto statement in a DSSE envelope whose signature is checked with
+// the publisher's key, or, for dev images only, plain JSON.
 package reference
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,18 +21,23 @@ var ErrInput = errors.New("input error")
 // Facts behind the signature check, set as its Cause; commands add the
 // flag or action as a hint.
 var (
-	// ErrNoKey: the document is signed but no key was given, so its
-	// signature is not checked (SKIPPED).
-	ErrNoKey = errors.New("signed (DSSE envelope) but no reference key was given")
+	// ErrNoKey: the document is signed but no key was given to check the
+	// signature; it is refused (an input error), never used unverified.
+	ErrNoKey = errors.New("signed (DSSE envelope) but no reference key was given to check its signature")
 	// ErrUnsigned: a key was given but the document is not a DSSE envelope.
 	ErrUnsigned = errors.New("the reference values are not signed (no DSSE envelope) but a reference key was given")
+	// ErrUnsignedRelease: a plain document of a non-dev image; only dev
+	// references may be used unsigned.
+	ErrUnsignedRelease = errors.New("the reference values are not signed and the image is not a dev image: only dev references may be used unsigned")
 )
 
 // Load reads the reference at path and returns it with the outcome of its
 // signature check. With keyPath it requires a valid signature: an unsigned
 // or badly signed document yields a FAIL check (the verdict is NOT
-// TRUSTED) and no document. Without a key the check is SKIPPED, and a
-// signed envelope's content is used unverified (Cause ErrNoKey).
+// TRUSTED) and no document. Without a key, a DSSE envelope is an input
+// error wrapping ErrNoKey (its content is never used unverified); a plain
+// document is used with a SKIPPED check when it describes a dev image, and
+// yields a FAIL check (Cause ErrUnsignedRelease) otherwise.
 func Load(path, keyPath string) (*refvalues.Document, verify.Check, error) {
 	chk := verify.Check{Name: verify.CheckReference}
 	raw, err := os.ReadFile(path)
@@ -43,21 +47,18 @@ func Load(path, keyPath string) (*refvalues.Document, verify.Check, error) {
 	env := isEnvelope(raw)
 	if keyPath == "" {
 		if env {
-			payload, err := envelopeDocument(raw)
-			if err != nil {
-				return nil, chk, fmt.Errorf("%w: %s: %v", ErrInput, path, err)
-			}
-			raw = payload
+			return nil, chk, fmt.Errorf("%w: %s is %w", ErrInput, path, ErrNoKey)
 		}
 		doc, err := refvalues.Decode(bytes.NewReader(raw))
 		if err != nil {
 			return nil, chk, fmt.Errorf("%w: %s: %v", ErrInput, path, err)
 		}
-		chk.Status, chk.Reason = verify.Skipped, "no reference key given: the reference document is trusted as read"
-		if env {
-			chk.Cause = ErrNoKey
-			chk.Reason = fmt.Sprintf("%s is %v: its signature is not checked", path, ErrNoKey)
+		if !doc.Image.Dev {
+			chk.Status, chk.Cause = verify.Fail, ErrUnsignedRelease
+			chk.Reason = fmt.Sprintf("%s (image %q): %v", path, doc.Image.Name, ErrUnsignedRelease)
+			return nil, chk, nil
 		}
+		chk.Status, chk.Reason = verify.Skipped, "no reference key given: the reference document is trusted as read"
 		return doc, chk, nil
 	}
 	pub, err := os.ReadFile(keyPath)
@@ -96,24 +97,4 @@ type envelope struct {
 func isEnvelope(raw []byte) bool {
 	var e envelope
 	return json.Unmarshal(raw, &e) == nil && e.PayloadType != "" && e.Payload != ""
-}
-
-// envelopeDocument extracts the predicate of the in-toto statement inside
-// an envelope without checking signatures.
-func envelopeDocument(raw []byte) ([]byte, error) {
-	var e envelope
-	if err := json.Unmarshal(raw, &e); err != nil {
-		return nil, err
-	}
-	p, err := base64.StdEncoding.DecodeString(e.Payload)
-	if err != nil {
-		return nil, fmt.Errorf("DSSE payload: %v", err)
-	}
-	var st struct {
-		Predicate json.RawMessage `json:"predicate"`
-	}
-	if err := json.Unmarshal(p, &st); err != nil || len(st.Predicate) == 0 {
-		return nil, errors.New("DSSE payload is not an in-toto statement with a predicate")
-	}
-	return st.Predicate, nil
 }

@@ -24,6 +24,10 @@ func TestLoad(t *testing.T) {
 	doc := &refvalues.Document{Schema: refvalues.Schema, Image: refvalues.Image{Name: "img", Version: "1"}, Events: map[string][]refvalues.Event{}, Source: "builder"}
 	raw, _ := doc.Marshal()
 	plain := w("ref.json", raw)
+	dev := *doc
+	dev.Image.Dev = true
+	devRaw, _ := dev.Marshal()
+	plainDev := w("dev.json", devRaw)
 	priv, pub, err := signing.GenerateKey("ecdsa-p256")
 	if err != nil {
 		t.Fatal(err)
@@ -41,17 +45,30 @@ func TestLoad(t *testing.T) {
 	if err != nil || d == nil || c.Status != verify.Pass || d.Image.Name != "img" {
 		t.Fatalf("signed: %v %+v", err, c)
 	}
-	d, c, err = Load(signed, "")
-	if err != nil || d == nil || c.Status != verify.Skipped || !errors.Is(c.Cause, ErrNoKey) || strings.Contains(c.Reason, "--") {
-		t.Fatalf("signed without key: %v %+v", err, c)
+	// Issue 12: an envelope is never used unverified. Before the fix it
+	// was read with a SKIPPED check, even with a garbage signature.
+	garbageEnv := strings.Replace(string(env), `"sig": "`, `"sig": "AAAA`, 1)
+	if garbageEnv == string(env) {
+		t.Fatalf("no signature to spoil in %s", env)
 	}
-	if d, c, err = Load(plain, ""); err != nil || d == nil || c.Status != verify.Skipped || c.Cause != nil {
-		t.Fatalf("plain without key: %v %+v", err, c)
+	garbage := w("garbage.dsse.json", []byte(garbageEnv))
+	for _, p := range []string{signed, garbage} {
+		d, _, err = Load(p, "")
+		if d != nil || !errors.Is(err, ErrNoKey) || !errors.Is(err, ErrInput) || strings.Contains(err.Error(), "--") {
+			t.Fatalf("%s without key: %v, document %v", p, err, d != nil)
+		}
+	}
+	if d, c, err = Load(plainDev, ""); err != nil || d == nil || c.Status != verify.Skipped || c.Cause != nil {
+		t.Fatalf("plain dev without key: %v %+v", err, c)
+	}
+	if d, c, err = Load(plain, ""); err != nil || d != nil || c.Status != verify.Fail || !errors.Is(c.Cause, ErrUnsignedRelease) || !strings.Contains(c.Reason, `image "img"`) {
+		t.Fatalf("plain release reference without key: %v %+v", err, c)
 	}
 	for name, tc := range map[string]struct{ path, key, want string }{
 		"unsigned":  {plain, key, "not signed"},
 		"wrong key": {signed, other, "signature check"},
 		"tampered":  {tampered, key, "signature check"},
+		"garbage":   {garbage, key, "signature check"},
 	} {
 		d, c, err := Load(tc.path, tc.key)
 		if err != nil || d != nil || c.Status != verify.Fail || !strings.Contains(c.Reason, tc.want) {

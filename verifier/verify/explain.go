@@ -2,8 +2,10 @@ package verify
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/verifier/explain"
 )
 
@@ -15,4 +17,21 @@ func Explain(ev Evidence, ref *refvalues.Document) (*explain.Analysis, error) {
 		return nil, fmt.Errorf("quote: %w", err)
 	}
 	return explain.Analyze(ref, regs, ev.CCEL, ev.CCELTable, ev.RuntimeLog), nil
+}
+
+// SplitUnpinned returns the keys of the registers a's reference leaves
+// unpinned, split into those not accepted and those in accept.
+func SplitUnpinned(a *explain.Analysis, accept []register.Register) (unpinned, accepted []string) {
+	for _, st := range a.Registers {
+		if !st.Unpinned() {
+			continue
+		}
+		reg, err := register.Parse(st.Name)
+		if err == nil && slices.Contains(accept, reg) {
+			accepted = append(accepted, st.Name)
+		} else {
+			unpinned = append(unpinned, st.Name)
+		}
+	}
+	return unpinned, accepted
 }

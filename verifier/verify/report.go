@@ -13,7 +13,7 @@ import (
 // event of every register.
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Verdict: %s\n", r.Verdict)
+	fmt.Fprintf(&b, "Verdict: %s\n", r.Headline())
 	if r.Image != nil {
 		fmt.Fprintf(&b, "Image:   %s %s", r.Image.Name, r.Image.Version)
 		if r.Image.Dev {

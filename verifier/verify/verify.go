@@ -69,7 +69,20 @@ var (
 	ErrDebug       = errors.New("the TD has the DEBUG attribute set")
 	ErrHalfBinding = errors.New("a nonce and a TLS SPKI hash must be given together")
 	ErrNoSimRoot   = errors.New("simulated quotes are allowed but no simulator root certificate was given")
+	// ErrUnpinned: the reference leaves a register open (null, no
+	// accepted value), so what it measures goes unchecked.
+	ErrUnpinned = errors.New("the reference does not pin this register")
 )
+
+// Unchecked names, per register, what goes unchecked when the register is
+// not pinned: the verdict line of an accepted unpinned register.
+var Unchecked = map[register.Register]string{
+	register.MRTD:  "TD firmware unchecked",
+	register.RTMR0: "ACPI tables, TD HOB and boot variables unchecked",
+	register.RTMR1: "kernel unchecked",
+	register.RTMR2: "kernel command line and initrd (with the boot policy) unchecked",
+	register.RTMR3: "payloads and runtime configuration unchecked",
+}
 
 // Error kinds of a report that could not reach a verdict on the evidence.
 const (
@@ -99,6 +112,10 @@ type Options struct {
 	// attestation.ReportData(Nonce, *SPKIHash). Both nil: not checked.
 	Nonce    []byte
 	SPKIHash *[32]byte
+	// AcceptUnpinned lists registers the operator accepts unpinned (null
+	// in the reference, no accepted value). Any other unpinned register
+	// makes the verdict NOT TRUSTED.
+	AcceptUnpinned []register.Register
 }
 
 // Evidence is what a TD presents.
@@ -107,6 +124,9 @@ type Evidence struct {
 	CCEL       []byte
 	CCELTable  []byte
 	RuntimeLog []byte
+	// CCELAbsent is the agent's reason for sending no CCEL (reported, not
+	// trusted).
+	CCELAbsent string
 	// Claimed is the agent's own account of REPORTDATA (untrusted; used only
 	// to explain a binding failure).
 	Claimed *attestation.ReportDataInfo
@@ -124,9 +144,13 @@ type QuoteInfo struct {
 
 // Report is the verification outcome.
 type Report struct {
-	Verdict    string                  `json:"verdict"`
-	Trusted    bool                    `json:"trusted"`
-	Simulated  bool                    `json:"simulated"`
+	Verdict   string `json:"verdict"`
+	Trusted   bool   `json:"trusted"`
+	Simulated bool   `json:"simulated"`
+	// Unpinned lists the registers (keys) the operator accepted unpinned
+	// and that are unpinned here; a trusted verdict is then qualified (see
+	// Headline).
+	Unpinned   []string                `json:"accepted_unpinned,omitempty"`
 	ErrorKind  string                  `json:"error_kind,omitempty"`
 	Image      *refvalues.Image        `json:"reference_image,omitempty"`
 	Checks     []Check                 `json:"checks"`
@@ -197,6 +221,25 @@ func (r *Report) finish() *Report {
 	return r
 }
 
+// Headline is the verdict as the first line of a report: a trusted verdict
+// names each accepted unpinned register and what goes unchecked, e.g.
+// "TRUSTED, RTMR0 NOT PINNED: ACPI tables, TD HOB and boot variables
+// unchecked".
+func (r *Report) Headline() string {
+	h := r.Verdict
+	if !r.Trusted {
+		return h
+	}
+	for _, k := range r.Unpinned {
+		reg, err := register.Parse(k)
+		if err != nil {
+			continue
+		}
+		h += ", " + reg.Name() + " NOT PINNED: " + Unchecked[reg]
+	}
+	return h
+}
+
 // Check names.
 const (
 	CheckReference    = "reference values signature"
@@ -209,6 +252,9 @@ const (
 	CheckXFAM         = "XFAM"
 	CheckTCBSVN       = "minimum TEE TCB SVN"
 	CheckMRSEAM       = "MRSEAM"
+	CheckMRConfigID   = "MRCONFIGID"
+	CheckMROwner      = "MROWNER"
+	CheckMROwnerCfg   = "MROWNERCONFIG"
 )
 
 // Verify checks ev against opts and returns the report; it never returns
@@ -274,7 +320,17 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 	a := explain.Analyze(opts.Reference, regs, ev.CCEL, ev.CCELTable, ev.RuntimeLog)
 	for _, st := range a.Registers {
 		res := st.Result()
-		r.add(res.Name, res.Status, "%s", res.Reason)
+		if !st.Unpinned() {
+			r.add(res.Name, res.Status, "%s", res.Reason)
+			continue
+		}
+		reg, _ := register.Parse(st.Name)
+		if slices.Contains(opts.AcceptUnpinned, reg) {
+			r.Unpinned = append(r.Unpinned, st.Name)
+			r.add(res.Name, Skipped, "NOT PINNED, accepted by the options: %s (%s)", Unchecked[reg], st.Reason)
+			continue
+		}
+		r.addCause(res.Name, Fail, ErrUnpinned, "NOT PINNED: the reference value is null (%s), so %s", st.Reason, Unchecked[reg])
 	}
 
 	// The rest of the TD policy from the reference values.
@@ -286,6 +342,9 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 	r.Events = a.Events
 	r.Mismatches = a.Mismatches
 	for _, res := range a.Results {
+		if res.Name == explain.CheckCCEL && res.Status == Skipped && ev.CCELAbsent != "" {
+			res.Reason += " (the agent says: " + ev.CCELAbsent + ")"
+		}
 		r.add(res.Name, res.Status, "%s", res.Reason)
 	}
 	return r.finish()
@@ -513,7 +572,41 @@ func (r *Report) policy(q *pb.QuoteV4, opts Options) error {
 	} else {
 		r.add(CheckMRSEAM, Skipped, "the reference pins no TDX module")
 	}
+	// Owner fields: set by whoever launches the TD (the host, unless an
+	// owner pins them), so all zero unless the reference pins them.
+	body := q.GetTdQuoteBody()
+	for _, f := range []struct {
+		name      string
+		got, want []byte
+		pinned    bool
+	}{
+		{CheckMRConfigID, body.GetMrConfigId(), v.MRConfigID, td.MRConfigID != ""},
+		{CheckMROwner, body.GetMrOwner(), v.MROwner, td.MROwner != ""},
+		{CheckMROwnerCfg, body.GetMrOwnerConfig(), v.MROwnerConfig, td.MROwnerConfig != ""},
+	} {
+		what := "all zero, as the reference expects (it pins no owner value)"
+		if f.pinned {
+			what = "equal to the reference " + abbrevHex(f.want)
+		}
+		if bytes.Equal(f.got, f.want) {
+			r.add(f.name, Pass, "%s", what)
+			continue
+		}
+		expect := hex.EncodeToString(f.want)
+		if !f.pinned {
+			expect += " (all zero: the reference pins no owner value)"
+		}
+		r.add(f.name, Fail, "the quote's %s is %s, the reference expects %s", f.name, hex.EncodeToString(f.got), expect)
+	}
 	return nil
+}
+
+func abbrevHex(b []byte) string {
+	h := hex.EncodeToString(b)
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	return h
 }
 
 func debugNote(debug bool) string {

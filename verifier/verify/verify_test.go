@@ -17,6 +17,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	tdxreg "github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/record"
@@ -110,11 +111,18 @@ func TestSampleQuoteChangedRTMR(t *testing.T) {
 	if !strings.Contains(buf.String(), "NOT TRUSTED") || !strings.Contains(buf.String(), "RTMR1") {
 		t.Fatal(buf.String())
 	}
-	// A null register is SKIPPED with the document's reason.
+	// A null register FAILS with the document's reason unless accepted;
+	// accepted it is SKIPPED and listed.
 	doc.Registers.RTMR1 = nil
 	doc.Reasons = map[string]string{"rtmr1": "kernel built elsewhere"}
 	r = verify.Verify(context.Background(), verify.Evidence{Quote: testdata.RawQuote}, verify.Options{Reference: doc, Getter: sampleBundle(t), Now: sampleTime})
-	want(t, r, "RTMR1", verify.Skipped, "kernel built elsewhere")
+	want(t, r, "RTMR1", verify.Fail, "NOT PINNED: the reference value is null (kernel built elsewhere), so kernel unchecked")
+	wantCause(t, r, "RTMR1", verify.ErrUnpinned)
+	r = verify.Verify(context.Background(), verify.Evidence{Quote: testdata.RawQuote}, verify.Options{Reference: doc, Getter: sampleBundle(t), Now: sampleTime, AcceptUnpinned: []tdxreg.Register{tdxreg.RTMR1}})
+	want(t, r, "RTMR1", verify.Skipped, "accepted by the options: kernel unchecked (kernel built elsewhere)")
+	if len(r.Unpinned) != 1 || r.Unpinned[0] != "rtmr1" {
+		t.Fatalf("accepted unpinned %v", r.Unpinned)
+	}
 }
 
 func TestBadQuotes(t *testing.T) {
