@@ -22,6 +22,7 @@ import (
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/explain"
 	"github.com/tdforge/tdforge/verifier/record"
+	"github.com/tdforge/tdforge/verifier/reference"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
@@ -35,6 +36,7 @@ var program = &cli.Program{
 		{Name: "proxy", Summary: "local attested proxy for Ollama/OpenAI clients", Run: cmdProxy},
 		{Name: "explain", Summary: "print the register and event diff of a saved attestation", Run: cmdExplain},
 		{Name: "record", Summary: "write reference values pinned to a known-good quote", Run: cmdRecord},
+		{Name: "reference", Summary: "reference merge: add a recorded RTMR0 to a reference's accepted values", Run: cmdReference},
 		{Name: "collateral", Summary: "collateral fetch: write an offline Intel PCS collateral bundle", Run: cmdCollateral},
 	},
 	Footer: "Exit codes: 0 trusted, 1 not trusted, 2 usage/input error, 3 network error",
@@ -283,6 +285,64 @@ func cmdRecord(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return inputError("record", stderr, err)
 	}
 	fmt.Fprintf(stderr, "verifier record: wrote %s (registers of the quote; %d event lists)\n", *out, len(doc.Events))
+	return cli.ExitOK
+}
+
+func cmdReference(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	const usage = "verifier reference merge --reference REF.json --recorded REC.json --shape NAME [--profile NAME] -o OUT.json"
+	if len(args) == 0 || args[0] != "merge" {
+		fmt.Fprintln(stderr, "usage: "+usage)
+		return cli.ExitUsage
+	}
+	fs := newFlags("reference merge", "", stderr)
+	refPath := fs.String("reference", "", "unsigned reference-values `FILE` whose RTMR0 is null (the builder's output)")
+	recPath := fs.String("recorded", "", "`FILE` written by `verifier record` (with --ccel) from the TD on trusted hardware")
+	out := fs.String("o", "", "output reference-values `FILE` (may be the --reference file); sign it with `builder sign`")
+	var shape reference.Shape
+	fs.StringVar(&shape.Name, "shape", "", "`NAME` of the VM shape or host the value was recorded on, e.g. tdx-16G-4cpu; merging the same name again replaces it")
+	fs.StringVar(&shape.Platform, "profile", "", "platform profile `NAME` (default: the reference's; must match it)")
+	fs.StringVar(&shape.Memory, "memory", "", "memory `SIZE` of the recorded VM (default: the reference image's)")
+	fs.IntVar(&shape.CPUs, "cpus", 0, "vCPU `COUNT` of the recorded VM (default: the reference image's)")
+	if code, ok := cli.ParseArgs(fs, args[1:], -1); !ok {
+		return code
+	}
+	if fs.NArg() != 0 || *refPath == "" || *recPath == "" || *out == "" || shape.Name == "" {
+		return usageError(fs, stderr, cli.WithHint(errors.New("want a reference, a recorded document, a shape name and an output file"), "%s", usage))
+	}
+	load := func(flag, path string) (*refvalues.Document, error) {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		if reference.IsEnvelope(raw) {
+			return nil, cli.WithHint(fmt.Errorf("%s %s is a signed DSSE envelope", flag, path), "merge into the unsigned reference-values.json, then sign the result again with `builder sign`")
+		}
+		return refvalues.ReadFile(path)
+	}
+	ref, err := load("--reference", *refPath)
+	if err != nil {
+		return inputError("reference merge", stderr, err)
+	}
+	rec, err := load("--recorded", *recPath)
+	if err != nil {
+		return inputError("reference merge", stderr, err)
+	}
+	replaced, err := reference.Merge(ref, rec, shape)
+	if err != nil {
+		return inputError("reference merge", stderr, fmt.Errorf("%s into %s: %w", *recPath, *refPath, err))
+	}
+	b, err := ref.Marshal()
+	if err != nil {
+		return inputError("reference merge", stderr, err)
+	}
+	if err := fsutil.WriteFile(*out, b, 0o644); err != nil {
+		return inputError("reference merge", stderr, err)
+	}
+	verb := "added"
+	if replaced {
+		verb = "replaced"
+	}
+	fmt.Fprintf(stderr, "verifier reference merge: %s accepted RTMR0 value %q (%d in the set); wrote %s: sign it with `builder sign`\n", verb, shape.Name, len(ref.Accepted.RTMR0), *out)
 	return cli.ExitOK
 }
 

@@ -3,6 +3,7 @@
 package record
 
 import (
+	"bytes"
 	"encoding/hex"
 	"fmt"
 
@@ -38,6 +39,16 @@ func Reference(ev verify.Evidence, img refvalues.Image) (*refvalues.Document, er
 			MRSEAM:       hex.EncodeToString(body.GetMrSeam()),
 		},
 		Source: "recorded",
+	}
+	// Owner fields are pinned as recorded when set (all zero is the
+	// verifier's default).
+	for _, f := range []struct {
+		v   []byte
+		dst *string
+	}{{body.GetMrConfigId(), &doc.TD.MRConfigID}, {body.GetMrOwner(), &doc.TD.MROwner}, {body.GetMrOwnerConfig(), &doc.TD.MROwnerConfig}} {
+		if !bytes.Equal(f.v, make([]byte, len(f.v))) {
+			*f.dst = hex.EncodeToString(f.v)
+		}
 	}
 	for _, reg := range register.All {
 		doc.Registers.Set(reg, regs[reg][:])

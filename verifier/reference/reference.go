@@ -44,7 +44,7 @@ func Load(path, keyPath string) (*refvalues.Document, verify.Check, error) {
 	if err != nil {
 		return nil, chk, fmt.Errorf("%w: reference values: %v", ErrInput, err)
 	}
-	env := isEnvelope(raw)
+	env := IsEnvelope(raw)
 	if keyPath == "" {
 		if env {
 			return nil, chk, fmt.Errorf("%w: %s is %w", ErrInput, path, ErrNoKey)
@@ -94,7 +94,8 @@ type envelope struct {
 	Signatures  []json.RawMessage `json:"signatures"`
 }
 
-func isEnvelope(raw []byte) bool {
+// IsEnvelope reports whether raw is a DSSE envelope.
+func IsEnvelope(raw []byte) bool {
 	var e envelope
 	return json.Unmarshal(raw, &e) == nil && e.PayloadType != "" && e.Payload != ""
 }
