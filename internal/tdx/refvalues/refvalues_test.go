@@ -57,3 +57,44 @@ func TestTDValuesAndRegisterBytes(t *testing.T) {
 		t.Errorf("Bytes of an unknown register = %x, %v", b, err)
 	}
 }
+
+// Event digests are hex or explicitly NotPinned, never "" (what builders
+// before issue 12 wrote for unpredictable events); accepted sets decode
+// strictly.
+func TestEventDigestsAndAcceptedSet(t *testing.T) {
+	d := &Document{Schema: Schema, Image: Image{Name: "img", Version: "1"}, Source: "builder", Events: map[string][]Event{
+		"rtmr0": {{Type: "EV_PLATFORM_CONFIG_FLAGS", Description: "ACPI DATA etc/acpi/tables", Digest: NotPinned}, {Type: "EV_SEPARATOR", Description: "separator", Digest: strings.Repeat("39", 48)}},
+	}}
+	d.Accepted = &Accepted{RTMR0: []AcceptedValue{{Name: "tcg-2G-2cpu", Platform: "p", Value: strings.Repeat("ab", 48), Events: []Event{}, Source: "recorded"}}}
+	b, err := d.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Events["rtmr0"][0].Pinned() || !got.Events["rtmr0"][1].Pinned() || got.Accepted.RTMR0[0].Name != "tcg-2G-2cpu" {
+		t.Fatalf("round trip: %+v %+v", got.Events, got.Accepted)
+	}
+	for _, tc := range []struct{ old, new, want string }{
+		{`"digest": "not-pinned"`, `"digest": ""`, "rebuild the reference values"},
+		{`"name": "tcg-2G-2cpu"`, `"name": ""`, "has no name"},
+		{`"value": "` + strings.Repeat("ab", 48), `"value": "ab`, "accepted.rtmr0[0].value must be 96 hex digits"},
+		{`"source": "recorded"`, `"source": "recorded", "extra": 1`, "unknown field"},
+	} {
+		doc := strings.Replace(string(b), tc.old, tc.new, 1)
+		if doc == string(b) {
+			t.Fatalf("%q not in the document", tc.old)
+		}
+		if _, err := Decode(strings.NewReader(doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", tc.new, err, tc.want)
+		}
+	}
+	if _, err := (TD{MRConfigID: "01"}).Values(); err == nil || !strings.Contains(err.Error(), "td.mrconfigid") {
+		t.Errorf("short mrconfigid: %v", err)
+	}
+	if v, err := (TD{}).Values(); err != nil || len(v.MROwner) != 48 {
+		t.Errorf("owner fields default to zero: %x %v", v.MROwner, err)
+	}
+}
