@@ -209,15 +209,11 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 		return cli.ExitFail
 	}
-	raw, err := os.ReadFile(fs.Arg(0))
+	ev, err := readSaved(fs.Arg(0))
 	if err != nil {
 		return inputError("explain", stderr, err)
 	}
-	var resp attestation.Response
-	if err := json.Unmarshal(raw, &resp); err != nil {
-		return inputError("explain", stderr, fmt.Errorf("%s: not a saved /v1/attestation response: %v", fs.Arg(0), err))
-	}
-	a, err := verify.Explain(verify.Evidence{Quote: resp.Quote, CCEL: resp.CCEL, CCELTable: resp.CCELTable, CCELAbsent: resp.CCELAbsent, RuntimeLog: resp.RuntimeLog}, doc)
+	a, err := verify.Explain(ev, doc)
 	if err != nil {
 		return inputError("explain", stderr, fmt.Errorf("%s: %v", fs.Arg(0), err))
 	}
@@ -230,8 +226,8 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}{a, unpinned, accepted})
 	} else {
 		fmt.Fprintln(stdout, "Note: explain compares values only; it does not check the quote's signature (use attest or quote).")
-		if resp.CCELAbsent != "" && len(resp.CCEL) == 0 {
-			fmt.Fprintf(stdout, "No CCEL: the agent says: %s\n", resp.CCELAbsent)
+		if ev.CCELAbsent != "" && len(ev.CCEL) == 0 {
+			fmt.Fprintf(stdout, "No CCEL: the agent says: %s\n", ev.CCELAbsent)
 		}
 		a.WriteText(stdout)
 		for _, k := range accepted {
@@ -249,11 +245,26 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	return cli.ExitOK
 }
 
+// readSaved reads a saved /v1/attestation response (`attest --save`) as
+// evidence.
+func readSaved(path string) (verify.Evidence, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return verify.Evidence{}, err
+	}
+	var resp attestation.Response
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return verify.Evidence{}, cli.WithHint(fmt.Errorf("%s: not a saved /v1/attestation response: %v", path, err), "save one with `verifier attest --save FILE`")
+	}
+	return verify.Evidence{Quote: resp.Quote, CCEL: resp.CCEL, CCELTable: resp.CCELTable, CCELAbsent: resp.CCELAbsent, RuntimeLog: resp.RuntimeLog}, nil
+}
+
 func cmdRecord(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("record", "", stderr)
 	var ef evidenceFlags
 	ef.add(fs)
 	fs.Lookup("quote").Usage = "known-good raw TDX quote `FILE`"
+	saved := fs.String("evidence", "", "known-good saved attestation response `FILE` (`verifier attest --save`) instead of --quote and the log files")
 	out := fs.String("o", "", "output reference-values `FILE`")
 	var img refvalues.Image
 	fs.StringVar(&img.Name, "name", "recorded", "image `NAME`")
@@ -263,13 +274,24 @@ func cmdRecord(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
 		return code
 	}
-	if err := ef.check(fs); err != nil {
-		return usageError(fs, stderr, err)
+	if *saved != "" && (ef != evidenceFlags{} || fs.NArg() != 0) {
+		return usageError(fs, stderr, cli.WithHint(errors.New("--evidence replaces --quote, --ccel, --ccel-table and --event-log"), "give either --evidence FILE or the raw files"))
+	}
+	if *saved == "" {
+		if err := ef.check(fs); err != nil {
+			return usageError(fs, stderr, err)
+		}
 	}
 	if *out == "" {
 		return usageError(fs, stderr, cli.WithHint(errors.New("no output file given"), "add -o FILE"))
 	}
-	ev, err := ef.read()
+	var ev verify.Evidence
+	var err error
+	if *saved != "" {
+		ev, err = readSaved(*saved)
+	} else {
+		ev, err = ef.read()
+	}
 	if err != nil {
 		return inputError("record", stderr, err)
 	}
