@@ -246,14 +246,16 @@ type verifierResult struct {
 	} `json:"mismatches"`
 }
 
-// attest runs `verifier attest --json` against the guest.
-func (v *vm) attest(t *testing.T, ref string) (*verifierResult, int, string) {
+// attest runs `verifier attest --json` against the guest, with extra
+// verifier flags.
+func (v *vm) attest(t *testing.T, ref string, extra ...string) (*verifierResult, int, string) {
 	t.Helper()
 	if ref == "" {
 		ref = filepath.Join(v.dir, "reference-values.json")
 	}
-	cmd := exec.Command(filepath.Join(binDir, "verifier"), "attest", "--json", "--reference", ref,
-		"--allow-simulated", "--sim-root", filepath.Join(v.dir, "sim", "root.pem"), fmt.Sprintf("https://127.0.0.1:%d", v.port))
+	args := append([]string{"attest", "--json", "--reference", ref,
+		"--allow-simulated", "--sim-root", filepath.Join(v.dir, "sim", "root.pem")}, extra...)
+	cmd := exec.Command(filepath.Join(binDir, "verifier"), append(args, fmt.Sprintf("https://127.0.0.1:%d", v.port))...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
