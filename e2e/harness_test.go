@@ -246,6 +246,9 @@ type verifierResult struct {
 	} `json:"mismatches"`
 }
 
+// simRoot is the simulator root certificate the verifier is given for v.
+func (v *vm) simRoot() string { return filepath.Join(v.dir, "sim", "root.pem") }
+
 // attest runs `verifier attest --json` against the guest, with extra
 // verifier flags.
 func (v *vm) attest(t *testing.T, ref string, extra ...string) (*verifierResult, int, string) {
@@ -254,7 +257,7 @@ func (v *vm) attest(t *testing.T, ref string, extra ...string) (*verifierResult,
 		ref = filepath.Join(v.dir, "reference-values.json")
 	}
 	args := append([]string{"attest", "--json", "--reference", ref,
-		"--allow-simulated", "--sim-root", filepath.Join(v.dir, "sim", "root.pem")}, extra...)
+		"--allow-simulated", "--sim-root", v.simRoot()}, extra...)
 	cmd := exec.Command(filepath.Join(binDir, "verifier"), append(args, fmt.Sprintf("https://127.0.0.1:%d", v.port))...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
