@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/signing"
 	"github.com/tdforge/tdforge/verifier/collateral"
 )
@@ -180,5 +181,56 @@ func TestHelp(t *testing.T) {
 		if !strings.Contains(stdout, "  "+c.Name+" ") {
 			t.Errorf("help lacks %s:\n%s", c.Name, stdout)
 		}
+	}
+}
+
+// --accept-unpinned on the command line, and `reference merge` adding and
+// replacing an accepted RTMR0 value.
+func TestAcceptUnpinnedAndMergeCLI(t *testing.T) {
+	f := newFixture(t)
+	raw, err := os.ReadFile(f.ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := refvalues.Decode(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc.Registers.RTMR0 = nil
+	doc.Reasons = map[string]string{"rtmr0": "no ACPI digests"}
+	b, _ := doc.Marshal()
+	open := filepath.Join(f.dir, "open.json")
+	os.WriteFile(open, b, 0o644)
+	offline := []string{"--quote", f.quote, "--collateral", f.coll, "--now", "2023-07-01T01:00:00Z"}
+
+	code, stdout, _ := runCLI(append([]string{"quote", "--reference", open}, offline...)...)
+	if code != cli.ExitFail || !strings.Contains(stdout, "RTMR0                       FAIL     NOT PINNED") || !strings.Contains(stdout, "pass --accept-unpinned REGISTER") {
+		t.Fatalf("unpinned RTMR0: exit %d\n%s", code, stdout)
+	}
+	_, stdout, _ = runCLI(append([]string{"quote", "--reference", open, "--accept-unpinned", "rtmr1,rtmr0", "--json"}, offline...)...)
+	if !strings.Contains(stdout, `"accepted_unpinned": [`) || !strings.Contains(stdout, "NOT PINNED, accepted by the options") {
+		t.Fatalf("accepted RTMR0:\n%s", stdout)
+	}
+	if code, _, stderr := runCLI(append([]string{"quote", "--reference", open, "--accept-unpinned", "rtmr9"}, offline...)...); code != cli.ExitUsage || !strings.Contains(stderr, "want mrtd, rtmr0") {
+		t.Fatalf("bad register: exit %d\n%s", code, stderr)
+	}
+
+	out := filepath.Join(f.dir, "merged.json")
+	for i, want := range []string{`added accepted RTMR0 value "host-a" (1 in the set)`, `replaced accepted RTMR0 value "host-a" (1 in the set)`} {
+		in := open
+		if i > 0 {
+			in = out
+		}
+		code, _, stderr := runCLI("reference", "merge", "--reference", in, "--recorded", f.ref, "--shape", "host-a", "-o", out)
+		if code != cli.ExitOK || !strings.Contains(stderr, want) {
+			t.Fatalf("merge %d: exit %d\n%s", i, code, stderr)
+		}
+	}
+	code, stdout, _ = runCLI(append([]string{"quote", "--reference", out}, offline...)...)
+	if !strings.Contains(stdout, "RTMR0 matches accepted value 'host-a'") {
+		t.Fatalf("merged reference: exit %d\n%s", code, stdout)
+	}
+	if code, _, stderr := runCLI("reference", "merge", "--reference", f.ref, "--recorded", f.ref, "--shape", "x", "-o", out); code != cli.ExitUsage || !strings.Contains(stderr, "already pins RTMR0") {
+		t.Fatalf("merge into a pinned RTMR0: exit %d\n%s", code, stderr)
 	}
 }
