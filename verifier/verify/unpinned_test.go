@@ -88,6 +88,13 @@ func TestNullRTMR0WithoutCCEL(t *testing.T) {
 	if r.Trusted {
 		t.Fatalf("null RTMR0 without CCEL trusted:\n%s", text(r))
 	}
+	// Accepting RTMR0 unpinned does not accept its known events unchecked.
+	r = verify.Verify(context.Background(), ev, verify.Options{Reference: doc, AllowSimulated: true, SimRoots: sim.RootPool(td.pki), AcceptUnpinned: []tdxreg.Register{tdxreg.RTMR0}})
+	want(t, r, "RTMR0", verify.Skipped, "accepted by the options")
+	want(t, r, "events RTMR0", verify.Fail, "RTMR0 is not pinned, so its known events can only be checked in the firmware event log (CCEL), and there is none (the agent says: no CCEL ACPI table")
+	if r.Trusted {
+		t.Fatalf("accepted null RTMR0 without CCEL trusted:\n%s", text(r))
+	}
 }
 
 // An accepted-value set pins a null RTMR0: any member matches and is named,

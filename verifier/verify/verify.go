@@ -341,9 +341,24 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 	r.Registers = a.Registers
 	r.Events = a.Events
 	r.Mismatches = a.Mismatches
+	absent := ""
+	if ev.CCELAbsent != "" && len(ev.CCEL) == 0 {
+		absent = " (the agent says: " + ev.CCELAbsent + ")"
+	}
 	for _, res := range a.Results {
-		if res.Name == explain.CheckCCEL && res.Status == Skipped && ev.CCELAbsent != "" {
-			res.Reason += " (the agent says: " + ev.CCELAbsent + ")"
+		if res.Name == explain.CheckCCEL && res.Status == Skipped {
+			res.Reason += absent
+		}
+		// An accepted unpinned register is checked through its events
+		// only: without its log they would all go unchecked.
+		if reg, ok := strings.CutPrefix(res.Name, "events "); ok && res.Status == Skipped &&
+			slices.Contains(r.Unpinned, strings.ToLower(reg)) && len(opts.Reference.Events[strings.ToLower(reg)]) > 0 {
+			log := "the firmware event log (CCEL)"
+			if reg == register.RTMR3.Name() {
+				log, absent = "the runtime event log", ""
+			}
+			r.add(res.Name, Fail, "%s is not pinned, so its known events can only be checked in %s, and there is none%s", reg, log, absent)
+			continue
 		}
 		r.add(res.Name, res.Status, "%s", res.Reason)
 	}
