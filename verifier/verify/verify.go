@@ -353,11 +353,11 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 		// only: without its log they would all go unchecked.
 		if reg, ok := strings.CutPrefix(res.Name, "events "); ok && res.Status == Skipped &&
 			slices.Contains(r.Unpinned, strings.ToLower(reg)) && len(opts.Reference.Events[strings.ToLower(reg)]) > 0 {
-			log := "the firmware event log (CCEL)"
+			log, why := "the firmware event log (CCEL)", absent
 			if reg == register.RTMR3.Name() {
-				log, absent = "the runtime event log", ""
+				log, why = "the runtime event log", ""
 			}
-			r.add(res.Name, Fail, "%s is not pinned, so its known events can only be checked in %s, and there is none%s", reg, log, absent)
+			r.add(res.Name, Fail, "%s is not pinned, so its known events can only be checked in %s, and there is none%s", reg, log, why)
 			continue
 		}
 		r.add(res.Name, res.Status, "%s", res.Reason)
