@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-eventlog/register"
+	"github.com/google/go-eventlog/tcg"
+
 	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 )
 
@@ -152,6 +155,39 @@ func TestRTMR2FollowsTheKernel(t *testing.T) {
 	}
 	if r.RTMR[2] != nil || !strings.Contains(r.Reasons["rtmr2"], "cc_measurement") {
 		t.Errorf("unreadable version: RTMR2 %x, reason %q", r.RTMR[2], r.Reasons["rtmr2"])
+	}
+}
+
+// TestSimulatorLaunchFollowsTheKernel: what `builder launch --simulate`
+// hands the guest (Result.Launch) is no kinder than hardware: a 6.1 kernel
+// starts with RTMR2 zero and a CCEL without RTMR2 events, and a kernel
+// whose capability cannot be told gives no launch at all.
+func TestSimulatorLaunchFollowsTheKernel(t *testing.T) {
+	in := Inputs{Firmware: ovmf(t), Kernel: testdeps.Vmlinuz61(t), Initrd: []byte("boot policy"), Cmdline: "quiet", MemoryMB: 2048, CPUs: 2, Profile: mustProfile(t, "qemu-7.2-tcg-sim")}
+	r, err := Compute(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := r.Launch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.RTMR[2] != [48]byte{} {
+		t.Errorf("simulated RTMR2 %x, want zero for a 6.1 kernel", l.RTMR[2])
+	}
+	el, err := tcg.ParseEventLog(l.CCEL, tcg.ParseOpts{AllowPadding: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs := byMR(el.Events(register.HashSHA384), 3); len(evs) != 0 {
+		t.Errorf("simulated CCEL holds %d RTMR2 events for a 6.1 kernel", len(evs))
+	}
+	in.Kernel = withVersion(t, "unknown")
+	if r, err = Compute(in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Launch(); err == nil || !strings.Contains(err.Error(), "cc_measurement") {
+		t.Errorf("launch with an undecidable kernel: %v", err)
 	}
 }
 
