@@ -32,11 +32,14 @@ func checkKernelStub(k manifest.Kernel, bz []byte) error {
 	if stub.Measures {
 		return nil
 	}
-	return fmt.Errorf("%skernel %s would leave the initrd unmeasured: %s; the initrd holds the boot policy, which a verifier could then not check, so the image is refused. "+
-		"Use a kernel >= 6.9, such as Debian 12's backported 6.12 cloud kernel that manifests/confidential-ai.hcl uses (deb package %s, version %s), "+
-		"or, if this kernel's EFI stub was patched to measure through the EFI CC measurement protocol, set cc_measurement = true in the kernel block",
-		where(k), kernelName(k.Source), stub.Why(), measuringKernelPackage, measuringKernelVersion)
+	return fmt.Errorf("%skernel %s would leave the initrd unmeasured: %s; the initrd holds the boot policy, which a verifier could then not check, so the image is refused. %s",
+		where(k), kernelName(k.Source), stub.Why(), kernelFix)
 }
+
+// kernelFix is what to do about a kernel whose stub cannot measure.
+var kernelFix = fmt.Sprintf("Use a kernel >= 6.9, such as Debian 12's backported 6.12 cloud kernel that manifests/confidential-ai.hcl uses (deb package %s, version %s), "+
+	"or, if this kernel's EFI stub was patched to measure through the EFI CC measurement protocol, set cc_measurement = true in the kernel block",
+	measuringKernelPackage, measuringKernelVersion)
 
 // where is the kernel block's position, "file:line: ", when known.
 func where(k manifest.Kernel) string {

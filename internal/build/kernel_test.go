@@ -98,6 +98,19 @@ func TestBuildRefusesUnmeasuredInitrd(t *testing.T) {
 			t.Errorf("%s: a refused build left %s", platform, out)
 		}
 	}
+	// builder measure predicts it (RTMR2 zero) and says the build refuses it.
+	plan, err := NewPlan(kernelManifest(t, "qemu-10.2-tdx-edk2-2025-08", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := filepath.Abs("../..")
+	res, err := Measure(context.Background(), plan, Options{Cache: c, RepoRoot: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res.Result; r.RTMR[2] == nil || *r.RTMR[2] != [48]byte{} || !strings.Contains(strings.Join(r.Notes, "\n"), "builder build refuses this kernel") {
+		t.Errorf("measure: RTMR2 %x, notes %q", r.RTMR[2], r.Notes)
+	}
 	// The check itself, both ways of the manifest's statement.
 	k61, k612 := testdeps.Vmlinuz61(t), testdeps.Vmlinuz(t)
 	yes, no := true, false

@@ -102,5 +102,8 @@ func (p *pipeline) compute(events []event.Event) (*measure.Result, error) {
 	if r.Reasons == nil {
 		r.Reasons = map[string]string{}
 	}
+	if !p.publishing && r.Stub != nil && !r.Stub.Measures {
+		r.Notes = append(r.Notes, "builder build refuses this kernel: the initrd holds the boot policy, which would go unmeasured; "+kernelFix)
+	}
 	return r, nil
 }
