@@ -11,7 +11,8 @@ FUZZTIME    ?= 10s
 GOIMPORTS   ?= $(GO) run golang.org/x/tools/cmd/goimports@v0.52.0
 # The pinned Debian packages `make deps` caches; tests find them here.
 CACHE_DIR   := $(or $(TDFORGE_CACHE),$(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME)/tdforge,$(HOME)/.cache/tdforge))
-export TDFORGE_KERNEL_DEB ?= $(CACHE_DIR)/deb/linux-image-6.1.0-56-cloud-amd64-unsigned_6.1.192-2_amd64.deb
+export TDFORGE_KERNEL_DEB ?= $(CACHE_DIR)/deb/linux-image-6.12.117+deb12-cloud-amd64-unsigned_6.12.117-1~deb12u1_amd64.deb
+export TDFORGE_KERNEL61_DEB ?= $(CACHE_DIR)/deb/linux-image-6.1.0-56-cloud-amd64-unsigned_6.1.192-2_amd64.deb
 export TDFORGE_OVMF_DEB   ?= $(CACHE_DIR)/deb/ovmf_2022.11-6+deb12u2_all.deb
 
 .PHONY: all deps build test unit fuzz demo bench reference-values check-reference-values lint image clean

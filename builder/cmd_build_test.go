@@ -61,7 +61,7 @@ kernel {
   deb {
     file   = %q
     sha256 = %q
-    path   = "boot/vmlinuz-6.1.0-56-cloud-amd64"
+    path   = "boot/vmlinuz-6.12.117+deb12-cloud-amd64"
   }
   cmdline = "console=ttyS0"
 }

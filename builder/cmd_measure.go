@@ -89,10 +89,11 @@ func runMeasureRaw(args []string, stdout, stderr io.Writer) int {
 	memory := fs.String("memory", "2G", "guest memory, e.g. 2G or 2048M")
 	cpus := fs.Int("cpus", 2, "guest vCPUs")
 	plat := fs.String("platform", platform.DefaultName, "platform profile (see builder platforms)")
+	ccm := fs.String("cc-measurement", "auto", "whether the kernel's EFI stub measures the cmdline and initrd into RTMR2: auto (from its version: Linux >= 6.9), true or false (as the manifest's kernel.cc_measurement)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	explain := fs.Bool("explain", false, "print the events behind each register")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: builder measure --firmware F [--kernel K --initrd I --cmdline C --memory 2G --cpus 2 --platform P] [--json] [--explain]\n       builder measure [manifest flags] MANIFEST   (manifest mode)\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: builder measure --firmware F [--kernel K --initrd I --cmdline C --cc-measurement auto --memory 2G --cpus 2 --platform P] [--json] [--explain]\n       builder measure [manifest flags] MANIFEST   (manifest mode)\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
@@ -121,6 +122,15 @@ func runMeasureRaw(args []string, stdout, stderr io.Writer) int {
 		return cli.ExitUsage
 	}
 	in := measure.Inputs{Cmdline: *cmdline, MemoryMB: mem, CPUs: *cpus, Profile: prof}
+	switch *ccm {
+	case "auto":
+	case "true", "false":
+		v := *ccm == "true"
+		in.CCMeasurement = &v
+	default:
+		fmt.Fprintf(stderr, "builder measure: --cc-measurement %q: want auto, true or false\n", *ccm)
+		return cli.ExitUsage
+	}
 	for _, f := range []struct {
 		flag, path string
 		dst        *[]byte

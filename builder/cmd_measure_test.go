@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 )
 
 func TestMeasureRawCommand(t *testing.T) {
@@ -57,5 +60,34 @@ func TestPlatformsCommand(t *testing.T) {
 	var list []map[string]any
 	if err := json.Unmarshal(out.Bytes(), &list); err != nil || len(list) != 4 {
 		t.Errorf("%v %v", list, err)
+	}
+}
+
+// TestMeasureRawKernelStub: a 6.1 kernel's RTMR2 is predicted zero with a
+// note naming it; --cc-measurement=true states otherwise.
+func TestMeasureRawKernelStub(t *testing.T) {
+	dir := t.TempDir()
+	k, initrd := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd")
+	if err := os.WriteFile(k, testdeps.Vmlinuz61(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(initrd, []byte("boot policy"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--firmware", "/usr/share/ovmf/OVMF.fd", "--kernel", k, "--initrd", initrd, "--platform", "qemu-10.2-tdx-edk2-2025-08"}
+	var out, errb bytes.Buffer
+	if code := runMeasureRaw(args, &out, &errb); code != cli.ExitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	zero := "RTMR2     " + strings.Repeat("0", 96)
+	if s := out.String(); !strings.Contains(s, zero) || !strings.Contains(s, "note      RTMR2 is zero (no events): the EFI stub of 6.1.0-56-cloud-amd64 (Linux 6.1)") {
+		t.Errorf("6.1 kernel:\n%s", s)
+	}
+	out.Reset()
+	if code := runMeasureRaw(append(args, "--cc-measurement=true"), &out, &errb); code != cli.ExitOK || strings.Contains(out.String(), zero) {
+		t.Errorf("--cc-measurement=true: exit %d\n%s", code, out.String())
+	}
+	if code := runMeasureRaw(append(args, "--cc-measurement=yes"), &out, &errb); code != cli.ExitUsage || !strings.Contains(errb.String(), "want auto, true or false") {
+		t.Errorf("--cc-measurement=yes: exit %d %s", code, errb.String())
 	}
 }

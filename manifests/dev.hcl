@@ -24,16 +24,24 @@ firmware {
   sha256 = "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773" # extracted OVMF.fd
 }
 
+# The kernel manifests/confidential-ai.hcl uses: Debian 12's backported 6.12
+# cloud kernel. Its EFI stub measures the command line and the initrd (which
+# holds the boot policy) into RTMR2 through the EFI CC measurement protocol
+# (Linux >= 6.9), so the dev image measures what a real TD would; Debian 12's
+# own 6.1 kernel cannot, and builder build refuses it. Its modules are
+# xz-compressed (the builder unpacks them); virtio_pci and virtio_console
+# (the dev-only debug channel) are built in.
 kernel {
   deb {
-    package = "linux-image-6.1.0-56-cloud-amd64-unsigned"
-    version = "6.1.192-2"
-    sha256  = "7ff7fc8da85d313242c20698c6b34542aea447673c7c1975b0d38bd6005100b5"
-    path    = "boot/vmlinuz-6.1.0-56-cloud-amd64"
+    package = "linux-image-6.12.117+deb12-cloud-amd64-unsigned"
+    version = "6.12.117-1~deb12u1"
+    sha256  = "670b2688bcf94c24693f7c7e1fc9776ff2e202ff15553a2614f79415d48a6607"
+    path    = "boot/vmlinuz-6.12.117+deb12-cloud-amd64"
   }
+  sha256 = "391d229a7c641821b7414d001c090043d977e11daf865362d36ea832ccf0dd69" # extracted vmlinuz
   # button + evdev deliver the ACPI power button (clean shutdown via QMP
-  # system_powerdown); virtio_console carries the dev-only debug channel.
-  modules = ["virtio_pci", "virtio_blk", "virtio_net", "dm-verity", "erofs", "qemu_fw_cfg", "button", "evdev", "virtio_console"]
+  # system_powerdown).
+  modules = ["virtio_blk", "virtio_net", "dm-verity", "erofs", "qemu_fw_cfg", "button", "evdev"]
   cmdline = "console=ttyS0 panic=-1 quiet loglevel=4"
 }
 

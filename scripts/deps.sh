@@ -25,7 +25,8 @@ fi
 CACHE="${TDFORGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tdforge}"
 DEBDIR="$CACHE/deb"
 mkdir -p "$DEBDIR"
-# name=version sha256 — the pins of manifests/dev.hcl.
+# name=version sha256 — the pins of manifests/dev.hcl, and Debian 12's 6.1
+# kernel (tests of the refusal of kernels whose EFI stub cannot measure).
 while read -r spec sha; do
   [[ -z "$spec" || "$spec" == \#* ]] && continue
   name="${spec%%=*}"; ver="${spec#*=}"
@@ -50,6 +51,7 @@ while read -r spec sha; do
   rm -rf "$tmp"; trap - EXIT
   echo "deps: cached $file"
 done <<'PINS'
+linux-image-6.12.117+deb12-cloud-amd64-unsigned=6.12.117-1~deb12u1 670b2688bcf94c24693f7c7e1fc9776ff2e202ff15553a2614f79415d48a6607
 linux-image-6.1.0-56-cloud-amd64-unsigned=6.1.192-2 7ff7fc8da85d313242c20698c6b34542aea447673c7c1975b0d38bd6005100b5
 ovmf=2022.11-6+deb12u2 e73d3d1a8799f7f6fc16b73501d913edcdd86237556fbff30693e747e6dc262e
 PINS

@@ -26,7 +26,7 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
-func kernelDeb(t *testing.T) string { return testdeps.KernelDeb(t) }
+func kernelDeb(t *testing.T) string { return testdeps.Kernel61Deb(t) }
 
 func run(t *testing.T, dir string, env []string, name string, args ...string) {
 	t.Helper()

@@ -110,6 +110,11 @@ func (p *pipeline) resolveKernel(ctx context.Context) error {
 	if !bytes.HasPrefix(b, []byte("MZ")) {
 		return fmt.Errorf("kernel: %s is not a bzImage with an EFI stub (no MZ header)", src.PathInDeb)
 	}
+	if p.publishing {
+		if err := checkKernelStub(p.m.Kernel, b); err != nil {
+			return err
+		}
+	}
 	p.kernel = b
 	p.inputs["kernel.file"] = sha256hex(b)
 	if err := p.write(imagedir.Kernel, b, 0o644); err != nil {

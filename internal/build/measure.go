@@ -94,12 +94,16 @@ func (p *pipeline) compute(events []event.Event) (*measure.Result, error) {
 	r, err := measure.Compute(measure.Inputs{
 		Firmware: p.firmware, Kernel: p.kernel, Initrd: p.initrd, Cmdline: p.m.Kernel.Cmdline,
 		MemoryMB: p.m.VM.MemoryMB, CPUs: p.m.VM.CPUs, Profile: p.prof, RTMR3Events: events,
+		CCMeasurement: p.m.Kernel.CCMeasurement,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("measure: %w", err)
 	}
 	if r.Reasons == nil {
 		r.Reasons = map[string]string{}
+	}
+	if !p.publishing && r.Stub != nil && !r.Stub.Measures {
+		r.Notes = append(r.Notes, "builder build refuses this kernel: the initrd holds the boot policy, which would go unmeasured; "+kernelFix)
 	}
 	return r, nil
 }

@@ -72,7 +72,7 @@ func blocks(types ...string) []hcl.BlockHeaderSchema {
 var (
 	imageSchema    = &hcl.BodySchema{Attributes: attrs("name!", "version!", "source_date_epoch!", "dev", "reference_url")}
 	firmwareSchema = &hcl.BodySchema{Attributes: attrs("sha256!"), Blocks: blocks("deb", "file", "url")}
-	kernelSchema   = &hcl.BodySchema{Attributes: attrs("sha256", "modules", "cmdline"), Blocks: blocks("deb", "file", "url")}
+	kernelSchema   = &hcl.BodySchema{Attributes: attrs("sha256", "modules", "cmdline", "cc_measurement"), Blocks: blocks("deb", "file", "url")}
 	vmSchema       = &hcl.BodySchema{Attributes: attrs("cpus", "memory", "platform")}
 	tdxSchema      = &hcl.BodySchema{Attributes: attrs("simulate", "debug")}
 	networkSchema  = &hcl.BodySchema{Attributes: attrs("mode", "address", "gateway")}
@@ -228,6 +228,11 @@ func (l *loader) decodeKernel(hb *hcl.Block) Kernel {
 	k.Cmdline = b.str("cmdline", "")
 	b.check("cmdline", len(k.Cmdline) < 2048 && printableASCII(k.Cmdline), "Invalid kernel cmdline",
 		"cmdline must be printable ASCII on one line and shorter than 2048 bytes (the x86 COMMAND_LINE_SIZE); got %d bytes.", len(k.Cmdline))
+	// cc_measurement overrides the builder's detection from the kernel's
+	// version (measure.DetectStub); absent means detect.
+	if v := b.boolean("cc_measurement", false); b.isSet("cc_measurement") {
+		k.CCMeasurement = &v
+	}
 	return k
 }
 

@@ -42,9 +42,9 @@ func TestLoadDevManifest(t *testing.T) {
 		t.Errorf("firmware = %+v", fw)
 	}
 	k := m.Kernel
-	if k.Source.Package != "linux-image-6.1.0-56-cloud-amd64-unsigned" || k.Source.Arch != "amd64" || k.Source.PathInDeb != "boot/vmlinuz-6.1.0-56-cloud-amd64" ||
-		!reflect.DeepEqual(k.Modules, []string{"virtio_pci", "virtio_blk", "virtio_net", "dm-verity", "erofs", "qemu_fw_cfg", "button", "evdev", "virtio_console"}) ||
-		k.Cmdline != "console=ttyS0 panic=-1 quiet loglevel=4" {
+	if k.Source.Package != "linux-image-6.12.117+deb12-cloud-amd64-unsigned" || k.Source.Arch != "amd64" || k.Source.PathInDeb != "boot/vmlinuz-6.12.117+deb12-cloud-amd64" ||
+		!reflect.DeepEqual(k.Modules, []string{"virtio_blk", "virtio_net", "dm-verity", "erofs", "qemu_fw_cfg", "button", "evdev"}) ||
+		k.Cmdline != "console=ttyS0 panic=-1 quiet loglevel=4" || k.CCMeasurement != nil {
 		t.Errorf("kernel = %+v", k)
 	}
 	if m.VM.CPUs != 2 || m.VM.MemoryMB != 2048 || m.VM.Memory != "2G" || m.VM.Platform != "qemu-7.2-tcg-sim" {

@@ -106,7 +106,11 @@ type Kernel struct {
 	SHA256  string   // pin of the extracted bzImage (optional when the deb is pinned)
 	Modules []string // module names; dependencies resolved from modules.dep
 	Cmdline string
-	Range   hcl.Range
+	// CCMeasurement states whether the kernel's EFI stub measures the
+	// command line and the initrd through the EFI CC measurement protocol
+	// (into RTMR2); nil = detect from the kernel's version (>= 6.9).
+	CCMeasurement *bool
+	Range         hcl.Range
 }
 
 // VM is the `vm` block.

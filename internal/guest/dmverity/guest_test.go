@@ -40,7 +40,7 @@ var guestModules = []string{
 // + 1; with hash_offset/4096 the kernel fails the first read with EIO) and
 // the EROFS images (flat and chunk-based files) against the kernel itself.
 func TestGuestVerity(t *testing.T) {
-	deb := testdeps.KernelDeb(t)
+	deb := testdeps.Kernel61Deb(t)
 	dir := t.TempDir()
 	kroot := filepath.Join(dir, "k")
 	if out, err := exec.Command("dpkg-deb", "-x", deb, kroot).CombinedOutput(); err != nil {

@@ -17,7 +17,7 @@ import (
 
 func ovmfDeb(t *testing.T) string { return testdeps.OVMFDeb(t) }
 
-func kernelDeb(t *testing.T) string { return testdeps.KernelDeb(t) }
+func kernelDeb(t *testing.T) string { return testdeps.Kernel61Deb(t) }
 
 // dpkgExtract extracts one file with dpkg-deb + tar, as an independent check.
 func dpkgExtract(t *testing.T, deb, p string) []byte {

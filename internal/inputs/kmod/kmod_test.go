@@ -11,7 +11,7 @@ import (
 	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 )
 
-func kernelDeb(t *testing.T) string { return testdeps.KernelDeb(t) }
+func kernelDeb(t *testing.T) string { return testdeps.Kernel61Deb(t) }
 
 func index(names []string) map[string]int {
 	m := map[string]int{}

@@ -10,7 +10,6 @@
 package measure
 
 import (
-	"bytes"
 	"crypto/sha512"
 	"encoding/binary"
 	"encoding/hex"
@@ -72,6 +71,10 @@ type Inputs struct {
 	// RTMR3Events are the runtime events in extend order; nil = RTMR3
 	// unknown, empty = RTMR3 stays zero.
 	RTMR3Events []event.Event
+	// CCMeasurement states whether the kernel's EFI stub measures
+	// LoadOptions and the initrd through the EFI CC measurement protocol
+	// (the manifest's kernel.cc_measurement); nil = detect (DetectStub).
+	CCMeasurement *bool
 }
 
 // Result holds the computed registers and their events.
@@ -82,6 +85,9 @@ type Result struct {
 	Notes    []string          // facts about the prediction worth showing
 	Events   map[string][]refvalues.Event
 	Platform string
+	// Stub is what the kernel's EFI stub measures into RTMR2; nil when no
+	// kernel was given or that could not be told (Reasons["rtmr2"]).
+	Stub *Stub
 	// FirmwareEvents are the RTMR0..2 events with log data, for the CCEL.
 	FirmwareEvents []ccel.Event
 }
@@ -146,10 +152,18 @@ func Compute(in Inputs) (*Result, error) {
 			return nil, err
 		}
 		all = append(all, ev1...)
-		if bytes.Contains(in.Kernel, []byte(stubLoadOptionsMarker)) {
+		// The same rule on every profile: the simulator is no kinder than
+		// hardware, so a stub that cannot measure in a TD leaves RTMR2 zero
+		// in simulation too.
+		switch stub, err := DetectStub(in.Kernel, in.CCMeasurement); {
+		case err != nil:
+			r.Reasons[register.RTMR2.Key()] = err.Error()
+		case stub.Measures:
+			r.Stub = &stub
 			all = append(all, rtmr2Events(loadOptions, initrdDigest)...)
-		} else {
-			r.Notes = append(r.Notes, "the kernel's EFI stub does not measure LoadOptions/initrd (no tagged-event support), so RTMR2 stays zero")
+		default:
+			r.Stub = &stub
+			r.Notes = append(r.Notes, "RTMR2 is zero (no events): "+stub.Why())
 		}
 	}
 

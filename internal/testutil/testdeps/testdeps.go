@@ -1,7 +1,8 @@
 // Package testdeps locates, for tests, the pinned Debian packages that
-// `make deps` caches: $TDFORGE_KERNEL_DEB / $TDFORGE_OVMF_DEB, else the
-// tdforge cache's deb/ directory (the same place scripts/deps.sh uses), and
-// unpacks the kernel image from its package.
+// `make deps` caches: $TDFORGE_KERNEL_DEB, $TDFORGE_KERNEL61_DEB and
+// $TDFORGE_OVMF_DEB, else the tdforge cache's deb/ directory (the same
+// place scripts/deps.sh uses), and unpacks the kernel image from its
+// package.
 package testdeps
 
 import (
@@ -16,15 +17,24 @@ import (
 	"github.com/tdforge/tdforge/internal/inputs/cache"
 )
 
-// File names of the pinned packages (manifests/dev.hcl, scripts/deps.sh).
+// File names of the pinned packages (scripts/deps.sh). KernelDebName is
+// the kernel of manifests/dev.hcl (and manifests/confidential-ai.hcl):
+// Debian 12's backported 6.12, whose EFI stub measures into RTMR2 in a TD.
+// Kernel61DebName is Debian 12's own 6.1, whose stub cannot (TCG2 only);
+// tests of that refusal and tests bound to its module layout use it.
 const (
-	KernelDebName = "linux-image-6.1.0-56-cloud-amd64-unsigned_6.1.192-2_amd64.deb"
-	OVMFDebName   = "ovmf_2022.11-6+deb12u2_all.deb"
+	KernelDebName   = "linux-image-6.12.117+deb12-cloud-amd64-unsigned_6.12.117-1~deb12u1_amd64.deb"
+	Kernel61DebName = "linux-image-6.1.0-56-cloud-amd64-unsigned_6.1.192-2_amd64.deb"
+	OVMFDebName     = "ovmf_2022.11-6+deb12u2_all.deb"
 )
 
-// KernelDebPath returns the pinned kernel package, or an error saying how
-// to get it.
+// KernelDebPath returns the pinned dev kernel package, or an error saying
+// how to get it.
 func KernelDebPath() (string, error) { return find("TDFORGE_KERNEL_DEB", KernelDebName) }
+
+// Kernel61DebPath returns the pinned 6.1 kernel package, or an error saying
+// how to get it.
+func Kernel61DebPath() (string, error) { return find("TDFORGE_KERNEL61_DEB", Kernel61DebName) }
 
 // OVMFDebPath returns the pinned OVMF package, or an error saying how to
 // get it.
@@ -37,32 +47,53 @@ func KernelDeb(t testing.TB) string {
 	return must(t, KernelDebPath)
 }
 
+// Kernel61Deb is Kernel61DebPath that fails the test when the package is
+// missing.
+func Kernel61Deb(t testing.TB) string {
+	t.Helper()
+	return must(t, Kernel61DebPath)
+}
+
 // OVMFDeb is OVMFDebPath that fails the test when the package is missing.
 func OVMFDeb(t testing.TB) string {
 	t.Helper()
 	return must(t, OVMFDebPath)
 }
 
-var vmlinuz struct {
+type unpacked struct {
 	once sync.Once
 	b    []byte
 	err  error
 }
 
-// Vmlinuz returns the kernel image (boot/vmlinuz-*) of the pinned kernel
-// package, unpacked with dpkg-deb once per test binary; each call gets its
-// own copy. It fails the test when the package or dpkg-deb is missing.
+var vmlinuz, vmlinuz61 unpacked
+
+// Vmlinuz returns the kernel image (boot/vmlinuz-*) of the pinned dev
+// kernel package, unpacked with dpkg-deb once per test binary; each call
+// gets its own copy. It fails the test when the package or dpkg-deb is
+// missing.
 func Vmlinuz(t testing.TB) []byte {
 	t.Helper()
-	vmlinuz.once.Do(func() { vmlinuz.b, vmlinuz.err = extractVmlinuz() })
-	if vmlinuz.err != nil {
-		t.Fatal(vmlinuz.err)
-	}
-	return bytes.Clone(vmlinuz.b)
+	return vmlinuz.get(t, KernelDebPath)
 }
 
-func extractVmlinuz() ([]byte, error) {
-	deb, err := KernelDebPath()
+// Vmlinuz61 is Vmlinuz for the pinned 6.1 kernel package.
+func Vmlinuz61(t testing.TB) []byte {
+	t.Helper()
+	return vmlinuz61.get(t, Kernel61DebPath)
+}
+
+func (u *unpacked) get(t testing.TB, deb func() (string, error)) []byte {
+	t.Helper()
+	u.once.Do(func() { u.b, u.err = extractVmlinuz(deb) })
+	if u.err != nil {
+		t.Fatal(u.err)
+	}
+	return bytes.Clone(u.b)
+}
+
+func extractVmlinuz(path func() (string, error)) ([]byte, error) {
+	deb, err := path()
 	if err != nil {
 		return nil, err
 	}
