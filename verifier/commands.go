@@ -35,6 +35,8 @@ var program = &cli.Program{
 		{Name: "explain", Summary: "print the register and event diff of a saved attestation", Run: cmdExplain},
 		{Name: "record", Summary: "write reference values pinned to a known-good quote", Run: cmdRecord},
 		{Name: "collateral", Summary: "collateral fetch: write an offline Intel PCS collateral bundle", Run: cmdCollateral},
+		{Name: "serve", Summary: "run the attestation service: signed EAR results over HTTPS", Run: cmdServe},
+		{Name: "token", Summary: "token verify: check an attestation result against the service's JWKS", Run: cmdToken},
 	},
 	Footer: "Exit codes: 0 trusted, 1 not trusted, 2 usage/input error, 3 network error",
 }
