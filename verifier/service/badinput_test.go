@@ -15,6 +15,7 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/verifier/nonce"
 	"github.com/tdforge/tdforge/verifier/result"
+	"github.com/tdforge/tdforge/verifier/verify"
 )
 
 // Every kind of bad input gets a 4xx JSON error naming the field, never a
@@ -191,4 +192,17 @@ func TestOperationalEndpoints(t *testing.T) {
 		t.Fatalf("readyz without references %d %s", code, b)
 	}
 	_ = result.Submod
+}
+
+// A service that knows no simulator root cannot tell a simulated quote
+// from a forged one: a quote whose document claims hardware gets a
+// contraindicated result naming the unknown root, never affirming.
+func TestUnknownRootContraindicated(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.AllowSimulated, c.SimRoots = false, nil })
+	d := f.td.attest(t, f.nonce(t))
+	d.Simulated, d.QuoteProvider = false, "configfs-tsm"
+	c, rep := f.attestOK(t, d)
+	if status(c) != ear.TrustTierContraindicated || !rep.Failed(verify.CheckAuthenticity) || c.TDX().TrustVector.InstanceIdentity != ear.CryptoValidationFailedClaim {
+		t.Fatalf("status %v, failing %v", status(c), failing(c))
+	}
 }
