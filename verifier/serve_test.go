@@ -172,3 +172,45 @@ func mustECKey(t *testing.T) *ecdsa.PrivateKey {
 	}
 	return k
 }
+
+// Rewriting --signing-key rotates: the new first key signs, the old one
+// stays in the JWKS while its tokens can still be valid.
+func TestServeRotatesSigningKey(t *testing.T) {
+	keyPath, secretPath, refDir, old := serveFiles(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuf
+	done := make(chan int)
+	go func() {
+		done <- program.Run(ctx, []string{"serve", "--insecure-http", "--listen", "127.0.0.1:0", "--dev", "--reference-dir", refDir,
+			"--signing-key", keyPath, "--nonce-secret", secretPath, "--reload-interval", "20ms"}, io.Discard, &stderr)
+	}()
+	defer func() { cancel(); <-done }()
+	var base string
+	for i := 0; i < 100 && base == ""; i++ {
+		if m := regexp.MustCompile(`serving http://(\S+)`).FindStringSubmatch(stderr.String()); m != nil {
+			base = "http://" + m[1]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	kids := func() string {
+		resp, err := http.Get(base + "/.well-known/jwks.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	oldKid, _ := result.KeyID(&old.PublicKey)
+	next := mustECKey(t)
+	nextKid, _ := result.KeyID(&next.PublicKey)
+	der, _ := x509.MarshalECPrivateKey(next)
+	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
+	for i := 0; i < 100 && !strings.Contains(stderr.String(), "now signing with "+nextKid); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := kids()
+	if !strings.Contains(stderr.String(), "now signing with "+nextKid) || strings.Index(got, nextKid) < 0 || strings.Index(got, oldKid) < strings.Index(got, nextKid) {
+		t.Fatalf("after rotation the JWKS is %s, want %s first and %s still listed\n%s", got, nextKid, oldKid, stderr.String())
+	}
+}

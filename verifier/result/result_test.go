@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -251,5 +252,49 @@ func TestParseSigningKeys(t *testing.T) {
 		if _, err := ParseSigningKeys(raw); err == nil {
 			t.Errorf("%s accepted", name)
 		}
+	}
+}
+
+// The token is checked here without jwx: compact JWS, ES256 as the raw
+// 64-byte r||s over "header.payload" (RFC 7518 §3.4), with the public key
+// rebuilt from the JWKS's x and y.
+func TestTokenWireFormat(t *testing.T) {
+	ks, err := NewKeySet([]*ecdsa.PrivateKey{newKey(t)}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := sign(t, ks, trusted(), time.Now())
+	parts := strings.Split(string(tok), ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a compact JWS: %d parts", len(parts))
+	}
+	dec := func(s string) []byte {
+		b, err := base64.RawURLEncoding.DecodeString(s)
+		if err != nil {
+			t.Fatalf("%q is not base64url without padding: %v", s, err)
+		}
+		return b
+	}
+	var hdr struct{ Alg, Kid, Typ string }
+	json.Unmarshal(dec(parts[0]), &hdr)
+	var set struct {
+		Keys []struct{ Kty, Crv, X, Y, Kid string }
+	}
+	json.Unmarshal(jwks(t, ks), &set)
+	k := set.Keys[0]
+	if hdr.Alg != "ES256" || hdr.Typ != "JWT" || hdr.Kid != k.Kid || k.Kty != "EC" || k.Crv != "P-256" {
+		t.Fatalf("header %+v, key %+v", hdr, k)
+	}
+	pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(dec(k.X)), Y: new(big.Int).SetBytes(dec(k.Y))}
+	sig := dec(parts[2])
+	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	if len(sig) != 64 || !ecdsa.Verify(pub, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
+		t.Fatalf("signature (%d bytes) does not verify as ES256", len(sig))
+	}
+	var claims map[string]any
+	json.Unmarshal(dec(parts[1]), &claims)
+	sub := claims["submods"].(map[string]any)[Submod].(map[string]any)
+	if claims["eat_profile"] != ear.EatProfile || claims["exp"] == nil || sub["ear.status"] != "affirming" || sub["ear.appraisal-policy-id"] != "app-1.0.json" {
+		t.Fatalf("claims %v", claims)
 	}
 }

@@ -129,6 +129,10 @@ func (d *td) writeReference(t testing.TB, dir, name string, img refvalues.Image)
 	}
 }
 
+func refImage() refvalues.Image {
+	return refvalues.Image{Name: "sim-image", Version: "1", Dev: true, Simulated: true}
+}
+
 type fixture struct {
 	td     *td
 	dir    string
@@ -143,7 +147,7 @@ func newFixture(t testing.TB, mod func(*Config)) *fixture {
 	t.Helper()
 	d := newTD(t)
 	dir := t.TempDir()
-	d.writeReference(t, dir, "sim-image-1.json", refvalues.Image{Name: "sim-image", Version: "1", Dev: true, Simulated: true})
+	d.writeReference(t, dir, "sim-image-1.json", refImage())
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
