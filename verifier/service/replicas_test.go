@@ -14,6 +14,7 @@ import (
 
 	tt "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/testing/testdata"
+	"github.com/google/go-tdx-guest/verify/trust"
 	"github.com/veraison/ear"
 
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
@@ -100,5 +101,15 @@ func TestProductionQuote(t *testing.T) {
 	}
 	if code, r := f.get(t, PathReadyz); code != http.StatusOK || !bytes.Contains(r, []byte(bundle.Index.FMSPC)) {
 		t.Fatalf("readyz %d %s", code, r)
+	}
+}
+
+// Without --collateral verify must fetch online: the getter is a nil
+// interface, not a typed nil bundle (which verify would call and crash on).
+func TestOnlineCollateralGetter(t *testing.T) {
+	f := newFixture(t, nil)
+	var g trust.HTTPSGetter = f.svc.getter() // as policy holds it
+	if g != nil {
+		t.Fatalf("getter without a bundle is %#v, want nil", g)
 	}
 }

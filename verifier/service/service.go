@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/go-tdx-guest/verify/trust"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/veraison/ear"
 
@@ -460,7 +461,14 @@ func (s *Service) run(ctx context.Context, a *appraisal, start time.Time) (*Outc
 	return &Outcome{Token: string(tok), Status: status, PolicyID: in.PolicyID, Expires: exp, Report: r}, nil
 }
 
-func (s *Service) getter() *collateral.Bundle { return s.cfg.Collateral }
+// getter is the collateral source for verify: the bundle, or nil (an
+// interface holding no typed nil) to fetch online.
+func (s *Service) getter() trust.HTTPSGetter {
+	if s.cfg.Collateral == nil {
+		return nil
+	}
+	return s.cfg.Collateral
+}
 
 // match appraises the evidence against every reference document (those
 // named in a.policyIDs, if any) and returns the first that trusts it, or,
