@@ -197,6 +197,12 @@ func TestStatusAndVector(t *testing.T) {
 		{Name: "events RTMR3", Status: verify.Fail},
 		{Name: verify.CheckDebug, Status: verify.Fail, Cause: verify.ErrDebug},
 	}}
+	boot := &verify.Report{Verdict: verify.VerdictNotTrusted, Checks: []verify.Check{
+		{Name: verify.CheckAuthenticity, Status: verify.Pass},
+		{Name: verify.CheckTCB, Status: verify.Pass},
+		{Name: "events RTMR1", Status: verify.Fail},
+		{Name: "RTMR3", Status: verify.Pass},
+	}}
 	forged := &verify.Report{Verdict: verify.VerdictNotTrusted, Checks: []verify.Check{{Name: verify.CheckAuthenticity, Status: verify.Fail}}}
 	revoked := trusted()
 	revoked.Trusted, revoked.Verdict = false, verify.VerdictNotTrusted
@@ -211,6 +217,7 @@ func TestStatusAndVector(t *testing.T) {
 		{"simulated", sim, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 32}},
 		{"exception", exception, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 2, RuntimeOpaque: 2}},
 		{"tcb+rtmr3+debug", tcb, ear.TrustTierContraindicated, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 33, FileSystem: 32, Hardware: 32, RuntimeOpaque: 96}},
+		{"boot chain differs", boot, ear.TrustTierContraindicated, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 33, Hardware: 2, RuntimeOpaque: 2}},
 		{"forged", forged, ear.TrustTierContraindicated, ear.TrustVector{InstanceIdentity: 99, Hardware: 97}},
 		{"revoked", revoked, ear.TrustTierContraindicated, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 96, FileSystem: 2, Hardware: 2, RuntimeOpaque: 2}},
 	} {

@@ -28,7 +28,8 @@ const CheckRevoked = "reference revocation"
 //     96 when the matching reference is revoked.
 //   - file-system 2 (approved files): the payload file systems are
 //     dm-verity volumes whose root hashes RTMR3 carries and the reference
-//     pins; 32 when RTMR3 or its events differ.
+//     pins; 32 when RTMR3 or its events differ; no claim when MRTD or
+//     RTMR0..2 differ (unrecognized boot code measured the payloads).
 //   - hardware 2 (genuine): Intel's chain and collateral verify and the TCB
 //     is up to date; 32 when the TCB is out of date (needs patches) or for
 //     a simulated TD the operator accepted (no TDX hardware); 96 when a
@@ -100,6 +101,10 @@ func vector(r *verify.Report) ear.TrustVector {
 			worse(&tv.Executables, ear.UnrecognizedRuntimeClaim)
 			if strings.HasSuffix(name, "RTMR3") {
 				worse(&tv.FileSystem, ear.UnrecognizedFilesClaim)
+			} else if tv.FileSystem == ear.ApprovedFilesClaim {
+				// Unrecognized boot code extended RTMR3: its payload
+				// measurements vouch for nothing.
+				tv.FileSystem = ear.NoClaim
 			}
 		default:
 			// Any other failed check (owner fields, reference problems)
