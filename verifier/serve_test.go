@@ -6,10 +6,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -212,5 +216,53 @@ func TestServeRotatesSigningKey(t *testing.T) {
 	got := kids()
 	if !strings.Contains(stderr.String(), "now signing with "+nextKid) || strings.Index(got, nextKid) < 0 || strings.Index(got, oldKid) < strings.Index(got, nextKid) {
 		t.Fatalf("after rotation the JWKS is %s, want %s first and %s still listed\n%s", got, nextKid, oldKid, stderr.String())
+	}
+}
+
+// By default the service speaks HTTPS with the given certificate.
+func TestServeHTTPS(t *testing.T) {
+	keyPath, secretPath, refDir, _ := serveFiles(t)
+	tk := mustECKey(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "attestation service"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &tk.PublicKey, tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certPath, tlsKeyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	kd, _ := x509.MarshalECPrivateKey(tk)
+	os.WriteFile(tlsKeyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuf
+	done := make(chan int)
+	go func() {
+		done <- program.Run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--tls-cert", certPath, "--tls-key", tlsKeyPath,
+			"--dev", "--reference-dir", refDir, "--signing-key", keyPath, "--nonce-secret", secretPath}, io.Discard, &stderr)
+	}()
+	defer func() { cancel(); <-done }()
+	var base string
+	for i := 0; i < 100 && base == ""; i++ {
+		if m := regexp.MustCompile(`serving https://(\S+)`).FindStringSubmatch(stderr.String()); m != nil {
+			base = "https://" + m[1]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if base == "" {
+		t.Fatalf("serve did not start:\n%s", stderr.String())
+	}
+	pool := x509.NewCertPool()
+	c, _ := x509.ParseCertificate(der)
+	pool.AddCert(c)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := client.Get(base + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz over HTTPS: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if resp, err := http.Get(strings.Replace(base, "https", "http", 1) + "/healthz"); err == nil && resp.StatusCode == 200 {
+		t.Fatal("plain HTTP answered on the HTTPS port")
 	}
 }
