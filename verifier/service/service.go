@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,7 @@ import (
 	"github.com/veraison/ear"
 
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/signing"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/nonce"
 	"github.com/tdforge/tdforge/verifier/result"
@@ -103,6 +105,15 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("--allow-simulated needs --sim-root FILE (the simulator root certificate of the launch)")
 	case cfg.Keys == nil || cfg.Nonces == nil:
 		return nil, errors.New("a signing key and a nonce secret are required")
+	}
+	if cfg.ReferenceKey != "" {
+		pub, err := os.ReadFile(cfg.ReferenceKey)
+		if err == nil {
+			_, err = signing.ParsePublicKey(pub)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--reference-key %s: %v (want the publisher's PEM public key from `builder sign -generate-key`)", cfg.ReferenceKey, err)
+		}
 	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = DefaultMaxBody

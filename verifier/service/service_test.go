@@ -394,6 +394,9 @@ func TestSignedReferences(t *testing.T) {
 	if _, err := New(Config{ReferenceDir: dir, Keys: ks, Nonces: ni}); err == nil || !strings.Contains(err.Error(), "--reference-key") {
 		t.Fatalf("no key, no --dev: %v", err)
 	}
+	if _, err := New(Config{ReferenceDir: dir, ReferenceKey: filepath.Join(dir, "plain.json"), Keys: ks, Nonces: ni}); err == nil || !strings.Contains(err.Error(), "--reference-key") {
+		t.Fatalf("a reference key that is not a key: %v", err)
+	}
 	s, err := New(Config{ReferenceDir: dir, ReferenceKey: keyPath, Keys: ks, Nonces: ni, Log: log.New(io.Discard, "", 0)})
 	if err != nil {
 		t.Fatal(err)
