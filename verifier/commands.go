@@ -38,6 +38,8 @@ var program = &cli.Program{
 		{Name: "record", Summary: "write reference values pinned to a known-good quote", Run: cmdRecord},
 		{Name: "reference", Summary: "reference merge: add a recorded RTMR0 to a reference's accepted values", Run: cmdReference},
 		{Name: "collateral", Summary: "collateral fetch: write an offline Intel PCS collateral bundle", Run: cmdCollateral},
+		{Name: "serve", Summary: "run the attestation service: signed EAR results over HTTPS", Run: cmdServe},
+		{Name: "token", Summary: "token verify: check an attestation result against the service's JWKS", Run: cmdToken},
 	},
 	Footer: "Exit codes: 0 trusted, 1 not trusted, 2 usage/input error, 3 network error",
 }

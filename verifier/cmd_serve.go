@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/verifier/collateral"
+	"github.com/tdforge/tdforge/verifier/nonce"
+	"github.com/tdforge/tdforge/verifier/result"
+	"github.com/tdforge/tdforge/verifier/service"
+)
+
+// cmdServe runs the attestation service (package service).
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("serve", "", stderr)
+	listen := fs.String("listen", "127.0.0.1:8443", "`ADDR` to listen on")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate chain `PEM` (HTTPS, the default)")
+	tlsKey := fs.String("tls-key", "", "TLS private key `PEM`")
+	insecure := fs.Bool("insecure-http", false, "serve plain HTTP (tests only; the listen address must be loopback)")
+	var cfg service.Config
+	fs.StringVar(&cfg.ReferenceDir, "reference-dir", "", "`DIR` of reference-values documents (signed DSSE envelopes); evidence matching any one is accepted; a `revoked` file refuses named ones")
+	fs.StringVar(&cfg.ReferenceKey, "reference-key", "", "public key `PEM` every reference document must be signed with")
+	fs.BoolVar(&cfg.Dev, "dev", false, "accept unsigned reference documents (development only)")
+	fs.BoolVar(&cfg.AllowSimulated, "allow-simulated", false, "accept quotes from the TDX simulator (dev references only; needs --sim-root); results are `warning`, never affirming")
+	simRoot := fs.String("sim-root", "", "simulator root certificate `FILE` (the launch's sim-root.pem)")
+	coll := fs.String("collateral", "", "offline Intel PCS collateral `DIR` (from `verifier collateral fetch`); default: fetch online")
+	signingKey := fs.String("signing-key", "", "result-signing key `FILE`: PEM EC P-256 private keys; the first signs, later ones are published in the JWKS ahead of a rotation")
+	nonceSecret := fs.String("nonce-secret", "", "nonce HMAC secret `FILE` (at least 32 bytes; the same on every replica)")
+	nonceTTL := fs.Duration("nonce-ttl", nonce.DefaultTTL, "how long a nonce is valid (it also bounds a replay across replicas)")
+	tokenTTL := fs.Duration("token-ttl", 5*time.Minute, "lifetime of an attestation result token")
+	fs.Int64Var(&cfg.MaxBody, "max-body", service.DefaultMaxBody, "request body limit in `BYTES`")
+	reload := fs.Duration("reload-interval", 5*time.Second, "how often the reference directory and signing key file are checked for changes")
+	if code, ok := cli.ParseArgs(fs, args, 0); !ok {
+		return code
+	}
+	if err := checkListen(*listen, *insecure, *tlsCert, *tlsKey); err != nil {
+		return usageError(fs, stderr, err)
+	}
+	for _, f := range []struct{ name, val, hint string }{
+		{"reference-dir", cfg.ReferenceDir, "a directory of reference-values documents"},
+		{"signing-key", *signingKey, "create one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out result-key.pem`"},
+		{"nonce-secret", *nonceSecret, "create one with `head -c 32 /dev/urandom > nonce-secret`; give every replica the same"},
+	} {
+		if f.val == "" {
+			return usageError(fs, stderr, cli.WithHint(fmt.Errorf("--%s is required", f.name), "%s", f.hint))
+		}
+	}
+	keys, err := readSigningKeys(*signingKey)
+	if err != nil {
+		return inputError("serve", stderr, err)
+	}
+	if cfg.Keys, err = result.NewKeySet(keys, *tokenTTL); err != nil {
+		return usageError(fs, stderr, fmt.Errorf("--token-ttl: %v", err))
+	}
+	secret, err := os.ReadFile(*nonceSecret)
+	if err != nil {
+		return inputError("serve", stderr, fmt.Errorf("--nonce-secret: %v", err))
+	}
+	if cfg.Nonces, err = nonce.New(secret, *nonceTTL); err != nil {
+		return inputError("serve", stderr, fmt.Errorf("--nonce-secret %s: %v", *nonceSecret, err))
+	}
+	if *simRoot != "" {
+		raw, err := os.ReadFile(*simRoot)
+		if err != nil {
+			return inputError("serve", stderr, fmt.Errorf("--sim-root: %v", err))
+		}
+		if cfg.SimRoots, err = rootPool(raw); err != nil {
+			return inputError("serve", stderr, fmt.Errorf("--sim-root %s: %v", *simRoot, err))
+		}
+	}
+	if *coll != "" {
+		b, err := collateral.Open(*coll)
+		if errors.Is(err, os.ErrNotExist) {
+			err = cli.WithHint(err, "write one with `verifier collateral fetch -o %s --quote FILE`", *coll)
+		}
+		if err != nil {
+			return inputError("serve", stderr, err)
+		}
+		cfg.Collateral = b
+	}
+	logger := log.New(stderr, "verifier serve: ", log.LstdFlags)
+	cfg.Log = logger
+	cfg.VerifierBuild = "tdforge verifier serve"
+	svc, err := service.New(cfg)
+	if err != nil {
+		return inputError("serve", stderr, err)
+	}
+
+	var tlsCfg *tls.Config
+	if !*insecure {
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			return inputError("serve", stderr, fmt.Errorf("--tls-cert/--tls-key: %v", err))
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return inputError("serve", stderr, err)
+	}
+	srv := &http.Server{
+		Handler: svc.Handler(), TLSConfig: tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: logger,
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go svc.Watch(ctx, *reload)
+	go watchSigningKeys(ctx, *signingKey, *reload, cfg.Keys, logger)
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	scheme := "https"
+	if !*insecure {
+		ln = tls.NewListener(ln, tlsCfg)
+	} else {
+		scheme = "http"
+	}
+	logger.Printf("serving %s://%s", scheme, ln.Addr())
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Print(err)
+		return cli.ExitFail
+	}
+	return cli.ExitOK
+}
+
+// checkListen allows plain HTTP only on a loopback address and requires a
+// TLS certificate and key otherwise.
+func checkListen(addr string, insecure bool, cert, key string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %v", addr, err)
+	}
+	if insecure {
+		ip := net.ParseIP(host)
+		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return cli.WithHint(fmt.Errorf("--insecure-http needs a loopback --listen address, not %q", addr), "use --listen 127.0.0.1:PORT, or serve HTTPS with --tls-cert and --tls-key")
+		}
+		if cert != "" || key != "" {
+			return errors.New("--insecure-http and --tls-cert/--tls-key exclude each other")
+		}
+		return nil
+	}
+	if cert == "" || key == "" {
+		return cli.WithHint(errors.New("HTTPS needs --tls-cert and --tls-key"), "give both (plain HTTP only for tests: --insecure-http on 127.0.0.1)")
+	}
+	return nil
+}
+
+func readSigningKeys(path string) ([]*ecdsa.PrivateKey, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--signing-key: %v", err)
+	}
+	keys, err := result.ParseSigningKeys(raw)
+	if err != nil {
+		return nil, fmt.Errorf("--signing-key %s: %v", path, err)
+	}
+	return keys, nil
+}
+
+// watchSigningKeys rotates the key set when the signing key file changes
+// (see result.KeySet.Rotate); a file that cannot be read keeps the keys.
+func watchSigningKeys(ctx context.Context, path string, every time.Duration, ks *result.KeySet, logger *log.Logger) {
+	stamp := func() string {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return ""
+		}
+		return fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
+	}
+	last := stamp()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := stamp()
+		if now == last || now == "" {
+			continue
+		}
+		last = now
+		keys, err := readSigningKeys(path)
+		if err == nil {
+			err = ks.Rotate(keys)
+		}
+		if err != nil {
+			logger.Printf("signing key: keeping the current keys: %v", err)
+			continue
+		}
+		kid, _ := result.KeyID(&keys[0].PublicKey)
+		logger.Printf("signing key: now signing with %s", kid)
+	}
+}

@@ -1,0 +1,61 @@
+package service
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the service's Prometheus series.
+type metrics struct {
+	reg         *prometheus.Registry
+	appraisals  *prometheus.CounterVec
+	latency     prometheus.Histogram
+	fetchErrors prometheus.Counter
+	references  *prometheus.GaugeVec
+}
+
+func newMetrics(collateralFetched func() (time.Time, bool)) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		appraisals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tdforge_appraisals_total",
+			Help: "Appraisals by outcome: the ear.status of the signed result, or refused (a 4xx without a result) or error (no verdict reached).",
+		}, []string{"status"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tdforge_appraisal_duration_seconds",
+			Help:    "Time to appraise evidence and sign the result.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		fetchErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tdforge_collateral_fetch_errors_total",
+			Help: "Appraisals that could not fetch Intel PCS collateral.",
+		}),
+		references: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tdforge_reference_documents",
+			Help: "Reference documents loaded from --reference-dir, by state (active, revoked, invalid).",
+		}, []string{"state"}),
+	}
+	m.reg.MustRegister(m.appraisals, m.latency, m.fetchErrors, m.references)
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tdforge_collateral_age_seconds",
+		Help: "Age of the offline collateral bundle (--collateral); -1 when collateral is fetched online for every appraisal.",
+	}, func() float64 {
+		t, ok := collateralFetched()
+		if !ok {
+			return -1
+		}
+		return time.Since(t).Seconds()
+	}))
+	for _, s := range []string{"affirming", "warning", "contraindicated", "refused", "error"} {
+		m.appraisals.WithLabelValues(s)
+	}
+	return m
+}
+
+func (m *metrics) setReferences(rs *refSet) {
+	active, revoked := rs.counts()
+	m.references.WithLabelValues("active").Set(float64(active))
+	m.references.WithLabelValues("revoked").Set(float64(revoked))
+	m.references.WithLabelValues("invalid").Set(float64(len(rs.problems)))
+}
