@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -76,7 +77,7 @@ var (
 	vmSchema       = &hcl.BodySchema{Attributes: attrs("cpus", "memory", "platform")}
 	tdxSchema      = &hcl.BodySchema{Attributes: attrs("simulate", "debug")}
 	networkSchema  = &hcl.BodySchema{Attributes: attrs("mode", "address", "gateway")}
-	agentSchema    = &hcl.BodySchema{Attributes: attrs("listen", "tls", "plain_http", "upstream", "webui", "webui_path")}
+	agentSchema    = &hcl.BodySchema{Attributes: attrs("listen", "tls", "plain_http", "upstream", "webui", "webui_path", "max_num_ctx", "max_num_predict", "max_keep_alive")}
 	payloadSchema  = &hcl.BodySchema{Attributes: attrs("verity_root_hash"), Blocks: blocks("file", "dir", "url", "deb", "go", "ollama_model")}
 	serviceSchema  = &hcl.BodySchema{Attributes: attrs("payload", "command!", "args", "env", "user", "after", "needs", "restart")}
 
@@ -356,6 +357,15 @@ func (l *loader) decodeAgent(hb *hcl.Block, dev bool, payloads map[string]hcl.Ra
 	}
 	b.check("webui_path", strings.HasPrefix(a.WebUIPath, "/") && path.Clean(a.WebUIPath) == a.WebUIPath, "Invalid webui_path",
 		"webui_path %q must be a clean absolute directory inside the web UI payload, e.g. \"/\" or \"/dist\".", a.WebUIPath)
+	a.MaxNumCtx = int(b.integer("max_num_ctx", 0, 1, policy.MaxLimitTokens))
+	a.MaxNumPredict = int(b.integer("max_num_predict", 0, 1, policy.MaxLimitTokens))
+	if ka := b.str("max_keep_alive", ""); b.isSet("max_keep_alive") {
+		d, err := time.ParseDuration(ka)
+		if b.check("max_keep_alive", err == nil && d >= time.Second && d <= policy.MaxLimitKeepAlive*time.Second && d%time.Second == 0,
+			"Invalid max_keep_alive", "max_keep_alive %q must be a duration in whole seconds from \"1s\" to \"168h\", e.g. \"10m\".", ka) {
+			a.MaxKeepAlive = d
+		}
+	}
 	return a
 }
 
