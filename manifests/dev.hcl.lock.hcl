@@ -2,5 +2,5 @@
 # local inputs. Commit it. Run builder build -update-lock after changing an input.
 
 input "payload.webui" {
-  sha256 = "d4d126ef28fe42fca8441299bcf278f37f210f34acd4991b70823c70b4349b43"
+  sha256 = "4e3dfa91bd0e9f4f5768dde82ea21a75c53739fe74111d1418a5ec6bf6d72fdc"
 }
