@@ -188,6 +188,9 @@ func TestWebUIForgedQuote(t *testing.T) {
 				t.Fatalf("reading the panel: %v", err)
 			}
 			class, verdict, banner, checks, how := p.Class, p.Verdict, p.Banner, p.Checks, p.How
+			if shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+				os.WriteFile(filepath.Join(artDir, "webui-forged-"+sanitize(tc.name)+".png"), shot, 0o644)
+			}
 			t.Logf("verdict %q (%s); banner %q", verdict, class, banner)
 			if class != "verdict "+tc.wantClass {
 				t.Errorf("verdict class %q, want %q (text %q)", class, "verdict "+tc.wantClass, verdict)

@@ -2,5 +2,5 @@
 # local inputs. Commit it. Run builder build -update-lock after changing an input.
 
 input "payload.webui" {
-  sha256 = "4e3dfa91bd0e9f4f5768dde82ea21a75c53739fe74111d1418a5ec6bf6d72fdc"
+  sha256 = "7e8fe704da1396adf678d9dfce490219dbe9ae40b650ffd88c20b667db4f8182"
 }

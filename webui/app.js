@@ -74,11 +74,14 @@ const NOT_CHECKED = [
   "that the TLS key hash in REPORTDATA is the key of this connection (browsers do not show pages the server's key)",
   "the registers against the image's published reference values",
 ];
-const HOW_TO_VERIFY = "To verify, run verifier proxy --reference reference-values.json " +
-  location.origin + " and use this UI through the proxy's local address: the proxy checks the signature, " +
-  "the reference values and the TLS key of every connection. verifier attest " + location.origin +
+// HOW_TO_VERIFY alternates text and commands (shown as code).
+const HOW_TO_VERIFY = [
+  "To verify, run ", "verifier proxy --reference reference-values.json " + location.origin,
+  " and use this UI through the proxy's local address: the proxy checks the signature, the reference values " +
+  "and the TLS key of every connection. ", "verifier attest " + location.origin,
   " gives the same verdict once. An attestation service (verifier serve) may vouch for this TD as well; " +
-  "its result is only as trustworthy as that service.";
+  "its result is only as trustworthy as that service.",
+];
 
 async function attest() {
   $("verdict").className = "verdict pending";
@@ -121,7 +124,12 @@ function renderChecks(items) {
     li.append(b, document.createTextNode(text));
     ul.append(li);
   }
-  $("how").textContent = HOW_TO_VERIFY;
+  const how = $("how");
+  how.innerHTML = "";
+  HOW_TO_VERIFY.forEach((part, i) => {
+    if (i % 2 === 0) { how.append(document.createTextNode(part)); return; }
+    const c = document.createElement("code"); c.textContent = part; how.append(c);
+  });
 }
 
 function render(body, parsed, bound) {
