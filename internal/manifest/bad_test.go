@@ -99,6 +99,7 @@ var badCases = []badCase{
 	{name: "agent max_keep_alive unit", src: "agent {\n  max_keep_alive = \"10\"\n}\n", summary: "Invalid max_keep_alive", detail: `max_keep_alive "10" must be a duration in whole seconds from "1s" to "168h"`, pos: "2:20"},
 	{name: "agent max_keep_alive range", src: "agent {\n  max_keep_alive = \"-5m\"\n}\n", summary: "Invalid max_keep_alive", detail: `e.g. "10m"`, pos: "2:20"},
 	{name: "agent max_keep_alive fraction", src: "agent {\n  max_keep_alive = \"1.5s\"\n}\n", summary: "Invalid max_keep_alive", detail: "whole seconds", pos: "2:20"},
+	{name: "model num_ctx above agent limit", src: "payload \"model\" {\n  ollama_model {\n    name = \"tiny\"\n    gguf {\n      generate = \"tiny-llama\"\n    }\n    params = { num_ctx = 4096 }\n  }\n}\nagent {\n  max_num_ctx = 2048\n}\n", summary: "Model context above the agent limit", detail: `payload "model" sets params num_ctx = 4096, above agent.max_num_ctx = 2048`, pos: "2:3"},
 	{name: "agent listen", src: "agent {\n  listen = \"8443\"\n}\n", summary: "Invalid listen address", detail: "[host]:port", pos: "2:12"},
 	{name: "locals cycle", src: "locals {\n  a = local.b\n  b = local.a\n}\n", summary: "Cycle in local values", detail: "local.a -> local.b -> local.a", pos: "3:7"},
 	{name: "undeclared variable", src: "vm {\n  cpus = var.cpus\n}\n", summary: "Reference to undeclared input variable", detail: `An input variable named "cpus" has not been declared.`, pos: "2:10"},

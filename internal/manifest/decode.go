@@ -173,6 +173,36 @@ func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 	if b := seen["agent"]; b != nil {
 		m.Agent = l.decodeAgent(b, m.Image.Dev || !devKnown, payloadNames)
 	}
+	l.checkModelContext(m)
+}
+
+// checkModelContext refuses an inline model parameter num_ctx above
+// agent.max_num_ctx: the agent leaves an absent num_ctx to the model, so
+// every request without one would exceed the limit. (A params_file blob is
+// known only after fetching; docs/agent.md asks to keep it within.)
+func (l *loader) checkModelContext(m *Manifest) {
+	if m.Agent.MaxNumCtx == 0 {
+		return
+	}
+	for _, p := range m.Payloads {
+		if p.Source.Model == nil {
+			continue
+		}
+		var n float64
+		switch v := p.Source.Model.Params["num_ctx"].(type) {
+		case int64:
+			n = float64(v)
+		case float64:
+			n = v
+		default:
+			continue
+		}
+		if n > float64(m.Agent.MaxNumCtx) {
+			l.diags.add(errorf(rangePtr(p.Source.Model.Range), "Model context above the agent limit",
+				"payload %q sets params num_ctx = %v, above agent.max_num_ctx = %d; requests without num_ctx would use it. Lower num_ctx or raise max_num_ctx.",
+				p.Name, n, m.Agent.MaxNumCtx))
+		}
+	}
 }
 
 func (l *loader) decodeImage(hb *hcl.Block) (Image, bool) {
