@@ -153,6 +153,7 @@ func serve(ctx context.Context, o options, stdout io.Writer, logger *log.Logger)
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", addr, err)
 		}
+		ln = server.LimitListener(ln, server.MaxConns)
 		hs := server.HTTPServer(srv, logger)
 		hs.TLSConfig = tlsCfg
 		servers = append(servers, hs)

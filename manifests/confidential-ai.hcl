@@ -147,4 +147,10 @@ agent {
   upstream   = "http://127.0.0.1:11434"
   webui      = "webui"
   webui_path = "/"
+  # Bounds on what a chat request may cost (docs/agent.md, "Option
+  # limits"): larger values are refused, an absent num_predict or
+  # keep_alive is set to the limit. A reasoning model needs room to think.
+  max_num_ctx     = 8192
+  max_num_predict = 4096
+  max_keep_alive  = "30m"
 }

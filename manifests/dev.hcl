@@ -121,4 +121,10 @@ agent {
   upstream   = "http://127.0.0.1:11434"
   webui      = "webui"
   webui_path = "/"
+  # Bounds on what a chat request may cost (docs/agent.md, "Option
+  # limits"): larger values are refused, an absent num_predict or
+  # keep_alive is set to the limit.
+  max_num_ctx     = 2048
+  max_num_predict = 256
+  max_keep_alive  = "10m"
 }

@@ -2,5 +2,5 @@
 # local inputs. Commit it. Run builder build -update-lock after changing an input.
 
 input "payload.webui" {
-  sha256 = "d4d126ef28fe42fca8441299bcf278f37f210f34acd4991b70823c70b4349b43"
+  sha256 = "7e8fe704da1396adf678d9dfce490219dbe9ae40b650ffd88c20b667db4f8182"
 }

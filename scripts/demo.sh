@@ -53,7 +53,7 @@ step "7/7 Web UI"
 cat <<MSG
 The web UI is served by the agent. While the VM runs, open either:
   http://127.0.0.1:$PROXY_PORT/      (through 'verifier proxy', which verified the TD first), or
-  https://127.0.0.1:$AGENT_PORT/     (directly; the page's attestation panel checks the quote's binding).
+  https://127.0.0.1:$AGENT_PORT/     (directly: NOT verified; the page's panel can only spot faults).
 To keep it running yourself:
   bin/builder launch --simulate --run --port $AGENT_PORT $IMG
 MSG

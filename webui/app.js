@@ -34,20 +34,54 @@ function banner(text, bad) {
   b.textContent = text;
 }
 
-// Quote v4: 48-byte header, then the TD quote body. Offsets inside the body.
+// Quote v4: 48-byte header, the 584-byte TD quote body, then a 4-byte
+// signature-data length and the signature data. Offsets inside the body.
 const BODY = 48;
+const BODY_LEN = 584;
 const FIELDS = [
   ["MRTD", 0x88], ["RTMR0", 0x148], ["RTMR1", 0x178], ["RTMR2", 0x1a8], ["RTMR3", 0x1d8],
 ];
 
+// parseQuote reads what a page can read from a quote: its layout, registers
+// and REPORTDATA. It verifies nothing: anyone can write these bytes.
 function parseQuote(q) {
-  if (q.length < BODY + 0x248) throw new Error("quote too short (" + q.length + " bytes)");
+  if (q.length < BODY + BODY_LEN) throw new Error("quote too short (" + q.length + " bytes)");
+  const dv = new DataView(q.buffer, q.byteOffset, q.byteLength);
   const body = q.subarray(BODY);
   const regs = {};
   for (const [name, off] of FIELDS) regs[name] = hex(body.subarray(off, off + 48));
   const attrs = body.subarray(0x78, 0x80);
-  return { regs, reportData: body.subarray(0x208, 0x248), debug: (attrs[0] & 1) === 1, attributes: hex(attrs) };
+  let sigLen = 0, sig = new Uint8Array(0);
+  if (q.length >= BODY + BODY_LEN + 4) {
+    sigLen = dv.getUint32(BODY + BODY_LEN, true);
+    sig = q.subarray(BODY + BODY_LEN + 4, BODY + BODY_LEN + 4 + sigLen);
+  }
+  return {
+    version: dv.getUint16(0, true), teeType: dv.getUint32(4, true),
+    regs, reportData: body.subarray(0x208, 0x248), debug: (attrs[0] & 1) === 1, attributes: hex(attrs),
+    // The ECDSA signature is the first 64 bytes of the signature data.
+    signed: sigLen >= 64 && sig.length === sigLen && sig.subarray(0, 64).some((b) => b !== 0),
+  };
 }
+
+// The page can only find faults; it can never prove the TD genuine. The
+// quote, the TLS-key hash it is compared with, and the "simulated" flag all
+// come from the server being judged, a page cannot check the quote's
+// signature chain, and a browser does not show a page the TLS key of its
+// connection. So no outcome here is a positive verdict.
+const NOT_CHECKED = [
+  "the quote's signature and its certificate chain up to Intel's root (a web page cannot check them)",
+  "that the TLS key hash in REPORTDATA is the key of this connection (browsers do not show pages the server's key)",
+  "the registers against the image's published reference values",
+];
+// HOW_TO_VERIFY alternates text and commands (shown as code).
+const HOW_TO_VERIFY = [
+  "To verify, run ", "verifier proxy --reference reference-values.json " + location.origin,
+  " and use this UI through the proxy's local address: the proxy checks the signature, the reference values " +
+  "and the TLS key of every connection. ", "verifier attest " + location.origin,
+  " gives the same verdict once. An attestation service (verifier serve) may vouch for this TD as well; " +
+  "its result is only as trustworthy as that service.",
+];
 
 async function attest() {
   $("verdict").className = "verdict pending";
@@ -59,42 +93,73 @@ async function attest() {
     if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
     const quote = b64bytes(body.quote);
     const parsed = parseQuote(quote);
-    // REPORTDATA = SHA-512("tdforge/v1/attest" || nonce || SHA-256(SPKI)).
+    // REPORTDATA = SHA-512("tdforge/v1/attest" || nonce || SHA-256(SPKI)),
+    // with the SPKI hash as the server states it.
     const rd = body.report_data || {};
     const spki = unhex(rd.spki_hash || "");
     const expect = new Uint8Array(await crypto.subtle.digest("SHA-512",
       concat(new TextEncoder().encode("tdforge/v1/attest"), nonce, spki)));
-    const bound = hex(expect) === hex(parsed.reportData) && rd.nonce === hex(nonce);
+    const bound = spki.length === 32 && hex(expect) === hex(parsed.reportData) && rd.nonce === hex(nonce);
     state.attestation = { body, parsed, bound };
     render(body, parsed, bound);
   } catch (e) {
     $("verdict").className = "verdict bad";
     $("verdict").textContent = "NOT VERIFIED: " + e.message;
+    renderChecks([["fault", "the attestation could not be read: " + e.message]]);
     banner("Attestation failed: " + e.message + ". Do not send confidential data.", true);
   }
+}
+
+// renderChecks lists [status, text] pairs: "fault" (a problem found),
+// "consistent" (checked, but only against what the server says) and
+// "unchecked".
+function renderChecks(items) {
+  const ul = $("checks");
+  ul.innerHTML = "";
+  const label = { fault: "FAULT", consistent: "consistent", unchecked: "NOT CHECKED" };
+  for (const [status, text] of items) {
+    const li = document.createElement("li");
+    li.className = "check " + status;
+    const b = document.createElement("strong"); b.textContent = label[status] + ": ";
+    li.append(b, document.createTextNode(text));
+    ul.append(li);
+  }
+  const how = $("how");
+  how.innerHTML = "";
+  HOW_TO_VERIFY.forEach((part, i) => {
+    if (i % 2 === 0) { how.append(document.createTextNode(part)); return; }
+    const c = document.createElement("code"); c.textContent = part; how.append(c);
+  });
 }
 
 function render(body, parsed, bound) {
   const img = body.image || {};
   $("identity").textContent = "image: " + (img.name || "?") + " " + (img.version || "") + (img.dev ? " (dev)" : "");
   const sim = !!(body.simulated || img.simulated);
+  const faults = [];
+  if (parsed.version !== 4 || parsed.teeType !== 0x81) faults.push("not a TDX quote (version " + parsed.version + ", TEE type 0x" + parsed.teeType.toString(16) + ")");
+  if (!parsed.signed) faults.push("the quote carries no signature: it cannot come from a TD");
+  if (!bound) faults.push("REPORTDATA does not match this page's nonce and the TLS key hash the server reports: the quote is not for this session");
+  if (parsed.debug) faults.push("the TD runs in DEBUG mode: the host can read its memory");
+  const checks = faults.map((f) => ["fault", f]);
+  if (bound) checks.push(["consistent", "REPORTDATA matches this page's nonce and the TLS key hash the server reports (the server supplies both, so a forger passes this too)"]);
+  if (parsed.signed) checks.push(["consistent", "the quote has a signature (present, not verified)"]);
+  for (const n of NOT_CHECKED) checks.push(["unchecked", n]);
+  renderChecks(checks);
   const v = $("verdict");
-  if (!bound) {
+  if (faults.length) {
     v.className = "verdict bad";
-    v.textContent = "NOT BOUND: REPORTDATA does not match this nonce and TLS key";
-    banner("The quote is not bound to this session. Do not send confidential data.", true);
-  } else if (parsed.debug) {
-    v.className = "verdict bad";
-    v.textContent = "DEBUG TD: memory is readable by the host";
-    banner("This TD runs in DEBUG mode: nothing in it is confidential.", true);
+    v.textContent = "NOT TRUSTED: " + faults[0];
+    banner("The attestation has a fault (" + faults[0] + "). Do not send confidential data.", true);
   } else if (sim) {
     v.className = "verdict sim";
-    v.textContent = "SIMULATED TDX: fresh and bound, but no hardware protection";
-    banner("SIMULATED: this image runs under the TDX simulator (dev). Nothing here is protected by hardware.", false);
+    v.textContent = "SIMULATED TDX (as the server reports), NOT VERIFIED by this page";
+    banner("SIMULATED: the server says this image runs under the TDX simulator (dev); nothing here is protected by hardware. " +
+      "This page cannot verify the server: use verifier proxy.", false);
   } else {
-    v.className = "verdict ok";
-    v.textContent = "Fresh quote bound to this TLS key";
-    banner("", false);
+    v.className = "verdict unverified";
+    v.textContent = "NOT VERIFIED by this page: no fault found, but the signature and the TLS key were not checked";
+    banner("This page cannot verify the server it talks to. Before sending confidential data, verify it with verifier proxy.", false);
   }
   const sum = $("att-summary");
   sum.innerHTML = "";
@@ -103,13 +168,14 @@ function render(body, parsed, bound) {
     const dd = document.createElement("dd"); dd.textContent = val;
     sum.append(dt, dd);
   };
-  add("image", (img.name || "?") + " " + (img.version || ""));
-  add("provider", body.quote_provider || "?");
-  add("simulated", sim ? "yes" : "no");
+  add("image", (img.name || "?") + " " + (img.version || "") + " (as reported)");
+  add("provider", (body.quote_provider || "?") + " (as reported)");
+  add("simulated", (sim ? "yes" : "no") + " (as reported)");
   add("debug", parsed.debug ? "yes" : "no");
   add("nonce", (body.report_data || {}).nonce || "");
-  add("TLS key", (body.report_data || {}).spki_hash || "");
-  add("binds key", bound ? "yes" : "NO");
+  add("TLS key", ((body.report_data || {}).spki_hash || "") + " (as reported)");
+  add("REPORTDATA", bound ? "matches nonce and reported key" : "DOES NOT MATCH");
+  add("signature", parsed.signed ? "present, not verified" : "ABSENT");
   add("reference", body.reference_url || "(not published)");
   add("time", body.timestamp || "");
 

@@ -1,13 +1,14 @@
 package server
 
 import (
-	"errors"
-	"fmt"
+	"bytes"
+	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -28,11 +29,15 @@ func newTransport(headerTimeout time.Duration) *http.Transport {
 
 // newProxy forwards requests to Ollama. Responses stream through unbuffered
 // (flush after every write); the outbound request carries the client's
-// context, so a client disconnect cancels the generation upstream.
-func newProxy(upstream *url.URL, tr http.RoundTripper, maxBody int64, logger *log.Logger) http.Handler {
-	rp := &httputil.ReverseProxy{
+// context, so a client disconnect cancels the generation upstream. The
+// path sent is the request's decoded path, re-encoded: checkTarget has
+// already refused every path whose raw form could differ in meaning.
+func newProxy(upstream *url.URL, tr http.RoundTripper, logger *log.Logger) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(upstream) // also sets Host to Ollama's, which it checks
+			pr.Out.URL.Path = strings.TrimSuffix(upstream.Path, "/") + pr.In.URL.Path
+			pr.Out.URL.RawPath = ""
 			// The web UI is served by the agent itself: a same-origin
 			// request is not cross-origin for Ollama either.
 			if o := pr.In.Header.Get("Origin"); o != "" && sameOrigin(o, pr.In) {
@@ -43,27 +48,34 @@ func newProxy(upstream *url.URL, tr http.RoundTripper, maxBody int64, logger *lo
 		FlushInterval: -1,
 		ErrorLog:      logger,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			var mbe *http.MaxBytesError
-			switch {
-			case errors.As(err, &mbe):
-				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
-			case r.Context().Err() != nil:
-				// The client went away; nobody is left to answer.
-			default:
-				logger.Printf("proxy %s: %v", r.URL.Path, err)
-				writeError(w, http.StatusBadGateway, "upstream Ollama unavailable: "+err.Error())
+			if r.Context().Err() != nil {
+				return // the client went away; nobody is left to answer
 			}
+			logger.Printf("proxy %s: %v", r.URL.Path, err)
+			writeError(w, http.StatusBadGateway, "upstream Ollama unavailable: "+err.Error())
 		},
 	}
+}
+
+// forward is the handler of every proxied route: it reads the whole body
+// within the body deadline (so a slow client never holds a connection to
+// Ollama), applies the operator's option limits, then proxies.
+func (s *Server) forward() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > maxBody {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is %d bytes; the limit is %d", r.ContentLength, maxBody))
+		body, ok := readBody(w, r, s.cfg.MaxBody, s.cfg.BodyTimeout)
+		if !ok {
 			return
 		}
-		if r.Body != nil {
-			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		body, err := applyLimits(s.cfg.Policy.Agent.Limits, r.URL.Path, body)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
 		}
-		rp.ServeHTTP(w, r)
+		r.Body, r.ContentLength, r.TransferEncoding = http.NoBody, 0, nil
+		if len(body) > 0 {
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		}
+		s.proxy.ServeHTTP(w, r)
 	})
 }
 

@@ -47,7 +47,19 @@ type Config struct {
 	// UpstreamHeaderTimeout bounds the wait for Ollama's response headers
 	// (a non-streamed generation answers only when done). Default 10 min.
 	UpstreamHeaderTimeout time.Duration
-	Log                   *log.Logger
+	// BodyTimeout bounds the wait for a whole request body (default
+	// DefaultBodyTimeout). Proxied bodies are read in full before a
+	// connection to Ollama is opened.
+	BodyTimeout time.Duration
+	// QuoteRate (quotes per second) and QuoteBurst bound the quotes that
+	// /v1/attestation and /api/v1/tee/quote take together (defaults
+	// DefaultQuoteRate, DefaultQuoteBurst); a negative rate means no limit.
+	QuoteRate  float64
+	QuoteBurst int
+	// QuoteProbeTTL is how long /readyz relies on the last quote's outcome
+	// (default DefaultQuoteProbeTTL).
+	QuoteProbeTTL time.Duration
+	Log           *log.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -60,9 +72,16 @@ type Server struct {
 	client    *http.Client // readiness probe
 	transport *http.Transport
 	quoteMu   sync.Mutex
-	webui     http.Handler
-	closeFns  []func() error
-	models    modelHealth
+	quotes    *bucket // nil: no rate limit
+	readyMu   sync.Mutex
+	lastQuote struct {
+		sync.Mutex
+		at  time.Time
+		err error
+	}
+	webui    http.Handler
+	closeFns []func() error
+	models   modelHealth
 }
 
 // New builds the handler.
@@ -82,10 +101,25 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	if cfg.QuoteRate == 0 {
+		cfg.QuoteRate = DefaultQuoteRate
+	}
+	if cfg.QuoteBurst <= 0 {
+		cfg.QuoteBurst = DefaultQuoteBurst
+	}
+	if cfg.QuoteProbeTTL <= 0 {
+		cfg.QuoteProbeTTL = DefaultQuoteProbeTTL
+	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	if cfg.QuoteRate > 0 {
+		s.quotes = newBucket(cfg.QuoteRate, cfg.QuoteBurst)
+	}
 	tr := newTransport(cfg.UpstreamHeaderTimeout)
 	s.transport = tr
-	s.proxy = newProxy(cfg.Upstream, tr, cfg.MaxBody, cfg.Log)
+	s.proxy = newProxy(cfg.Upstream, tr, cfg.Log)
 	s.client = &http.Client{Transport: tr, Timeout: 3 * time.Second}
 
 	if cfg.WebUIDir != "" {
@@ -101,12 +135,12 @@ func New(cfg Config) (*Server, error) {
 		s.closeFns = append(s.closeFns, closeFn)
 	}
 
-	s.mux.HandleFunc(attestation.PathAttestation, getOnly(s.handleAttestation))
-	s.mux.HandleFunc(attestation.PathTEEQuote, getOnly(s.handleTEEQuote))
-	s.mux.HandleFunc(attestation.PathHealth, getOnly(s.handleHealth))
-	s.mux.HandleFunc(attestation.PathReady, getOnly(s.handleReady))
+	s.mux.Handle(attestation.PathAttestation, allow(http.HandlerFunc(s.handleAttestation), "GET", "HEAD"))
+	s.mux.Handle(attestation.PathTEEQuote, allow(http.HandlerFunc(s.handleTEEQuote), "GET", "HEAD"))
+	s.mux.Handle(attestation.PathHealth, allow(http.HandlerFunc(s.handleHealth), "GET", "HEAD"))
+	s.mux.Handle(attestation.PathReady, allow(http.HandlerFunc(s.handleReady), "GET", "HEAD"))
 	for _, p := range ProxiedPaths {
-		s.mux.Handle(p, s.proxy)
+		s.mux.Handle(p.Pattern, allow(s.forward(), p.Methods...))
 	}
 	for _, p := range RefusedPaths {
 		s.mux.HandleFunc(p, s.handleRefused)
@@ -132,14 +166,44 @@ func (s *Server) Close() error {
 // CloseIdleConnections closes idle keep-alive connections to Ollama.
 func (s *Server) CloseIdleConnections() { s.transport.CloseIdleConnections() }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler: it refuses unclean request targets
+// (checkTarget) before routing and gives every request body the body
+// deadline.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if code, msg := checkTarget(r); code != 0 {
+		if code == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", "GET, HEAD, POST")
+		}
+		w.Header().Set("Connection", "close")
+		writeError(w, code, msg)
+		return
+	}
+	// Handlers that ignore the body still must not let a client hold the
+	// connection by trickling it; the proxy lifts the deadline once it
+	// has read the body.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+	s.mux.ServeHTTP(w, r)
+}
 
-// ProxiedPaths are the Ollama endpoints passed through (ServeMux patterns).
-var ProxiedPaths = []string{
-	"/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/ps", "/api/version",
-	"/api/embed", "/api/embeddings",
-	"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/", "/v1/embeddings",
+// Route is a proxied Ollama endpoint: a ServeMux pattern and its methods.
+type Route struct {
+	Pattern string
+	Methods []string
+}
+
+var (
+	getRoute  = []string{"GET", "HEAD"}
+	postRoute = []string{"POST"}
+)
+
+// ProxiedPaths are the Ollama endpoints passed through, each with the only
+// methods it accepts; other methods get 405 and never reach Ollama.
+var ProxiedPaths = []Route{
+	{"/api/chat", postRoute}, {"/api/generate", postRoute}, {"/api/show", postRoute},
+	{"/api/embed", postRoute}, {"/api/embeddings", postRoute},
+	{"/api/tags", getRoute}, {"/api/ps", getRoute}, {"/api/version", getRoute},
+	{"/v1/chat/completions", postRoute}, {"/v1/completions", postRoute}, {"/v1/embeddings", postRoute},
+	{"/v1/models", getRoute}, {"/v1/models/", getRoute},
 }
 
 // RefusedPaths are Ollama's model-management endpoints: the model set is
@@ -150,17 +214,6 @@ func (s *Server) handleRefused(w http.ResponseWriter, r *http.Request) {
 	writeError(w, http.StatusForbidden, fmt.Sprintf(
 		"%s is disabled: the model set of this image is measured into RTMR3 at boot and cannot change at run time; build a new image to change models",
 		r.URL.Path))
-}
-
-func getOnly(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			writeError(w, http.StatusMethodNotAllowed, r.URL.Path+" accepts only GET")
-			return
-		}
-		h(w, r)
-	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -208,7 +261,26 @@ func (s *Server) quote(nonce []byte) ([]byte, [64]byte, error) {
 	s.quoteMu.Lock()
 	defer s.quoteMu.Unlock()
 	q, err := s.cfg.Provider.Quote(rd)
+	s.lastQuote.Lock()
+	s.lastQuote.at, s.lastQuote.err = s.cfg.Now(), err
+	s.lastQuote.Unlock()
 	return q, rd, err
+}
+
+// quoteHealth is the outcome of the last quote when it is younger than
+// QuoteProbeTTL; otherwise it takes a probe quote. Readiness probes thus
+// cost at most one quote per TTL, whatever their rate.
+func (s *Server) quoteHealth() error {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	s.lastQuote.Lock()
+	at, err := s.lastQuote.at, s.lastQuote.err
+	s.lastQuote.Unlock()
+	if !at.IsZero() && s.cfg.Now().Sub(at) < s.cfg.QuoteProbeTTL {
+		return err
+	}
+	_, _, err = s.quote([]byte("tdforge-readyz-probe"))
+	return err
 }
 
 func (s *Server) simulated() bool { return s.cfg.Provider.Name() == quote.NameSimulator }
@@ -223,6 +295,9 @@ func (s *Server) handleAttestation(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.cfg.Log.Printf("attestation: %v", err)
 		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if !s.allowQuote(w) {
 		return
 	}
 	q, rd, err := s.quote(nonce)
@@ -285,6 +360,9 @@ func (s *Server) handleTEEQuote(w http.ResponseWriter, r *http.Request) {
 	if !fresh {
 		nonce = CompatNoNonce
 	}
+	if !s.allowQuote(w) {
+		return
+	}
 	q, rd, err := s.quote(nonce)
 	if err != nil {
 		s.cfg.Log.Printf("tee quote: %v", err)
@@ -333,7 +411,7 @@ func (s *Server) Ready(ctx context.Context) (map[string]any, error) {
 		return out, fmt.Errorf("upstream Ollama /api/version: %w", err)
 	}
 	out["ollama_version"] = v.Version
-	if _, _, err := s.quote([]byte("tdforge-readyz-probe")); err != nil {
+	if err := s.quoteHealth(); err != nil {
 		return out, fmt.Errorf("quote backend failed: %w", err)
 	}
 	models, err := s.modelStatus()

@@ -471,7 +471,7 @@ func TestBodyLimit(t *testing.T) {
 
 func TestHealthAndReady(t *testing.T) {
 	up, _ := ollamatest.Fake(t, nil)
-	f := newFixture(t, up.URL, nil)
+	f := newFixture(t, up.URL, func(c *Config) { c.QuoteProbeTTL = 20 * time.Millisecond })
 	if rec := do(t, f.srv, "GET", "/healthz", nil); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"ok"`) {
 		t.Fatalf("healthz %d %s", rec.Code, rec.Body)
 	}
@@ -486,8 +486,10 @@ func TestHealthAndReady(t *testing.T) {
 	if rec.Code != 200 || r["status"] != "ready" || r["ollama_version"] != "0.5.7" || r["quote_provider"] != "simulator" {
 		t.Fatalf("readyz %d %s", rec.Code, rec.Body)
 	}
-	// A broken quote backend makes the agent not ready.
+	// A broken quote backend makes the agent not ready once the last
+	// quote's outcome is older than QuoteProbeTTL.
 	os.WriteFile(filepath.Join(f.dir, "sim", sim.RegistersFile), []byte("{"), 0o644)
+	time.Sleep(30 * time.Millisecond)
 	rec = do(t, f.srv, "GET", "/readyz", nil)
 	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "quote backend failed") {
 		t.Fatalf("readyz with broken quotes: %d %s", rec.Code, rec.Body)

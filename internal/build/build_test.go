@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tdforge/tdforge/internal/cli/progress"
 	"github.com/tdforge/tdforge/internal/image/gptdisk"
@@ -16,6 +17,7 @@ import (
 	"github.com/tdforge/tdforge/internal/inputs/lockfile"
 	"github.com/tdforge/tdforge/internal/manifest"
 	"github.com/tdforge/tdforge/internal/tdx/platform"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 func TestDirTreeNormalizesAndDigests(t *testing.T) {
@@ -72,7 +74,8 @@ func TestPolicyFromManifest(t *testing.T) {
 		Image:   manifest.Image{Name: "img", Version: "1", Dev: true},
 		TDX:     manifest.TDX{Simulate: true},
 		Network: manifest.Network{Mode: "static", Address: "10.0.2.15/24", Gateway: "10.0.2.2"},
-		Agent:   manifest.Agent{Listen: ":8443", TLS: true, Upstream: "http://127.0.0.1:11434", WebUI: "webui", WebUIPath: "/"},
+		Agent: manifest.Agent{Listen: ":8443", TLS: true, Upstream: "http://127.0.0.1:11434", WebUI: "webui", WebUIPath: "/",
+			MaxNumCtx: 2048, MaxNumPredict: 256, MaxKeepAlive: 10 * time.Minute},
 		Services: []manifest.Service{
 			{Name: "ollama", Payload: "ollama", Payloads: []string{"model", "ollama"}, Command: "bin/ollama", Args: []string{"serve"},
 				Env: map[string]string{"OLLAMA_MODELS": "/payload/model"}},
@@ -98,6 +101,9 @@ func TestPolicyFromManifest(t *testing.T) {
 	a := pol.Services[1]
 	if a.Name != "agent" || a.Command != agentCommand || a.UID != agentUID || len(a.Payloads) != 0 {
 		t.Fatalf("agent service: %+v", a)
+	}
+	if pol.Agent.Limits != (policy.Limits{NumCtx: 2048, NumPredict: 256, KeepAliveSeconds: 600}) {
+		t.Fatalf("agent limits: %+v", pol.Agent.Limits)
 	}
 	if pol.Payloads[1].MountPoint != "/payload/model" || pol.Network.Interface != "eth0" {
 		t.Fatalf("payloads/network: %+v %+v", pol.Payloads[1], pol.Network)

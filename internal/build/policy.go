@@ -6,6 +6,7 @@ import (
 	"net"
 	"path"
 	"strconv"
+	"time"
 
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
@@ -39,6 +40,8 @@ func (p *pipeline) policyObject() (*policy.Policy, error) {
 		Agent: policy.Agent{
 			Listen: m.Agent.Listen, TLS: m.Agent.TLS, PlainHTTP: m.Agent.PlainHTTP,
 			Upstream: m.Agent.Upstream, WebUIPayload: m.Agent.WebUI, WebUIPath: m.Agent.WebUIPath,
+			Limits: policy.Limits{NumCtx: m.Agent.MaxNumCtx, NumPredict: m.Agent.MaxNumPredict,
+				KeepAliveSeconds: int(m.Agent.MaxKeepAlive / time.Second)},
 		},
 	}
 	if pol.Kernel.Modules == nil {

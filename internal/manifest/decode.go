@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -76,7 +77,7 @@ var (
 	vmSchema       = &hcl.BodySchema{Attributes: attrs("cpus", "memory", "platform")}
 	tdxSchema      = &hcl.BodySchema{Attributes: attrs("simulate", "debug")}
 	networkSchema  = &hcl.BodySchema{Attributes: attrs("mode", "address", "gateway")}
-	agentSchema    = &hcl.BodySchema{Attributes: attrs("listen", "tls", "plain_http", "upstream", "webui", "webui_path")}
+	agentSchema    = &hcl.BodySchema{Attributes: attrs("listen", "tls", "plain_http", "upstream", "webui", "webui_path", "max_num_ctx", "max_num_predict", "max_keep_alive")}
 	payloadSchema  = &hcl.BodySchema{Attributes: attrs("verity_root_hash"), Blocks: blocks("file", "dir", "url", "deb", "go", "ollama_model")}
 	serviceSchema  = &hcl.BodySchema{Attributes: attrs("payload", "command!", "args", "env", "user", "after", "needs", "restart")}
 
@@ -171,6 +172,36 @@ func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 	m.Agent = Agent{Listen: DefaultAgentListen, TLS: true, Upstream: DefaultAgentUpstream, WebUIPath: "/"}
 	if b := seen["agent"]; b != nil {
 		m.Agent = l.decodeAgent(b, m.Image.Dev || !devKnown, payloadNames)
+	}
+	l.checkModelContext(m)
+}
+
+// checkModelContext refuses an inline model parameter num_ctx above
+// agent.max_num_ctx: the agent leaves an absent num_ctx to the model, so
+// every request without one would exceed the limit. (A params_file blob is
+// known only after fetching; docs/agent.md asks to keep it within.)
+func (l *loader) checkModelContext(m *Manifest) {
+	if m.Agent.MaxNumCtx == 0 {
+		return
+	}
+	for _, p := range m.Payloads {
+		if p.Source.Model == nil {
+			continue
+		}
+		var n float64
+		switch v := p.Source.Model.Params["num_ctx"].(type) {
+		case int64:
+			n = float64(v)
+		case float64:
+			n = v
+		default:
+			continue
+		}
+		if n > float64(m.Agent.MaxNumCtx) {
+			l.diags.add(errorf(rangePtr(p.Source.Model.Range), "Model context above the agent limit",
+				"payload %q sets params num_ctx = %v, above agent.max_num_ctx = %d; requests without num_ctx would use it. Lower num_ctx or raise max_num_ctx.",
+				p.Name, n, m.Agent.MaxNumCtx))
+		}
 	}
 }
 
@@ -361,6 +392,15 @@ func (l *loader) decodeAgent(hb *hcl.Block, dev bool, payloads map[string]hcl.Ra
 	}
 	b.check("webui_path", strings.HasPrefix(a.WebUIPath, "/") && path.Clean(a.WebUIPath) == a.WebUIPath, "Invalid webui_path",
 		"webui_path %q must be a clean absolute directory inside the web UI payload, e.g. \"/\" or \"/dist\".", a.WebUIPath)
+	a.MaxNumCtx = int(b.integer("max_num_ctx", 0, 1, policy.MaxLimitTokens))
+	a.MaxNumPredict = int(b.integer("max_num_predict", 0, 1, policy.MaxLimitTokens))
+	if ka := b.str("max_keep_alive", ""); b.isSet("max_keep_alive") {
+		d, err := time.ParseDuration(ka)
+		if b.check("max_keep_alive", err == nil && d >= time.Second && d <= policy.MaxLimitKeepAlive*time.Second && d%time.Second == 0,
+			"Invalid max_keep_alive", "max_keep_alive %q must be a duration in whole seconds from \"1s\" to \"168h\", e.g. \"10m\".", ka) {
+			a.MaxKeepAlive = d
+		}
+	}
 	return a
 }
 

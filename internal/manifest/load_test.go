@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeManifest(t *testing.T, src string) string {
@@ -92,7 +93,8 @@ func TestLoadDevManifest(t *testing.T) {
 		t.Errorf("service = %+v", s)
 	}
 	a := m.Agent
-	if a.Listen != ":8443" || !a.TLS || a.PlainHTTP != ":8080" || a.Upstream != "http://127.0.0.1:11434" || a.WebUI != "webui" || a.WebUIPath != "/" {
+	if a.Listen != ":8443" || !a.TLS || a.PlainHTTP != ":8080" || a.Upstream != "http://127.0.0.1:11434" || a.WebUI != "webui" || a.WebUIPath != "/" ||
+		a.MaxNumCtx != 2048 || a.MaxNumPredict != 256 || a.MaxKeepAlive != 10*time.Minute {
 		t.Errorf("agent = %+v", a)
 	}
 	if len(m.Unknown) != 0 {

@@ -8,7 +8,11 @@
 // Manifest.Unknown listing the attribute paths.
 package manifest
 
-import "github.com/hashicorp/hcl/v2"
+import (
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
 
 // Manifest is an evaluated manifest.
 type Manifest struct {
@@ -137,7 +141,11 @@ type Agent struct {
 	Upstream  string // default "http://127.0.0.1:11434"
 	WebUI     string // payload name holding the web UI, optional
 	WebUIPath string // directory in that payload, default "/"
-	Range     hcl.Range
+	// Limits on Ollama request options the agent enforces (0: none).
+	MaxNumCtx     int           // largest options.num_ctx
+	MaxNumPredict int           // largest options.num_predict / max_tokens
+	MaxKeepAlive  time.Duration // longest keep_alive, whole seconds
+	Range         hcl.Range
 }
 
 // Network is the `network` block.

@@ -122,6 +122,35 @@ type Agent struct {
 	Upstream     string `json:"upstream"`      // Ollama URL, e.g. http://127.0.0.1:11434
 	WebUIPayload string `json:"webui_payload"` // payload holding the web UI, or ""
 	WebUIPath    string `json:"webui_path"`    // directory inside the mounted payload
+	Limits       Limits `json:"limits"`        // bounds on Ollama options
+}
+
+// Limits are the operator's bounds on the Ollama request options that cost
+// memory or time; the agent enforces them on every generation request. Zero
+// means no bound.
+type Limits struct {
+	NumCtx           int `json:"num_ctx"`            // largest options.num_ctx
+	NumPredict       int `json:"num_predict"`        // largest options.num_predict / max_tokens
+	KeepAliveSeconds int `json:"keep_alive_seconds"` // longest keep_alive
+}
+
+// Upper ends of the Limits fields.
+const (
+	MaxLimitTokens    = 1 << 24
+	MaxLimitKeepAlive = 7 * 24 * 3600
+)
+
+// IsZero reports whether no limit is set.
+func (l Limits) IsZero() bool { return l == Limits{} }
+
+func (l Limits) validate() error {
+	if l.NumCtx < 0 || l.NumCtx > MaxLimitTokens || l.NumPredict < 0 || l.NumPredict > MaxLimitTokens {
+		return fmt.Errorf("agent limits num_ctx %d / num_predict %d must be from 0 (no limit) to %d", l.NumCtx, l.NumPredict, MaxLimitTokens)
+	}
+	if l.KeepAliveSeconds < 0 || l.KeepAliveSeconds > MaxLimitKeepAlive {
+		return fmt.Errorf("agent limits keep_alive_seconds %d must be from 0 (no limit) to %d", l.KeepAliveSeconds, MaxLimitKeepAlive)
+	}
+	return nil
 }
 
 // Decode strictly parses and validates a policy.
@@ -300,6 +329,9 @@ func (p *Policy) Validate() error {
 	}
 	if p.Agent.WebUIPayload != "" && !payloads[p.Agent.WebUIPayload] {
 		return errf("agent webui_payload %q is not a payload", p.Agent.WebUIPayload)
+	}
+	if err := p.Agent.Limits.validate(); err != nil {
+		return errf("%w", err)
 	}
 	return nil
 }

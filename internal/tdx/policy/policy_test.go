@@ -27,7 +27,8 @@ func validPolicy() *Policy {
 			{Name: "agent", Command: "/usr/bin/agent", Args: []string{}, Env: map[string]string{}, User: "agent", UID: 900, GID: 900,
 				After: []string{"ollama"}, Payloads: []string{}, Restart: "always"},
 		},
-		Agent: Agent{Listen: ":8443", TLS: true, Upstream: "http://127.0.0.1:11434"},
+		Agent: Agent{Listen: ":8443", TLS: true, Upstream: "http://127.0.0.1:11434",
+			Limits: Limits{NumCtx: 4096, NumPredict: 512, KeepAliveSeconds: 600}},
 	}
 }
 
@@ -90,6 +91,9 @@ func TestValidateRejects(t *testing.T) {
 		{"plain http in production", func(p *Policy) { p.Image.Dev, p.TDX.Simulate, p.Agent.PlainHTTP = false, false, ":8080" }, "plain_http"},
 		{"no tls in production", func(p *Policy) { p.Image.Dev, p.TDX.Simulate, p.Agent.TLS = false, false, false }, "TLS"},
 		{"webui payload", func(p *Policy) { p.Agent.WebUIPayload = "ui" }, "webui_payload"},
+		{"negative num_ctx limit", func(p *Policy) { p.Agent.Limits.NumCtx = -1 }, "agent limits num_ctx -1"},
+		{"huge num_predict limit", func(p *Policy) { p.Agent.Limits.NumPredict = MaxLimitTokens + 1 }, "agent limits"},
+		{"keep_alive limit", func(p *Policy) { p.Agent.Limits.KeepAliveSeconds = MaxLimitKeepAlive + 1 }, "keep_alive_seconds"},
 	} {
 		p := validPolicy()
 		tc.mod(p)
