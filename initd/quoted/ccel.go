@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/tdx/quote"
 )
 
 // Default locations: where the kernel publishes the firmware's ACPI tables
@@ -16,12 +17,12 @@ import (
 // agent, in the same layout (CCEL, data/CCEL) plus AbsentFile.
 const (
 	DefaultACPITables = "/sys/firmware/acpi/tables"
-	DefaultCCELDir    = "/run/tdforge/acpi"
+	DefaultCCELDir    = quote.CCELDir
 )
 
 // AbsentFile, in the CCEL directory, holds why there is no CCEL; the agent
 // serves it as attestation.Response.CCELAbsent.
-const AbsentFile = "CCEL.absent"
+const AbsentFile = quote.CCELAbsentFile
 
 // CCELSource is one place the firmware's CCEL may be: the table and its log.
 type CCELSource struct {
@@ -34,7 +35,7 @@ func ACPISource(acpiDir string) CCELSource {
 }
 
 // PublishCCEL copies the first source whose table exists to dir/CCEL and
-// dir/data/CCEL (0640 root:gid, so the agent's group reads them and
+// dir/data/CCEL (0640 root:gid, initd being root, so the agent's group reads them and
 // nothing else) and returns "". When no source has a table, it writes the
 // reason to dir/AbsentFile instead and returns it. A table without its log
 // is an error: the firmware published half an event log. dir is replaced
@@ -47,7 +48,7 @@ func PublishCCEL(dir string, gid int, sources ...CCELSource) (absent string, err
 		return "", err
 	}
 	for _, d := range []string{dir, filepath.Join(dir, "data")} {
-		if err := os.Chown(d, 0, gid); err != nil {
+		if err := os.Chown(d, os.Getuid(), gid); err != nil {
 			return "", err
 		}
 	}
@@ -83,7 +84,7 @@ func PublishCCEL(dir string, gid int, sources ...CCELSource) (absent string, err
 func writeGroup(path string, b []byte, gid int) error {
 	return fsutil.WriteFrom(path, 0o640, func(w io.Writer) error {
 		if f, ok := w.(*fsutil.File); ok {
-			if err := f.Chown(0, gid); err != nil {
+			if err := f.Chown(os.Getuid(), gid); err != nil {
 				return err
 			}
 		}

@@ -44,7 +44,7 @@ type Server struct {
 }
 
 // Listen creates the socket at path (replacing a stale one), owned
-// root:gid with mode 0660 so only the agent's group can connect; Serve
+// root:gid (initd being root) with mode 0660 so only the agent's group can connect; Serve
 // still checks the peer's uid.
 func Listen(path string, gid int) (net.Listener, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -56,7 +56,7 @@ func Listen(path string, gid int) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quoting socket %s: %w", path, err)
 	}
-	if err := os.Chown(path, 0, gid); err != nil {
+	if err := os.Chown(path, os.Getuid(), gid); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("quoting socket %s: %w", path, err)
 	}

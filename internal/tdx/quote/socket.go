@@ -22,8 +22,14 @@ import (
 	"time"
 )
 
-// DefaultSocket is where initd serves quotes in the guest.
-const DefaultSocket = "/run/tdforge/quote.sock"
+// What initd publishes for the agent in the guest: the quoting socket, and
+// the firmware's CCEL (the kernel's ACPI tables are root-only) in the ACPI
+// layout (CCEL, data/CCEL) or, when there is none, CCELAbsentFile saying why.
+const (
+	DefaultSocket  = "/run/tdforge/quote.sock"
+	CCELDir        = "/run/tdforge/acpi"
+	CCELAbsentFile = "CCEL.absent"
+)
 
 // Socket request operations.
 const (
