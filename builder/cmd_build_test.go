@@ -381,6 +381,7 @@ func testSimulatedLaunchPKI(t *testing.T, img string) {
 	runDir := t.TempDir()
 	pidfile := filepath.Join(runDir, "qemu.pid")
 	var roots []string
+	var pkis []sim.PKI
 	for i := 0; i < 2; i++ {
 		r := run(t, runLaunch, "--simulate", "--pidfile", pidfile, img)
 		rootPath := filepath.Join(runDir, imagedir.SimRootFile)
@@ -417,8 +418,12 @@ func testSimulatedLaunchPKI(t *testing.T, img string) {
 		if err := json.Unmarshal(b, &pki); err != nil || pki.RootCert != string(root) || pki.AttestationKey == "" {
 			t.Fatalf("the launch's PKI does not match its published root: %v", err)
 		}
+		pkis = append(pkis, pki)
 	}
 	if roots[0] == roots[1] {
 		t.Fatal("two launches of the same image share a simulator root")
 	}
+	// The verifier given this launch's root refuses anyone else's quotes,
+	// the previous launch's included.
+	testForgedSimulatorMITM(t, []byte(roots[1]), &pkis[1], &pkis[0])
 }
