@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
 	"github.com/google/go-configfs-tsm/configfs/faketsm"
+	tdxtest "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/verify"
 
 	"github.com/tdforge/tdforge/internal/tdx/quote"
@@ -293,6 +294,31 @@ func TestHardwareConfigfsTSMThroughInitd(t *testing.T) {
 	}
 	if got, _ := sim.ReportData(q); got != rd(2) {
 		t.Fatal("REPORTDATA not carried through configfs-tsm and the socket")
+	}
+}
+
+// The tdx_guest device path (go-tdx-guest's test device) is served the
+// same way, and named as such.
+func TestHardwareTDXGuestDeviceThroughInitd(t *testing.T) {
+	dir, _ := simState(t)
+	s, err := sim.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := rd(9)
+	q, _ := s.Quote(want)
+	dev, err := tdxtest.TcDevice([]tdxtest.TestCase{{Name: "device", Input: want, Quote: q}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := serve(t, &Server{Provider: &quote.TDXGuestDevice{Source: dev}, UID: os.Getuid()})
+	c, err := quote.OpenSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Quote(want)
+	if err != nil || !bytes.Equal(got, q) || c.Name() != quote.NameTDXDevice {
+		t.Fatalf("device quote through initd: %v (backend %q)", err, c.Name())
 	}
 }
 

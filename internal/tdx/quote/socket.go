@@ -147,11 +147,14 @@ func (c *SocketClient) exchange(op byte, reportData [64]byte) (*SocketResponse, 
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(SocketTimeout))
-	if _, err := conn.Write(append([]byte{op}, reportData[:]...)); err != nil {
-		return nil, fmt.Errorf("initd's quoting socket %s: %w", c.path, err)
-	}
+	// initd answers a refused peer before reading its request, so a
+	// failed write may still leave the answer to read.
+	_, werr := conn.Write(append([]byte{op}, reportData[:]...))
 	resp, err := readSocketResponse(conn)
 	if err != nil {
+		if werr != nil {
+			err = werr
+		}
 		return nil, fmt.Errorf("initd's quoting socket %s: %w", c.path, err)
 	}
 	if resp.Error != "" {
