@@ -28,14 +28,13 @@ import (
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 	"github.com/tdforge/tdforge/internal/tdx/quote"
-	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 type options struct {
-	policyPath, runtimeLog, acpiTables, simDir string
-	listen, plain                              string
+	policyPath, runtimeLog, acpiTables, quoteSocket string
+	listen, plain                                   string
 }
 
 // run is the whole program: it serves until SIGTERM or SIGINT and returns
@@ -48,8 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var o options
 	fs.StringVar(&o.policyPath, "policy", policy.Path, "boot policy")
 	fs.StringVar(&o.runtimeLog, "runtime-log", server.DefaultRuntimeLog, "RTMR3 runtime event log (CEL) written by initd")
-	fs.StringVar(&o.acpiTables, "acpi-tables", server.DefaultACPITables, "ACPI tables directory holding CCEL and data/CCEL")
-	fs.StringVar(&o.simDir, "sim-dir", sim.Dir, "TDX simulator state (used only when the policy sets tdx.simulate)")
+	fs.StringVar(&o.acpiTables, "acpi-tables", server.DefaultACPITables, "directory holding CCEL and data/CCEL, or "+server.CCELAbsentFile+" (initd's copy of the firmware's)")
+	fs.StringVar(&o.quoteSocket, "quote-socket", quote.DefaultSocket, "initd's quoting socket (the agent never opens a quote backend itself)")
 	fs.StringVar(&o.listen, "listen", "", "override policy agent.listen (tests)")
 	fs.StringVar(&o.plain, "plain-http", "", "override policy agent.plain_http (tests; dev images only)")
 	if err := fs.Parse(args); err != nil {
@@ -110,15 +109,14 @@ func serve(ctx context.Context, o options, stdout io.Writer, logger *log.Logger)
 	if p.Agent.Listen == "" {
 		return errors.New("boot policy: agent listen is empty; set it to an address such as :8443")
 	}
-	var prov quote.Provider
-	if p.TDX.Simulate {
-		prov, err = quote.OpenSimulator(o.simDir)
-		err = cli.WithHint(err, "boot a simulated image with 'builder launch --simulate', which hands the simulated platform to the guest")
-	} else {
-		prov, err = quote.Open(false)
-	}
+	// Quoting is root's (configfs-tsm, /dev/tdx_guest and the simulator's
+	// keys are root-only): initd quotes for us and names its backend.
+	prov, err := quote.OpenSocket(o.quoteSocket)
 	if err != nil {
-		return err
+		return cli.WithHint(err, "the agent quotes through initd; run it as the policy's agent service in a tdforge guest")
+	}
+	if got := prov.Name() == quote.NameSimulator; got != p.TDX.Simulate {
+		return fmt.Errorf("initd quotes with %s but the boot policy says tdx.simulate = %v", prov.Name(), p.TDX.Simulate)
 	}
 	up, err := url.Parse(p.Agent.Upstream)
 	if err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "" {
@@ -132,7 +130,7 @@ func serve(ctx context.Context, o options, stdout io.Writer, logger *log.Logger)
 	if err != nil {
 		return err
 	}
-	ev := server.Evidence{RuntimeLog: o.runtimeLog, ACPITables: o.acpiTables, SimDir: o.simDir, Simulated: p.TDX.Simulate}
+	ev := server.Evidence{RuntimeLog: o.runtimeLog, ACPITables: o.acpiTables}
 	logs, err := ev.Read()
 	if err != nil {
 		return err

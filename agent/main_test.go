@@ -188,11 +188,8 @@ func runAgentExpectFailure(t *testing.T, args []string, want string) {
 	}
 }
 
-// Without tdx.simulate the agent needs real TDX and never falls back.
+// Without tdx.simulate the agent refuses initd's simulator backend.
 func TestAgentNeverFallsBackToSimulator(t *testing.T) {
-	if _, err := os.Stat("/sys/kernel/config/tsm/report"); err == nil {
-		t.Skip("this machine is a TDX guest")
-	}
 	env, err := testenv.Setup(t.TempDir(), "http://127.0.0.1:11434")
 	if err != nil {
 		t.Fatal(err)
@@ -200,7 +197,7 @@ func TestAgentNeverFallsBackToSimulator(t *testing.T) {
 	env.Policy.TDX.Simulate = false
 	b, _ := env.Policy.Marshal()
 	os.WriteFile(env.PolicyPath, b, 0o644)
-	runAgentExpectFailure(t, env.Args(), "no TDX quote backend")
+	runAgentExpectFailure(t, env.Args(), "initd quotes with simulator but the boot policy says tdx.simulate = false")
 }
 
 func TestAgentBadInputs(t *testing.T) {
@@ -218,11 +215,11 @@ func TestAgentBadInputs(t *testing.T) {
 	env, _ = testenv.Setup(t.TempDir(), "ftp://nowhere")
 	runAgentExpectFailure(t, env.Args(), "must be an http(s) URL")
 
-	// A simulated image without the simulator state names the fact; the
-	// hint says how such an image is launched.
+	// Without initd's quoting socket the agent names it; the hint says
+	// the agent quotes through initd.
 	env, _ = testenv.Setup(t.TempDir(), "http://127.0.0.1:11434")
-	os.RemoveAll(env.SimDir)
-	runAgentExpectFailure(t, env.Args(), "hint: boot a simulated image with 'builder launch --simulate'")
+	os.Remove(env.Socket)
+	runAgentExpectFailure(t, env.Args(), "hint: the agent quotes through initd")
 
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"-nope"}, &stdout, &stderr); code != cli.ExitUsage || !strings.Contains(stderr.String(), "-nope") {

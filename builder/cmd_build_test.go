@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/register"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 )
 
@@ -169,7 +171,7 @@ func TestBuildMeasureInspectCommands(t *testing.T) {
 	if r.code != cli.ExitOK || !strings.Contains(r.stdout, "built tiny 1 [DEV, SIMULATED TDX] into "+out) {
 		t.Fatalf("build: %+v", r)
 	}
-	if !strings.Contains(r.stderr, "[1/10] firmware: fetch and check the firmware") || !strings.Contains(r.stderr, "[10/10] info: write build.json") {
+	if !strings.Contains(r.stderr, "[1/9] firmware: fetch and check the firmware") || !strings.Contains(r.stderr, "[9/9] info: write build.json") {
 		t.Errorf("build did not print its steps:\n%s", r.stderr)
 	}
 	if _, err := os.Stat(out + ".build.log"); err != nil {
@@ -183,6 +185,14 @@ func TestBuildMeasureInspectCommands(t *testing.T) {
 		if strings.Contains(name, "log") {
 			t.Errorf("the output directory holds %s", name)
 		}
+		// The simulator PKI is made per launch, never built: a build
+		// output anyone can rebuild must not hold (or derive) its keys.
+		if strings.HasPrefix(name, "sim") || strings.Contains(name, "pki") {
+			t.Errorf("the output directory holds simulator PKI material %s", name)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "sim")); !os.IsNotExist(err) {
+		t.Errorf("a simulated image's build output has sim/: %v", err)
 	}
 	ref, err := refvalues.ReadFile(filepath.Join(out, imagedir.ReferenceValues))
 	if err != nil {
@@ -204,6 +214,8 @@ func TestBuildMeasureInspectCommands(t *testing.T) {
 	if !strings.Contains(r.stdout, "RTMR3     "+regs["rtmr3"]) || len(regs) != 5 {
 		t.Errorf("measure output:\n%s", r.stdout)
 	}
+
+	testSimulatedLaunchPKI(t, out)
 
 	r = run(t, runInspect, out)
 	if r.code != cli.ExitOK || !strings.Contains(r.stdout, "payload   #1 site") || !strings.Contains(r.stdout, "rtmr3     "+regs["rtmr3"]) {
@@ -358,4 +370,60 @@ func TestMeasureUnsetSettings(t *testing.T) {
 		!strings.Contains(r.stderr, "builder measure: hint: give each variable a value with -var NAME=VALUE or -var-file FILE") {
 		t.Errorf("measure with an unset vm.memory: %+v", r)
 	}
+}
+
+// testSimulatedLaunchPKI: every `builder launch --simulate` makes a fresh
+// simulator PKI; only its root certificate is published (next to
+// --pidfile, 0644, path on stdout), while the private keys stay in the
+// launch's private 0700 state directory that QEMU reads.
+func testSimulatedLaunchPKI(t *testing.T, img string) {
+	t.Helper()
+	runDir := t.TempDir()
+	pidfile := filepath.Join(runDir, "qemu.pid")
+	var roots []string
+	var pkis []sim.PKI
+	for i := 0; i < 2; i++ {
+		r := run(t, runLaunch, "--simulate", "--pidfile", pidfile, img)
+		rootPath := filepath.Join(runDir, imagedir.SimRootFile)
+		if r.code != cli.ExitOK || !strings.Contains(r.stdout, "# simulator root certificate for verifier --sim-root: "+rootPath+"\n") {
+			t.Fatalf("launch --simulate: %+v", r)
+		}
+		st, err := os.Stat(rootPath)
+		if err != nil || st.Mode().Perm() != 0o644 {
+			t.Fatalf("%s: %v %v", rootPath, err, st)
+		}
+		root, _ := os.ReadFile(rootPath)
+		if !strings.Contains(string(root), "BEGIN CERTIFICATE") || strings.Contains(string(root), "PRIVATE KEY") {
+			t.Fatalf("%s is not just a certificate:\n%s", rootPath, root)
+		}
+		roots = append(roots, string(root))
+		// The fw_cfg PKI (with the private keys) is in the state directory.
+		var pkiFile string
+		for _, a := range strings.Fields(r.stdout) {
+			if f, ok := strings.CutPrefix(a, "name="+sim.FWCfgPKI+",file="); ok {
+				pkiFile = f
+			}
+		}
+		if pkiFile == "" {
+			t.Fatalf("no -fw_cfg %s in %s", sim.FWCfgPKI, r.stdout)
+		}
+		defer os.RemoveAll(filepath.Dir(pkiFile))
+		fst, err := os.Stat(pkiFile)
+		dst, _ := os.Stat(filepath.Dir(pkiFile))
+		if err != nil || fst.Mode().Perm() != 0o600 || dst.Mode().Perm() != 0o700 {
+			t.Fatalf("private PKI %s: %v file %v dir %v", pkiFile, err, fst.Mode(), dst.Mode())
+		}
+		b, _ := os.ReadFile(pkiFile)
+		var pki sim.PKI
+		if err := json.Unmarshal(b, &pki); err != nil || pki.RootCert != string(root) || pki.AttestationKey == "" {
+			t.Fatalf("the launch's PKI does not match its published root: %v", err)
+		}
+		pkis = append(pkis, pki)
+	}
+	if roots[0] == roots[1] {
+		t.Fatal("two launches of the same image share a simulator root")
+	}
+	// The verifier given this launch's root refuses anyone else's quotes,
+	// the previous launch's included.
+	testForgedSimulatorMITM(t, []byte(roots[1]), &pkis[1], &pkis[0])
 }

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
-	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 type launchOpts struct {
@@ -40,6 +40,11 @@ type launchOpts struct {
 	qmp          string
 	debugSock    string
 	extraDevices listFlag
+
+	// Set by launchCommand under --simulate: the launch's private state
+	// directory (fw_cfg files, the simulator's private keys) and where the
+	// simulator root certificate was written.
+	simState, simRoot string
 }
 
 func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -52,7 +57,7 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.IntVar(&o.port, "port", 8443, "host port forwarded to the agent's HTTPS port")
 	fs.IntVar(&o.httpPort, "http-port", 0, "host port forwarded to the agent's plain HTTP port (dev images with agent.plain_http)")
 	fs.StringVar(&o.serial, "serial", "", "write the guest console to this file (default: stdout)")
-	fs.StringVar(&o.pidfile, "pidfile", "", "write QEMU's PID here")
+	fs.StringVar(&o.pidfile, "pidfile", "", "write QEMU's PID here (with --simulate, the launch's simulator root certificate goes next to it as "+imagedir.SimRootFile+")")
 	fs.DurationVar(&o.waitReady, "wait-ready", 0, "with --run --detach: wait up to this long for the agent's /readyz")
 	fs.IntVar(&o.cpus, "cpus", 0, "refuse to launch unless this equals the manifest's vm.cpus (reference values assume it)")
 	fs.StringVar(&o.memory, "memory", "", "refuse to launch unless this equals the manifest's vm.memory")
@@ -81,15 +86,14 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		// The printed command reads the simulated platform's fw_cfg files,
 		// so they are kept; say where.
 		if o.simulate {
-			for _, a := range argv {
-				if strings.HasPrefix(a, "name="+sim.FWCfgPlatform+",file=") {
-					fmt.Fprintf(stderr, "builder launch: the simulated platform's files are in %s (remove it when done)\n",
-						filepath.Dir(strings.TrimPrefix(a, "name="+sim.FWCfgPlatform+",file=")))
-				}
-			}
+			fmt.Fprintf(stderr, "builder launch: the simulated platform's files, its private keys included, are in %s (remove it when QEMU has started)\n", o.simState)
+			fmt.Fprintf(stdout, "# simulator root certificate for verifier --sim-root: %s\n", o.simRoot)
 		}
 		fmt.Fprintln(stdout, shellQuote(argv))
 		return cli.ExitOK
+	}
+	if o.simulate {
+		fmt.Fprintf(stdout, "builder launch: simulator root certificate for verifier --sim-root: %s\n", o.simRoot)
 	}
 	if cleanup != nil {
 		defer cleanup()
@@ -190,7 +194,7 @@ func launchCommand(o *launchOpts) ([]string, func(), error) {
 	}
 	var cleanup func()
 	if o.simulate {
-		files, tmp, err := simulatedPlatform(o.dir, info, cmdline)
+		files, tmp, root, err := simulatedPlatform(o.dir, info, cmdline)
 		if tmp != "" {
 			cleanup = func() { os.RemoveAll(tmp) }
 		}
@@ -200,8 +204,30 @@ func launchCommand(o *launchOpts) ([]string, func(), error) {
 		for _, f := range files {
 			argv = append(argv, "-fw_cfg", "name="+f[0]+",file="+f[1])
 		}
+		o.simState, o.simRoot = tmp, simRootPath(o, tmp)
+		if err := fsutil.WriteFile(o.simRoot, root, 0o644); err != nil {
+			return nil, cleanup, fmt.Errorf("simulator root certificate: %w", err)
+		}
 	}
 	return argv, cleanup, nil
+}
+
+// simRootPath is where a simulated launch writes its root certificate:
+// next to --pidfile; without one, in the kept state directory when only
+// printing the command, else in the current directory.
+func simRootPath(o *launchOpts, stateDir string) string {
+	dir := "."
+	switch {
+	case o.pidfile != "":
+		dir = filepath.Dir(o.pidfile)
+	case !o.run:
+		dir = stateDir
+	}
+	p, err := filepath.Abs(filepath.Join(dir, imagedir.SimRootFile))
+	if err != nil {
+		return filepath.Join(dir, imagedir.SimRootFile)
+	}
+	return p
 }
 
 func execQEMU(ctx context.Context, o *launchOpts, argv []string, stdout, stderr io.Writer) int {
@@ -227,9 +253,9 @@ func execQEMU(ctx context.Context, o *launchOpts, argv []string, stdout, stderr 
 		}
 	}
 	if o.detach {
-		// Keep the simulated platform files: QEMU reads fw_cfg files lazily.
-		// They live in a private temp dir removed by the next boot's cleanup
-		// of stale dirs, not here.
+		// QEMU reads the -fw_cfg files at machine init; the deferred cleanup
+		// then removes the private state directory, and with it the
+		// simulator's private keys, once the agent is ready (or after 2 s).
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
 		if o.waitReady > 0 {

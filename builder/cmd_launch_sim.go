@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,57 +18,66 @@ import (
 // turns its registers and CCEL into the fw_cfg entries ([name, file]) the
 // guest's simulator starts from. Tampering with any booted file therefore
 // shows up as a register mismatch.
-func simulatedPlatform(dir string, info *imagedir.Info, cmdline string) ([][2]string, string, error) {
+//
+// Each call makes a fresh simulator PKI (sim.NewPKI, crypto/rand). Its
+// private keys exist only in the returned private state directory (0700,
+// files 0600), which QEMU reads at machine init and the caller removes, in
+// QEMU's memory and in the guest's root-only simulator state. The root
+// certificate, returned as PEM, is all a verifier gets.
+func simulatedPlatform(dir string, info *imagedir.Info, cmdline string) (files [][2]string, stateDir string, rootPEM []byte, err error) {
 	read := func(n string) ([]byte, error) { return os.ReadFile(filepath.Join(dir, n)) }
 	fw, err := read(imagedir.Firmware)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	kernel, err := read(imagedir.Kernel)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	initrd, err := read(imagedir.Initrd)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	prof, err := platform.Lookup(info.VM.Platform)
 	if err != nil {
-		return nil, "", fmt.Errorf("vm.platform: %w", err)
+		return nil, "", nil, fmt.Errorf("vm.platform: %w", err)
 	}
 	if !prof.Simulated {
-		return nil, "", fmt.Errorf("platform profile %s describes real TDX hardware; --simulate needs a simulator profile such as qemu-7.2-tcg-sim", prof.Name)
+		return nil, "", nil, fmt.Errorf("platform profile %s describes real TDX hardware; --simulate needs a simulator profile such as qemu-7.2-tcg-sim", prof.Name)
 	}
 	res, err := measure.Compute(measure.Inputs{
 		Firmware: fw, Kernel: kernel, Initrd: initrd, Cmdline: cmdline,
 		MemoryMB: info.VM.MemoryMB, CPUs: info.VM.CPUs, Profile: prof, RTMR3Events: nil,
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("simulating the firmware's measurements: %w", err)
+		return nil, "", nil, fmt.Errorf("simulating the firmware's measurements: %w", err)
 	}
 	l, err := res.Launch()
 	if err != nil {
-		return nil, "", fmt.Errorf("simulator: %w", err)
+		return nil, "", nil, fmt.Errorf("simulator: %w", err)
 	}
-	pki, err := os.ReadFile(filepath.Join(dir, imagedir.SimPKI))
+	pki, err := sim.NewPKI()
 	if err != nil {
-		return nil, "", fmt.Errorf("simulator PKI: %w (rebuild the image)", err)
+		return nil, "", nil, fmt.Errorf("simulator PKI: %w", err)
 	}
-	entries, err := sim.FWCfg(sim.NewPlatform(l.MRTD, l.RTMR, platform.TDAttributes(info.TDX.Debug), platform.XFAM), l.CCELTable, l.CCEL, pki)
+	pkiJSON, err := json.Marshal(pki)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
+	}
+	entries, err := sim.FWCfg(sim.NewPlatform(l.MRTD, l.RTMR, platform.TDAttributes(info.TDX.Debug), platform.XFAM), l.CCELTable, l.CCEL, pkiJSON)
+	if err != nil {
+		return nil, "", nil, err
 	}
 	tmp, err := os.MkdirTemp("", "tdforge-sim")
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
-	var out [][2]string
 	for _, e := range entries {
 		p := filepath.Join(tmp, filepath.Base(e.Name))
 		if err := os.WriteFile(p, e.Data, 0o600); err != nil {
-			return nil, tmp, err
+			return nil, tmp, nil, err
 		}
-		out = append(out, [2]string{e.Name, p})
+		files = append(files, [2]string{e.Name, p})
 	}
-	return out, tmp, nil
+	return files, tmp, []byte(pki.RootCert), nil
 }

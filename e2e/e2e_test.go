@@ -39,6 +39,11 @@ func TestDevImage(t *testing.T) {
 				t.Errorf("check %s failed: %s", c.Name, c.Reason)
 			}
 		}
+		// The agent quotes through initd's quoting socket (the one
+		// privileged quoting path), which names the simulator backend.
+		if !v.consoleHas("initd: quoting via simulator on /run/tdforge/quote.sock", time.Second) || !v.consoleHas("provider=simulator", time.Second) {
+			t.Errorf("the agent does not quote through initd:\n%s", v.tail())
+		}
 		// Without --allow-simulated the same TD is refused.
 		cmd := exec.Command(filepath.Join(binDir, "verifier"), "attest", "--reference", filepath.Join(devImage, "reference-values.json"), v.url(""))
 		if out, err := cmd.CombinedOutput(); err == nil {
@@ -63,7 +68,7 @@ func TestDevImage(t *testing.T) {
 		proxyURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 		cmd := exec.Command(filepath.Join(binDir, "verifier"), "proxy", "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 			"--reference", filepath.Join(devImage, "reference-values.json"),
-			"--allow-simulated", "--sim-root", filepath.Join(devImage, "sim", "root.pem"), v.url(""))
+			"--allow-simulated", "--sim-root", v.simRoot, v.url(""))
 		logf, _ := os.Create(filepath.Join(artDir, "proxy.log"))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {

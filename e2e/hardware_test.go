@@ -119,7 +119,7 @@ func TestHardwareProfileRehearsal(t *testing.T) {
 	wantCheck(t, r, out, "events RTMR0", "PASS", "13 events match")
 	// The signed reference without its key is a usage error.
 	cmd := exec.Command(filepath.Join(binDir, "verifier"), "attest", "--reference", signed, "--allow-simulated",
-		"--sim-root", v.simRoot(), v.url(""))
+		"--sim-root", v.simRoot, v.url(""))
 	if b, err := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(b), "--reference-key") {
 		t.Fatalf("signed reference without key: %v\n%s", err, b)
 	}

@@ -78,6 +78,10 @@ type vm struct {
 	qmp     string
 	debug   string
 	stopped bool
+	// simRoot is the launch's simulator root certificate, which `builder
+	// launch --simulate` writes next to its --pidfile: each launch makes a
+	// fresh simulator PKI, so this is the only root its quotes chain to.
+	simRoot string
 }
 
 type bootOpts struct {
@@ -97,6 +101,7 @@ func boot(t testing.TB, dir string, o bootOpts) *vm {
 	v := &vm{t: t, dir: dir, port: netutil.FreePort(t), console: filepath.Join(artDir, sanitize(t.Name())+"-console.log"),
 		qmp: filepath.Join(run, "qmp.sock")}
 	pidfile := filepath.Join(run, "qemu.pid")
+	v.simRoot = filepath.Join(run, "sim-root.pem")
 	args := []string{"launch", "--simulate", "--run", "--detach", "--port", strconv.Itoa(v.port),
 		"--serial", v.console, "--pidfile", pidfile, "--qmp", v.qmp}
 	if o.disk != "" {
@@ -121,6 +126,9 @@ func boot(t testing.TB, dir string, o bootOpts) *vm {
 	t.Cleanup(v.kill)
 	if err != nil {
 		t.Fatalf("builder launch: %v\n%s\nconsole:\n%s", err, out, v.tail())
+	}
+	if !bytes.Contains(out, []byte("simulator root certificate for verifier --sim-root: "+v.simRoot+"\n")) {
+		t.Fatalf("builder launch did not name the launch's simulator root %s:\n%s", v.simRoot, out)
 	}
 	wait := o.wait
 	if wait == 0 {
@@ -246,8 +254,6 @@ type verifierResult struct {
 	} `json:"mismatches"`
 }
 
-// simRoot is the simulator root certificate the verifier is given for v.
-func (v *vm) simRoot() string { return filepath.Join(v.dir, "sim", "root.pem") }
 
 // attest runs `verifier attest --json` against the guest, with extra
 // verifier flags.
@@ -257,7 +263,7 @@ func (v *vm) attest(t *testing.T, ref string, extra ...string) (*verifierResult,
 		ref = filepath.Join(v.dir, "reference-values.json")
 	}
 	args := append([]string{"attest", "--json", "--reference", ref,
-		"--allow-simulated", "--sim-root", v.simRoot()}, extra...)
+		"--allow-simulated", "--sim-root", v.simRoot}, extra...)
 	cmd := exec.Command(filepath.Join(binDir, "verifier"), append(args, fmt.Sprintf("https://127.0.0.1:%d", v.port))...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

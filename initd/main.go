@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,17 +27,21 @@ import (
 	"github.com/tdforge/tdforge/initd/netconf"
 	"github.com/tdforge/tdforge/initd/payload"
 	"github.com/tdforge/tdforge/initd/powerbtn"
+	"github.com/tdforge/tdforge/initd/quoted"
 	"github.com/tdforge/tdforge/initd/rootfs"
 	"github.com/tdforge/tdforge/initd/supervise"
 	"github.com/tdforge/tdforge/internal/guest/dmverity"
 	"github.com/tdforge/tdforge/internal/guest/fwcfg"
 	"github.com/tdforge/tdforge/internal/guest/rtmr"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 	"github.com/tdforge/tdforge/internal/tdx/sim/firmware"
 )
 
-// RunDir holds the runtime log and simulator state, readable by the agent's group.
+// RunDir holds the runtime log, the quoting socket and the republished
+// CCEL, readable by the agent's group (the simulator state under it is
+// root-only).
 const RunDir = "/run/tdforge"
 
 // AgentService is the policy service whose group may read RunDir.
@@ -93,10 +98,10 @@ func main() {
 	loadModules(p.Kernel.Modules)
 	phase("modules", time.Since(start))
 
-	agentGID := 0
+	agentUID, agentGID := -1, 0
 	for _, s := range p.Services {
 		if s.Name == AgentService {
-			agentGID = s.GID
+			agentUID, agentGID = s.UID, s.GID
 		}
 	}
 	if err := prepareRunDir(agentGID); err != nil {
@@ -104,7 +109,7 @@ func main() {
 	}
 	if p.TDX.Simulate {
 		firmware.Logf = logf
-		if regs, err := firmware.Init(fwcfg.Reader{}, sim.Dir, agentGID); err != nil {
+		if regs, err := firmware.Init(fwcfg.Reader{}, sim.Dir); err != nil {
 			logf("TDX simulator not initialised: %v", err)
 		} else {
 			logf("TDX simulator registers initialised from fw_cfg (mrtd %s)", regs.MRTD)
@@ -131,6 +136,8 @@ func main() {
 	}
 	phase("network", time.Since(start))
 
+	startQuoting(p.TDX.Simulate, agentUID, agentGID)
+
 	start = time.Now()
 	sup, err := startServices(p, res, agentGID)
 	if err != nil {
@@ -144,6 +151,45 @@ func main() {
 
 	waitForShutdown()
 	shutdown(sup)
+}
+
+// startQuoting is the guest's one privileged quoting path: initd opens the
+// quote backend (root-only on hardware; the simulator's keys are root-only
+// too) and serves it to the agent's uid on quote.DefaultSocket
+// (initd/quoted). It also republishes the firmware's CCEL, root-only under
+// /sys/firmware/acpi/tables, for the agent's group, or why there is none.
+func startQuoting(simulate bool, agentUID, agentGID int) {
+	sources := []quoted.CCELSource{quoted.ACPISource(quoted.DefaultACPITables)}
+	if simulate {
+		sources = append(sources, quoted.CCELSource{Table: filepath.Join(sim.Dir, sim.CCELTableFile), Log: filepath.Join(sim.Dir, sim.CCELFile)})
+	}
+	if absent, err := quoted.PublishCCEL(quoted.DefaultCCELDir, agentGID, sources...); err != nil {
+		logf("CCEL not published: %v", err)
+	} else if absent != "" {
+		logf("CCEL absent: %s", absent)
+	}
+	if agentUID < 0 {
+		logf("quoting socket not started: the policy has no %q service", AgentService)
+		return
+	}
+	prov, openErr := quote.Open(simulate)
+	srv := &quoted.Server{Provider: prov, OpenErr: openErr, UID: agentUID, Logf: logf}
+	if openErr != nil {
+		logf("quote backend FAILED: %v", openErr)
+	}
+	ln, err := quoted.Listen(quote.DefaultSocket, agentGID)
+	if err != nil {
+		logf("quoting socket FAILED: %v", err)
+		return
+	}
+	if prov != nil {
+		logf("quoting via %s on %s for uid %d", prov.Name(), quote.DefaultSocket, agentUID)
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil {
+			logf("quoting socket stopped: %v", err)
+		}
+	}()
 }
 
 func loadModules(mods []string) {

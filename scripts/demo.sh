@@ -32,15 +32,18 @@ rm -f "$RUN/console.log" "$RUN/qmp.sock"
 bin/builder launch --simulate --run --detach --port "$AGENT_PORT" \
   --serial "$RUN/console.log" --pidfile "$RUN/qemu.pid" --qmp "$RUN/qmp.sock" \
   --wait-ready 180s "$IMG"
+# Each launch makes a fresh simulator PKI; only its root certificate is
+# published, next to the pidfile. It is what the verifier trusts.
+SIM_ROOT="$RUN/sim-root.pem"
 grep -a "initd:" "$RUN/console.log" | tail -n 20 || true
 
 step "4/7 Verify: verifier attest --allow-simulated"
 bin/verifier attest --reference "$IMG/reference-values.json" \
-  --allow-simulated --sim-root "$IMG/sim/root.pem" "https://127.0.0.1:$AGENT_PORT"
+  --allow-simulated --sim-root "$SIM_ROOT" "https://127.0.0.1:$AGENT_PORT"
 
 step "5/7 Start the attested proxy on 127.0.0.1:$PROXY_PORT"
 bin/verifier proxy --listen "127.0.0.1:$PROXY_PORT" --reference "$IMG/reference-values.json" \
-  --allow-simulated --sim-root "$IMG/sim/root.pem" "https://127.0.0.1:$AGENT_PORT" >"$RUN/proxy.log" 2>&1 &
+  --allow-simulated --sim-root "$SIM_ROOT" "https://127.0.0.1:$AGENT_PORT" >"$RUN/proxy.log" 2>&1 &
 PROXY_PID=$!
 for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$PROXY_PORT/api/version" >/dev/null 2>&1 && break; sleep 0.2; done
 
@@ -55,7 +58,8 @@ The web UI is served by the agent. While the VM runs, open either:
   http://127.0.0.1:$PROXY_PORT/      (through 'verifier proxy', which verified the TD first), or
   https://127.0.0.1:$AGENT_PORT/     (directly: NOT verified; the page's panel can only spot faults).
 To keep it running yourself:
-  bin/builder launch --simulate --run --port $AGENT_PORT $IMG
+  bin/builder launch --simulate --run --port $AGENT_PORT --pidfile $RUN/qemu.pid $IMG
+  (it prints where the launch's sim-root.pem is: pass that to verifier --sim-root)
 MSG
 
 step "Shutting the VM down cleanly"

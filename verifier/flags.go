@@ -135,7 +135,7 @@ func (p *policyFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&p.reference, "reference", "", "reference-values `FILE` (JSON, or a signed DSSE envelope)")
 	fs.StringVar(&p.referenceKey, "reference-key", "", "public key `PEM` the reference values must be signed with")
 	fs.BoolVar(&p.allowSimulated, "allow-simulated", false, "accept quotes from the TDX simulator (dev images only; needs --sim-root)")
-	fs.StringVar(&p.simRoot, "sim-root", "", "simulator root certificate `FILE` (PEM, the image's sim/root.pem)")
+	fs.StringVar(&p.simRoot, "sim-root", "", "simulator root certificate `FILE` (PEM: the sim-root.pem 'builder launch --simulate' writes next to its --pidfile)")
 	fs.BoolVar(&p.allowDebug, "allow-debug", false, "accept a TD with the DEBUG attribute")
 	fs.StringVar(&p.collateral, "collateral", "", "offline Intel PCS collateral `DIR` (from `verifier collateral fetch`); default: fetch online")
 	fs.StringVar(&p.now, "now", "", "verify certificates and collateral at this RFC 3339 `TIME` instead of now")
@@ -167,7 +167,7 @@ func (p *policyFlags) options() (opts verify.Options, refused *verify.Report, er
 	opts.AllowSimulated = p.allowSimulated
 	opts.AcceptUnpinned = p.accept
 	if p.allowSimulated && p.simRoot == "" {
-		return opts, nil, cli.WithHint(verify.ErrNoSimRoot, "--allow-simulated needs --sim-root FILE (the simulator root certificate of the image)")
+		return opts, nil, cli.WithHint(verify.ErrNoSimRoot, "--allow-simulated needs --sim-root FILE (the sim-root.pem of the launch, next to its --pidfile)")
 	}
 	if p.simRoot != "" {
 		raw, err := os.ReadFile(p.simRoot)

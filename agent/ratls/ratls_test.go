@@ -19,7 +19,7 @@ import (
 
 func simulator(t *testing.T) (*sim.Simulator, *sim.PKI) {
 	t.Helper()
-	pki, err := sim.GeneratePKI([]byte("ratls test seed 0123456789"))
+	pki, err := sim.NewPKI()
 	if err != nil {
 		t.Fatal(err)
 	}

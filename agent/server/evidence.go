@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,26 +9,29 @@ import (
 	"path/filepath"
 
 	"github.com/tdforge/tdforge/internal/tdx/event"
-	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/tdx/quote"
 )
 
-// Default evidence locations inside the guest.
+// Default evidence locations inside the guest. The kernel's ACPI tables
+// are root-only, so initd republishes the CCEL (from ACPI, or from the
+// simulated firmware) in DefaultACPITables, in the same layout, for the
+// agent's group (initd/quoted.PublishCCEL).
 const (
 	DefaultRuntimeLog = "/run/tdforge/runtime-log.cel"
-	DefaultACPITables = "/sys/firmware/acpi/tables"
+	DefaultACPITables = quote.CCELDir
 )
+
+// CCELAbsentFile, in the ACPI tables directory, is initd's reason for
+// publishing no CCEL.
+const CCELAbsentFile = quote.CCELAbsentFile
 
 // Evidence says where the event logs are.
 type Evidence struct {
 	// RuntimeLog is initd's RTMR3 runtime log (TCG CEL).
 	RuntimeLog string
 	// ACPITables holds CCEL (the table) and data/CCEL (the log) when the
-	// firmware published them.
+	// firmware published them, else CCELAbsentFile.
 	ACPITables string
-	// SimDir is the simulator state directory; its ccel.bin and
-	// ccel-table.bin are used when Simulated and ACPI has no CCEL.
-	SimDir    string
-	Simulated bool
 }
 
 // Logs is one snapshot of the event logs.
@@ -36,6 +40,9 @@ type Logs struct {
 	RuntimeLogJSON []event.JSONEvent
 	CCEL           []byte
 	CCELTable      []byte
+	// CCELAbsent says exactly why CCEL is empty
+	// (attestation.Response.CCELAbsent); empty when it is served.
+	CCELAbsent string
 }
 
 // Read loads the runtime log (required; it is parsed and checked, and its
@@ -54,24 +61,29 @@ func (e Evidence) Read() (*Logs, error) {
 		return nil, fmt.Errorf("runtime event log %s: %w", e.RuntimeLog, err)
 	}
 	out := &Logs{RuntimeLog: raw, RuntimeLogJSON: js}
-	out.CCELTable, out.CCEL, err = e.ccel()
+	out.CCELTable, out.CCEL, out.CCELAbsent, err = e.ccel()
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (e Evidence) ccel() (table, log []byte, err error) {
-	if e.ACPITables != "" {
-		table, log, err = readPair(filepath.Join(e.ACPITables, "CCEL"), filepath.Join(e.ACPITables, "data", "CCEL"))
-		if err != nil || table != nil {
-			return table, log, err
-		}
+// ccel reads the CCEL pair, or the reason there is none: initd's, else
+// what is missing here.
+func (e Evidence) ccel() (table, log []byte, absent string, err error) {
+	if e.ACPITables == "" {
+		return nil, nil, "no CCEL: the agent was given no ACPI tables directory", nil
 	}
-	if e.Simulated && e.SimDir != "" {
-		return readPair(filepath.Join(e.SimDir, sim.CCELTableFile), filepath.Join(e.SimDir, sim.CCELFile))
+	tablePath := filepath.Join(e.ACPITables, "CCEL")
+	table, log, err = readPair(tablePath, filepath.Join(e.ACPITables, "data", "CCEL"))
+	if err != nil || table != nil {
+		return table, log, "", err
 	}
-	return nil, nil, nil
+	why, err := os.ReadFile(filepath.Join(e.ACPITables, CCELAbsentFile))
+	if err == nil && len(bytes.TrimSpace(why)) > 0 {
+		return nil, nil, string(bytes.TrimSpace(why)), nil
+	}
+	return nil, nil, fmt.Sprintf("no CCEL: %s does not exist and initd left no reason in %s", tablePath, CCELAbsentFile), nil
 }
 
 // readPair reads a CCEL table and its log: both or neither.

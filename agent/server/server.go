@@ -322,6 +322,7 @@ func (s *Server) handleAttestation(w http.ResponseWriter, r *http.Request) {
 		RuntimeLogJSON: logs.RuntimeLogJSON,
 		CCEL:           logs.CCEL,
 		CCELTable:      logs.CCELTable,
+		CCELAbsent:     logs.CCELAbsent,
 		Image:          attestation.Image{Name: p.Image.Name, Version: p.Image.Version, Dev: p.Image.Dev, Simulated: p.TDX.Simulate},
 		ReferenceURL:   p.Image.ReferenceURL,
 		Timestamp:      s.cfg.Now().UTC().Format(time.RFC3339),

@@ -48,12 +48,12 @@ type fixture struct {
 	dir      string
 }
 
-// newFixture builds a Server with the real simulator, a runtime log, and a
-// simulated CCEL in the simulator directory.
+// newFixture builds a Server with the real simulator, a runtime log, and
+// the CCEL initd publishes (in the ACPI layout) for the agent.
 func newFixture(t testing.TB, upstream string, mod func(*Config)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	pki, err := sim.GeneratePKI([]byte("agent server test seed 0123"))
+	pki, err := sim.NewPKI()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,15 +86,17 @@ func newFixture(t testing.TB, upstream string, mod func(*Config)) *fixture {
 		XFAM: "e700060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16),
 	}, RTMR3: hex.EncodeToString(rtmr3[:])}
 	simDir := filepath.Join(dir, "sim")
-	os.Mkdir(simDir, 0o755)
+	os.Mkdir(simDir, 0o700)
 	if err := sim.SavePKI(simDir, pki); err != nil {
 		t.Fatal(err)
 	}
 	if err := sim.SaveRegisters(simDir, regs); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(simDir, sim.CCELFile), []byte("simulated ccel"), 0o644)
-	os.WriteFile(filepath.Join(simDir, sim.CCELTableFile), []byte("CCEL table"), 0o644)
+	acpi := filepath.Join(dir, "acpi")
+	os.MkdirAll(filepath.Join(acpi, "data"), 0o750)
+	os.WriteFile(filepath.Join(acpi, "data", "CCEL"), []byte("simulated ccel"), 0o640)
+	os.WriteFile(filepath.Join(acpi, "CCEL"), []byte("CCEL table"), 0o640)
 	prov, err := quote.OpenSimulator(simDir)
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +104,7 @@ func newFixture(t testing.TB, upstream string, mod func(*Config)) *fixture {
 	up, _ := url.Parse(upstream)
 	cfg := Config{
 		Policy: p, Provider: prov, SPKIHash: testSPKIHash,
-		Evidence: Evidence{RuntimeLog: logPath, ACPITables: filepath.Join(dir, "no-acpi"), SimDir: simDir, Simulated: true},
+		Evidence: Evidence{RuntimeLog: logPath, ACPITables: acpi},
 		Upstream: up, Log: log.New(io.Discard, "", 0),
 	}
 	if mod != nil {
@@ -176,8 +178,8 @@ func TestAttestationBindsNonceAndSPKI(t *testing.T) {
 	if !strings.Contains(string(evs), `"payload:model"`) || !strings.Contains(string(evs), `"config:runtime"`) {
 		t.Fatalf("runtime_log_json %s", evs)
 	}
-	if string(resp.CCEL) != "simulated ccel" || string(resp.CCELTable) != "CCEL table" {
-		t.Fatal("simulated CCEL not served")
+	if string(resp.CCEL) != "simulated ccel" || string(resp.CCELTable) != "CCEL table" || resp.CCELAbsent != "" {
+		t.Fatalf("CCEL not served (absent: %q)", resp.CCELAbsent)
 	}
 	if resp.Image != (attestation.Image{Name: "test-image", Version: "1.2.3", Dev: true, Simulated: true}) || resp.ReferenceURL != "https://example.invalid/ref.json" {
 		t.Fatalf("image %+v ref %q", resp.Image, resp.ReferenceURL)
@@ -194,22 +196,32 @@ func TestAttestationBindsNonceAndSPKI(t *testing.T) {
 	}
 }
 
-func TestAttestationPrefersACPICCEL(t *testing.T) {
+// Without a CCEL the evidence says exactly why: initd's reason when it
+// left one, else what is missing. Half a CCEL is an error.
+func TestAttestationCCELAbsent(t *testing.T) {
 	f := newFixture(t, "http://127.0.0.1:1", nil)
-	acpi := filepath.Join(f.dir, "no-acpi")
-	os.MkdirAll(filepath.Join(acpi, "data"), 0o755)
-	os.WriteFile(filepath.Join(acpi, "CCEL"), []byte("acpi table"), 0o644)
-	os.WriteFile(filepath.Join(acpi, "data", "CCEL"), []byte("acpi log"), 0o644)
-	rec := do(t, f.srv, "GET", "/v1/attestation?nonce="+strings.Repeat("ab", 16), nil)
-	var resp attestation.Response
-	json.Unmarshal(rec.Body.Bytes(), &resp)
-	if string(resp.CCEL) != "acpi log" || string(resp.CCELTable) != "acpi table" {
-		t.Fatalf("CCEL %q table %q", resp.CCEL, resp.CCELTable)
+	acpi := filepath.Join(f.dir, "acpi")
+	get := func() attestation.Response {
+		rec := do(t, f.srv, "GET", "/v1/attestation?nonce="+strings.Repeat("ab", 16), nil)
+		var resp attestation.Response
+		if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &resp) != nil {
+			t.Fatalf("status %d %s", rec.Code, rec.Body)
+		}
+		return resp
 	}
 	os.Remove(filepath.Join(acpi, "data", "CCEL"))
-	rec = do(t, f.srv, "GET", "/v1/attestation?nonce="+strings.Repeat("ab", 16), nil)
+	rec := do(t, f.srv, "GET", "/v1/attestation?nonce="+strings.Repeat("ab", 16), nil)
 	if rec.Code != 503 || !strings.Contains(errBody(t, rec), "event log is not") {
 		t.Fatalf("table without log: %d %s", rec.Code, rec.Body)
+	}
+	os.Remove(filepath.Join(acpi, "CCEL"))
+	if r := get(); r.CCEL != nil || r.CCELAbsent != "no CCEL: "+filepath.Join(acpi, "CCEL")+" does not exist and initd left no reason in "+CCELAbsentFile {
+		t.Fatalf("no reason from initd: absent %q", r.CCELAbsent)
+	}
+	why := "no CCEL ACPI table: /sys/firmware/acpi/tables/CCEL does not exist (the firmware did not publish its event log)"
+	os.WriteFile(filepath.Join(acpi, CCELAbsentFile), []byte(why+"\n"), 0o640)
+	if r := get(); r.CCEL != nil || r.CCELAbsent != why {
+		t.Fatalf("initd's reason not served: absent %q", r.CCELAbsent)
 	}
 }
 

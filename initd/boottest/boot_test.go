@@ -211,12 +211,20 @@ func TestBootUnderQEMU(t *testing.T) {
 	platJSON, _ := json.Marshal(plat)
 	platFile := filepath.Join(work, "platform.json")
 	os.WriteFile(platFile, platJSON, 0o644)
+	pki, err := sim.NewPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkiJSON, _ := json.Marshal(pki)
+	pkiFile := filepath.Join(work, "pki.json")
+	os.WriteFile(pkiFile, pkiJSON, 0o600)
 
 	mon := filepath.Join(work, "mon.sock")
 	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-cpu", "qemu64", "-m", "1G", "-smp", "1",
 		"-nographic", "-no-reboot", "-kernel", vmlinuz[0], "-initrd", initrd,
 		"-append", "console=ttyS0 panic=-1 quiet",
 		"-fw_cfg", "name="+sim.FWCfgPlatform+",file="+platFile,
+		"-fw_cfg", "name="+sim.FWCfgPKI+",file="+pkiFile,
 		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
 		"-monitor", "unix:"+mon+",server,nowait", "-serial", "stdio", "-display", "none")
 	qemu.Args = slicesWithout(qemu.Args, "-nographic")
@@ -272,6 +280,15 @@ func TestBootUnderQEMU(t *testing.T) {
 	wantLine := "[agent] testsvc mrtd=" + h("a1") + " rtmr3=" + hex.EncodeToString(wantRTMR3[:])
 	if len(r3) != 2 || r3[0] != wantLine || r3[1] != wantLine {
 		t.Errorf("registers seen by the service:\n%v\nwant twice:\n%s", r3, wantLine)
+	}
+	// initd quotes for the service's uid; the service cannot read the
+	// simulator's keys itself.
+	con.wait(t, `^initd: quoting via simulator on /run/tdforge/quote\.sock for uid 1000$`, 1, time.Second)
+	if got := con.find(regexp.MustCompile(`^\[agent\] testsvc quote provider=simulator$`)); len(got) != 2 {
+		t.Errorf("quotes through initd: %v", got)
+	}
+	if got := con.find(regexp.MustCompile(`^\[agent\] testsvc sim-state: .*permission denied$`)); len(got) != 2 {
+		t.Errorf("the service's view of the simulator state: %v %v", got, con.find(regexp.MustCompile(`testsvc sim-state`)))
 	}
 	if got := con.find(regexp.MustCompile(`^\[agent\] testsvc log-replay ok events=1$`)); len(got) != 2 {
 		t.Errorf("runtime log replay lines: %v %v", got, con.find(regexp.MustCompile(`testsvc (log|registers) error`)))

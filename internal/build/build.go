@@ -237,7 +237,6 @@ func (p *pipeline) steps() []stepFunc {
 		{name: "disk", summary: "write the payload disk (EROFS + dm-verity)", fn: p.buildDisk, skip: (*pipeline).rtmr3Unknowable},
 		{name: "policy", summary: "derive the boot policy", fn: p.buildPolicy, skip: (*pipeline).inputsMissing},
 		{name: "initramfs", summary: "build initd and agent, write the initramfs", fn: p.buildInitramfs, skip: (*pipeline).inputsMissing},
-		{name: "simulator", summary: "write the simulated platform's PKI", fn: p.buildSimulator, publish: true},
 		{name: "measure", summary: "compute MRTD and RTMR0..3", fn: p.measure},
 		{name: "reference", summary: "write the reference values", fn: p.writeReference, publish: true},
 		{name: "info", summary: "write build.json", fn: p.writeInfo, publish: true},

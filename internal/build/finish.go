@@ -2,7 +2,6 @@ package build
 
 import (
 	"context"
-	"crypto/sha256"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,32 +10,7 @@ import (
 	"github.com/tdforge/tdforge/internal/canonjson"
 
 	"github.com/tdforge/tdforge/internal/image/imagedir"
-	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
-
-// buildSimulator writes the simulated platform's PKI for dev images with
-// tdx { simulate = true }: sim/root.pem (what verifiers pass as --sim-root)
-// and sim/pki.json (what `builder launch --simulate` hands the guest). It
-// is derived from the image identity, so rebuilds are byte-identical. The
-// keys are not secret: a simulated quote proves nothing about hardware.
-func (p *pipeline) buildSimulator(ctx context.Context) error {
-	if !p.m.TDX.Simulate {
-		return nil
-	}
-	seed := sha256.Sum256([]byte("tdforge/v1/simulator-pki\x00" + p.m.Image.Name + "\x00" + p.m.Image.Version))
-	pki, err := sim.GeneratePKI(seed[:])
-	if err != nil {
-		return err
-	}
-	if err := p.write(imagedir.SimRoot, []byte(pki.RootCert), 0o644); err != nil {
-		return err
-	}
-	b, err := canonjson.Marshal(pki)
-	if err != nil {
-		return err
-	}
-	return p.write(imagedir.SimPKI, b, 0o644)
-}
 
 // writeInfo writes build.json last: the artifact digests and the toolchain.
 func (p *pipeline) writeInfo(ctx context.Context) error {

@@ -38,7 +38,7 @@ type agent struct {
 }
 
 func newAgent(t *testing.T) *agent {
-	pki, err := sim.GeneratePKI([]byte("client test seed 0123456789"))
+	pki, err := sim.NewPKI()
 	if err != nil {
 		t.Fatal(err)
 	}

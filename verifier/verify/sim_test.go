@@ -57,7 +57,7 @@ func payloadEvents() []event.Event {
 
 func newSimTD(t testing.TB, attrs string) *simTD {
 	t.Helper()
-	pki, err := sim.GeneratePKI([]byte("verifier test seed"))
+	pki, err := sim.NewPKI()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -199,7 +199,7 @@ func TestSimulatedTrusted(t *testing.T) {
 		t.Fatal("trusted")
 	}
 	// A different simulator root is not accepted.
-	other, err := sim.GeneratePKI([]byte("another simulator seed, 32 bytes"))
+	other, err := sim.NewPKI()
 	if err != nil {
 		t.Fatal(err)
 	}

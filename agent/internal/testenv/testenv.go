@@ -1,6 +1,7 @@
 // Package testenv lays out what the agent finds in a booted dev TD — boot
-// policy, initd's runtime log, the simulator state — in a directory, for
-// tests and benchmarks that run the agent outside a guest.
+// policy, initd's runtime log, initd's quoting socket over root-only
+// simulator state, the CCEL directory initd publishes — in a directory,
+// for tests and benchmarks that run the agent outside a guest.
 package testenv
 
 import (
@@ -10,8 +11,10 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tdforge/tdforge/initd/quoted"
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
@@ -21,13 +24,17 @@ type Env struct {
 	Policy     *policy.Policy
 	PolicyPath string
 	RuntimeLog string
-	SimDir     string
+	SimDir     string // root-only (0700) simulator state behind the socket
+	Socket     string // initd's quoting socket (initd/quoted), served in-process
+	ACPI       string // the CCEL directory initd publishes
 	PKI        *sim.PKI
 }
 
 // Setup writes a dev policy (simulated TDX, TLS on, the given upstream), a
 // runtime log holding one payload event and the config event, and
-// simulator state whose RTMR3 is that log's value.
+// simulator state whose RTMR3 is that log's value, quoted by initd's
+// quoting server on Socket (for this process's uid, until the process
+// exits), and a CCEL directory saying there is no CCEL.
 func Setup(dir, upstream string) (*Env, error) {
 	p := &policy.Policy{
 		Version: policy.SchemaVersion,
@@ -41,7 +48,8 @@ func Setup(dir, upstream string) (*Env, error) {
 		return nil, err
 	}
 	e := &Env{Dir: dir, Policy: p, PolicyPath: filepath.Join(dir, "policy.json"),
-		RuntimeLog: filepath.Join(dir, "runtime-log.cel"), SimDir: filepath.Join(dir, "tdx-sim")}
+		RuntimeLog: filepath.Join(dir, "runtime-log.cel"), SimDir: filepath.Join(dir, "tdx-sim"),
+		Socket: filepath.Join(dir, "quote.sock"), ACPI: filepath.Join(dir, "acpi")}
 	if err := os.WriteFile(e.PolicyPath, b, 0o644); err != nil {
 		return nil, err
 	}
@@ -66,10 +74,10 @@ func Setup(dir, upstream string) (*Env, error) {
 	if err := os.WriteFile(e.RuntimeLog, raw, 0o644); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(e.SimDir, 0o750); err != nil {
+	if err := os.MkdirAll(e.SimDir, 0o700); err != nil {
 		return nil, err
 	}
-	e.PKI, err = sim.GeneratePKI([]byte("agent testenv seed 0123456789"))
+	e.PKI, err = sim.NewPKI()
 	if err != nil {
 		return nil, err
 	}
@@ -84,11 +92,23 @@ func Setup(dir, upstream string) (*Env, error) {
 	if err := sim.SaveRegisters(e.SimDir, regs); err != nil {
 		return nil, err
 	}
+	if _, err := quoted.PublishCCEL(e.ACPI, os.Getgid(), quoted.ACPISource(filepath.Join(dir, "no-acpi"))); err != nil {
+		return nil, err
+	}
+	prov, err := quote.OpenSimulator(e.SimDir)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := quoted.Listen(e.Socket, os.Getgid())
+	if err != nil {
+		return nil, err
+	}
+	go (&quoted.Server{Provider: prov, UID: os.Getuid()}).Serve(ln)
 	return e, nil
 }
 
 // Args are the agent command-line flags pointing at the environment.
 func (e *Env) Args() []string {
 	return []string{"-policy", e.PolicyPath, "-runtime-log", e.RuntimeLog,
-		"-acpi-tables", filepath.Join(e.Dir, "no-acpi"), "-sim-dir", e.SimDir, "-listen", "127.0.0.1:0"}
+		"-acpi-tables", e.ACPI, "-quote-socket", e.Socket, "-listen", "127.0.0.1:0"}
 }

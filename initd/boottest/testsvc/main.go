@@ -14,29 +14,57 @@ import (
 	"syscall"
 	"time"
 
+	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"golang.org/x/sys/unix"
 
 	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
+
+// quoteThroughInitd asks initd's quoting socket for a quote, as the agent
+// does, and parses it.
+func quoteThroughInitd() (*pb.QuoteV4, error) {
+	c, err := quote.OpenSocket(quote.DefaultSocket)
+	if err != nil {
+		return nil, err
+	}
+	var rd [64]byte
+	copy(rd[:], "testsvc")
+	raw, err := c.Quote(rd)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Printf("testsvc quote provider=%s\n", c.Name())
+	return quote.Parse(raw)
+}
 
 func main() {
 	fmt.Printf("testsvc uid=%d gid=%d pid=%d sid=%d\n", os.Getuid(), os.Getgid(), os.Getpid(), mustSid())
 	env := os.Environ()
 	sort.Strings(env)
 	fmt.Printf("testsvc env=%s\n", strings.Join(env, ";"))
-	regs, err := sim.LoadRegisters(sim.Dir)
+	// The simulator's state holds its private keys: root-only.
+	if _, err := sim.LoadRegisters(sim.Dir); err != nil {
+		fmt.Printf("testsvc sim-state: %v\n", err)
+	} else {
+		fmt.Println("testsvc sim-state: READABLE")
+	}
+	// The registers come from a quote through initd's quoting socket.
+	var r3 []byte
+	q, err := quoteThroughInitd()
 	if err != nil {
 		fmt.Printf("testsvc registers error: %v\n", err)
 	} else {
-		fmt.Printf("testsvc mrtd=%s rtmr3=%s\n", regs.MRTD, regs.RTMR3)
+		body := q.GetTdQuoteBody()
+		r3 = body.GetRtmrs()[3]
+		fmt.Printf("testsvc mrtd=%x rtmr3=%x\n", body.GetMrTd(), r3)
 	}
 	raw, err := os.ReadFile("/run/tdforge/runtime-log.cel")
 	if err == nil {
 		var l *event.Log
 		if l, err = event.ParseLog(raw); err == nil {
-			r3, _ := sim.Decode48(regs.RTMR3)
-			if err = l.Replay(r3[:]); err == nil {
+			if err = l.Replay(r3); err == nil {
 				fmt.Printf("testsvc log-replay ok events=%d\n", len(l.Events()))
 			}
 		}

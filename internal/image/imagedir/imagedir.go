@@ -21,10 +21,12 @@ const (
 	Policy          = "policy.json"
 	ReferenceValues = "reference-values.json"
 	BuildInfo       = "build.json"
-	SimDir          = "sim"
-	SimRoot         = "sim/root.pem"
-	SimPKI          = "sim/pki.json"
 )
+
+// SimRootFile is the simulator root certificate `builder launch --simulate`
+// writes next to its --pidfile: each launch makes a fresh simulator PKI,
+// which is never a build output (nothing public may derive its keys).
+const SimRootFile = "sim-root.pem"
 
 // Info is build.json: what was built, from what, with what.
 type Info struct {

@@ -4,7 +4,9 @@
 // (internal/tdx/sim, selected here).
 //
 // The simulator is used only when the boot policy says tdx.simulate; Open
-// never falls back to it.
+// never falls back to it. In the guest only initd (root) opens a backend:
+// it serves quotes to the agent over a unix socket (socket.go,
+// initd/quoted), and the agent's Provider is the SocketClient.
 package quote
 
 import (

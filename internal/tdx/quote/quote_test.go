@@ -21,7 +21,7 @@ type configfsiClient = configfsi.Client
 func simDir(t *testing.T) (string, *sim.PKI) {
 	t.Helper()
 	dir := t.TempDir()
-	pki, err := sim.GeneratePKI([]byte("quote package test seed......"))
+	pki, err := sim.NewPKI()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,8 @@ type FWCfgEntry struct {
 
 // FWCfg returns, in order, the fw_cfg entries the simulated firmware
 // (internal/tdx/sim/firmware) starts the guest from: the platform, the
-// firmware event log and its ACPI table, and the PKI.
+// firmware event log and its ACPI table, and the launch's fresh PKI
+// (NewPKI, JSON), which only initd reads in the guest.
 func FWCfg(p Platform, ccelTable, ccelLog, pki []byte) ([]FWCfgEntry, error) {
 	pj, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {

@@ -9,8 +9,10 @@
 // Quotes are structurally valid quote v4 bytes over the simulated
 // registers, signed by a simulator attestation key whose QE report is
 // signed by a simulator PCK certificate chained to a simulator root CA.
-// The simulator PKI is derived deterministically from a seed, so a rebuilt
-// image carries a byte-identical root certificate. The certificates carry the
+// NewPKI makes a fresh simulator PKI from crypto/rand for every launch
+// (`builder launch --simulate`): it is never a build output and nothing
+// public derives it, so only the launching host and the guest's initd hold
+// its keys. The certificates carry the
 // subject names go-tdx-guest's verifier requires ("Intel SGX Root CA" and so
 // on) but an Organization of SimOrganization; they chain only to the
 // simulator root, never to Intel's.
@@ -18,18 +20,15 @@ package sim
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"encoding/binary"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"time"
 )
@@ -44,12 +43,10 @@ const (
 	pckCN          = "Intel SGX PCK Certificate"
 )
 
-// keyDomain separates seed-derived values from any other use of the seed.
-// It keeps the package's old name: changing it would change every derived
-// key and certificate.
+// keyDomain names the simulated quoting enclave's fixed identity values.
 const keyDomain = "tdforge/v1/tdxsim/"
 
-// Fixed validity window: certificates must not depend on the build time.
+// Fixed validity window, wide enough for any launch.
 var (
 	notBefore = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	notAfter  = time.Date(2049, 12, 31, 23, 59, 59, 0, time.UTC)
@@ -74,67 +71,10 @@ var (
 	oidSGXTyp = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 5}
 )
 
-// MinSeedLen is the shortest seed GeneratePKI accepts.
-const MinSeedLen = 16
-
-// DeriveKey derives a P-256 private key from seed and label: the scalar is
-// SHA-256(domain || label || 0x00 || counter || seed), retried with the next
-// counter in the (negligible) case it is not in [1, n-1].
-func DeriveKey(seed []byte, label string) (*ecdsa.PrivateKey, error) {
-	for ctr := uint32(0); ctr < 16; ctr++ {
-		h := sha256.New()
-		h.Write([]byte(keyDomain + label))
-		h.Write([]byte{0})
-		var c [4]byte
-		binary.BigEndian.PutUint32(c[:], ctr)
-		h.Write(c[:])
-		h.Write(seed)
-		k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), h.Sum(nil))
-		if err == nil {
-			return k, nil
-		}
-	}
-	return nil, errors.New("sim: could not derive a P-256 key from the seed")
-}
-
-// derive returns n deterministic bytes for label (SHA-256 counter mode).
-func derive(seed []byte, label string, n int) []byte {
-	var out []byte
-	for ctr := uint32(0); len(out) < n; ctr++ {
-		h := sha256.New()
-		h.Write([]byte(keyDomain + "bytes/" + label))
-		h.Write([]byte{0})
-		var c [4]byte
-		binary.BigEndian.PutUint32(c[:], ctr)
-		h.Write(c[:])
-		h.Write(seed)
-		out = h.Sum(out)
-	}
-	return out[:n]
-}
-
-// DeterministicSigner is a crypto.Signer producing RFC 6979 deterministic
-// ECDSA signatures: it ignores the caller's random source and asks
-// crypto/ecdsa for the RFC 6979 nonce (a nil random source), so the same key
-// and digest always give the same signature.
-type DeterministicSigner struct{ Key *ecdsa.PrivateKey }
-
-// Public returns the public key.
-func (s DeterministicSigner) Public() crypto.PublicKey { return s.Key.Public() }
-
-// Sign signs digest (already hashed with opts.HashFunc()) deterministically
-// and returns an ASN.1 DER signature.
-func (s DeterministicSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	if opts == nil || opts.HashFunc() == 0 {
-		return nil, errors.New("sim: deterministic ECDSA needs the digest's hash function")
-	}
-	return s.Key.Sign(nil, digest, opts)
-}
-
 // signRaw signs SHA-256(msg) and returns the 64-byte r||s form quotes use.
 func signRaw(k *ecdsa.PrivateKey, msg []byte) ([]byte, error) {
 	d := sha256.Sum256(msg)
-	der, err := DeterministicSigner{k}.Sign(nil, d[:], crypto.SHA256)
+	der, err := ecdsa.SignASN1(rand.Reader, k, d[:])
 	if err != nil {
 		return nil, err
 	}
@@ -148,11 +88,15 @@ func signRaw(k *ecdsa.PrivateKey, msg []byte) ([]byte, error) {
 	return out, nil
 }
 
-func serial(seed []byte, label string) *big.Int {
-	b := derive(seed, "serial/"+label, 16)
+// randomSerial returns a positive 16-byte certificate serial number.
+func randomSerial() (*big.Int, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
 	b[0] &= 0x7f
 	b[0] |= 0x01 // non-zero, positive, 16 bytes
-	return new(big.Int).SetBytes(b)
+	return new(big.Int).SetBytes(b), nil
 }
 
 func keyID(pub *ecdsa.PublicKey) []byte {
@@ -166,7 +110,7 @@ func subject(cn string) pkix.Name {
 }
 
 // sgxExtension is the PCK certificate's Intel SGX extension value.
-func sgxExtension(seed []byte) ([]byte, error) {
+func sgxExtension(ppid []byte) ([]byte, error) {
 	type intAttr struct {
 		ID  asn1.ObjectIdentifier
 		Val int
@@ -194,7 +138,7 @@ func sgxExtension(seed []byte) ([]byte, error) {
 		Comps []asn1.RawValue
 	}{oidTCB, compsDER}
 	items := []any{
-		octAttr{oidPPID, derive(seed, "ppid", 16)},
+		octAttr{oidPPID, ppid},
 		tcb,
 		octAttr{oidPCEID, SimPCEID},
 		octAttr{oidFMSPC, SimFMSPC},
@@ -232,47 +176,52 @@ func pemKey(k *ecdsa.PrivateKey) (string, error) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), nil
 }
 
-// certTemplate is what every simulator certificate shares: the serial
-// derived from seed and name, the subject cn, the validity window, basic
-// constraints and the subject key ID of key.
-func certTemplate(seed []byte, name, cn string, key *ecdsa.PrivateKey) *x509.Certificate {
+// certTemplate is what every simulator certificate shares: a random
+// serial, the subject cn, the validity window, basic constraints and the
+// subject key ID of key.
+func certTemplate(cn string, key *ecdsa.PrivateKey) (*x509.Certificate, error) {
+	sn, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
 	return &x509.Certificate{
-		SerialNumber:          serial(seed, name),
+		SerialNumber:          sn,
 		Subject:               subject(cn),
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		BasicConstraintsValid: true,
 		SubjectKeyId:          keyID(&key.PublicKey),
-	}
+	}, nil
 }
 
 // issue signs tmpl for key with the parent certificate's key signer.
 func issue(what string, tmpl, parent *x509.Certificate, key, signer *ecdsa.PrivateKey) ([]byte, error) {
-	der, err := x509.CreateCertificate(nil, tmpl, parent, &key.PublicKey, DeterministicSigner{signer})
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
 	if err != nil {
 		return nil, fmt.Errorf("sim: %s certificate: %w", what, err)
 	}
 	return der, nil
 }
 
-// GeneratePKI derives the simulator PKI from seed: root CA -> intermediate
-// ("PCK Platform CA") -> PCK leaf with the SGX extension, plus the
-// attestation key. The same seed always yields byte-identical output.
-func GeneratePKI(seed []byte) (*PKI, error) {
-	if len(seed) < MinSeedLen {
-		return nil, fmt.Errorf("sim: PKI seed is %d bytes; use at least %d random bytes", len(seed), MinSeedLen)
-	}
+// NewPKI makes a fresh simulator PKI from crypto/rand: root CA ->
+// intermediate ("PCK Platform CA") -> PCK leaf with the SGX extension, plus
+// the attestation key. Every call gives new keys; `builder launch
+// --simulate` calls it once per launch.
+func NewPKI() (*PKI, error) {
 	keys := map[string]*ecdsa.PrivateKey{}
 	for _, name := range []string{"root", "intermediate", "pck", "attestation"} {
-		k, err := DeriveKey(seed, name)
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("sim: %s key: %w", name, err)
 		}
 		keys[name] = k
 	}
 	rootKey, interKey, pckKey, attKey := keys["root"], keys["intermediate"], keys["pck"], keys["attestation"]
 
-	rootTmpl := certTemplate(seed, "root", rootCN, rootKey)
+	rootTmpl, err := certTemplate(rootCN, rootKey)
+	if err != nil {
+		return nil, err
+	}
 	rootTmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
 	rootTmpl.IsCA = true
 	rootTmpl.MaxPathLen = 1
@@ -282,7 +231,10 @@ func GeneratePKI(seed []byte) (*PKI, error) {
 	}
 	root, _ := x509.ParseCertificate(rootDER)
 
-	interTmpl := certTemplate(seed, "intermediate", intermediateCN, interKey)
+	interTmpl, err := certTemplate(intermediateCN, interKey)
+	if err != nil {
+		return nil, err
+	}
 	interTmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
 	interTmpl.IsCA = true
 	interTmpl.MaxPathLen = 0
@@ -293,14 +245,21 @@ func GeneratePKI(seed []byte) (*PKI, error) {
 	}
 	inter, _ := x509.ParseCertificate(interDER)
 
-	sgx, err := sgxExtension(seed)
+	ppid := make([]byte, 16)
+	if _, err := rand.Read(ppid); err != nil {
+		return nil, err
+	}
+	sgx, err := sgxExtension(ppid)
 	if err != nil {
 		return nil, fmt.Errorf("sim: SGX extension: %w", err)
 	}
 	// Exactly six extensions, as in Intel's PCK profile: authority and
 	// subject key IDs, CRL distribution point, key usage, basic
 	// constraints and the SGX extension.
-	pckTmpl := certTemplate(seed, "pck", pckCN, pckKey)
+	pckTmpl, err := certTemplate(pckCN, pckKey)
+	if err != nil {
+		return nil, err
+	}
 	pckTmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment
 	pckTmpl.CRLDistributionPoints = []string{"https://tdx-simulator.invalid/pckcrl"}
 	pckTmpl.ExtraExtensions = []pkix.Extension{{Id: oidSGX, Value: sgx}}

@@ -33,7 +33,7 @@ func (r *Registers) Value(reg register.Register) ([48]byte, error) {
 
 // RTMRs is the simulated RTMR backend over <dir>/registers.json. RTMR0..2
 // are fixed at boot by the simulated firmware; only RTMR3 extends. initd is
-// the only writer; the agent only reads. It implements rtmr.Backend.
+// its only user (the state is root-only). It implements rtmr.Backend.
 type RTMRs struct {
 	dir string
 	mu  sync.Mutex

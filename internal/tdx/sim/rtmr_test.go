@@ -49,8 +49,8 @@ func TestRTMRs(t *testing.T) {
 		t.Fatal("Read(MRTD) accepted")
 	}
 	st, _ := os.Stat(filepath.Join(dir, RegistersFile))
-	if st.Mode().Perm() != 0o640 {
-		t.Fatalf("registers.json mode %v, want 0640", st.Mode().Perm())
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("registers.json mode %v, want 0600 (root-only)", st.Mode().Perm())
 	}
 }
 

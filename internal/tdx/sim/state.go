@@ -1,8 +1,9 @@
 // This file is the on-disk contract of the TDX simulator, shared by
 // `builder launch --simulate` (which hands the simulated platform to the
-// guest through QEMU fw_cfg), initd (which owns and extends the registers)
-// and the agent (which quotes them). It is used only when the boot policy
-// says tdx.simulate (dev images).
+// guest through QEMU fw_cfg) and initd (which owns and extends the
+// registers and quotes them for the agent over its quoting socket,
+// initd/quoted). It is used only when the boot policy says tdx.simulate
+// (dev images).
 
 package sim
 
@@ -19,7 +20,8 @@ import (
 )
 
 // Dir is the guest directory holding the simulator state. initd creates it
-// 02750 root:<agent gid>, and is the only writer.
+// 0700 root:root (files 0600): it holds the simulator's private keys, so no
+// service may read it, and initd is its only reader and writer.
 const Dir = "/run/tdforge/tdx-sim"
 
 // fw_cfg entry names `builder launch --simulate` passes to QEMU
@@ -60,7 +62,8 @@ type Registers struct {
 
 // PKI is the simulator's attestation identity: a root CA, an intermediate
 // and a PCK leaf (PEM), and the attestation key (PKCS#8 PEM) that signs
-// quotes. The root certificate is also a build output (sim/root.pem).
+// quotes. `builder launch --simulate` makes a fresh one per launch (NewPKI)
+// and publishes only its root certificate (sim-root.pem).
 type PKI struct {
 	RootCert         string `json:"root_cert"`
 	IntermediateCert string `json:"intermediate_cert"`
@@ -89,9 +92,9 @@ func LoadRegisters(dir string) (*Registers, error) {
 	return &r, nil
 }
 
-// SaveRegisters atomically writes dir/registers.json (0640).
+// SaveRegisters atomically writes dir/registers.json (0600).
 func SaveRegisters(dir string, r *Registers) error {
-	return writeJSON(filepath.Join(dir, RegistersFile), r, 0o640)
+	return writeJSON(filepath.Join(dir, RegistersFile), r, 0o600)
 }
 
 // LoadPKI reads dir/pki.json.
@@ -103,8 +106,8 @@ func LoadPKI(dir string) (*PKI, error) {
 	return &p, nil
 }
 
-// SavePKI atomically writes dir/pki.json (0640).
-func SavePKI(dir string, p *PKI) error { return writeJSON(filepath.Join(dir, PKIFile), p, 0o640) }
+// SavePKI atomically writes dir/pki.json (0600: it holds private keys).
+func SavePKI(dir string, p *PKI) error { return writeJSON(filepath.Join(dir, PKIFile), p, 0o600) }
 
 func readJSON(path string, v any) error {
 	b, err := os.ReadFile(path)

@@ -2,11 +2,12 @@ package sim
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +17,6 @@ import (
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/verify"
 )
-
-var testSeed = []byte("tdforge test seed 0123456789abcdef")
 
 func testRegs() *Registers {
 	rep := func(b byte, n int) string { return hex.EncodeToString(bytes.Repeat([]byte{b}, n)) }
@@ -36,7 +35,7 @@ func testRegs() *Registers {
 
 func newSim(t testing.TB) (*Simulator, *PKI) {
 	t.Helper()
-	pki, err := GeneratePKI(testSeed)
+	pki, err := NewPKI()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,27 +46,22 @@ func newSim(t testing.TB) (*Simulator, *PKI) {
 	return s, pki
 }
 
-func TestPKIDeterministic(t *testing.T) {
-	a, err := GeneratePKI(testSeed)
+// Every PKI is fresh: no two calls share a key or a root, so nothing
+// derivable from public data (as the image name once was) can forge quotes.
+func TestNewPKIFresh(t *testing.T) {
+	a, err := NewPKI()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := GeneratePKI(append([]byte(nil), testSeed...))
+	b, err := NewPKI()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *a != *b {
-		t.Fatal("same seed gave different PKI output")
+	if a.RootCert == b.RootCert || a.AttestationKey == b.AttestationKey || a.PCKKey == b.PCKKey {
+		t.Fatal("two PKIs share a root or a key")
 	}
-	c, err := GeneratePKI([]byte("another seed, also 16+ bytes"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.RootCert == a.RootCert || c.AttestationKey == a.AttestationKey || c.PCKKey == a.PCKKey {
-		t.Fatal("different seeds gave the same root/keys")
-	}
-	if _, err := GeneratePKI([]byte("short")); err == nil || !strings.Contains(err.Error(), "at least") {
-		t.Fatalf("short seed: got %v", err)
+	if _, err := New(a, func() (*Registers, error) { return testRegs(), nil }); err != nil {
+		t.Fatalf("fresh PKI is not usable: %v", err)
 	}
 }
 
@@ -96,29 +90,18 @@ func TestPCKCertificateProfile(t *testing.T) {
 	}
 }
 
-// RFC 6979 A.2.5: P-256, SHA-256, message "sample".
-func TestDeterministicSignerRFC6979(t *testing.T) {
-	x, _ := hex.DecodeString("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721")
-	k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), x)
+func TestSignRaw(t *testing.T) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := sha256.Sum256([]byte("sample"))
 	sig, err := signRaw(k, []byte("sample"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantR := "efd48b2aacb6a8fd1140dd9cd45e81d69d2c877b56aaf991c34d0ea84eaf3716"
-	wantS := "f7cb1c942d657c41d436c7a1b6e29f65f3e900dbb9aff4064dc4ab2f843acda8"
-	if hex.EncodeToString(sig[:32]) != wantR || hex.EncodeToString(sig[32:]) != wantS {
-		t.Fatalf("signature r=%x s=%x, want RFC 6979 vector", sig[:32], sig[32:])
-	}
-	der, err := DeterministicSigner{k}.Sign(strings.NewReader("ignored"), d[:], crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !ecdsa.VerifyASN1(&k.PublicKey, d[:], der) {
-		t.Fatal("DER signature does not verify")
+	d := sha256.Sum256([]byte("sample"))
+	if !ecdsa.Verify(&k.PublicKey, d[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
+		t.Fatal("r||s signature does not verify")
 	}
 }
 
@@ -167,8 +150,8 @@ func TestQuoteVerifiesWithSimRoot(t *testing.T) {
 	if err := verify.RawTdxQuote(raw, &verify.Options{}); err == nil {
 		t.Fatal("simulated quote verified against Intel's root")
 	}
-	// Another image's simulator root must reject it.
-	other, _ := GeneratePKI([]byte("a different image's seed!!"))
+	// Another launch's simulator root must reject it.
+	other, _ := NewPKI()
 	if err := verify.RawTdxQuote(raw, &verify.Options{TrustedRoots: RootPool(other)}); err == nil {
 		t.Fatal("quote verified against another simulator root")
 	}
@@ -180,15 +163,9 @@ func TestQuoteVerifiesWithSimRoot(t *testing.T) {
 	}
 }
 
-func TestQuoteDeterministicAndRegisterErrors(t *testing.T) {
-	s, _ := newSim(t)
+func TestQuoteRegisterErrors(t *testing.T) {
 	var rd [64]byte
-	a, _ := s.Quote(rd)
-	b, _ := s.Quote(rd)
-	if !bytes.Equal(a, b) {
-		t.Fatal("quote over same input differs")
-	}
-	pki, _ := GeneratePKI(testSeed)
+	pki, _ := NewPKI()
 	broken := testRegs()
 	broken.RTMR3 = "abc"
 	s2, _ := New(pki, func() (*Registers, error) { return broken, nil })
@@ -198,8 +175,8 @@ func TestQuoteDeterministicAndRegisterErrors(t *testing.T) {
 }
 
 func TestNewRejectsMismatchedPKI(t *testing.T) {
-	a, _ := GeneratePKI(testSeed)
-	b, _ := GeneratePKI([]byte("yet another seed for the test"))
+	a, _ := NewPKI()
+	b, _ := NewPKI()
 	regs := func() (*Registers, error) { return testRegs(), nil }
 	mixed := *a
 	mixed.PCKKey = b.PCKKey

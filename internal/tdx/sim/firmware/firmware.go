@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,10 +24,11 @@ import (
 // Logf reports simulated-firmware findings (initd sets it to its console).
 var Logf = func(format string, a ...any) {}
 
-// Init fills dir (02750 root:gid, files 0640) from fw_cfg. RTMR3 starts at
-// zero. If dir already holds registers, Init leaves them alone: registers
-// are initialised once per boot.
-func Init(fw fwcfg.Reader, dir string, gid int) (*sim.Registers, error) {
+// Init fills dir (0700 root:root, files 0600: the PKI holds the
+// simulator's private keys, which no service may read) from fw_cfg. RTMR3
+// starts at zero. If dir already holds registers, Init leaves them alone:
+// registers are initialised once per boot.
+func Init(fw fwcfg.Reader, dir string) (*sim.Registers, error) {
 	if r, err := sim.LoadRegisters(dir); err == nil {
 		return r, nil
 	}
@@ -45,15 +45,14 @@ func Init(fw fwcfg.Reader, dir string, gid int) (*sim.Registers, error) {
 	if err := checkPlatform(plat); err != nil {
 		return nil, fmt.Errorf("fw_cfg %s: %w", sim.FWCfgPlatform, err)
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := os.Chown(dir, 0, gid); err != nil {
+	// A directory left by anyone else is made root-only, whatever it was.
+	if err := os.Chown(dir, 0, 0); err != nil {
 		return nil, err
 	}
-	// setgid: files replaced later (registers.json on every extend) keep
-	// the agent's group.
-	if err := os.Chmod(dir, 0o750|os.ModeSetgid); err != nil {
+	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, err
 	}
 	// Optional blobs: the PKI (quotes) and the simulated CCEL.
@@ -87,7 +86,7 @@ func Init(fw fwcfg.Reader, dir string, gid int) (*sim.Registers, error) {
 				return nil, fmt.Errorf("fw_cfg %s: %w", name, err)
 			}
 		}
-		if err := writeOwned(filepath.Join(dir, file), b, gid); err != nil {
+		if err := fsutil.WriteFile(filepath.Join(dir, file), b, 0o600); err != nil {
 			return nil, err
 		}
 	}
@@ -96,22 +95,10 @@ func Init(fw fwcfg.Reader, dir string, gid int) (*sim.Registers, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeOwned(filepath.Join(dir, sim.RegistersFile), b, gid); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(dir, sim.RegistersFile), b, 0o600); err != nil {
 		return nil, err
 	}
 	return regs, nil
-}
-
-func writeOwned(path string, b []byte, gid int) error {
-	return fsutil.WriteFrom(path, 0o640, func(w io.Writer) error {
-		if f, ok := w.(*fsutil.File); ok {
-			if err := f.Chown(0, gid); err != nil {
-				return err
-			}
-		}
-		_, err := w.Write(b)
-		return err
-	})
 }
 
 func checkPlatform(p sim.Platform) error {

@@ -36,17 +36,28 @@ func TestInitFromFwCfg(t *testing.T) {
 	fwEntry(t, fw, sim.FWCfgPKI, `{"root_cert":"R","intermediate_cert":"I","pck_cert":"P","pck_key":"K","attestation_key":"A"}`)
 	fwEntry(t, fw, sim.FWCfgCCEL, string(log))
 	dir := filepath.Join(t.TempDir(), "tdx-sim")
-	gid := os.Getgid()
-	regs, err := Init(fwcfg.Reader{Root: fw}, dir, gid)
+	// A directory someone else left readable is made root-only.
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	regs, err := Init(fwcfg.Reader{Root: fw}, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if regs.RTMR[1] != h("bb") || regs.RTMR3 != h("00") {
 		t.Fatalf("registers %+v", regs)
 	}
+	// The state holds the simulator's private keys: root-only, so the
+	// agent's uid cannot read them (it quotes through initd instead).
 	st, _ := os.Stat(dir)
-	if st.Mode().Perm() != 0o750 || st.Mode()&os.ModeSetgid == 0 {
-		t.Fatalf("dir mode %v", st.Mode())
+	if st.Mode().Perm() != 0o700 || st.Mode()&(os.ModeSetgid|os.ModeSetuid) != 0 || st.Sys().(*syscall.Stat_t).Uid != 0 || st.Sys().(*syscall.Stat_t).Gid != 0 {
+		t.Fatalf("dir mode %v owner %d:%d, want 0700 root:root", st.Mode(), st.Sys().(*syscall.Stat_t).Uid, st.Sys().(*syscall.Stat_t).Gid)
+	}
+	for _, f := range []string{sim.PKIFile, sim.RegistersFile, sim.CCELFile} {
+		fst, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || fst.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v mode %v, want 0600", f, err, fst.Mode())
+		}
 	}
 	pki, err := sim.LoadPKI(dir)
 	if err != nil || pki.AttestationKey != "A" {
@@ -61,7 +72,7 @@ func TestInitFromFwCfg(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, sim.CCELTableFile)); !os.IsNotExist(err) {
 		t.Fatal("absent optional entry produced a file")
 	}
-	// Extends rewrite registers.json; group ownership must survive.
+	// Extends rewrite registers.json; it stays root-only.
 	be, err := sim.OpenRTMRs(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -70,11 +81,11 @@ func TestInitFromFwCfg(t *testing.T) {
 		t.Fatal(err)
 	}
 	fst, _ := os.Stat(filepath.Join(dir, sim.RegistersFile))
-	if fst.Mode().Perm() != 0o640 || int(fst.Sys().(*syscall.Stat_t).Gid) != gid {
-		t.Fatalf("registers.json mode %v gid %d", fst.Mode(), fst.Sys().(*syscall.Stat_t).Gid)
+	if fst.Mode().Perm() != 0o600 {
+		t.Fatalf("registers.json mode %v after an extend", fst.Mode())
 	}
 	// A second Init in the same boot keeps the extended registers.
-	again, err := Init(fwcfg.Reader{Root: fw}, dir, gid)
+	again, err := Init(fwcfg.Reader{Root: fw}, dir)
 	if err != nil || again.RTMR3 == h("00") {
 		t.Fatalf("second Init reset RTMR3: %+v %v", again, err)
 	}
@@ -83,14 +94,14 @@ func TestInitFromFwCfg(t *testing.T) {
 func TestInitRejectsBadPlatform(t *testing.T) {
 	fw := t.TempDir()
 	fwEntry(t, fw, sim.FWCfgPlatform, `{"mrtd":"12","rtmr":["","",""]}`)
-	if _, err := Init(fwcfg.Reader{Root: fw}, t.TempDir(), 0); err == nil || !strings.Contains(err.Error(), "mrtd") {
+	if _, err := Init(fwcfg.Reader{Root: fw}, t.TempDir()); err == nil || !strings.Contains(err.Error(), "mrtd") {
 		t.Fatalf("bad platform: %v", err)
 	}
 	fwEntry(t, fw, sim.FWCfgPlatform, `{"mrtd":"12","surprise":1}`)
-	if _, err := Init(fwcfg.Reader{Root: fw}, t.TempDir(), 0); err == nil || !strings.Contains(err.Error(), "surprise") {
+	if _, err := Init(fwcfg.Reader{Root: fw}, t.TempDir()); err == nil || !strings.Contains(err.Error(), "surprise") {
 		t.Fatalf("unknown field: %v", err)
 	}
-	if _, err := Init(fwcfg.Reader{Root: t.TempDir()}, t.TempDir(), 0); err == nil || !strings.Contains(err.Error(), "-fw_cfg name=opt/tdforge/platform.json") {
+	if _, err := Init(fwcfg.Reader{Root: t.TempDir()}, t.TempDir()); err == nil || !strings.Contains(err.Error(), "-fw_cfg name=opt/tdforge/platform.json") {
 		t.Fatalf("missing entry: %v", err)
 	}
 }

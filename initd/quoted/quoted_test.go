@@ -1,0 +1,422 @@
+package quoted
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/google/go-configfs-tsm/configfs/configfsi"
+	"github.com/google/go-configfs-tsm/configfs/faketsm"
+	tdxtest "github.com/google/go-tdx-guest/testing"
+	"github.com/google/go-tdx-guest/verify"
+
+	"github.com/tdforge/tdforge/internal/tdx/quote"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
+)
+
+// childEnv makes the test binary act as the unprivileged agent (see
+// TestMain): it asks the socket for a quote and tries to read the
+// simulator's state directly.
+const childEnv = "TDFORGE_QUOTED_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if sock := os.Getenv(childEnv); sock != "" {
+		os.Exit(child(sock, os.Getenv(childEnv+"_SIMDIR")))
+	}
+	os.Exit(m.Run())
+}
+
+// child is the agent's side, run under another uid: it prints the
+// outcome of a direct read of the simulator PKI and of a quote through the
+// socket.
+func child(sock, simDir string) int {
+	if _, err := os.ReadFile(filepath.Join(simDir, sim.PKIFile)); err != nil {
+		fmt.Printf("direct read: %v\n", err)
+	} else {
+		fmt.Println("direct read: ok")
+	}
+	c, err := quote.OpenSocket(sock)
+	if err != nil {
+		fmt.Printf("socket: %v\n", err)
+		return 1
+	}
+	var rd [64]byte
+	rd[0] = 0x42
+	q, err := c.Quote(rd)
+	if err != nil {
+		fmt.Printf("socket quote: %v\n", err)
+		return 1
+	}
+	fmt.Printf("socket quote: %s %d bytes %x\n", c.Name(), len(q), q[sim.BodyOffset+sim.ReportDataInBody])
+	return 0
+}
+
+// simState lays out root-only simulator state as firmware.Init does.
+func simState(t *testing.T) (string, *sim.PKI) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "tdx-sim")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pki, err := sim.NewPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := hex.EncodeToString(make([]byte, 48))
+	regs := &sim.Registers{Platform: sim.Platform{
+		MRTD: strings.Repeat("ab", 48), RTMR: [3]string{z, z, z}, TDAttributes: "0000000000000000",
+		XFAM: "e700060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16),
+	}, RTMR3: z}
+	if err := sim.SavePKI(dir, pki); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.SaveRegisters(dir, regs); err != nil {
+		t.Fatal(err)
+	}
+	return dir, pki
+}
+
+// serve starts srv on a socket in a fresh directory and returns its path.
+func serve(t *testing.T, srv *Server) string {
+	t.Helper()
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "quote.sock")
+	ln, err := Listen(sock, os.Getgid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ln.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return sock
+}
+
+func rd(b byte) [64]byte {
+	var r [64]byte
+	for i := range r {
+		r[i] = b ^ byte(i)
+	}
+	return r
+}
+
+func TestSocketServesSimulatorQuotes(t *testing.T) {
+	dir, pki := simState(t)
+	p, err := quote.OpenSimulator(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := serve(t, &Server{Provider: p, UID: os.Getuid(), Logf: t.Logf})
+	st, err := os.Stat(sock)
+	if err != nil || st.Mode().Perm() != 0o660 {
+		t.Fatalf("socket mode %v (%v), want 0660", st.Mode(), err)
+	}
+	c, err := quote.OpenSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name() != quote.NameSimulator {
+		t.Fatalf("client reports backend %q, want initd's %q", c.Name(), quote.NameSimulator)
+	}
+	q, err := c.Quote(rd(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := sim.ReportData(q); got != rd(5) {
+		t.Fatal("REPORTDATA not carried through the socket")
+	}
+	if err := verify.RawTdxQuote(q, &verify.Options{TrustedRoots: sim.RootPool(pki)}); err != nil {
+		t.Fatalf("quote through the socket does not verify: %v", err)
+	}
+}
+
+func TestSocketRefusesOtherUIDs(t *testing.T) {
+	dir, _ := simState(t)
+	p, _ := quote.OpenSimulator(dir)
+	var logged []string
+	sock := serve(t, &Server{Provider: p, UID: os.Getuid() + 1, Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }})
+	_, err := quote.OpenSocket(sock)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("uid %d may not quote", os.Getuid())) {
+		t.Fatalf("a peer with another uid got an answer: %v", err)
+	}
+}
+
+func TestSocketReportsMissingBackend(t *testing.T) {
+	sock := serve(t, &Server{OpenErr: errors.New("no TDX quote backend: neither ... exists"), UID: os.Getuid()})
+	_, err := quote.OpenSocket(sock)
+	if err == nil || !strings.Contains(err.Error(), "initd has no quote backend: no TDX quote backend") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestSocketProtocolBounds(t *testing.T) {
+	dir, _ := simState(t)
+	p, _ := quote.OpenSimulator(dir)
+	sock := serve(t, &Server{Provider: p, UID: os.Getuid()})
+	ask := func(req []byte) string {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(req)
+		c.(*net.UnixConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	if got := ask(append([]byte{'X'}, make([]byte, 64)...)); !strings.Contains(got, "unknown request op") {
+		t.Fatalf("unknown op: %q", got)
+	}
+	// A short request gets no answer at all.
+	if got := ask([]byte("Qshort")); got != "" {
+		t.Fatalf("short request answered: %q", got)
+	}
+}
+
+// A client refuses an oversized response before reading it.
+func TestClientBoundsResponse(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.ReadFull(c, make([]byte, quote.SocketRequestSize))
+		c.Write([]byte{0xff, 0xff, 0xff, 0xff})
+	}()
+	if _, err := quote.OpenSocket(sock); err == nil || !strings.Contains(err.Error(), "outside 1..") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// rootOnly is go-configfs-tsm's fake configfs as Linux permissions make
+// it: /sys/kernel/config/tsm/report is root's, so a caller whose uid is
+// not 0 cannot create, write or read a report entry.
+type rootOnly struct {
+	configfsi.Client
+	uid int
+}
+
+func (r rootOnly) check(op, path string) error {
+	if r.uid != 0 {
+		return &fs.PathError{Op: op, Path: path, Err: syscall.EACCES}
+	}
+	return nil
+}
+
+func (r rootOnly) MkdirTemp(dir, pattern string) (string, error) {
+	if err := r.check("mkdir", dir); err != nil {
+		return "", err
+	}
+	return r.Client.MkdirTemp(dir, pattern)
+}
+
+func (r rootOnly) ReadFile(name string) ([]byte, error) {
+	if err := r.check("open", name); err != nil {
+		return nil, err
+	}
+	return r.Client.ReadFile(name)
+}
+
+func (r rootOnly) WriteFile(name string, b []byte) error {
+	if err := r.check("open", name); err != nil {
+		return err
+	}
+	return r.Client.WriteFile(name, b)
+}
+
+// fakeTDXTSM is the fake report subsystem answering like the kernel's TDX
+// provider: its outblob is a quote over the written inblob.
+func fakeTDXTSM(t *testing.T) configfsi.Client {
+	dir, _ := simState(t)
+	s, err := sim.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := faketsm.Report611(0)
+	base := sub.ReadAttr
+	sub.ReadAttr = func(e *faketsm.ReportEntry, attr string) ([]byte, error) {
+		switch attr {
+		case "provider":
+			return []byte(quote.TSMProviderTDX + "\n"), nil
+		case "outblob":
+			var r [64]byte
+			copy(r[:], e.InAttrs["inblob"].Value)
+			return s.Quote(r)
+		}
+		return base(e, attr)
+	}
+	return &faketsm.Client{Subsystems: map[string]configfsi.Client{"report": sub}}
+}
+
+// The hardware path: configfs-tsm is root-only, so the agent's uid cannot
+// quote directly, while initd (root) quotes for it through the socket and
+// the agent learns the backend's real name.
+func TestHardwareConfigfsTSMThroughInitd(t *testing.T) {
+	tsm := fakeTDXTSM(t)
+	direct := &quote.ConfigfsTSM{Client: rootOnly{tsm, 1000}}
+	// go-configfs-tsm flattens the error: match its text.
+	if _, err := direct.Quote(rd(1)); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("an unprivileged direct configfs-tsm quote: got %v, want permission denied", err)
+	}
+	initd := &quote.ConfigfsTSM{Client: rootOnly{tsm, 0}}
+	sock := serve(t, &Server{Provider: initd, UID: os.Getuid()})
+	c, err := quote.OpenSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name() != quote.NameConfigfsTSM {
+		t.Fatalf("agent reports %q, want %q", c.Name(), quote.NameConfigfsTSM)
+	}
+	q, err := c.Quote(rd(2))
+	if err != nil {
+		t.Fatalf("quote through initd: %v", err)
+	}
+	if got, _ := sim.ReportData(q); got != rd(2) {
+		t.Fatal("REPORTDATA not carried through configfs-tsm and the socket")
+	}
+}
+
+// The tdx_guest device path (go-tdx-guest's test device) is served the
+// same way, and named as such.
+func TestHardwareTDXGuestDeviceThroughInitd(t *testing.T) {
+	dir, _ := simState(t)
+	s, err := sim.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := rd(9)
+	q, _ := s.Quote(want)
+	dev, err := tdxtest.TcDevice([]tdxtest.TestCase{{Name: "device", Input: want, Quote: q}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := serve(t, &Server{Provider: &quote.TDXGuestDevice{Source: dev}, UID: os.Getuid()})
+	c, err := quote.OpenSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Quote(want)
+	if err != nil || !bytes.Equal(got, q) || c.Name() != quote.NameTDXDevice {
+		t.Fatalf("device quote through initd: %v (backend %q)", err, c.Name())
+	}
+}
+
+// With real uids (the test runs as root): an unprivileged process cannot
+// read the root-only simulator state, yet gets its quote through the
+// socket; root itself is refused because it is not the agent's uid.
+func TestUnprivilegedAgentProcess(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run a child under another uid")
+	}
+	const agentUID = 4242
+	simDir, _ := simState(t)
+	p, err := quote.OpenSimulator(simDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := serve(t, &Server{Provider: p, UID: agentUID, Logf: t.Logf})
+	// The socket's group is the agent's in the guest; here the child
+	// joins the test's group, and the socket directory must be traversable.
+	os.Chmod(filepath.Dir(sock), 0o755)
+	bin := filepath.Join(t.TempDir(), "child")
+	os.Chmod(filepath.Dir(bin), 0o755)
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Every directory above the socket and the binary must be traversable
+	// by the child's uid.
+	// The simulator state's parents are opened too, so only its own 0700
+	// directory and 0600 files keep the child out.
+	for _, d := range []string{filepath.Dir(filepath.Dir(sock)), filepath.Dir(filepath.Dir(bin)), filepath.Dir(simDir), filepath.Dir(filepath.Dir(simDir))} {
+		os.Chmod(d, 0o755)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = []string{childEnv + "=" + sock, childEnv + "_SIMDIR=" + simDir}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: agentUID, Gid: uint32(os.Getgid())}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("agent-uid child: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("direct read: open "+filepath.Join(simDir, sim.PKIFile)+": permission denied")) {
+		t.Errorf("the agent's uid could read the simulator's keys:\n%s", out)
+	}
+	if !bytes.Contains(out, []byte("socket quote: simulator ")) || !bytes.HasSuffix(bytes.TrimSpace(out), []byte(" 42")) {
+		t.Errorf("the agent's uid got no quote through initd:\n%s", out)
+	}
+	if _, err := quote.OpenSocket(sock); err == nil || !strings.Contains(err.Error(), "uid 0 may not quote") {
+		t.Fatalf("root (not the agent's uid) got an answer: %v", err)
+	}
+}
+
+func TestPublishCCELFromACPI(t *testing.T) {
+	acpi := t.TempDir()
+	os.MkdirAll(filepath.Join(acpi, "data"), 0o755)
+	// Linux publishes ACPI tables root-only.
+	os.WriteFile(filepath.Join(acpi, "CCEL"), []byte("table"), 0o400)
+	os.WriteFile(filepath.Join(acpi, "data", "CCEL"), []byte("log"), 0o400)
+	out := filepath.Join(t.TempDir(), "acpi")
+	os.MkdirAll(out, 0o755)
+	os.WriteFile(filepath.Join(out, AbsentFile), []byte("stale"), 0o644)
+	gid := os.Getgid()
+	absent, err := PublishCCEL(out, gid, ACPISource(filepath.Join(t.TempDir(), "none")), ACPISource(acpi))
+	if err != nil || absent != "" {
+		t.Fatalf("PublishCCEL: %q %v", absent, err)
+	}
+	for name, want := range map[string]string{"CCEL": "table", "data/CCEL": "log"} {
+		p := filepath.Join(out, name)
+		b, err := os.ReadFile(p)
+		st, _ := os.Stat(p)
+		if err != nil || string(b) != want || st.Mode().Perm() != 0o640 || int(st.Sys().(*syscall.Stat_t).Gid) != gid {
+			t.Fatalf("%s: %q %v mode %v", name, b, err, st.Mode())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, AbsentFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("a stale absence reason survived")
+	}
+}
+
+func TestPublishCCELAbsent(t *testing.T) {
+	acpi := t.TempDir()
+	out := filepath.Join(t.TempDir(), "acpi")
+	absent, err := PublishCCEL(out, os.Getgid(), ACPISource(acpi))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "no CCEL ACPI table: " + filepath.Join(acpi, "CCEL") + " does not exist (the firmware did not publish its event log)"
+	if absent != want {
+		t.Fatalf("reason %q, want %q", absent, want)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, AbsentFile)); string(b) != want+"\n" {
+		t.Fatalf("%s holds %q", AbsentFile, b)
+	}
+	// Half an event log is an error, not an absence.
+	os.WriteFile(filepath.Join(acpi, "CCEL"), []byte("table"), 0o400)
+	if _, err := PublishCCEL(out, os.Getgid(), ACPISource(acpi)); err == nil || !strings.Contains(err.Error(), "its event log is not") {
+		t.Fatalf("table without log: %v", err)
+	}
+}
