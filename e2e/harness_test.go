@@ -254,7 +254,6 @@ type verifierResult struct {
 	} `json:"mismatches"`
 }
 
-
 // attest runs `verifier attest --json` against the guest, with extra
 // verifier flags.
 func (v *vm) attest(t *testing.T, ref string, extra ...string) (*verifierResult, int, string) {
