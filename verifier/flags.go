@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -18,7 +17,6 @@ import (
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/register"
-	"github.com/tdforge/tdforge/internal/tdx/sim"
 	"github.com/tdforge/tdforge/verifier/client"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/reference"
@@ -254,22 +252,21 @@ func (e *evidenceFlags) read() (verify.Evidence, error) {
 	return ev, nil
 }
 
-// rootPool accepts a PEM certificate or a simulator pki.json.
+// rootPool reads the simulator root: one PEM certificate, the launch's
+// sim-root.pem. Nothing else is accepted, so a file holding the simulator's
+// private keys is never needed (or handed) to a verifier.
 func rootPool(raw []byte) (*x509.CertPool, error) {
-	if b, _ := pem.Decode(raw); b != nil {
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		p := x509.NewCertPool()
-		p.AddCert(c)
-		return p, nil
+	b, _ := pem.Decode(raw)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, errors.New("not a PEM certificate: pass the sim-root.pem that 'builder launch --simulate' writes next to its --pidfile")
 	}
-	var pki sim.PKI
-	if err := json.Unmarshal(raw, &pki); err != nil || pki.RootCert == "" {
-		return nil, errors.New("not a PEM certificate or simulator pki.json")
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, err
 	}
-	return sim.RootPool(&pki), nil
+	p := x509.NewCertPool()
+	p.AddCert(c)
+	return p, nil
 }
 
 // emit prints the report and returns its exit code.
