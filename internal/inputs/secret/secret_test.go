@@ -1,0 +1,97 @@
+package secret
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCreateLoadAllows(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Create(dir, "tdforge/prod/model", []Grant{{Image: "tdforge-confidential-ai", Versions: []string{">=1.0.0", "<2.0.0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(Path(dir, "tdforge/prod/model"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, %v", st.Mode(), err)
+	}
+	if _, err := Create(dir, "tdforge/prod/model", r.Allow); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("replaced an existing key: %v", err)
+	}
+	got, err := Load(dir, "tdforge/prod/model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, err := got.Key(); err != nil || string(k) != string(r.Value) {
+		t.Fatalf("key round trip: %v", err)
+	}
+	for _, c := range []struct {
+		image, version string
+		dev, want      bool
+		why            string
+	}{
+		{"tdforge-confidential-ai", "1.2.0", false, true, "allows"},
+		{"tdforge-confidential-ai", "2.0.0", false, false, `fails "<2.0.0"`},
+		{"tdforge-confidential-ai", "0.9.1", false, false, `fails ">=1.0.0"`},
+		{"tdforge-dev", "1.2.0", true, false, "not tdforge-dev"},
+		{"tdforge-confidential-ai", "latest", false, false, "not a semantic version"},
+	} {
+		ok, why := got.Allows(c.image, c.version, c.dev)
+		if ok != c.want || !strings.Contains(why, c.why) {
+			t.Errorf("%s %s: %v %q", c.image, c.version, ok, why)
+		}
+	}
+	if _, err := Load(dir, "tdforge/prod/other"); !errors.Is(err, ErrNotExist) {
+		t.Fatalf("missing resource: %v", err)
+	}
+}
+
+func TestDevSecret(t *testing.T) {
+	r := &Resource{Schema: Schema, ID: "tdforge/dev/model", Value: make([]byte, KeySize), Allow: []Grant{{Image: "tdforge-dev"}}, Dev: true}
+	if err := r.Check(false); err == nil || !strings.Contains(err.Error(), "non-dev image") {
+		t.Fatalf("dev secret accepted for a non-dev image: %v", err)
+	}
+	if err := r.Check(true); err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := r.Allows("tdforge-dev", "0.1.0", false); ok || !strings.Contains(why, "dev secret") {
+		t.Fatalf("dev secret released to a non-dev reference: %q", why)
+	}
+	if ok, _ := r.Allows("tdforge-dev", "0.1.0", true); !ok {
+		t.Fatal("dev secret refused to its dev image")
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	for _, c := range []struct{ id, want string }{
+		{"../etc/passwd", "must be <repo>/<type>/<tag>"},
+		{"a/b", "must be <repo>/<type>/<tag>"},
+		{"a/../b", "must be"},
+	} {
+		if err := CheckID(c.id); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.id, err)
+		}
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a", "b", "c")
+	os.MkdirAll(filepath.Dir(p), 0o700)
+	for _, c := range []struct{ body, want string }{
+		{`{"schema":"x"}`, "schema"},
+		{`{"schema":"tdforge.resource/v1","id":"a/b/c","value":"AAAA","allow":[]}`, "no \"allow\""},
+		{`{"schema":"tdforge.resource/v1","id":"a/b/c","value":"AAAA","allow":[{"image":"i","versions":["~1"]}]}`, "OP VERSION"},
+		{`{"schema":"tdforge.resource/v1","id":"a/b/d","value":"AAAA","allow":[{"image":"i"}]}`, "not \"a/b/c\""},
+		{`{"schema":"tdforge.resource/v1","id":"a/b/c","value":"AAAA","allow":[{"image":"i"}],"extra":1}`, "unknown field"},
+	} {
+		os.WriteFile(p, []byte(c.body), 0o600)
+		if _, err := Load(dir, "a/b/c"); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.body, err)
+		}
+	}
+	r := &Resource{ID: "a/b/c", Value: []byte{1, 2}}
+	if _, err := r.Key(); err == nil || !strings.Contains(err.Error(), "64") {
+		t.Fatalf("short key: %v", err)
+	}
+}
