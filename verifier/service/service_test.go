@@ -64,7 +64,7 @@ func newTD(t testing.TB) *td { return newTDWith(t, "mrtd") }
 // firmware).
 func newTDWith(t testing.TB, seed string) *td {
 	t.Helper()
-	pki, err := sim.GeneratePKI([]byte("service test seed"))
+	pki, err := sim.NewPKI()
 	if err != nil {
 		t.Fatal(err)
 	}
