@@ -28,8 +28,8 @@ import (
 // an independent JOSE implementation, not the project's Go code.
 const joseVersion = "6.2.18"
 
-// service is a running `verifier serve`.
-type service struct {
+// serveProc is a running `verifier serve`.
+type serveProc struct {
 	url string
 	dir string
 }
@@ -38,7 +38,7 @@ type service struct {
 // on loopback HTTP for the dev TD v: its reference values (unsigned, so
 // --dev), the launch's simulator root, a throwaway signing key and nonce
 // secret, and the TD's web origin allowed by CORS.
-func startService(t *testing.T, v *vm) *service {
+func startService(t *testing.T, v *vm) *serveProc {
 	t.Helper()
 	dir := t.TempDir()
 	refs := filepath.Join(dir, "refs")
@@ -68,7 +68,7 @@ func startService(t *testing.T, v *vm) *service {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() })
-	s := &service{url: "http://" + addr, dir: dir}
+	s := &serveProc{url: "http://" + addr, dir: dir}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := http.Get(s.url + "/readyz")
@@ -87,7 +87,7 @@ func startService(t *testing.T, v *vm) *service {
 }
 
 // nonce gets a fresh nonce from the service.
-func (s *service) nonce(t *testing.T) []byte {
+func (s *serveProc) nonce(t *testing.T) []byte {
 	t.Helper()
 	resp, err := http.Get(s.url + "/v1/nonce")
 	if err != nil {
@@ -132,7 +132,7 @@ type outcome struct {
 	Field string `json:"field"`
 }
 
-func (s *service) attest(t *testing.T, doc map[string]any) (int, *outcome) {
+func (s *serveProc) attest(t *testing.T, doc map[string]any) (int, *outcome) {
 	t.Helper()
 	b, _ := json.Marshal(doc)
 	resp, err := http.Post(s.url+"/v1/attest", "application/json", bytes.NewReader(b))
