@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(qemu-system-x86 ovmf cpio cryptsetup-bin erofs-utils squashfs-tools faketime gdisk
       chromium chromium-driver time zstd gcc g++ libc6-dev libstdc++-12-dev make git ca-certificates
-      osslsigncode python3 curl iproute2 nodejs npm openssl)
+      osslsigncode python3 curl iproute2 nodejs openssl)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -63,6 +63,11 @@ JOSE_DIR="$(cd "$(dirname "$0")/.." && pwd)/images/jose"
 if grep -qs "\"version\": \"$JOSE_VERSION\"" "$JOSE_DIR/node_modules/jose/package.json"; then
   echo "deps: npm jose@$JOSE_VERSION present"
 else
+  # Debian's nodejs ships npm separately; other nodejs builds include it.
+  if ! command -v npm >/dev/null; then
+    echo "deps: installing Debian package npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
   echo "deps: installing npm jose@$JOSE_VERSION into $JOSE_DIR"
   mkdir -p "$JOSE_DIR"
   npm install --prefix "$JOSE_DIR" --no-audit --no-fund --save-exact "jose@$JOSE_VERSION" >/dev/null
