@@ -1,18 +1,23 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -203,3 +208,58 @@ func TestNewRemoteServiceURL(t *testing.T) {
 }
 
 func hashOf(c tls.Certificate) [32]byte { return attestation.SPKIHash(c.Leaf.RawSubjectPublicKeyInfo) }
+
+// The report beside the token is unsigned: a host between the client and
+// the service that rewrites it (here: a contraindicated TD's failed MRTD
+// turned into a pass) is refused, and nothing unsigned is shown as the
+// service's verdict.
+func TestServiceReportMustMatchTheSignedResult(t *testing.T) {
+	a := newAgent(t)
+	real := serviceFor(t, a)
+	u, _ := url.Parse(real.URL)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.URL.Path != "/v1/attest" {
+			return nil
+		}
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			return err
+		}
+		resp.Body.Close()
+		rep := out["report"].(map[string]any)
+		for _, c := range rep["checks"].([]any) {
+			m := c.(map[string]any)
+			if m["status"] == "FAIL" {
+				m["status"], m["reason"] = "PASS", "matches the reference"
+			}
+		}
+		rep["trusted"], rep["verdict"] = true, verify.VerdictSimulated
+		b, _ := json.Marshal(out)
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+		return nil
+	}
+	mitm := httptest.NewServer(rp)
+	defer mitm.Close()
+	// The TD runs other code than the service's reference.
+	other := newAgent(t)
+	other.pki = a.pki
+	regs := &sim.Registers{Platform: sim.Platform{MRTD: strings.Repeat("99", 48), RTMR: [3]string{strings.Repeat("22", 48), strings.Repeat("00", 48), strings.Repeat("00", 48)},
+		TDAttributes: "0000001000000000", XFAM: "e71a060000000000", MRSEAM: strings.Repeat("00", 48), TEETCBSVN: strings.Repeat("00", 16)}, RTMR3: strings.Repeat("00", 48)}
+	s, err := sim.New(a.pki, func() (*sim.Registers, error) { return regs, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.sim = s
+	srv := other.serve(t, fixed(selfSigned(t)), nil)
+	res, err := Attest(context.Background(), srv.URL, remote(t, real.URL))
+	if err != nil || res.Report.Trusted || res.Service.Status != ear.TrustTierContraindicated {
+		t.Fatalf("direct: %v %+v", err, res)
+	}
+	res, err = Attest(context.Background(), srv.URL, remote(t, mitm.URL))
+	if err == nil || !strings.Contains(err.Error(), "differs from its signed result") {
+		t.Fatalf("a rewritten report was accepted: %v (trusted %v)", err, res != nil && res.Report.Trusted)
+	}
+}
