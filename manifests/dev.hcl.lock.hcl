@@ -2,5 +2,5 @@
 # local inputs. Commit it. Run builder build -update-lock after changing an input.
 
 input "payload.webui" {
-  sha256 = "7e8fe704da1396adf678d9dfce490219dbe9ae40b650ffd88c20b667db4f8182"
+  sha256 = "2db460181985e395747768e5176eca4b5226c86c73cbaecb690baf955aa61e75"
 }

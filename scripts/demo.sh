@@ -9,25 +9,27 @@ IMG=images/dev
 RUN=images/run
 AGENT_PORT=${AGENT_PORT:-18443}
 PROXY_PORT=${PROXY_PORT:-11435}
+SERVICE_PORT=${SERVICE_PORT:-18444}
 mkdir -p "$RUN"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 T0=$(date +%s)
 
 cleanup() {
   [[ -n "${PROXY_PID:-}" ]] && kill "$PROXY_PID" 2>/dev/null || true
+  [[ -n "${SERVE_PID:-}" ]] && kill "$SERVE_PID" 2>/dev/null || true
   if [[ -f "$RUN/qemu.pid" ]] && kill -0 "$(cat "$RUN/qemu.pid")" 2>/dev/null; then
     bin/builder shutdown --qmp "$RUN/qmp.sock" --pidfile "$RUN/qemu.pid" --timeout 30s || true
   fi
 }
 trap cleanup EXIT
 
-step "1/7 Build manifests/dev.hcl (Ollama from source, tiny model, web UI, simulated TDX)"
+step "1/8 Build manifests/dev.hcl (Ollama from source, tiny model, web UI, simulated TDX)"
 bin/builder build -o "$IMG" manifests/dev.hcl
 
-step "2/7 Reference values (what the verifier will demand)"
+step "2/8 Reference values (what the verifier will demand)"
 bin/builder inspect "$IMG"
 
-step "3/7 Boot it: builder launch --simulate (QEMU TCG, console in $RUN/console.log)"
+step "3/8 Boot it: builder launch --simulate (QEMU TCG, console in $RUN/console.log)"
 rm -f "$RUN/console.log" "$RUN/qmp.sock"
 bin/builder launch --simulate --run --detach --port "$AGENT_PORT" \
   --serial "$RUN/console.log" --pidfile "$RUN/qemu.pid" --qmp "$RUN/qmp.sock" \
@@ -37,22 +39,45 @@ bin/builder launch --simulate --run --detach --port "$AGENT_PORT" \
 SIM_ROOT="$RUN/sim-root.pem"
 grep -a "initd:" "$RUN/console.log" | tail -n 20 || true
 
-step "4/7 Verify: verifier attest --allow-simulated"
+step "4/8 Verify: verifier attest --allow-simulated"
 bin/verifier attest --reference "$IMG/reference-values.json" \
   --allow-simulated --sim-root "$SIM_ROOT" "https://127.0.0.1:$AGENT_PORT"
 
-step "5/7 Start the attested proxy on 127.0.0.1:$PROXY_PORT"
+step "5/8 The same TD appraised by the attestation service (verifier serve on 127.0.0.1:$SERVICE_PORT)"
+# A throwaway result-signing key and nonce secret in the run dir; plain
+# HTTP on loopback only (--insecure-http), unsigned dev references (--dev).
+SVC="$RUN/service"
+rm -rf "$SVC"; mkdir -p "$SVC/refs"
+cp "$IMG/reference-values.json" "$SVC/refs/dev.json"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$SVC/result-key.pem" 2>/dev/null
+head -c 32 /dev/urandom >"$SVC/nonce-secret"
+bin/verifier serve --insecure-http --listen "127.0.0.1:$SERVICE_PORT" --reference-dir "$SVC/refs" --dev \
+  --allow-simulated --sim-root "$SIM_ROOT" --signing-key "$SVC/result-key.pem" --nonce-secret "$SVC/nonce-secret" \
+  >"$RUN/serve.log" 2>&1 &
+SERVE_PID=$!
+for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$SERVICE_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+# Nonce from the service, evidence over the pinned TLS connection, the
+# service's signed EAR result checked against its JWKS, the TLS key
+# binding checked here. A simulated TD is "warning", never "affirming".
+bin/verifier attest --attestation-service "http://127.0.0.1:$SERVICE_PORT" "https://127.0.0.1:$AGENT_PORT"
+bin/verifier attest --json --attestation-service "http://127.0.0.1:$SERVICE_PORT" "https://127.0.0.1:$AGENT_PORT" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["attestation_service"]["token"])' >"$SVC/token"
+echo "The signed token ($SVC/token), as a relying party checks it:"
+bin/verifier token verify --jwks "http://127.0.0.1:$SERVICE_PORT/.well-known/jwks.json" --allow-warning "@$SVC/token"
+kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; SERVE_PID=
+
+step "6/8 Start the attested proxy on 127.0.0.1:$PROXY_PORT"
 bin/verifier proxy --listen "127.0.0.1:$PROXY_PORT" --reference "$IMG/reference-values.json" \
   --allow-simulated --sim-root "$SIM_ROOT" "https://127.0.0.1:$AGENT_PORT" >"$RUN/proxy.log" 2>&1 &
 PROXY_PID=$!
 for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$PROXY_PORT/api/version" >/dev/null 2>&1 && break; sleep 0.2; done
 
-step "6/7 Chat through the proxy (curl → verifier proxy → TLS pinned to the attested key → agent → Ollama)"
+step "7/8 Chat through the proxy (curl → verifier proxy → TLS pinned to the attested key → agent → Ollama)"
 curl -fsS "http://127.0.0.1:$PROXY_PORT/api/chat" -H 'Content-Type: application/json' \
   -d '{"model":"tiny","messages":[{"role":"user","content":"Hello, who are you?"}],"stream":false,"options":{"temperature":0,"num_predict":24,"num_thread":1}}' \
   | python3 -c 'import json,sys; r=json.load(sys.stdin); print("answer:", repr(r["message"]["content"])); print("tokens:", r.get("eval_count"))'
 
-step "7/7 Web UI"
+step "8/8 Web UI"
 cat <<MSG
 The web UI is served by the agent. While the VM runs, open either:
   http://127.0.0.1:$PROXY_PORT/      (through 'verifier proxy', which verified the TD first), or
@@ -66,4 +91,4 @@ step "Shutting the VM down cleanly"
 bin/builder shutdown --qmp "$RUN/qmp.sock" --pidfile "$RUN/qemu.pid" --timeout 30s
 rm -f "$RUN/qemu.pid"
 kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=
-echo "demo finished in $(( $(date +%s) - T0 ))s; trail: $IMG/reference-values.json, $RUN/console.log, $RUN/proxy.log"
+echo "demo finished in $(( $(date +%s) - T0 ))s; trail: $IMG/reference-values.json, $RUN/console.log, $RUN/serve.log, $RUN/proxy.log"

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(qemu-system-x86 ovmf cpio cryptsetup-bin erofs-utils squashfs-tools faketime gdisk
       chromium chromium-driver time zstd gcc g++ libc6-dev libstdc++-12-dev make git ca-certificates
-      osslsigncode python3 curl iproute2)
+      osslsigncode python3 curl iproute2 nodejs openssl)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -55,6 +55,23 @@ linux-image-6.12.117+deb12-cloud-amd64-unsigned=6.12.117-1~deb12u1 670b2688bcf94
 linux-image-6.1.0-56-cloud-amd64-unsigned=6.1.192-2 7ff7fc8da85d313242c20698c6b34542aea447673c7c1975b0d38bd6005100b5
 ovmf=2022.11-6+deb12u2 e73d3d1a8799f7f6fc16b73501d913edcdd86237556fbff30693e747e6dc262e
 PINS
+
+# npm's jose: the independent JOSE implementation the e2e test checks the
+# attestation service's tokens with (e2e/service_test.go joseVersion).
+JOSE_VERSION=6.2.18
+JOSE_DIR="$(cd "$(dirname "$0")/.." && pwd)/images/jose"
+if grep -qs "\"version\": \"$JOSE_VERSION\"" "$JOSE_DIR/node_modules/jose/package.json"; then
+  echo "deps: npm jose@$JOSE_VERSION present"
+else
+  # Debian's nodejs ships npm separately; other nodejs builds include it.
+  if ! command -v npm >/dev/null; then
+    echo "deps: installing Debian package npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  echo "deps: installing npm jose@$JOSE_VERSION into $JOSE_DIR"
+  mkdir -p "$JOSE_DIR"
+  npm install --prefix "$JOSE_DIR" --no-audit --no-fund --save-exact "jose@$JOSE_VERSION" >/dev/null
+fi
 
 echo "deps: downloading Go modules"
 go mod download

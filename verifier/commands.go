@@ -12,6 +12,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/veraison/ear"
+
 	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/fsutil"
@@ -48,12 +50,14 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := newFlags("attest", "https://AGENT:PORT", stderr)
 	var pf policyFlags
 	pf.add(fs)
+	var sf serviceFlags
+	sf.add(fs)
 	save := fs.String("save", "", "also save the attestation response (evidence) to `FILE` for `verifier explain`")
-	opts, code, ok := agentArgs(fs, &pf, args, stdout, stderr)
+	cfg, code, ok := agentArgs(fs, &pf, &sf, args, stdout, stderr)
 	if !ok {
 		return code
 	}
-	res, err := client.Attest(ctx, fs.Arg(0), client.Config{Options: opts})
+	res, err := client.Attest(ctx, fs.Arg(0), cfg)
 	if err != nil {
 		return attestError("attest", stderr, err)
 	}
@@ -72,6 +76,9 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if !pf.json {
 		fmt.Fprintf(stdout, "Agent:   %s (TLS SPKI sha256 %x, pinned for this session)\n", fs.Arg(0), res.SPKIHash)
+		if res.Service != nil {
+			writeServiceResult(stdout, sf.url, res)
+		}
 		if svc.Ready {
 			fmt.Fprintf(stdout, "Service: ready (models: %v)\n", svc.Status["models"])
 		} else {
@@ -79,11 +86,41 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return reportCode(emit(stdout, res.Report, false))
 	}
-	canonjson.Encode(stdout, struct {
+	out := struct {
 		*verify.Report
 		Service *client.Service `json:"service"`
-	}{res.Report, svc})
+		Result  *serviceJSON    `json:"attestation_service,omitempty"`
+	}{Report: res.Report, Service: svc}
+	if res.Service != nil {
+		out.Result = &serviceJSON{URL: sf.url, Status: res.Service.StatusName(), PolicyID: res.Service.PolicyID, KeyID: res.Service.Claims.KeyID, Expires: res.Service.Claims.Expires.UTC(), Token: res.Service.Token}
+	}
+	canonjson.Encode(stdout, out)
 	return reportCode(res.Report.ExitCode())
+}
+
+// serviceJSON is the attestation service's signed result in attest --json.
+type serviceJSON struct {
+	URL      string    `json:"url"`
+	Status   string    `json:"ear_status"`
+	PolicyID string    `json:"policy_id,omitempty"`
+	KeyID    string    `json:"kid"`
+	Expires  time.Time `json:"expires"`
+	Token    string    `json:"token"`
+}
+
+// writeServiceResult states the service's signed verdict; a warning says
+// what it rests on.
+func writeServiceResult(w io.Writer, url string, res *client.Result) {
+	s := res.Service
+	fmt.Fprintf(w, "Appraised by: %s: ear.status %s (signature verified with key %s; policy %s; expires %s)\n",
+		url, s.StatusName(), s.Claims.KeyID, s.PolicyID, s.Claims.Expires.UTC().Format(time.RFC3339))
+	if s.Status == ear.TrustTierWarning {
+		why := "a verdict the operator accepted"
+		if res.Report.Simulated {
+			why = "a simulated TD the service was told to accept"
+		}
+		fmt.Fprintf(w, "WARNING: the service's verdict is warning, not affirming: %s (%s)\n", why, res.Report.Headline())
+	}
 }
 
 // reportCode maps a report's exit code for attest: bad evidence from the
@@ -139,12 +176,14 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := newFlags("proxy", "https://AGENT:PORT", stderr)
 	var pf policyFlags
 	pf.add(fs)
+	var sf serviceFlags
+	sf.add(fs)
 	listen := fs.String("listen", "127.0.0.1:11434", "local `ADDR` to serve plain HTTP on")
-	opts, code, ok := agentArgs(fs, &pf, args, stdout, stderr)
+	cfg, code, ok := agentArgs(fs, &pf, &sf, args, stdout, stderr)
 	if !ok {
 		return code
 	}
-	pinned, err := client.NewPinned(fs.Arg(0), client.Config{Options: opts})
+	pinned, err := client.NewPinned(fs.Arg(0), cfg)
 	if err != nil {
 		return usageError(fs, stderr, err)
 	}
@@ -153,16 +192,21 @@ func cmdProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		switch {
 		case err != nil:
 			logger.Printf("upstream connection refused: %v", err)
+		case r.Service != nil:
+			logger.Printf("upstream connection attested by %s: ear.status %s, %s (SPKI %x…)", sf.url, r.Service.StatusName(), r.Report.Headline(), r.SPKIHash[:8])
 		default:
 			logger.Printf("upstream connection attested: %s (SPKI %x…)", r.Report.Headline(), r.SPKIHash[:8])
 		}
 	}
 	// Verify before serving anything.
-	first, err := client.Attest(ctx, fs.Arg(0), client.Config{Options: opts})
+	first, err := client.Attest(ctx, fs.Arg(0), cfg)
 	if err != nil {
 		return attestError("proxy", stderr, err)
 	}
 	addHints(first.Report)
+	if first.Service != nil {
+		writeServiceResult(stderr, sf.url, first)
+	}
 	first.Report.WriteText(stderr)
 	if !first.Report.Trusted {
 		return cli.ExitFail

@@ -50,27 +50,85 @@ func inputError(cmd string, stderr io.Writer, err error) int {
 }
 
 // agentArgs parses the command line of a command that talks to one agent
-// (attest, proxy): the policy flags and exactly one agent URL. When ok is
-// false the command returns code: a usage or input error, or the verdict
-// of options that refuse before any connection.
-func agentArgs(fs *flag.FlagSet, pf *policyFlags, args []string, stdout, stderr io.Writer) (opts verify.Options, code int, ok bool) {
+// (attest, proxy): the policy flags or an attestation service, and exactly
+// one agent URL. When ok is false the command returns code: a usage or
+// input error, or the verdict of options that refuse before any
+// connection.
+func agentArgs(fs *flag.FlagSet, pf *policyFlags, sf *serviceFlags, args []string, stdout, stderr io.Writer) (cfg client.Config, code int, ok bool) {
 	if code, ok := cli.ParseArgs(fs, args, -1); !ok {
-		return opts, code, false
+		return cfg, code, false
 	}
 	if fs.NArg() != 1 {
-		return opts, usageError(fs, stderr, errWantURL(fs.Name())), false
+		return cfg, usageError(fs, stderr, errWantURL(fs.Name())), false
 	}
 	if _, err := client.ParseURL(fs.Arg(0)); err != nil {
-		return opts, usageError(fs, stderr, err), false
+		return cfg, usageError(fs, stderr, err), false
+	}
+	if sf.url != "" {
+		svc, err := sf.service(fs)
+		if err != nil {
+			return cfg, usageError(fs, stderr, err), false
+		}
+		return client.Config{Service: svc}, cli.ExitOK, true
+	}
+	if sf.ca != "" {
+		return cfg, usageError(fs, stderr, cli.WithHint(errors.New("--service-ca without --attestation-service"), "add --attestation-service https://SERVICE, or drop --service-ca")), false
 	}
 	opts, refused, err := pf.options()
 	if err != nil {
-		return opts, inputError(fs.Name(), stderr, err), false
+		return cfg, inputError(fs.Name(), stderr, err), false
 	}
 	if refused != nil {
-		return opts, emit(stdout, refused, pf.json), false
+		return cfg, emit(stdout, refused, pf.json), false
 	}
-	return opts, cli.ExitOK, true
+	return client.Config{Options: opts}, cli.ExitOK, true
+}
+
+// serviceFlags select appraisal through an attestation service
+// (`verifier serve`) instead of in-process.
+type serviceFlags struct {
+	url, ca string
+}
+
+func (s *serviceFlags) add(fs *flag.FlagSet) {
+	fs.StringVar(&s.url, "attestation-service", "", "appraise through the attestation service at `URL` (https://SERVICE; its signed result is checked against its JWKS, the TLS key binding here) instead of in-process")
+	fs.StringVar(&s.ca, "service-ca", "", "CA certificate `PEM` file the attestation service's TLS certificate must chain to (default: the system roots)")
+}
+
+// localOnly are the flags of an in-process appraisal: with an attestation
+// service the service's references and policy decide, so they are refused
+// rather than silently ignored.
+var localOnly = []string{"reference", "reference-key", "allow-simulated", "sim-root", "allow-debug", "collateral", "now", "accept-unpinned"}
+
+// service builds the service client; fs is checked for flags that only an
+// in-process appraisal uses.
+func (s *serviceFlags) service(fs *flag.FlagSet) (*client.RemoteService, error) {
+	var set []string
+	fs.Visit(func(f *flag.Flag) {
+		if slices.Contains(localOnly, f.Name) {
+			set = append(set, "--"+f.Name)
+		}
+	})
+	if len(set) > 0 {
+		return nil, cli.WithHint(fmt.Errorf("%s: the attestation service appraises with its own references and policy", strings.Join(set, ", ")),
+			"drop %s, or drop --attestation-service to appraise here", strings.Join(set, ", "))
+	}
+	var roots *x509.CertPool
+	if s.ca != "" {
+		raw, err := os.ReadFile(s.ca)
+		if err != nil {
+			return nil, fmt.Errorf("--service-ca: %v", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(raw) {
+			return nil, cli.WithHint(fmt.Errorf("--service-ca %s: no PEM certificate in it", s.ca), "give the CA certificate (PEM) that signed the service's TLS certificate")
+		}
+	}
+	svc, err := client.NewRemoteService(s.url, roots)
+	if err != nil {
+		return nil, cli.WithHint(err, "--attestation-service https://SERVICE:PORT")
+	}
+	return svc, nil
 }
 
 // attestError prints a failed attestation and returns cli.ExitNetwork when

@@ -2,9 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
@@ -24,5 +27,32 @@ func TestSimRootIsACertificateOnly(t *testing.T) {
 	}
 	if _, err := rootPool([]byte(pki.RootCert)); err != nil {
 		t.Fatalf("root certificate refused: %v", err)
+	}
+}
+
+// With --attestation-service the service's references and policy decide:
+// local policy flags are refused, not silently ignored; the service URL
+// must be https (plain http only on loopback); an unreachable service is a
+// network error.
+func TestAttestationServiceFlags(t *testing.T) {
+	const agent = "https://127.0.0.1:1"
+	up := httptest.NewTLSServer(http.NotFoundHandler())
+	defer up.Close()
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"attest", "--attestation-service", "http://127.0.0.1:1", "--reference", "ref.json", agent}, cli.ExitUsage, "--reference"},
+		{[]string{"proxy", "--attestation-service", "http://127.0.0.1:1", "--allow-simulated", agent}, cli.ExitUsage, "--allow-simulated"},
+		{[]string{"attest", "--attestation-service", "http://service.example", agent}, cli.ExitUsage, "plain http only to a loopback"},
+		{[]string{"attest", "--service-ca", "ca.pem", "--reference", "ref.json", agent}, cli.ExitUsage, "without --attestation-service"},
+		{[]string{"attest", "--attestation-service", "https://127.0.0.1:1", "--service-ca", "/nonexistent/ca.pem", agent}, cli.ExitUsage, "--service-ca"},
+		{[]string{"attest", "--attestation-service", "http://127.0.0.1:1", up.URL}, cli.ExitNetwork, "cannot reach the attestation service"},
+	} {
+		code, _, stderr := runCLI(tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d naming %q", tc.args, code, stderr, tc.code, tc.want)
+		}
 	}
 }

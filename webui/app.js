@@ -86,6 +86,7 @@ const HOW_TO_VERIFY = [
 async function attest() {
   $("verdict").className = "verdict pending";
   $("verdict").textContent = "checking…";
+  $("service").className = "service hidden";
   const nonce = crypto.getRandomValues(new Uint8Array(32));
   try {
     const r = await fetch("/v1/attestation?nonce=" + hex(nonce), { cache: "no-store" });
@@ -102,6 +103,9 @@ async function attest() {
     const bound = spki.length === 32 && hex(expect) === hex(parsed.reportData) && rd.nonce === hex(nonce);
     state.attestation = { body, parsed, bound };
     render(body, parsed, bound);
+    // The image's measured configuration may name an attestation service
+    // (agent.attestation_service): ask it for a signed verdict.
+    if (body.attestation_service) await serviceVerdict(body.attestation_service);
   } catch (e) {
     $("verdict").className = "verdict bad";
     $("verdict").textContent = "NOT VERIFIED: " + e.message;
@@ -110,13 +114,133 @@ async function attest() {
   }
 }
 
+// ---- Appraisal through an attestation service (verifier serve) ----
+//
+// The service checks what a page cannot (the quote's signature chain, the
+// reference values) and signs its verdict as an EAR token (ES256 JWT). The
+// page checks that signature with WebCrypto against the service's JWKS,
+// the token's expiry and that its eat_nonce is the nonce the page got.
+// What it still cannot check: that the TLS key the evidence binds is the
+// key of this connection (browsers do not show it to pages), so a man in
+// the middle relaying a real TD's evidence gets the same signed verdict.
+
+function b64url(s) {
+  s = s.replace(/-/g, "+").replace(/_/g, "/");
+  while (s.length % 4) s += "=";
+  return b64bytes(s);
+}
+function b64urlEncode(bytes) {
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+// SKEW_S is the clock difference tolerated with the service (seconds).
+const SKEW_S = 60;
+
+// verifyEAR checks a compact JWS: ES256, a kid found in jwks, a valid
+// signature, iat/exp, and eat_nonce = nonce. It returns the claims or
+// throws saying which check failed.
+async function verifyEAR(token, jwks, nonce) {
+  const parts = token.split(".");
+  if (parts.length !== 3) throw new Error("the token is not a compact JWS");
+  const header = JSON.parse(new TextDecoder().decode(b64url(parts[0])));
+  if (header.alg !== "ES256") throw new Error("token algorithm " + header.alg + ", want ES256");
+  const jwk = (jwks.keys || []).find((k) => k.kid === header.kid);
+  if (!header.kid || !jwk) throw new Error("the token's key id " + header.kid + " is not in the service's JWKS");
+  if (jwk.kty !== "EC" || jwk.crv !== "P-256") throw new Error("JWKS key " + header.kid + " is not an EC P-256 key");
+  const key = await crypto.subtle.importKey("jwk", { kty: "EC", crv: "P-256", x: jwk.x, y: jwk.y, ext: true },
+    { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
+  const ok = await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, key, b64url(parts[2]),
+    new TextEncoder().encode(parts[0] + "." + parts[1]));
+  if (!ok) throw new Error("the token's signature does not verify with key " + header.kid);
+  const claims = JSON.parse(new TextDecoder().decode(b64url(parts[1])));
+  const now = Date.now() / 1000;
+  if (typeof claims.exp !== "number" || now >= claims.exp + SKEW_S) throw new Error("the token expired");
+  if (typeof claims.iat !== "number" || claims.iat > now + SKEW_S) throw new Error("the token is issued in the future");
+  if (claims.eat_nonce !== b64urlEncode(nonce)) throw new Error("the token answers another nonce (a replayed result)");
+  return { claims, kid: header.kid };
+}
+
+async function serviceJSON(url, init) {
+  const r = await fetch(url, Object.assign({ cache: "no-store" }, init || {}));
+  let body = null;
+  try { body = await r.json(); } catch (_) {}
+  if (!r.ok) throw new Error((body && body.error) || ("HTTP " + r.status + " from " + url));
+  if (!body) throw new Error(url + " did not answer JSON");
+  return body;
+}
+
+async function serviceVerdict(service) {
+  const base = service.replace(/\/+$/, "");
+  const box = $("service");
+  box.className = "service";
+  $("service-url").textContent = base;
+  const v = $("verdict");
+  v.className = "verdict pending";
+  v.textContent = "asking the attestation service…";
+  try {
+    const n = await serviceJSON(base + "/v1/nonce");
+    const nonce = unhex(n.nonce || "");
+    if (nonce.length < 32 || nonce.length > 64) throw new Error("the service's nonce is not 32..64 bytes of hex");
+    const r = await fetch("/v1/attestation?nonce=" + hex(nonce), { cache: "no-store" });
+    const evidence = await r.text();
+    if (!r.ok) throw new Error("the agent refused the service's nonce: " + evidence);
+    const out = await serviceJSON(base + "/v1/attest", { method: "POST", headers: { "Content-Type": "application/json" }, body: evidence });
+    const jwks = await serviceJSON(base + "/.well-known/jwks.json");
+    const { claims, kid } = await verifyEAR(out.token || "", jwks, nonce);
+    renderService(base, claims, kid, JSON.parse(evidence));
+  } catch (e) {
+    v.className = "verdict bad";
+    v.textContent = "NOT VERIFIED: the attestation service gave no valid signed verdict: " + e.message;
+    banner("The attestation service " + base + " gave no valid signed verdict (" + e.message + "). Do not send confidential data.", true);
+    $("service-status").textContent = "error: " + e.message;
+  }
+}
+
+function renderService(base, claims, kid, doc) {
+  const tdx = (claims.submods || {}).tdx || {};
+  const status = tdx["ear.status"];
+  const ev = tdx["ear.veraison.annotated-evidence"] || {};
+  const img = ev.image || {};
+  const failed = (ev.checks || []).filter((c) => c.status === "FAIL");
+  const reported = (doc.report_data || {}).spki_hash;
+  const caveat = "A browser cannot see the TLS key it is talking to: the service checked the quote for TLS key " +
+    (ev.tls_spki_sha256 || "?").slice(0, 16) + "…, and this page cannot tell whether that is the key of this connection " +
+    "(a man in the middle relaying this TD's evidence gets the same verdict). verifier attest/proxy check it.";
+  const items = [];
+  for (const c of ev.checks || []) items.push([c.status === "FAIL" ? "fault" : "signed", c.name + ": " + c.reason]);
+  items.push(["signed", "the verdict is signed by the service (ES256, key " + kid + "), answers this page's nonce and has not expired (checked here with WebCrypto)"]);
+  if (reported && ev.tls_spki_sha256 !== reported) items.push(["fault", "the service appraised evidence for another TLS key than the one this server reports"]);
+  items.push(["unchecked", caveat]);
+  renderChecks(items);
+  const v = $("verdict");
+  const who = " (signed by the attestation service " + base + ")";
+  if (status === "affirming" && failed.length === 0 && !(reported && ev.tls_spki_sha256 !== reported)) {
+    v.className = "verdict ok";
+    v.textContent = "AFFIRMING" + who + ": " + (img.name || "?") + " " + (img.version || "") + "; TLS key not checked by this browser";
+    banner(caveat, false);
+  } else if (status === "warning" && failed.length === 0) {
+    v.className = "verdict sim";
+    v.textContent = "WARNING" + who + ": " + (ev.simulated ? "a simulated TD the service accepts (dev), no hardware protection" : (ev.verdict || "accepted with exceptions")) +
+      "; TLS key not checked by this browser";
+    banner("The service accepts this TD with a warning" + (ev.simulated ? " (simulated TDX: nothing is protected by hardware)" : "") + ". " + caveat, false);
+  } else {
+    v.className = "verdict bad";
+    v.textContent = "CONTRAINDICATED" + who + ": " + (failed.length ? failed[0].name + ": " + failed[0].reason : (ev.verdict || status));
+    banner("The attestation service does not trust this TD (" + (failed.length ? failed[0].name : status) + "). Do not send confidential data.", true);
+  }
+  $("service-status").textContent = status + " (policy " + (tdx["ear.appraisal-policy-id"] || "none") + ", expires " +
+    new Date(claims.exp * 1000).toISOString() + ")";
+}
+
 // renderChecks lists [status, text] pairs: "fault" (a problem found),
 // "consistent" (checked, but only against what the server says) and
 // "unchecked".
 function renderChecks(items) {
   const ul = $("checks");
   ul.innerHTML = "";
-  const label = { fault: "FAULT", consistent: "consistent", unchecked: "NOT CHECKED" };
+  const label = { fault: "FAULT", consistent: "consistent", unchecked: "NOT CHECKED", signed: "service" };
   for (const [status, text] of items) {
     const li = document.createElement("li");
     li.className = "check " + status;

@@ -318,14 +318,15 @@ func (s *Server) handleAttestation(w http.ResponseWriter, r *http.Request) {
 			SPKIHash: hex.EncodeToString(s.cfg.SPKIHash[:]),
 			Value:    hex.EncodeToString(rd[:]),
 		},
-		RuntimeLog:     logs.RuntimeLog,
-		RuntimeLogJSON: logs.RuntimeLogJSON,
-		CCEL:           logs.CCEL,
-		CCELTable:      logs.CCELTable,
-		CCELAbsent:     logs.CCELAbsent,
-		Image:          attestation.Image{Name: p.Image.Name, Version: p.Image.Version, Dev: p.Image.Dev, Simulated: p.TDX.Simulate},
-		ReferenceURL:   p.Image.ReferenceURL,
-		Timestamp:      s.cfg.Now().UTC().Format(time.RFC3339),
+		RuntimeLog:         logs.RuntimeLog,
+		RuntimeLogJSON:     logs.RuntimeLogJSON,
+		CCEL:               logs.CCEL,
+		CCELTable:          logs.CCELTable,
+		CCELAbsent:         logs.CCELAbsent,
+		Image:              attestation.Image{Name: p.Image.Name, Version: p.Image.Version, Dev: p.Image.Dev, Simulated: p.TDX.Simulate},
+		ReferenceURL:       p.Image.ReferenceURL,
+		AttestationService: p.Agent.AttestationService,
+		Timestamp:          s.cfg.Now().UTC().Format(time.RFC3339),
 	})
 }
 

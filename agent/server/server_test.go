@@ -37,7 +37,7 @@ func testPolicy(upstream string) *policy.Policy {
 		Image:   policy.Image{Name: "test-image", Version: "1.2.3", Dev: true, ReferenceURL: "https://example.invalid/ref.json"},
 		TDX:     policy.TDX{Simulate: true},
 		Network: policy.Network{Mode: "none"},
-		Agent:   policy.Agent{Listen: "127.0.0.1:0", TLS: true, Upstream: upstream},
+		Agent:   policy.Agent{Listen: "127.0.0.1:0", TLS: true, Upstream: upstream, AttestationService: "https://attest.example.invalid:8443"},
 	}
 }
 
@@ -181,8 +181,9 @@ func TestAttestationBindsNonceAndSPKI(t *testing.T) {
 	if string(resp.CCEL) != "simulated ccel" || string(resp.CCELTable) != "CCEL table" || resp.CCELAbsent != "" {
 		t.Fatalf("CCEL not served (absent: %q)", resp.CCELAbsent)
 	}
-	if resp.Image != (attestation.Image{Name: "test-image", Version: "1.2.3", Dev: true, Simulated: true}) || resp.ReferenceURL != "https://example.invalid/ref.json" {
-		t.Fatalf("image %+v ref %q", resp.Image, resp.ReferenceURL)
+	if resp.Image != (attestation.Image{Name: "test-image", Version: "1.2.3", Dev: true, Simulated: true}) || resp.ReferenceURL != "https://example.invalid/ref.json" ||
+		resp.AttestationService != "https://attest.example.invalid:8443" {
+		t.Fatalf("image %+v ref %q service %q", resp.Image, resp.ReferenceURL, resp.AttestationService)
 	}
 	if _, err := time.Parse(time.RFC3339, resp.Timestamp); err != nil {
 		t.Fatal(err)

@@ -40,6 +40,7 @@ func (p *pipeline) policyObject() (*policy.Policy, error) {
 		Agent: policy.Agent{
 			Listen: m.Agent.Listen, TLS: m.Agent.TLS, PlainHTTP: m.Agent.PlainHTTP,
 			Upstream: m.Agent.Upstream, WebUIPayload: m.Agent.WebUI, WebUIPath: m.Agent.WebUIPath,
+			AttestationService: m.Agent.AttestationService,
 			Limits: policy.Limits{NumCtx: m.Agent.MaxNumCtx, NumPredict: m.Agent.MaxNumPredict,
 				KeepAliveSeconds: int(m.Agent.MaxKeepAlive / time.Second)},
 		},

@@ -101,6 +101,8 @@ var badCases = []badCase{
 	{name: "agent max_keep_alive range", src: "agent {\n  max_keep_alive = \"-5m\"\n}\n", summary: "Invalid max_keep_alive", detail: `e.g. "10m"`, pos: "2:20"},
 	{name: "agent max_keep_alive fraction", src: "agent {\n  max_keep_alive = \"1.5s\"\n}\n", summary: "Invalid max_keep_alive", detail: "whole seconds", pos: "2:20"},
 	{name: "model num_ctx above agent limit", src: "payload \"model\" {\n  ollama_model {\n    name = \"tiny\"\n    gguf {\n      generate = \"tiny-llama\"\n    }\n    params = { num_ctx = 4096 }\n  }\n}\nagent {\n  max_num_ctx = 2048\n}\n", summary: "Model context above the agent limit", detail: `payload "model" sets params num_ctx = 4096, above agent.max_num_ctx = 2048`, pos: "2:3"},
+	{name: "agent attestation_service path", src: "agent {\n  attestation_service = \"https://attest.example/v1/attest\"\n}\n", summary: "Invalid attestation_service", detail: "base URL, https://HOST[:PORT]", pos: "2:25"},
+	{name: "attestation_service http needs dev", full: true, src: prodHead + "agent {\n  attestation_service = \"http://attest.example\"\n}\n", summary: "Invalid attestation_service", detail: "plain http is allowed only in a dev image", pos: "14:25"},
 	{name: "agent listen", src: "agent {\n  listen = \"8443\"\n}\n", summary: "Invalid listen address", detail: "[host]:port", pos: "2:12"},
 	{name: "locals cycle", src: "locals {\n  a = local.b\n  b = local.a\n}\n", summary: "Cycle in local values", detail: "local.a -> local.b -> local.a", pos: "3:7"},
 	{name: "undeclared variable", src: "vm {\n  cpus = var.cpus\n}\n", summary: "Reference to undeclared input variable", detail: `An input variable named "cpus" has not been declared.`, pos: "2:10"},

@@ -77,7 +77,7 @@ var (
 	vmSchema       = &hcl.BodySchema{Attributes: attrs("cpus", "memory", "platform")}
 	tdxSchema      = &hcl.BodySchema{Attributes: attrs("simulate", "debug")}
 	networkSchema  = &hcl.BodySchema{Attributes: attrs("mode", "address", "gateway")}
-	agentSchema    = &hcl.BodySchema{Attributes: attrs("listen", "tls", "plain_http", "upstream", "webui", "webui_path", "max_num_ctx", "max_num_predict", "max_keep_alive")}
+	agentSchema    = &hcl.BodySchema{Attributes: attrs("listen", "tls", "plain_http", "upstream", "webui", "webui_path", "max_num_ctx", "max_num_predict", "max_keep_alive", "attestation_service")}
 	payloadSchema  = &hcl.BodySchema{Attributes: attrs("verity_root_hash"), Blocks: blocks("file", "dir", "url", "deb", "go", "ollama_model")}
 	serviceSchema  = &hcl.BodySchema{Attributes: attrs("payload", "command!", "args", "env", "user", "after", "needs", "restart")}
 
@@ -363,6 +363,8 @@ func (l *loader) decodeAgent(hb *hcl.Block, dev bool, payloads map[string]hcl.Ra
 		Upstream:  b.str("upstream", DefaultAgentUpstream),
 		WebUI:     b.str("webui", ""),
 		WebUIPath: b.str("webui_path", "/"),
+
+		AttestationService: b.str("attestation_service", ""),
 	}
 	b.check("listen", validListen(a.Listen), "Invalid listen address",
 		"listen %q must be [host]:port with a port from 1 to 65535, e.g. %q.", a.Listen, DefaultAgentListen)
@@ -388,6 +390,11 @@ func (l *loader) decodeAgent(hb *hcl.Block, dev bool, payloads map[string]hcl.Ra
 		if _, ok := payloads[a.WebUI]; !ok {
 			b.fail("webui", "Reference to undeclared payload",
 				"agent.webui names payload %q, but no payload %q block exists. %s", a.WebUI, a.WebUI, declared("payloads", payloads))
+		}
+	}
+	if a.AttestationService != "" {
+		if err := policy.CheckServiceURL(a.AttestationService, dev); err != nil {
+			b.fail("attestation_service", "Invalid attestation_service", "%v, e.g. \"https://attest.example:8443\".", err)
 		}
 	}
 	b.check("webui_path", strings.HasPrefix(a.WebUIPath, "/") && path.Clean(a.WebUIPath) == a.WebUIPath, "Invalid webui_path",

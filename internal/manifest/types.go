@@ -145,7 +145,11 @@ type Agent struct {
 	MaxNumCtx     int           // largest options.num_ctx
 	MaxNumPredict int           // largest options.num_predict / max_tokens
 	MaxKeepAlive  time.Duration // longest keep_alive, whole seconds
-	Range         hcl.Range
+	// AttestationService is the base URL of an attestation service
+	// (`verifier serve`) the web UI's attestation panel asks for a signed
+	// verdict; empty: none.
+	AttestationService string
+	Range              hcl.Range
 }
 
 // Network is the `network` block.

@@ -33,9 +33,18 @@ const maxResponse = 32 << 20
 
 // NetworkError is a failure to reach or talk to the agent (not a
 // verification verdict).
-type NetworkError struct{ Err error }
+// A NetworkError with Service set failed to reach the attestation service.
+type NetworkError struct {
+	Err     error
+	Service bool
+}
 
-func (e *NetworkError) Error() string { return "cannot reach the agent: " + e.Err.Error() }
+func (e *NetworkError) Error() string {
+	if e.Service {
+		return "cannot reach the attestation service: " + e.Err.Error()
+	}
+	return "cannot reach the agent: " + e.Err.Error()
+}
 func (e *NetworkError) Unwrap() error { return e.Err }
 
 // AttestError is a connection that could not be attested (not trusted,
@@ -66,6 +75,9 @@ type Result struct {
 	Report   *verify.Report
 	SPKIHash [32]byte
 	Response *attestation.Response
+	// Service is the attestation service's signed result, when the
+	// connection was appraised through one (Config.Service).
+	Service *ServiceResult
 }
 
 // Config configures attestation. Options.Nonce and Options.SPKIHash are set
@@ -74,6 +86,10 @@ type Config struct {
 	Options verify.Options
 	// Timeout bounds dialing plus the attestation exchange (default 60 s).
 	Timeout time.Duration
+	// Service, when set, appraises every connection through that
+	// attestation service (its nonce, its signed verdict, the key binding
+	// checked here) instead of in-process; Options are then unused.
+	Service *RemoteService
 }
 
 func (c *Config) timeout() time.Duration {
@@ -120,7 +136,7 @@ func dialTLS(ctx context.Context, addr, serverName string) (*tls.Conn, error) {
 	}}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, &NetworkError{err}
+		return nil, &NetworkError{Err: err}
 	}
 	return c.(*tls.Conn), nil
 }
@@ -149,9 +165,16 @@ func attestConn(ctx context.Context, conn *tls.Conn, host string, cfg Config) (*
 	if err != nil {
 		return nil, nil, err
 	}
-	nonce := make([]byte, 32)
-	if _, err := rand.Read(nonce); err != nil {
-		return nil, nil, err
+	var nonce []byte
+	if cfg.Service != nil {
+		if nonce, err = cfg.Service.Nonce(ctx); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		nonce = make([]byte, 32)
+		if _, err := rand.Read(nonce); err != nil {
+			return nil, nil, err
+		}
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
@@ -164,17 +187,17 @@ func attestConn(ctx context.Context, conn *tls.Conn, host string, cfg Config) (*
 	}
 	req.Header.Set("Accept", "application/json")
 	if err := req.Write(conn); err != nil {
-		return nil, nil, &NetworkError{err}
+		return nil, nil, &NetworkError{Err: err}
 	}
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
-		return nil, nil, &NetworkError{fmt.Errorf("reading the attestation response: %w", err)}
+		return nil, nil, &NetworkError{Err: fmt.Errorf("reading the attestation response: %w", err)}
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	resp.Body.Close()
 	if err != nil {
-		return nil, nil, &NetworkError{fmt.Errorf("reading the attestation response: %w", err)}
+		return nil, nil, &NetworkError{Err: fmt.Errorf("reading the attestation response: %w", err)}
 	}
 	if len(raw) > maxResponse {
 		return nil, nil, fmt.Errorf("attestation response exceeds %d bytes", maxResponse)
@@ -186,12 +209,18 @@ func attestConn(ctx context.Context, conn *tls.Conn, host string, cfg Config) (*
 	if err := json.Unmarshal(raw, &ar); err != nil {
 		return nil, nil, fmt.Errorf("attestation response is not valid JSON: %v", err)
 	}
-	opts := cfg.Options
-	opts.Nonce = nonce
-	opts.SPKIHash = &spki
-	ev := verify.Evidence{Quote: ar.Quote, CCEL: ar.CCEL, CCELTable: ar.CCELTable, CCELAbsent: ar.CCELAbsent, RuntimeLog: ar.RuntimeLog, Claimed: &ar.ReportData}
-	rep := verify.Verify(ctx, ev, opts)
-	res := &Result{Report: rep, SPKIHash: spki, Response: &ar}
+	res := &Result{SPKIHash: spki, Response: &ar}
+	if cfg.Service != nil {
+		if res.Report, res.Service, err = cfg.Service.Appraise(ctx, raw, nonce, spki); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		opts := cfg.Options
+		opts.Nonce = nonce
+		opts.SPKIHash = &spki
+		ev := verify.Evidence{Quote: ar.Quote, CCEL: ar.CCEL, CCELTable: ar.CCELTable, CCELAbsent: ar.CCELAbsent, RuntimeLog: ar.RuntimeLog, Claimed: &ar.ReportData}
+		res.Report = verify.Verify(ctx, ev, opts)
+	}
 	conn.SetDeadline(time.Time{})
 	if resp.Close {
 		return res, nil, nil

@@ -80,6 +80,10 @@ type Config struct {
 	Log           *log.Logger
 	// Now is the verification time (nil: the current time).
 	Now func() time.Time
+	// CORSOrigins are the exact web origins (e.g. the agent's web UI,
+	// https://agent.example:8443) allowed to call the nonce, attest and
+	// JWKS endpoints from a page; none by default.
+	CORSOrigins []string
 }
 
 // Service is the attestation service.
@@ -105,6 +109,11 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("--allow-simulated needs --sim-root FILE (the simulator root certificate of the launch)")
 	case cfg.Keys == nil || cfg.Nonces == nil:
 		return nil, errors.New("a signing key and a nonce secret are required")
+	}
+	for _, o := range cfg.CORSOrigins {
+		if err := CheckOrigin(o); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.ReferenceKey != "" {
 		pub, err := os.ReadFile(cfg.ReferenceKey)
@@ -149,7 +158,7 @@ func New(cfg Config) (*Service, error) {
 
 // Handler serves the API. Unknown paths and methods get JSON errors.
 func (s *Service) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.cors(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := s.mux.Handler(r)
 		if pattern == "" {
 			rec := &statusRecorder{header: http.Header{}}
@@ -163,7 +172,7 @@ func (s *Service) Handler() http.Handler {
 			return
 		}
 		h.ServeHTTP(w, r)
-	})
+	}))
 }
 
 // statusRecorder captures the mux's own 404/405 answer.

@@ -58,7 +58,11 @@ type Response struct {
 	Image      Image  `json:"image"`
 	// ReferenceURL says where the image's reference values are published.
 	ReferenceURL string `json:"reference_url"`
-	Timestamp    string `json:"timestamp"` // RFC 3339
+	// AttestationService is the attestation service the image's
+	// configuration names for its web UI (measured in the config event);
+	// empty when none.
+	AttestationService string `json:"attestation_service,omitempty"`
+	Timestamp          string `json:"timestamp"` // RFC 3339
 }
 
 // ReportDataInfo documents how REPORTDATA was formed.

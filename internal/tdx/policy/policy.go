@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"sort"
 	"strings"
@@ -123,6 +124,27 @@ type Agent struct {
 	WebUIPayload string `json:"webui_payload"` // payload holding the web UI, or ""
 	WebUIPath    string `json:"webui_path"`    // directory inside the mounted payload
 	Limits       Limits `json:"limits"`        // bounds on Ollama options
+	// AttestationService is the base URL of the attestation service the
+	// web UI asks for a signed verdict (measured with the rest of the
+	// agent's configuration); omitted when empty, so images without one
+	// keep their config digest.
+	AttestationService string `json:"attestation_service,omitempty"`
+}
+
+// CheckServiceURL validates an attestation service base URL: https (plain
+// http only in a dev image), a host, and no path, query or credentials:
+// the page appends the API paths itself.
+func CheckServiceURL(s string, dev bool) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("attestation_service %q: %v", s, err)
+	case u.Scheme == "http" && !dev:
+		return fmt.Errorf("attestation_service %q: plain http is allowed only in a dev image; use https", s)
+	case (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("attestation_service %q must be the service's base URL, https://HOST[:PORT]", s)
+	}
+	return nil
 }
 
 // Limits are the operator's bounds on the Ollama request options that cost
@@ -332,6 +354,11 @@ func (p *Policy) Validate() error {
 	}
 	if err := p.Agent.Limits.validate(); err != nil {
 		return errf("%w", err)
+	}
+	if p.Agent.AttestationService != "" {
+		if err := CheckServiceURL(p.Agent.AttestationService, p.Image.Dev); err != nil {
+			return errf("agent %w", err)
+		}
 	}
 	return nil
 }

@@ -94,6 +94,10 @@ func TestValidateRejects(t *testing.T) {
 		{"negative num_ctx limit", func(p *Policy) { p.Agent.Limits.NumCtx = -1 }, "agent limits num_ctx -1"},
 		{"huge num_predict limit", func(p *Policy) { p.Agent.Limits.NumPredict = MaxLimitTokens + 1 }, "agent limits"},
 		{"keep_alive limit", func(p *Policy) { p.Agent.Limits.KeepAliveSeconds = MaxLimitKeepAlive + 1 }, "keep_alive_seconds"},
+		{"attestation service path", func(p *Policy) { p.Agent.AttestationService = "https://attest.example/v1" }, "base URL"},
+		{"attestation service http in production", func(p *Policy) {
+			p.Image.Dev, p.TDX.Simulate, p.Agent.AttestationService = false, false, "http://attest.example"
+		}, "plain http is allowed only in a dev image"},
 	} {
 		p := validPolicy()
 		tc.mod(p)
