@@ -26,7 +26,7 @@ import (
 
 // joseVersion is the npm `jose` release the e2e test checks tokens with:
 // an independent JOSE implementation, not the project's Go code.
-const joseVersion = "6.2.18"
+const joseVersion = "5.10.0"
 
 // serveProc is a running `verifier serve`.
 type serveProc struct {

@@ -58,7 +58,7 @@ PINS
 
 # npm's jose: the independent JOSE implementation the e2e test checks the
 # attestation service's tokens with (e2e/service_test.go joseVersion).
-JOSE_VERSION=6.2.18
+JOSE_VERSION=5.10.0
 JOSE_DIR="$(cd "$(dirname "$0")/.." && pwd)/images/jose"
 if grep -qs "\"version\": \"$JOSE_VERSION\"" "$JOSE_DIR/node_modules/jose/package.json"; then
   echo "deps: npm jose@$JOSE_VERSION present"
