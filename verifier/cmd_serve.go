@@ -39,6 +39,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	nonceTTL := fs.Duration("nonce-ttl", nonce.DefaultTTL, "how long a nonce is valid (it also bounds a replay across replicas)")
 	tokenTTL := fs.Duration("token-ttl", 5*time.Minute, "lifetime of an attestation result token")
 	fs.Int64Var(&cfg.MaxBody, "max-body", service.DefaultMaxBody, "request body limit in `BYTES`")
+	fs.StringVar(&cfg.Resources, "resources", "", "key broker resource `DIR` (<repo>/<type>/<tag> files, as `builder build --secrets` writes them): also serve Trustee's KBS protocol under /kbs/v0/")
 	reload := fs.Duration("reload-interval", 5*time.Second, "how often the reference directory and signing key file are checked for changes")
 	if code, ok := cli.ParseArgs(fs, args, 0); !ok {
 		return code

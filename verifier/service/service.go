@@ -33,6 +33,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/signing"
+	"github.com/tdforge/tdforge/verifier/broker"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/nonce"
 	"github.com/tdforge/tdforge/verifier/result"
@@ -80,6 +81,9 @@ type Config struct {
 	Log           *log.Logger
 	// Now is the verification time (nil: the current time).
 	Now func() time.Time
+	// Resources, when set, is the key broker's resource directory: the
+	// KBS endpoints (package broker) are served too.
+	Resources string
 }
 
 // Service is the attestation service.
@@ -144,6 +148,13 @@ func New(cfg Config) (*Service, error) {
 	})
 	s.mux.HandleFunc("GET "+PathReadyz, s.handleReady)
 	s.mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	if cfg.Resources != "" {
+		b, err := broker.New(broker.Config{ResourceDir: cfg.Resources, Appraise: s.appraiseRCAR, Log: cfg.Log, MaxBody: cfg.MaxBody, Now: cfg.Now})
+		if err != nil {
+			return nil, err
+		}
+		b.Register(s.mux)
+	}
 	return s, nil
 }
 
