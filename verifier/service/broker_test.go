@@ -6,6 +6,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"math/big"
+
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -20,6 +23,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 
 	resource "github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/tdx/kbs"
@@ -327,4 +332,41 @@ func TestBrokerReadsResourcesPerRequest(t *testing.T) {
 	}
 	_, err = f.client().Fetch(context.Background(), resID)
 	refused(t, err, http.StatusForbidden, "allows images prod-image, not sim-image")
+}
+
+// A Trustee client's RSA tee-pubkey gets an RSA-OAEP-256 JWE.
+func TestBrokerRSATEEKey(t *testing.T) {
+	f := newBroker(t, simImage(), []resource.Grant{{Image: "sim-image"}})
+	r := &raw{t: t, f: f}
+	n := r.auth()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	att := r.attestation(n)
+	att.RuntimeData.TEEPubKey = kbs.JWK{Kty: "RSA", Alg: kbs.RSAOAEP256, N: enc(k.N.Bytes()), E: enc(big.NewInt(int64(k.E)).Bytes())}
+	want, err := kbs.ReportData(att.RuntimeData, "", kbs.DefaultHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := f.td.sim.Quote(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att.TEEEvidence.PrimaryEvidence, _ = json.Marshal(kbs.TDXEvidence{Quote: q, CCEventLog: f.td.ccel, CCELTable: f.td.table, RuntimeLog: f.td.rtlog})
+	if code, b := r.do("POST", kbs.PathAttest, att); code != 200 {
+		t.Fatalf("attest: %d %s", code, b)
+	}
+	code, b := r.do("GET", kbs.PathResource+resID, nil)
+	if code != 200 {
+		t.Fatalf("resource: %d %s", code, b)
+	}
+	j, err := jose.ParseEncryptedJSON(string(b), []jose.KeyAlgorithm{jose.RSA_OAEP_256}, []jose.ContentEncryption{jose.A256GCM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := j.Decrypt(k); err != nil || !bytes.Equal(p, f.value) {
+		t.Fatalf("decrypt: %v", err)
+	}
 }
