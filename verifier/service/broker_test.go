@@ -7,8 +7,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"math/big"
-
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -16,6 +14,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
