@@ -27,6 +27,7 @@ import (
 	"log"
 	"math/big"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -106,6 +107,9 @@ type session struct {
 func New(cfg Config) (*Broker, error) {
 	if cfg.ResourceDir == "" || cfg.Appraise == nil {
 		return nil, errors.New("key broker: a resource directory (--resources DIR) and an appraisal are required")
+	}
+	if fi, err := os.Stat(cfg.ResourceDir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("--resources %s: not a directory of resource files (<repo>/<type>/<tag>, as `builder build --secrets` writes them)", cfg.ResourceDir)
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = DefaultSessionTTL
