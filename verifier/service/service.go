@@ -7,6 +7,8 @@
 //	POST /attestation            Trustee RESTful AS request shape
 //	GET  /.well-known/jwks.json  the result-signing public keys
 //	GET  /healthz, /readyz, /metrics
+//	POST /kbs/v0/auth, /kbs/v0/attest; GET /kbs/v0/resource/...
+//	                             the key broker (Config.Resources; package broker)
 //
 // Appraisal is stateless: replicas share only the signing key and the
 // nonce secret. Bad input is a 4xx JSON error naming the field, never a
