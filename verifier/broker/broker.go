@@ -108,8 +108,13 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.ResourceDir == "" || cfg.Appraise == nil {
 		return nil, errors.New("key broker: a resource directory (--resources DIR) and an appraisal are required")
 	}
+	if cfg.Log == nil {
+		cfg.Log = log.New(log.Writer(), "key broker: ", log.LstdFlags)
+	}
 	if fi, err := os.Stat(cfg.ResourceDir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("--resources %s: not a directory of resource files (<repo>/<type>/<tag>, as `builder build --secrets` writes them)", cfg.ResourceDir)
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		cfg.Log.Printf("warning: --resources %s is open to other users (mode %v): its files are keys; chmod 700 it", cfg.ResourceDir, fi.Mode().Perm())
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = DefaultSessionTTL
@@ -122,9 +127,6 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = DefaultMaxBody
-	}
-	if cfg.Log == nil {
-		cfg.Log = log.New(log.Writer(), "key broker: ", log.LstdFlags)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
