@@ -54,6 +54,22 @@ func (e *RefusedError) Error() string {
 	return fmt.Sprintf("broker refused (HTTP %d): %s", e.Status, e.Reason)
 }
 
+// Summary is a short account of the refusal for a status line, e.g.
+// "RTMR2 mismatch" for "RTMR2: the quote's RTMR2 is …"; otherwise the
+// reason up to its first ": " or " (", at most 100 bytes.
+func (e *RefusedError) Summary() string {
+	head, _, _ := strings.Cut(e.Reason, ": ")
+	head, _, _ = strings.Cut(head, " (")
+	switch head {
+	case "MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3":
+		return head + " mismatch"
+	}
+	if len(head) > 100 {
+		head = head[:100] + "…"
+	}
+	return head
+}
+
 // ErrPinMismatch: no certificate of the broker matches the pin.
 var ErrPinMismatch = errors.New("the broker's certificate does not match the pinned ca_sha256")
 

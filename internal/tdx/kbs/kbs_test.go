@@ -182,3 +182,15 @@ func TestFetchRefusesBadSetup(t *testing.T) {
 		}
 	}
 }
+
+func TestRefusedSummary(t *testing.T) {
+	for reason, want := range map[string]string{
+		"RTMR2: the quote's RTMR2 is ab…, the reference expects cd… (appraisal against a.json: img 1)": "RTMR2 mismatch",
+		"resource a/b/c allows images x, not y (appraisal: reference y.json)":                          "resource a/b/c allows images x, not y",
+		"not attested: POST /kbs/v0/auth and /kbs/v0/attest first":                                     "not attested",
+	} {
+		if got := (&RefusedError{Status: 401, Reason: reason}).Summary(); got != want {
+			t.Errorf("%q: %q, want %q", reason, got, want)
+		}
+	}
+}
