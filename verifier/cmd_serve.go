@@ -40,6 +40,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	tokenTTL := fs.Duration("token-ttl", 5*time.Minute, "lifetime of an attestation result token")
 	fs.Int64Var(&cfg.MaxBody, "max-body", service.DefaultMaxBody, "request body limit in `BYTES`")
 	fs.Func("cors-origin", "web `ORIGIN` (e.g. the agent's web UI, https://agent.example:8443) allowed to call /v1/nonce, /v1/attest and the JWKS from a page; repeatable", func(v string) error { cfg.CORSOrigins = append(cfg.CORSOrigins, v); return service.CheckOrigin(v) })
+	fs.StringVar(&cfg.Resources, "resources", "", "key broker resource `DIR` (<repo>/<type>/<tag> files, as `builder build --secrets` writes them): also serve Trustee's KBS protocol under /kbs/v0/")
 	reload := fs.Duration("reload-interval", 5*time.Second, "how often the reference directory and signing key file are checked for changes")
 	if code, ok := cli.ParseArgs(fs, args, 0); !ok {
 		return code

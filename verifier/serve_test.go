@@ -72,6 +72,7 @@ func TestServeUsage(t *testing.T) {
 		{"short nonce secret", append(base, "--reference-dir", refDir, "--dev", "--signing-key", keyPath, "--nonce-secret", short), "at least 32"},
 		{"unsigned references without --dev", append(base, "--reference-dir", refDir, "--signing-key", keyPath, "--nonce-secret", secretPath), "--reference-key"},
 		{"simulated without a root", append(base, "--reference-dir", refDir, "--dev", "--allow-simulated", "--signing-key", keyPath, "--nonce-secret", secretPath), "--sim-root"},
+		{"no resource directory", append(base, "--reference-dir", refDir, "--dev", "--signing-key", keyPath, "--nonce-secret", secretPath, "--resources", short), "--resources"},
 		{"signing key not EC", append(base, "--reference-dir", refDir, "--dev", "--signing-key", secretPath, "--nonce-secret", secretPath), "no EC private key"},
 	} {
 		code, _, stderr := runCLI(tc.args...)

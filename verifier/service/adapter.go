@@ -26,7 +26,11 @@ type policy struct {
 // to verify.Options land here.)
 func appraise(ctx context.Context, ev verify.Evidence, ref *refDoc, p policy) *verify.Report {
 	chk := ref.check
-	spki := p.spkiHash
+	var spki *[32]byte
+	if p.nonce != nil { // nil: the caller checked REPORTDATA (key broker)
+		h := p.spkiHash
+		spki = &h
+	}
 	return verify.Verify(ctx, ev, verify.Options{
 		Reference:      ref.doc,
 		ReferenceCheck: &chk,
@@ -35,7 +39,7 @@ func appraise(ctx context.Context, ev verify.Evidence, ref *refDoc, p policy) *v
 		Getter:         p.getter,
 		Now:            p.now,
 		Nonce:          p.nonce,
-		SPKIHash:       &spki,
+		SPKIHash:       spki,
 	})
 }
 

@@ -7,6 +7,8 @@
 //	POST /attestation            Trustee RESTful AS request shape
 //	GET  /.well-known/jwks.json  the result-signing public keys
 //	GET  /healthz, /readyz, /metrics
+//	POST /kbs/v0/auth, /kbs/v0/attest; GET /kbs/v0/resource/...
+//	                             the key broker (Config.Resources; package broker)
 //
 // Appraisal is stateless: replicas share only the signing key and the
 // nonce secret. Bad input is a 4xx JSON error naming the field, never a
@@ -33,6 +35,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/signing"
+	"github.com/tdforge/tdforge/verifier/broker"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/nonce"
 	"github.com/tdforge/tdforge/verifier/result"
@@ -84,6 +87,9 @@ type Config struct {
 	// https://agent.example:8443) allowed to call the nonce, attest and
 	// JWKS endpoints from a page; none by default.
 	CORSOrigins []string
+	// Resources, when set, is the key broker's resource directory: the
+	// KBS endpoints (package broker) are served too.
+	Resources string
 }
 
 // Service is the attestation service.
@@ -153,6 +159,13 @@ func New(cfg Config) (*Service, error) {
 	})
 	s.mux.HandleFunc("GET "+PathReadyz, s.handleReady)
 	s.mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	if cfg.Resources != "" {
+		b, err := broker.New(broker.Config{ResourceDir: cfg.Resources, Appraise: s.appraiseRCAR, Log: cfg.Log, MaxBody: cfg.MaxBody, Now: cfg.Now})
+		if err != nil {
+			return nil, err
+		}
+		b.Register(s.mux)
+	}
 	return s, nil
 }
 
