@@ -31,9 +31,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.ReferenceDir, "reference-dir", "", "`DIR` of reference-values documents (signed DSSE envelopes); evidence matching any one is accepted; a `revoked` file refuses named ones")
 	fs.StringVar(&cfg.ReferenceKey, "reference-key", "", "public key `PEM` every reference document must be signed with")
 	fs.BoolVar(&cfg.Dev, "dev", false, "accept unsigned reference documents (development only)")
-	fs.BoolVar(&cfg.AllowSimulated, "allow-simulated", false, "accept quotes from the TDX simulator (dev references only; needs --sim-root); results are `warning`, never affirming")
+	fs.BoolVar(&cfg.AllowSimulated, "allow-simulated", false, "accept quotes from the TDX simulator (dev references only; needs --sim-root); results are warning, never affirming")
 	simRoot := fs.String("sim-root", "", "simulator root certificate `FILE` (the launch's sim-root.pem)")
-	coll := fs.String("collateral", "", "offline Intel PCS collateral `DIR` (from `verifier collateral fetch`); default: fetch online")
+	coll := fs.String("collateral", "", "offline Intel PCS collateral `DIR` (from `verifier collateral fetch`); default: fetch online, cached per FMSPC until nextUpdate")
+	collRefresh := fs.Duration("collateral-refresh", collateral.DefaultRefresh, "refetch cached online collateral after this long (also in the last tenth of its validity); the cache is served while the PCS is down")
+	var accept acceptFlag
+	addAccept(fs, &accept)
 	signingKey := fs.String("signing-key", "", "result-signing key `FILE`: PEM EC P-256 private keys; the first signs, later ones are published in the JWKS ahead of a rotation")
 	nonceSecret := fs.String("nonce-secret", "", "nonce HMAC secret `FILE` (at least 32 bytes; the same on every replica)")
 	nonceTTL := fs.Duration("nonce-ttl", nonce.DefaultTTL, "how long a nonce is valid (it also bounds a replay across replicas)")
@@ -87,7 +90,14 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return inputError("serve", stderr, err)
 		}
 		cfg.Collateral = b
+	} else {
+		if *collRefresh <= 0 {
+			return usageError(fs, stderr, fmt.Errorf("--collateral-refresh %v: want a positive duration, e.g. 12h", *collRefresh))
+		}
+		cfg.Cache = collateral.NewCache()
+		cfg.Cache.Refresh = *collRefresh
 	}
+	cfg.AcceptUnpinned = accept
 	logger := log.New(stderr, "verifier serve: ", log.LstdFlags)
 	cfg.Log = logger
 	cfg.VerifierBuild = "tdforge verifier serve"
