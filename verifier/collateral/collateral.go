@@ -71,6 +71,13 @@ func (e *NetworkError) Error() string {
 
 func (e *NetworkError) Unwrap() error { return e.Err }
 
+// FailureReporter is a getter that remembers its first network failure
+// (Online, CacheView): verify asks it after go-tdx-guest flattened the
+// getter's error into a string.
+type FailureReporter interface {
+	Failure() *NetworkError
+}
+
 // Online fetches collateral over HTTPS with a bounded timeout and records
 // the first network failure (go-tdx-guest flattens getter errors into
 // strings, so callers ask Failure afterwards).

@@ -473,7 +473,7 @@ func (r *Report) authenticate(q *pb.QuoteV4, opts Options, now time.Time) bool {
 	err = gverify.TdxQuote(q, &gverify.Options{GetCollateral: true, CheckRevocations: true, Getter: getter, Now: now, TrustedRoots: collateral.IntelRoots()})
 	// An online getter (collateral.Online, or a collateral.Cache view)
 	// remembers a network failure: no verdict on the evidence then.
-	if f, ok := getter.(interface{ Failure() *collateral.NetworkError }); ok && f.Failure() != nil {
+	if f, ok := getter.(collateral.FailureReporter); ok && f.Failure() != nil {
 		r.ErrorKind = ErrNetwork
 		r.addCause(CheckAuthenticity, Fail, f.Failure(), "%v", f.Failure())
 		return true
