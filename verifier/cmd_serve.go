@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -20,32 +21,54 @@ import (
 	"github.com/tdforge/tdforge/verifier/service"
 )
 
-// cmdServe runs the attestation service (package service).
-func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// serveArgs are the flags of `verifier serve`.
+type serveArgs struct {
+	cfg                                  service.Config
+	listen, tlsCert, tlsKey              string
+	insecure                             bool
+	simRoot, coll, signingKey, nonceFile string
+	collRefresh, nonceTTL, tokenTTL      time.Duration
+	reload                               time.Duration
+	accept                               acceptFlag
+}
+
+// serveFlags is the flag set of `verifier serve` (the deploy manifests'
+// arguments are checked against it).
+func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveArgs) {
 	fs := newFlags("serve", "", stderr)
-	listen := fs.String("listen", "127.0.0.1:8443", "`ADDR` to listen on")
-	tlsCert := fs.String("tls-cert", "", "TLS certificate chain `PEM` (HTTPS, the default)")
-	tlsKey := fs.String("tls-key", "", "TLS private key `PEM`")
-	insecure := fs.Bool("insecure-http", false, "serve plain HTTP (tests only; the listen address must be loopback)")
-	var cfg service.Config
+	a := &serveArgs{}
+	cfg := &a.cfg
+	fs.StringVar(&a.listen, "listen", "127.0.0.1:8443", "`ADDR` to listen on")
+	fs.StringVar(&a.tlsCert, "tls-cert", "", "TLS certificate chain `PEM` (HTTPS, the default)")
+	fs.StringVar(&a.tlsKey, "tls-key", "", "TLS private key `PEM`")
+	fs.BoolVar(&a.insecure, "insecure-http", false, "serve plain HTTP (tests only; the listen address must be loopback)")
 	fs.StringVar(&cfg.ReferenceDir, "reference-dir", "", "`DIR` of reference-values documents (signed DSSE envelopes); evidence matching any one is accepted; a `revoked` file refuses named ones")
 	fs.StringVar(&cfg.ReferenceKey, "reference-key", "", "public key `PEM` every reference document must be signed with")
 	fs.BoolVar(&cfg.Dev, "dev", false, "accept unsigned reference documents (development only)")
 	fs.BoolVar(&cfg.AllowSimulated, "allow-simulated", false, "accept quotes from the TDX simulator (dev references only; needs --sim-root); results are warning, never affirming")
-	simRoot := fs.String("sim-root", "", "simulator root certificate `FILE` (the launch's sim-root.pem)")
-	coll := fs.String("collateral", "", "offline Intel PCS collateral `DIR` (from `verifier collateral fetch`); default: fetch online, cached per FMSPC until nextUpdate")
-	collRefresh := fs.Duration("collateral-refresh", collateral.DefaultRefresh, "refetch cached online collateral after this long (also in the last tenth of its validity); the cache is served while the PCS is down")
-	var accept acceptFlag
-	addAccept(fs, &accept)
-	signingKey := fs.String("signing-key", "", "result-signing key `FILE`: PEM EC P-256 private keys; the first signs, later ones are published in the JWKS ahead of a rotation")
-	nonceSecret := fs.String("nonce-secret", "", "nonce HMAC secret `FILE` (at least 32 bytes; the same on every replica)")
-	nonceTTL := fs.Duration("nonce-ttl", nonce.DefaultTTL, "how long a nonce is valid (it also bounds a replay across replicas)")
-	tokenTTL := fs.Duration("token-ttl", 5*time.Minute, "lifetime of an attestation result token")
+	fs.StringVar(&a.simRoot, "sim-root", "", "simulator root certificate `FILE` (the launch's sim-root.pem)")
+	fs.StringVar(&a.coll, "collateral", "", "offline Intel PCS collateral `DIR` (from `verifier collateral fetch`); default: fetch online, cached per FMSPC until nextUpdate")
+	fs.DurationVar(&a.collRefresh, "collateral-refresh", collateral.DefaultRefresh, "refetch cached online collateral after this long (also in the last tenth of its validity); the cache is served while the PCS is down")
+	addAccept(fs, &a.accept)
+	fs.StringVar(&a.signingKey, "signing-key", "", "result-signing key `FILE`: PEM EC P-256 private keys; the first signs, later ones are published in the JWKS ahead of a rotation")
+	fs.StringVar(&a.nonceFile, "nonce-secret", "", "nonce HMAC secret `FILE` (at least 32 bytes; the same on every replica)")
+	fs.DurationVar(&a.nonceTTL, "nonce-ttl", nonce.DefaultTTL, "how long a nonce is valid (it also bounds a replay across replicas)")
+	fs.DurationVar(&a.tokenTTL, "token-ttl", 5*time.Minute, "lifetime of an attestation result token")
 	fs.Int64Var(&cfg.MaxBody, "max-body", service.DefaultMaxBody, "request body limit in `BYTES`")
-	reload := fs.Duration("reload-interval", 5*time.Second, "how often the reference directory and signing key file are checked for changes")
+	fs.DurationVar(&a.reload, "reload-interval", 5*time.Second, "how often the reference directory and signing key file are checked for changes")
+	return fs, a
+}
+
+// cmdServe runs the attestation service (package service).
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, a := serveFlags(stderr)
 	if code, ok := cli.ParseArgs(fs, args, 0); !ok {
 		return code
 	}
+	cfg := a.cfg
+	listen, tlsCert, tlsKey, insecure := &a.listen, &a.tlsCert, &a.tlsKey, &a.insecure
+	simRoot, coll, collRefresh, accept := &a.simRoot, &a.coll, &a.collRefresh, a.accept
+	signingKey, nonceSecret, nonceTTL, tokenTTL, reload := &a.signingKey, &a.nonceFile, &a.nonceTTL, &a.tokenTTL, &a.reload
 	if err := checkListen(*listen, *insecure, *tlsCert, *tlsKey); err != nil {
 		return usageError(fs, stderr, err)
 	}
