@@ -208,3 +208,43 @@ func TestCollateralCacheOutage(t *testing.T) {
 		t.Fatalf("outage with expired collateral: readyz %d %+v", code, r)
 	}
 }
+
+// A Kubernetes Secret volume: every file is a symlink through "..data" to
+// a timestamped directory, and an update swaps "..data". The reload must
+// see the new content although no symlink in the directory changed.
+func TestReloadSecretVolume(t *testing.T) {
+	f := newFixture(t, nil)
+	vol := t.TempDir()
+	v1 := filepath.Join(vol, "..2026_01_01_00_00_00.1")
+	os.Mkdir(v1, 0o755)
+	plain, err := os.ReadFile(filepath.Join(f.dir, "sim-image-1.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(v1, "sim-image-1.json"), plain, 0o644)
+	os.Symlink(filepath.Base(v1), filepath.Join(vol, "..data"))
+	os.Symlink(filepath.Join("..data", "sim-image-1.json"), filepath.Join(vol, "sim-image-1.json"))
+	os.Symlink(filepath.Join("..data", RevokedFile), filepath.Join(vol, RevokedFile))
+	f.svc.cfg.ReferenceDir = vol
+	if err := f.svc.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if active, revoked := f.svc.refs.Load().counts(); active != 1 || revoked != 0 {
+		t.Fatalf("secret volume: %d active, %d revoked", active, revoked)
+	}
+	// The update: a new directory with a revocation list, then "..data" swapped.
+	v2 := filepath.Join(vol, "..2026_01_01_00_01_00.2")
+	os.Mkdir(v2, 0o755)
+	os.WriteFile(filepath.Join(v2, "sim-image-1.json"), plain, 0o644)
+	os.WriteFile(filepath.Join(v2, RevokedFile), []byte("sim-image@1 withdrawn\n"), 0o644)
+	os.Symlink(filepath.Base(v2), filepath.Join(vol, "..data_tmp"))
+	if err := os.Rename(filepath.Join(vol, "..data_tmp"), filepath.Join(vol, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, revoked := f.svc.refs.Load().counts(); revoked != 1 {
+		t.Fatal("the Secret update (a swapped ..data symlink) was not reloaded")
+	}
+}
