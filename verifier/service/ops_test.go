@@ -1,7 +1,10 @@
 package service
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -247,4 +250,28 @@ func TestReloadSecretVolume(t *testing.T) {
 	if _, revoked := f.svc.refs.Load().counts(); revoked != 1 {
 		t.Fatal("the Secret update (a swapped ..data symlink) was not reloaded")
 	}
+}
+
+// The request decoder refuses what JSON parsers disagree on: a duplicate
+// member (encoding/json kept the last one, another parser may keep the
+// first) and invalid UTF-8; bad base64 names its field.
+func TestDecodeStrict(t *testing.T) {
+	f := newFixture(t, nil)
+	good := mustJSON(t, f.td.attest(t, f.nonce(t)))
+	dup := append([]byte(`{"quote":"AAAA",`), good[1:]...)
+	code, b := f.post(t, PathAttest, dup)
+	wantError(t, code, b, 400, "body", "duplicate")
+	code, b = f.post(t, PathAttest, []byte("{\"version\":1,\"image\":{\"name\":\"\xff\"}}"))
+	wantError(t, code, b, 400, "body", "UTF-8")
+	code, b = f.post(t, PathAttest, []byte(`{"version":1,"quote":"***"}`))
+	wantError(t, code, b, 400, "quote", "base64")
+	// A Content-Length beyond the limit is refused without reading it all.
+	req, _ := http.NewRequest(http.MethodPost, f.srv.URL+PathAttest, bytes.NewReader(make([]byte, DefaultMaxBody+10)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	wantError(t, resp.StatusCode, body, 413, "body", "limit")
 }

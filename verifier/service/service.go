@@ -14,6 +14,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/hex"
@@ -23,9 +24,12 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/go-tdx-guest/verify/trust"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/veraison/ear"
@@ -364,33 +368,75 @@ func (s *Service) handleAttest(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// decode reads a JSON body within the size limit.
+// decode reads a JSON body within the size limit into v. It decodes with
+// the JSON v2 implementation (github.com/go-json-experiment/json): its
+// scanner is several times faster on the large base64 strings of evidence
+// (a 64-256 KiB CCEL), the bulk of the service's own cost, and it refuses
+// duplicate member names and invalid UTF-8 (no parser differentials).
 func (s *Service) decode(w http.ResponseWriter, r *http.Request, v any) *apiError {
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(v); err != nil {
+	// Read into one buffer sized by Content-Length (within the limit):
+	// growing it by doubling copies a large body several times.
+	size := int64(512)
+	if r.ContentLength > 0 {
+		size = min(r.ContentLength, s.cfg.MaxBody) + 1
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
+	body := buf.Bytes()
+	if err != nil {
 		var tooBig *http.MaxBytesError
-		var typ *json.UnmarshalTypeError
-		var syn *json.SyntaxError
-		switch {
-		case errors.As(err, &tooBig):
+		if errors.As(err, &tooBig) {
 			return &apiError{status: http.StatusRequestEntityTooLarge, field: "body", msg: fmt.Sprintf("larger than the limit of %d bytes", s.cfg.MaxBody)}
-		case errors.As(err, &typ):
-			field := typ.Field
-			if field == "" {
-				field = "body"
-			}
-			return badField(field, "want a JSON %v, got %s", typ.Type, typ.Value)
-		case errors.As(err, &syn):
-			return badField("body", "malformed JSON at byte %d: %v", syn.Offset, err)
-		default:
-			return badField("body", "malformed JSON: %v", err)
 		}
+		return badField("body", "cannot read the request: %v", err)
 	}
-	if dec.More() {
+	return decodeJSON(body, v)
+}
+
+// decodeJSON unmarshals one JSON document, naming the field at fault.
+func decodeJSON(body []byte, v any) *apiError {
+	err := jsonv2.Unmarshal(body, v)
+	if err == nil {
+		return nil
+	}
+	var sem *jsonv2.SemanticError
+	var syn *jsontext.SyntacticError
+	switch {
+	case errors.As(err, &syn) && strings.Contains(syn.Error(), "after top-level value"):
 		return badField("body", "malformed JSON: data after the document")
+	case errors.As(err, &syn):
+		return badField("body", "malformed JSON at byte %d: %v", syn.ByteOffset, syn.Err)
+	case errors.As(err, &sem) && sem.JSONPointer != "":
+		field := strings.ReplaceAll(strings.TrimPrefix(string(sem.JSONPointer), "/"), "/", ".")
+		if sem.Err != nil && sem.GoType != nil {
+			return badField(field, "not a valid %v: %v", sem.GoType, sem.Err)
+		}
+		if sem.GoType != nil && sem.JSONKind != 0 {
+			return badField(field, "want a JSON %v, got %s", sem.GoType, kindName(sem.JSONKind))
+		}
+		return badField(field, "%v", sem.Err)
+	default:
+		return badField("body", "malformed JSON: %v", err)
 	}
-	return nil
+}
+
+// kindName names a JSON kind as encoding/json's errors do.
+func kindName(k jsontext.Kind) string {
+	switch k {
+	case 'n':
+		return "null"
+	case 'f', 't':
+		return "bool"
+	case '"':
+		return "string"
+	case '0':
+		return "number"
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	}
+	return k.String()
 }
 
 func (s *Service) refuse(w http.ResponseWriter, e *apiError) {
