@@ -36,10 +36,15 @@ type Cache struct {
 	// (0: DefaultRefresh); an entry is also refetched in the last tenth of
 	// its validity.
 	Refresh time.Duration
+	// Backoff is how long after a failed fetch of a URL an appraisal that
+	// needs it fails at once instead of waiting on the PCS again (0:
+	// DefaultBackoff). The background refresh always tries.
+	Backoff time.Duration
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 
 	mu       sync.Mutex
+	failed   map[string]failure
 	entries  map[string]*cached
 	inflight map[string]*call
 	outage   *Outage
@@ -53,6 +58,14 @@ type cached struct {
 	nextUpdate time.Time
 	refreshAt  time.Time
 }
+
+type failure struct {
+	at  time.Time
+	err *NetworkError
+}
+
+// DefaultBackoff is Cache.Backoff's default.
+const DefaultBackoff = 30 * time.Second
 
 type call struct {
 	done chan struct{}
@@ -104,6 +117,14 @@ func (c *Cache) Get(u string) (map[string][]string, []byte, error) {
 	if e, ok := c.entries[u]; ok && now.Before(e.nextUpdate) {
 		c.mu.Unlock()
 		return e.header, e.body, nil
+	}
+	backoff := c.Backoff
+	if backoff <= 0 {
+		backoff = DefaultBackoff
+	}
+	if f, ok := c.failed[u]; ok && now.Sub(f.at) < backoff {
+		c.mu.Unlock()
+		return nil, nil, f.err
 	}
 	c.mu.Unlock()
 	e, err := c.fetch(u)
@@ -157,6 +178,7 @@ func (c *Cache) fetchOnce(u string) (*cached, error) {
 				c.entries = map[string]*cached{}
 			}
 			c.entries[u] = e
+			delete(c.failed, u)
 			c.outage = nil
 			c.mu.Unlock()
 			return e, nil
@@ -165,9 +187,14 @@ func (c *Cache) fetchOnce(u string) (*cached, error) {
 	var ne *NetworkError
 	if !errors.As(err, &ne) {
 		// An HTTP error status from the PCS is an outage too.
-		err = &NetworkError{URL: u, Err: err}
+		ne = &NetworkError{URL: u, Err: err}
+		err = ne
 	}
 	c.mu.Lock()
+	if c.failed == nil {
+		c.failed = map[string]failure{}
+	}
+	c.failed[u] = failure{at: now, err: ne}
 	c.errors++
 	if c.outage == nil {
 		c.outage = &Outage{Since: now}

@@ -108,6 +108,17 @@ func TestCacheRefreshAndOutage(t *testing.T) {
 	if v.Failure() == nil || tcbError(err) {
 		t.Fatalf("expired collateral served during an outage: %v (failure %v)", err, v.Failure())
 	}
+	// Within the backoff the next appraisal fails at once, without
+	// waiting on the PCS again; after it, the PCS is tried again.
+	errs := c.FetchErrors()
+	v = c.View()
+	if verifySample(v, clk.now()); v.Failure() == nil || c.FetchErrors() != errs {
+		t.Fatalf("retried within the backoff: failure %v, fetch errors %d -> %d", v.Failure(), errs, c.FetchErrors())
+	}
+	clk.add(collateral.DefaultBackoff)
+	if verifySample(c.View(), clk.now()); c.FetchErrors() == errs {
+		t.Fatal("not retried after the backoff")
+	}
 	var expired []string
 	for _, e := range c.Status().Entries {
 		if e.Expired {
