@@ -39,6 +39,7 @@ var goals = []goal{
 	{"BenchmarkServiceAppraisals/ccel256KiB", "x-vs-library", 0, 0.85, ">= 0.85x in-process verify.Verify (16 clients)"},
 	{"BenchmarkServiceAppraisals/ccel256KiB", "p99/p50", 3, 0, "p99 <= 3x p50"},
 	{"BenchmarkServiceMemory", "heap-ratio", 1.1, 0, "flat: end <= 1.1x start heap in use"},
+	{"BenchmarkServiceMemory", "heap-ratio-2nd-half", 1.05, 0, "no growth over the second half: <= 1.05x"},
 }
 
 type result struct {

@@ -228,17 +228,29 @@ func BenchmarkServiceMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	// Heap samples at the start and after each quarter: a leak grows
+	// with every quarter, a bounded window does not.
 	start := heapInUse()
-	wall, _, err := parallel(total, onTheFly)
-	if err != nil {
-		b.Fatal(err)
+	heap := []uint64{start}
+	t0 := time.Now()
+	for q := range 4 {
+		n := total/4 + min(1, q/3)*(total%4)
+		if _, _, err := parallel(n, onTheFly); err != nil {
+			b.Fatal(err)
+		}
+		heap = append(heap, heapInUse())
 	}
-	end := heapInUse()
+	wall := time.Since(t0)
+	end := heap[4]
 	b.ReportMetric(float64(total), "appraisals")
 	b.ReportMetric(float64(total)/wall.Seconds(), "appraisals/s")
 	b.ReportMetric(float64(start)/(1<<20), "heap-start-MiB")
+	for q := 1; q <= 3; q++ {
+		b.ReportMetric(float64(heap[q])/(1<<20), fmt.Sprintf("heap-%d%%-MiB", 25*q))
+	}
 	b.ReportMetric(float64(end)/(1<<20), "heap-end-MiB")
 	b.ReportMetric(float64(end)/float64(start), "heap-ratio")
+	b.ReportMetric(float64(end)/float64(heap[2]), "heap-ratio-2nd-half")
 }
 
 // benchTotal is the number of appraisals of the memory run
