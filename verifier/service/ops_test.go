@@ -2,6 +2,8 @@ package service
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -274,4 +276,22 @@ func TestDecodeStrict(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	wantError(t, resp.StatusCode, body, 413, "body", "limit")
+}
+
+// The Trustee evidence JSON (inside base64url) is decoded as strictly as
+// the request: a duplicate "quote" member is refused, not resolved.
+func TestTrusteeEvidenceDuplicate(t *testing.T) {
+	f := newFixture(t, nil)
+	d := f.td.attest(t, f.nonce(t))
+	ev := mustJSON(t, TrusteeTDXEvidence{Quote: d.Quote, CCEventLog: d.CCEL, CCELTable: d.CCELTable, RuntimeLog: d.RuntimeLog})
+	ev = append([]byte(`{"quote":"AAAA",`), ev[1:]...)
+	n, _ := hex.DecodeString(d.ReportData.Nonce)
+	spki, _ := hex.DecodeString(d.ReportData.SPKIHash)
+	rd := base64.RawURLEncoding.EncodeToString(append(n, spki...))
+	body := mustJSON(t, TrusteeRequest{VerificationRequests: []TrusteeVerification{{
+		TEE: "tdx", Evidence: base64.RawURLEncoding.EncodeToString(ev),
+		RuntimeData: &TrusteeRuntimeData{Raw: &rd}, RuntimeDataHashAlgorithm: "sha512",
+	}}})
+	code, b := f.post(t, PathTrustee, body)
+	wantError(t, code, b, 400, "verification_requests[0].evidence", "duplicate")
 }
