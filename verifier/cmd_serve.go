@@ -66,61 +66,58 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return code
 	}
 	cfg := a.cfg
-	listen, tlsCert, tlsKey, insecure := &a.listen, &a.tlsCert, &a.tlsKey, &a.insecure
-	simRoot, coll, collRefresh, accept := &a.simRoot, &a.coll, &a.collRefresh, a.accept
-	signingKey, nonceSecret, nonceTTL, tokenTTL, reload := &a.signingKey, &a.nonceFile, &a.nonceTTL, &a.tokenTTL, &a.reload
-	if err := checkListen(*listen, *insecure, *tlsCert, *tlsKey); err != nil {
+	if err := checkListen(a.listen, a.insecure, a.tlsCert, a.tlsKey); err != nil {
 		return usageError(fs, stderr, err)
 	}
 	for _, f := range []struct{ name, val, hint string }{
 		{"reference-dir", cfg.ReferenceDir, "a directory of reference-values documents"},
-		{"signing-key", *signingKey, "create one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out result-key.pem`"},
-		{"nonce-secret", *nonceSecret, "create one with `head -c 32 /dev/urandom > nonce-secret`; give every replica the same"},
+		{"signing-key", a.signingKey, "create one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out result-key.pem`"},
+		{"nonce-secret", a.nonceFile, "create one with `head -c 32 /dev/urandom > nonce-secret`; give every replica the same"},
 	} {
 		if f.val == "" {
 			return usageError(fs, stderr, cli.WithHint(fmt.Errorf("--%s is required", f.name), "%s", f.hint))
 		}
 	}
-	keys, err := readSigningKeys(*signingKey)
+	keys, err := readSigningKeys(a.signingKey)
 	if err != nil {
 		return inputError("serve", stderr, err)
 	}
-	if cfg.Keys, err = result.NewKeySet(keys, *tokenTTL); err != nil {
+	if cfg.Keys, err = result.NewKeySet(keys, a.tokenTTL); err != nil {
 		return usageError(fs, stderr, fmt.Errorf("--token-ttl: %v", err))
 	}
-	secret, err := os.ReadFile(*nonceSecret)
+	secret, err := os.ReadFile(a.nonceFile)
 	if err != nil {
 		return inputError("serve", stderr, fmt.Errorf("--nonce-secret: %v", err))
 	}
-	if cfg.Nonces, err = nonce.New(secret, *nonceTTL); err != nil {
-		return inputError("serve", stderr, fmt.Errorf("--nonce-secret %s: %v", *nonceSecret, err))
+	if cfg.Nonces, err = nonce.New(secret, a.nonceTTL); err != nil {
+		return inputError("serve", stderr, fmt.Errorf("--nonce-secret %s: %v", a.nonceFile, err))
 	}
-	if *simRoot != "" {
-		raw, err := os.ReadFile(*simRoot)
+	if a.simRoot != "" {
+		raw, err := os.ReadFile(a.simRoot)
 		if err != nil {
 			return inputError("serve", stderr, fmt.Errorf("--sim-root: %v", err))
 		}
 		if cfg.SimRoots, err = rootPool(raw); err != nil {
-			return inputError("serve", stderr, fmt.Errorf("--sim-root %s: %v", *simRoot, err))
+			return inputError("serve", stderr, fmt.Errorf("--sim-root %s: %v", a.simRoot, err))
 		}
 	}
-	if *coll != "" {
-		b, err := collateral.Open(*coll)
+	if a.coll != "" {
+		b, err := collateral.Open(a.coll)
 		if errors.Is(err, os.ErrNotExist) {
-			err = cli.WithHint(err, "write one with `verifier collateral fetch -o %s --quote FILE`", *coll)
+			err = cli.WithHint(err, "write one with `verifier collateral fetch -o %s --quote FILE`", a.coll)
 		}
 		if err != nil {
 			return inputError("serve", stderr, err)
 		}
 		cfg.Collateral = b
 	} else {
-		if *collRefresh <= 0 {
-			return usageError(fs, stderr, fmt.Errorf("--collateral-refresh %v: want a positive duration, e.g. 12h", *collRefresh))
+		if a.collRefresh <= 0 {
+			return usageError(fs, stderr, fmt.Errorf("--collateral-refresh %v: want a positive duration, e.g. 12h", a.collRefresh))
 		}
 		cfg.Cache = collateral.NewCache()
-		cfg.Cache.Refresh = *collRefresh
+		cfg.Cache.Refresh = a.collRefresh
 	}
-	cfg.AcceptUnpinned = accept
+	cfg.AcceptUnpinned = a.accept
 	logger := log.New(stderr, "verifier serve: ", log.LstdFlags)
 	cfg.Log = logger
 	cfg.VerifierBuild = "tdforge verifier serve"
@@ -130,14 +127,14 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 
 	var tlsCfg *tls.Config
-	if !*insecure {
-		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+	if !a.insecure {
+		cert, err := tls.LoadX509KeyPair(a.tlsCert, a.tlsKey)
 		if err != nil {
 			return inputError("serve", stderr, fmt.Errorf("--tls-cert/--tls-key: %v", err))
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", a.listen)
 	if err != nil {
 		return inputError("serve", stderr, err)
 	}
@@ -149,8 +146,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go svc.Watch(ctx, *reload)
-	go watchSigningKeys(ctx, *signingKey, *reload, cfg.Keys, logger)
+	go svc.Watch(ctx, a.reload)
+	go watchSigningKeys(ctx, a.signingKey, a.reload, cfg.Keys, logger)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -158,7 +155,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		srv.Shutdown(sctx)
 	}()
 	scheme := "https"
-	if !*insecure {
+	if !a.insecure {
 		ln = tls.NewListener(ln, tlsCfg)
 	} else {
 		scheme = "http"
