@@ -218,15 +218,22 @@ func (c *Cache) refreshAt(now, next time.Time) time.Time {
 	return at
 }
 
-// RefreshDue fetches again every entry whose refresh time has come. A
-// failed fetch keeps the entry (served until its nextUpdate) and is
-// reported by Status; the first failure is returned.
+// RefreshDue fetches again every entry whose refresh time has come, and
+// retries every URL whose last fetch failed (so a replica that reports
+// not ready recovers without traffic). A failed fetch keeps the entry
+// (served until its nextUpdate) and is reported by Status; the first
+// failure is returned.
 func (c *Cache) RefreshDue() error {
 	now := c.now()
 	var due []string
 	c.mu.Lock()
 	for u, e := range c.entries {
 		if !now.Before(e.refreshAt) {
+			due = append(due, u)
+		}
+	}
+	for u := range c.failed {
+		if _, ok := c.entries[u]; !ok {
 			due = append(due, u)
 		}
 	}

@@ -214,6 +214,36 @@ func TestCollateralCacheOutage(t *testing.T) {
 	}
 }
 
+// A replica that starts during a PCS outage is not ready after its first
+// failed fetch, gets no traffic then, and must recover on its own: the
+// background refresh retries the failed URLs.
+func TestCollateralRecoversWithoutTraffic(t *testing.T) {
+	pcs := pcstest.New(t)
+	now := time.Date(2023, 7, 1, 1, 0, 0, 0, time.UTC)
+	cache := &collateral.Cache{Upstream: pcs.Online(), Now: func() time.Time { return now }}
+	f := newFixture(t, func(c *Config) { c.Cache = cache; c.Now = cache.Now })
+	pcs.SetDown(true)
+	var tcbURL string
+	for u := range tt.TestGetter.Responses {
+		if strings.Contains(u, "fmspc=") {
+			tcbURL = u
+		}
+	}
+	if _, _, err := f.svc.getter().Get(tcbURL); err == nil {
+		t.Fatal("fetched with the PCS down")
+	}
+	if code, r := f.ready(t); code != 503 || r.Ready {
+		t.Fatalf("outage with nothing cached: readyz %d %+v", code, r)
+	}
+	pcs.SetDown(false)
+	if err := cache.RefreshDue(); err != nil {
+		t.Fatal(err)
+	}
+	if code, r := f.ready(t); code != 200 || !r.Ready || r.Collateral.Cache.Outage != nil || len(r.Collateral.Cache.Entries) != 1 {
+		t.Fatalf("after the PCS came back: readyz %d %+v", code, r)
+	}
+}
+
 // A Kubernetes Secret volume: every file is a symlink through "..data" to
 // a timestamped directory, and an update swaps "..data". The reload must
 // see the new content although no symlink in the directory changed.
