@@ -67,6 +67,10 @@ type failure struct {
 // DefaultBackoff is Cache.Backoff's default.
 const DefaultBackoff = 30 * time.Second
 
+// maxFailed bounds the failed URLs a Cache remembers for backoff and
+// retry.
+const maxFailed = 64
+
 type call struct {
 	done chan struct{}
 	ent  *cached
@@ -184,9 +188,16 @@ func (c *Cache) fetchOnce(u string) (*cached, error) {
 			return e, nil
 		}
 	}
+	var se *StatusError
+	if errors.As(err, &se) && se.Definitive() {
+		// The PCS answered: nothing to cache, retry or report. (The
+		// FMSPC comes from a PCK certificate that is not verified yet,
+		// so anyone can make the service ask for one that does not exist.)
+		return nil, err
+	}
 	var ne *NetworkError
 	if !errors.As(err, &ne) {
-		// An HTTP error status from the PCS is an outage too.
+		// A 5xx or stale data from the PCS is an outage too.
 		ne = &NetworkError{URL: u, Err: err}
 		err = ne
 	}
@@ -194,7 +205,12 @@ func (c *Cache) fetchOnce(u string) (*cached, error) {
 	if c.failed == nil {
 		c.failed = map[string]failure{}
 	}
-	c.failed[u] = failure{at: now, err: ne}
+	// Remember a bounded number of failed URLs (each is retried in the
+	// background): during an outage, quotes naming made-up FMSPCs must not
+	// grow the set.
+	if _, ok := c.failed[u]; ok || len(c.failed) < maxFailed {
+		c.failed[u] = failure{at: now, err: ne}
+	}
 	c.errors++
 	if c.outage == nil {
 		c.outage = &Outage{Since: now}

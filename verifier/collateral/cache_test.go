@@ -2,10 +2,13 @@ package collateral_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	tt "github.com/google/go-tdx-guest/testing"
 
 	"github.com/google/go-tdx-guest/testing/testdata"
 	gverify "github.com/google/go-tdx-guest/verify"
@@ -172,5 +175,49 @@ func TestCacheOneFetchPerURL(t *testing.T) {
 	}
 	if got := pcs.Requests(); got != 4 {
 		t.Fatalf("16 concurrent verifications fetched %d responses, want 4", got)
+	}
+}
+
+// The FMSPC comes from a PCK certificate go-tdx-guest has not verified yet,
+// so a client can make the service ask for any. The PCS's "not found" is
+// its answer, not an outage: nothing is cached, remembered or retried;
+// and during an outage the remembered failures stay bounded.
+func TestCacheUnknownFMSPC(t *testing.T) {
+	pcs := pcstest.New(t)
+	now := time.Date(2023, 7, 1, 1, 0, 0, 0, time.UTC)
+	c := &collateral.Cache{Upstream: pcs.Online(), Now: func() time.Time { return now }}
+	var tcbURL string
+	for u := range tt.TestGetter.Responses {
+		if strings.Contains(u, "fmspc=") {
+			tcbURL = u
+		}
+	}
+	for i := range 100 {
+		u := strings.Replace(tcbURL, "fmspc=50806f000000", fmt.Sprintf("fmspc=%012x", i), 1)
+		_, _, err := c.Get(u)
+		var se *collateral.StatusError
+		if !errors.As(err, &se) || se.Code != 404 || errors.As(err, new(*collateral.NetworkError)) {
+			t.Fatalf("unknown FMSPC: %v", err)
+		}
+	}
+	st := c.Status()
+	if st.Outage != nil || st.FetchErrors != 0 || len(st.Entries) != 0 {
+		t.Fatalf("a 404 changed the cache: %+v", st)
+	}
+	before := pcs.Requests()
+	if err := c.RefreshDue(); err != nil || pcs.Requests() != before {
+		t.Fatalf("404s retried: %v, %d requests", err, pcs.Requests()-before)
+	}
+
+	// PCS down: 100 made-up FMSPCs; at most 64 are remembered and retried.
+	pcs.SetDown(true)
+	for i := range 100 {
+		c.Get(strings.Replace(tcbURL, "fmspc=50806f000000", fmt.Sprintf("fmspc=%012x", i), 1))
+	}
+	pcs.SetDown(false)
+	before = pcs.Requests()
+	c.RefreshDue()
+	if n := pcs.Requests() - before; n != 64 {
+		t.Fatalf("the background refresh retried %d failed URLs, want the bound of 64", n)
 	}
 }
