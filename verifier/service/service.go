@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -374,15 +375,20 @@ func (s *Service) handleAttest(w http.ResponseWriter, r *http.Request) {
 // (a 64-256 KiB CCEL), the bulk of the service's own cost, and it refuses
 // duplicate member names and invalid UTF-8 (no parser differentials).
 func (s *Service) decode(w http.ResponseWriter, r *http.Request, v any) *apiError {
-	// Read into one buffer sized by Content-Length (within the limit):
-	// growing it by doubling copies a large body several times.
-	size := int64(512)
+	// Read into one pooled buffer with room for Content-Length (within the
+	// limit): growing a fresh one by doubling copies and zeroes a large
+	// body several times. The decoder copies what it keeps.
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledBody {
+			buf.Reset()
+			bodyBuffers.Put(buf)
+		}
+	}()
 	if r.ContentLength > 0 {
-		size = min(r.ContentLength, s.cfg.MaxBody) + 1
+		buf.Grow(int(min(r.ContentLength, s.cfg.MaxBody)) + bytes.MinRead)
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size))
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
-	body := buf.Bytes()
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -390,8 +396,13 @@ func (s *Service) decode(w http.ResponseWriter, r *http.Request, v any) *apiErro
 		}
 		return badField("body", "cannot read the request: %v", err)
 	}
-	return decodeJSON(body, v)
+	return decodeJSON(buf.Bytes(), v)
 }
+
+// bodyBuffers holds request body buffers of up to maxPooledBody bytes.
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledBody = 1 << 20
 
 // decodeJSON unmarshals one JSON document, naming the field at fault.
 func decodeJSON(body []byte, v any) *apiError {
