@@ -228,9 +228,9 @@ func TestKubernetes(t *testing.T) {
 	}
 }
 
-// Unit reads a systemd unit: its [Service] settings, continuation lines
+// readUnit reads a systemd unit: its [Service] settings, continuation lines
 // joined, repeated keys kept in order.
-func Unit(t *testing.T, path string) map[string][]string {
+func readUnit(t *testing.T, path string) map[string][]string {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -266,7 +266,7 @@ func Unit(t *testing.T, path string) map[string][]string {
 }
 
 func TestSystemdUnit(t *testing.T) {
-	u := Unit(t, "systemd/tdforge-verifier.service")
+	u := readUnit(t, "systemd/tdforge-verifier.service")
 	for k, v := range map[string]string{
 		"DynamicUser": "yes", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
 		"PrivateTmp": "yes", "PrivateDevices": "yes", "CapabilityBoundingSet": "", "RestrictSUIDSGID": "yes",
