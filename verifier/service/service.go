@@ -278,7 +278,7 @@ func (s *Service) handleReady(w http.ResponseWriter, r *http.Request) {
 	body["collateral"] = coll
 	if !collReady {
 		body["ready"] = false
-		body["reason"] = "Intel PCS unreachable and no cached collateral is still valid (see collateral.outage)"
+		body["reason"] = "Intel PCS unreachable and no cached collateral is still valid (see collateral.cache.outage)"
 	}
 	code := http.StatusOK
 	if active == 0 || !collReady {
