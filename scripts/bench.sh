@@ -10,6 +10,9 @@ run() { echo "bench: go test $*" >&2; go test -run '^$' "$@" | tee -a "$raw"; }
 run -bench . -benchtime 1x -timeout 30m ./internal/image/gptdisk
 run -bench . -benchtime 1x -timeout 20m ./agent/...
 run -bench . -timeout 10m ./verifier/verify ./internal/tdx/tdvf ./internal/tdx/sim ./internal/image/initramfs ./internal/image/hashtree
+# The attestation service: throughput and latency vs in-process verify, and
+# memory over TDFORGE_BENCH_APPRAISALS (default 100000) appraisals.
+run -bench 'ServiceAppraisals|ServiceMemory' -benchtime 1x -timeout 30m ./verifier/service
 run -bench . -benchtime 1x -timeout 30m ./e2e
 echo "bench: make demo (whole flow)" >&2
 start=$(date +%s%N)

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -20,76 +21,105 @@ import (
 	"github.com/tdforge/tdforge/verifier/service"
 )
 
-// cmdServe runs the attestation service (package service).
-func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// serveArgs are the flags of `verifier serve`.
+type serveArgs struct {
+	cfg                                  service.Config
+	listen, tlsCert, tlsKey              string
+	insecure                             bool
+	simRoot, coll, signingKey, nonceFile string
+	collRefresh, nonceTTL, tokenTTL      time.Duration
+	reload                               time.Duration
+	accept                               acceptFlag
+}
+
+// serveFlags is the flag set of `verifier serve` (the deploy manifests'
+// arguments are checked against it).
+func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveArgs) {
 	fs := newFlags("serve", "", stderr)
-	listen := fs.String("listen", "127.0.0.1:8443", "`ADDR` to listen on")
-	tlsCert := fs.String("tls-cert", "", "TLS certificate chain `PEM` (HTTPS, the default)")
-	tlsKey := fs.String("tls-key", "", "TLS private key `PEM`")
-	insecure := fs.Bool("insecure-http", false, "serve plain HTTP (tests only; the listen address must be loopback)")
-	var cfg service.Config
+	a := &serveArgs{}
+	cfg := &a.cfg
+	fs.StringVar(&a.listen, "listen", "127.0.0.1:8443", "`ADDR` to listen on")
+	fs.StringVar(&a.tlsCert, "tls-cert", "", "TLS certificate chain `PEM` (HTTPS, the default)")
+	fs.StringVar(&a.tlsKey, "tls-key", "", "TLS private key `PEM`")
+	fs.BoolVar(&a.insecure, "insecure-http", false, "serve plain HTTP (tests only; the listen address must be loopback)")
 	fs.StringVar(&cfg.ReferenceDir, "reference-dir", "", "`DIR` of reference-values documents (signed DSSE envelopes); evidence matching any one is accepted; a `revoked` file refuses named ones")
 	fs.StringVar(&cfg.ReferenceKey, "reference-key", "", "public key `PEM` every reference document must be signed with")
 	fs.BoolVar(&cfg.Dev, "dev", false, "accept unsigned reference documents (development only)")
-	fs.BoolVar(&cfg.AllowSimulated, "allow-simulated", false, "accept quotes from the TDX simulator (dev references only; needs --sim-root); results are `warning`, never affirming")
-	simRoot := fs.String("sim-root", "", "simulator root certificate `FILE` (the launch's sim-root.pem)")
-	coll := fs.String("collateral", "", "offline Intel PCS collateral `DIR` (from `verifier collateral fetch`); default: fetch online")
-	signingKey := fs.String("signing-key", "", "result-signing key `FILE`: PEM EC P-256 private keys; the first signs, later ones are published in the JWKS ahead of a rotation")
-	nonceSecret := fs.String("nonce-secret", "", "nonce HMAC secret `FILE` (at least 32 bytes; the same on every replica)")
-	nonceTTL := fs.Duration("nonce-ttl", nonce.DefaultTTL, "how long a nonce is valid (it also bounds a replay across replicas)")
-	tokenTTL := fs.Duration("token-ttl", 5*time.Minute, "lifetime of an attestation result token")
+	fs.BoolVar(&cfg.AllowSimulated, "allow-simulated", false, "accept quotes from the TDX simulator (dev references only; needs --sim-root); results are warning, never affirming")
+	fs.StringVar(&a.simRoot, "sim-root", "", "simulator root certificate `FILE` (the launch's sim-root.pem)")
+	fs.StringVar(&a.coll, "collateral", "", "offline Intel PCS collateral `DIR` (from `verifier collateral fetch`); default: fetch online, cached per FMSPC until nextUpdate")
+	fs.DurationVar(&a.collRefresh, "collateral-refresh", collateral.DefaultRefresh, "refetch cached online collateral after this long (also in the last tenth of its validity); the cache is served while the PCS is down")
+	addAccept(fs, &a.accept)
+	fs.StringVar(&a.signingKey, "signing-key", "", "result-signing key `FILE`: PEM EC P-256 private keys; the first signs, later ones are published in the JWKS ahead of a rotation")
+	fs.StringVar(&a.nonceFile, "nonce-secret", "", "nonce HMAC secret `FILE` (at least 32 bytes; the same on every replica)")
+	fs.DurationVar(&a.nonceTTL, "nonce-ttl", nonce.DefaultTTL, "how long a nonce is valid (it also bounds a replay across replicas)")
+	fs.DurationVar(&a.tokenTTL, "token-ttl", 5*time.Minute, "lifetime of an attestation result token")
 	fs.Int64Var(&cfg.MaxBody, "max-body", service.DefaultMaxBody, "request body limit in `BYTES`")
 	fs.Func("cors-origin", "web `ORIGIN` (e.g. the agent's web UI, https://agent.example:8443) allowed to call /v1/nonce, /v1/attest and the JWKS from a page; repeatable", func(v string) error { cfg.CORSOrigins = append(cfg.CORSOrigins, v); return service.CheckOrigin(v) })
 	fs.StringVar(&cfg.Resources, "resources", "", "key broker resource `DIR` (<repo>/<type>/<tag> files, as `builder build --secrets` writes them): also serve Trustee's KBS protocol under /kbs/v0/")
-	reload := fs.Duration("reload-interval", 5*time.Second, "how often the reference directory and signing key file are checked for changes")
+	fs.DurationVar(&a.reload, "reload-interval", 5*time.Second, "how often the reference directory and signing key file are checked for changes")
+	return fs, a
+}
+
+// cmdServe runs the attestation service (package service).
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, a := serveFlags(stderr)
 	if code, ok := cli.ParseArgs(fs, args, 0); !ok {
 		return code
 	}
-	if err := checkListen(*listen, *insecure, *tlsCert, *tlsKey); err != nil {
+	cfg := a.cfg
+	if err := checkListen(a.listen, a.insecure, a.tlsCert, a.tlsKey); err != nil {
 		return usageError(fs, stderr, err)
 	}
 	for _, f := range []struct{ name, val, hint string }{
 		{"reference-dir", cfg.ReferenceDir, "a directory of reference-values documents"},
-		{"signing-key", *signingKey, "create one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out result-key.pem`"},
-		{"nonce-secret", *nonceSecret, "create one with `head -c 32 /dev/urandom > nonce-secret`; give every replica the same"},
+		{"signing-key", a.signingKey, "create one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out result-key.pem`"},
+		{"nonce-secret", a.nonceFile, "create one with `head -c 32 /dev/urandom > nonce-secret`; give every replica the same"},
 	} {
 		if f.val == "" {
 			return usageError(fs, stderr, cli.WithHint(fmt.Errorf("--%s is required", f.name), "%s", f.hint))
 		}
 	}
-	keys, err := readSigningKeys(*signingKey)
+	keys, err := readSigningKeys(a.signingKey)
 	if err != nil {
 		return inputError("serve", stderr, err)
 	}
-	if cfg.Keys, err = result.NewKeySet(keys, *tokenTTL); err != nil {
+	if cfg.Keys, err = result.NewKeySet(keys, a.tokenTTL); err != nil {
 		return usageError(fs, stderr, fmt.Errorf("--token-ttl: %v", err))
 	}
-	secret, err := os.ReadFile(*nonceSecret)
+	secret, err := os.ReadFile(a.nonceFile)
 	if err != nil {
 		return inputError("serve", stderr, fmt.Errorf("--nonce-secret: %v", err))
 	}
-	if cfg.Nonces, err = nonce.New(secret, *nonceTTL); err != nil {
-		return inputError("serve", stderr, fmt.Errorf("--nonce-secret %s: %v", *nonceSecret, err))
+	if cfg.Nonces, err = nonce.New(secret, a.nonceTTL); err != nil {
+		return inputError("serve", stderr, fmt.Errorf("--nonce-secret %s: %v", a.nonceFile, err))
 	}
-	if *simRoot != "" {
-		raw, err := os.ReadFile(*simRoot)
+	if a.simRoot != "" {
+		raw, err := os.ReadFile(a.simRoot)
 		if err != nil {
 			return inputError("serve", stderr, fmt.Errorf("--sim-root: %v", err))
 		}
 		if cfg.SimRoots, err = rootPool(raw); err != nil {
-			return inputError("serve", stderr, fmt.Errorf("--sim-root %s: %v", *simRoot, err))
+			return inputError("serve", stderr, fmt.Errorf("--sim-root %s: %v", a.simRoot, err))
 		}
 	}
-	if *coll != "" {
-		b, err := collateral.Open(*coll)
+	if a.coll != "" {
+		b, err := collateral.Open(a.coll)
 		if errors.Is(err, os.ErrNotExist) {
-			err = cli.WithHint(err, "write one with `verifier collateral fetch -o %s --quote FILE`", *coll)
+			err = cli.WithHint(err, "write one with `verifier collateral fetch -o %s --quote FILE`", a.coll)
 		}
 		if err != nil {
 			return inputError("serve", stderr, err)
 		}
 		cfg.Collateral = b
+	} else {
+		if a.collRefresh <= 0 {
+			return usageError(fs, stderr, fmt.Errorf("--collateral-refresh %v: want a positive duration, e.g. 12h", a.collRefresh))
+		}
+		cfg.Cache = collateral.NewCache()
+		cfg.Cache.Refresh = a.collRefresh
 	}
+	cfg.AcceptUnpinned = a.accept
 	logger := log.New(stderr, "verifier serve: ", log.LstdFlags)
 	cfg.Log = logger
 	cfg.VerifierBuild = "tdforge verifier serve"
@@ -99,14 +129,14 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 
 	var tlsCfg *tls.Config
-	if !*insecure {
-		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+	if !a.insecure {
+		cert, err := tls.LoadX509KeyPair(a.tlsCert, a.tlsKey)
 		if err != nil {
 			return inputError("serve", stderr, fmt.Errorf("--tls-cert/--tls-key: %v", err))
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", a.listen)
 	if err != nil {
 		return inputError("serve", stderr, err)
 	}
@@ -118,8 +148,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go svc.Watch(ctx, *reload)
-	go watchSigningKeys(ctx, *signingKey, *reload, cfg.Keys, logger)
+	go svc.Watch(ctx, a.reload)
+	go watchSigningKeys(ctx, a.signingKey, a.reload, cfg.Keys, logger)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -127,7 +157,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		srv.Shutdown(sctx)
 	}()
 	scheme := "https"
-	if !*insecure {
+	if !a.insecure {
 		ln = tls.NewListener(ln, tlsCfg)
 	} else {
 		scheme = "http"

@@ -73,6 +73,8 @@ func TestServeUsage(t *testing.T) {
 		{"unsigned references without --dev", append(base, "--reference-dir", refDir, "--signing-key", keyPath, "--nonce-secret", secretPath), "--reference-key"},
 		{"simulated without a root", append(base, "--reference-dir", refDir, "--dev", "--allow-simulated", "--signing-key", keyPath, "--nonce-secret", secretPath), "--sim-root"},
 		{"no resource directory", append(base, "--reference-dir", refDir, "--dev", "--signing-key", keyPath, "--nonce-secret", secretPath, "--resources", short), "--resources"},
+		{"unknown register to accept unpinned", append(base, "--reference-dir", refDir, "--dev", "--accept-unpinned", "rtmr0,rtmr9", "--signing-key", keyPath, "--nonce-secret", secretPath), "want mrtd, rtmr0, rtmr1, rtmr2 or rtmr3"},
+		{"no collateral refresh", append(base, "--reference-dir", refDir, "--dev", "--collateral-refresh", "0s", "--signing-key", keyPath, "--nonce-secret", secretPath), "--collateral-refresh 0s: want a positive duration"},
 		{"signing key not EC", append(base, "--reference-dir", refDir, "--dev", "--signing-key", secretPath, "--nonce-secret", secretPath), "no EC private key"},
 	} {
 		code, _, stderr := runCLI(tc.args...)

@@ -34,6 +34,12 @@ var goals = []goal{
 	{"BenchmarkAgentRSS64Streams", "VmHWM-MiB", 64, 0, "<= 64 MiB"},
 	{"BenchmarkVerifyQuote", "x-vs-go-tdx-guest", 1.2, 0, "<= 1.2x go-tdx-guest verify+validate"},
 	{"BenchmarkBootPayloadSize", "ratio_2GiB_vs_64MiB", 1.1, 0, "<= 1.1"},
+	{"BenchmarkServiceAppraisals/ccel64KiB", "x-vs-library", 0, 0.85, ">= 0.85x in-process verify.Verify (16 clients)"},
+	{"BenchmarkServiceAppraisals/ccel64KiB", "p99/p50", 3, 0, "p99 <= 3x p50"},
+	{"BenchmarkServiceAppraisals/ccel256KiB", "x-vs-library", 0, 0.85, ">= 0.85x in-process verify.Verify (16 clients)"},
+	{"BenchmarkServiceAppraisals/ccel256KiB", "p99/p50", 3, 0, "p99 <= 3x p50"},
+	{"BenchmarkServiceMemory", "heap-ratio", 1.1, 0, "flat: end <= 1.1x start heap in use"},
+	{"BenchmarkServiceMemory", "heap-ratio-2nd-half", 1.05, 0, "no growth over the second half: <= 1.05x"},
 }
 
 type result struct {

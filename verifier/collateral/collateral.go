@@ -71,6 +71,13 @@ func (e *NetworkError) Error() string {
 
 func (e *NetworkError) Unwrap() error { return e.Err }
 
+// FailureReporter is a getter that remembers its first network failure
+// (Online, CacheView): verify asks it after go-tdx-guest flattened the
+// getter's error into a string.
+type FailureReporter interface {
+	Failure() *NetworkError
+}
+
 // Online fetches collateral over HTTPS with a bounded timeout and records
 // the first network failure (go-tdx-guest flattens getter errors into
 // strings, so callers ask Failure afterwards).
@@ -98,7 +105,7 @@ func (o *Online) Get(url string) (map[string][]string, []byte, error) {
 		return nil, nil, o.record(url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("collateral %s: HTTP status %d", url, resp.StatusCode)
+		return nil, nil, &StatusError{URL: url, Code: resp.StatusCode}
 	}
 	return resp.Header, body, nil
 }
@@ -119,6 +126,22 @@ func (o *Online) Failure() *NetworkError {
 	defer o.mu.Unlock()
 	return o.fail
 }
+
+// StatusError is an HTTP answer other than 200 from the collateral
+// service. A 4xx is its definitive answer (e.g. no TCB info for an FMSPC,
+// as for a forged PCK certificate), not an outage.
+type StatusError struct {
+	URL  string
+	Code int
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("collateral %s: HTTP status %d", e.URL, e.Code)
+}
+
+// Definitive reports whether the status is the service's answer (4xx)
+// rather than its failure.
+func (e *StatusError) Definitive() bool { return e.Code >= 400 && e.Code < 500 }
 
 // MissingError is a collateral request an offline bundle has no response
 // for: the bundle was fetched for another platform (FMSPC).

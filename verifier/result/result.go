@@ -11,10 +11,12 @@
 package result
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,13 +54,14 @@ type Input struct {
 
 // Status maps a report to ear.status: affirming for TRUSTED, warning for a
 // trusted verdict that rests on something the operator accepted (a
-// simulated TD the service was told to accept, or any verdict other than
-// plain TRUSTED), contraindicated for anything else.
+// simulated TD the service was told to accept, registers accepted
+// unpinned, or any verdict other than plain TRUSTED), contraindicated for
+// anything else.
 func Status(r *verify.Report) ear.TrustTier {
 	switch {
 	case r == nil || !r.Trusted:
 		return ear.TrustTierContraindicated
-	case r.Simulated || r.Verdict != verify.VerdictTrusted:
+	case r.Simulated || r.Verdict != verify.VerdictTrusted || len(r.Unpinned) > 0:
 		return ear.TrustTierWarning
 	}
 	return ear.TrustTierAffirming
@@ -105,16 +108,18 @@ func (ks *KeySet) Sign(ar *ear.AttestationResult) ([]byte, time.Time, error) {
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	var claims map[string]any
-	if err := json.Unmarshal(b, &claims); err != nil {
-		return nil, time.Time{}, err
+	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' || bytes.Contains(b, []byte(`"exp":`)) {
+		return nil, time.Time{}, errors.New("attestation result: not a JSON object without exp")
 	}
 	exp := time.Unix(*ar.IssuedAt, 0).Add(ks.TokenTTL)
-	claims["exp"] = exp.Unix()
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		return nil, time.Time{}, err
+	// Add exp to the claims object (cheaper than a decode and re-encode).
+	payload := make([]byte, 0, len(b)+24)
+	payload = append(payload, `{"exp":`...)
+	payload = strconv.AppendInt(payload, exp.Unix(), 10)
+	if len(b) > 2 {
+		payload = append(payload, ',')
 	}
+	payload = append(payload, b[1:]...)
 	key, kid := ks.signer()
 	hdr := jws.NewHeaders()
 	hdr.Set(jws.KeyIDKey, kid)

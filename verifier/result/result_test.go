@@ -17,6 +17,7 @@ import (
 
 	"github.com/veraison/ear"
 
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
@@ -191,6 +192,10 @@ func TestStatusAndVector(t *testing.T) {
 	sim.Simulated, sim.Verdict = true, verify.VerdictSimulated
 	exception := trusted()
 	exception.Verdict = "TRUSTED, RTMR0 NOT PINNED"
+	// What verify reports for --accept-unpinned rtmr0: verdict TRUSTED,
+	// the register listed in Unpinned (it was affirming before).
+	unpinned := trusted()
+	unpinned.Unpinned = []string{"rtmr0"}
 	tcb := &verify.Report{Verdict: verify.VerdictNotTrusted, Checks: []verify.Check{
 		{Name: verify.CheckAuthenticity, Status: verify.Pass},
 		{Name: verify.CheckTCB, Status: verify.Fail, Reason: "OutOfDate"},
@@ -216,6 +221,7 @@ func TestStatusAndVector(t *testing.T) {
 		{"trusted", trusted(), ear.TrustTierAffirming, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 2, RuntimeOpaque: 2}},
 		{"simulated", sim, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 32}},
 		{"exception", exception, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 2, RuntimeOpaque: 2}},
+		{"accepted unpinned", unpinned, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 2, RuntimeOpaque: 2}},
 		{"tcb+rtmr3+debug", tcb, ear.TrustTierContraindicated, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 33, FileSystem: 32, Hardware: 32, RuntimeOpaque: 96}},
 		{"boot chain differs", boot, ear.TrustTierContraindicated, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 33, Hardware: 2, RuntimeOpaque: 2}},
 		{"forged", forged, ear.TrustTierContraindicated, ear.TrustVector{InstanceIdentity: 99, Hardware: 97}},
@@ -233,6 +239,13 @@ func TestStatusAndVector(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := *ar.Submods[Submod].Status
+		ev := *ar.Submods[Submod].VeraisonAnnotatedEvidence
+		if un, _ := ev["accepted_unpinned"].(map[string]any); len(un) != len(tc.r.Unpinned) || (len(un) > 0 && un["rtmr0"] != verify.Unchecked[register.RTMR0]) {
+			t.Errorf("%s: annotated accepted_unpinned %v, want %v", tc.name, ev["accepted_unpinned"], tc.r.Unpinned)
+		}
+		if ev["verdict"] != tc.r.Headline() {
+			t.Errorf("%s: annotated verdict %v, want %q", tc.name, ev["verdict"], tc.r.Headline())
+		}
 		ar.UpdateStatusFromTrustVector()
 		if *ar.Submods[Submod].Status != before {
 			t.Errorf("%s: status %v, but the vector implies %v", tc.name, before, *ar.Submods[Submod].Status)

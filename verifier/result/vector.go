@@ -6,6 +6,7 @@ import (
 
 	"github.com/veraison/ear"
 
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
@@ -129,8 +130,19 @@ func annotate(r *verify.Report, in Input) map[string]any {
 	if r == nil {
 		return ev
 	}
-	ev["verdict"] = r.Verdict
+	ev["verdict"] = r.Headline()
 	ev["simulated"] = r.Simulated
+	if len(r.Unpinned) > 0 {
+		// Registers the operator accepted unpinned, and what goes
+		// unchecked with each (the reason for a warning status).
+		un := map[string]any{}
+		for _, k := range r.Unpinned {
+			if reg, err := register.Parse(k); err == nil {
+				un[k] = verify.Unchecked[reg]
+			}
+		}
+		ev["accepted_unpinned"] = un
+	}
 	if r.Image != nil {
 		ev["image"] = map[string]any{"name": r.Image.Name, "version": r.Image.Version, "dev": r.Image.Dev, "simulated": r.Image.Simulated}
 	}

@@ -19,6 +19,7 @@ type policy struct {
 	now            time.Time
 	nonce          []byte
 	spkiHash       [32]byte
+	acceptUnpinned []register.Register
 }
 
 // appraise is the service's one call into package verify: the evidence
@@ -40,6 +41,7 @@ func appraise(ctx context.Context, ev verify.Evidence, ref *refDoc, p policy) *v
 		Now:            p.now,
 		Nonce:          p.nonce,
 		SPKIHash:       spki,
+		AcceptUnpinned: p.acceptUnpinned,
 	})
 }
 

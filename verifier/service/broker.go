@@ -22,7 +22,7 @@ import (
 func (s *Service) appraiseRCAR(ctx context.Context, ev verify.Evidence, nonce []byte, binding string) (*broker.Appraisal, error) {
 	start := time.Now()
 	a := &appraisal{ev: ev, fieldQuote: "tee-evidence.primary_evidence.quote"}
-	r, ref, e := s.match(ctx, a, policy{allowSimulated: s.cfg.AllowSimulated, simRoots: s.cfg.SimRoots, getter: s.getter(), now: s.now()})
+	r, ref, e := s.match(ctx, a, policy{allowSimulated: s.cfg.AllowSimulated, simRoots: s.cfg.SimRoots, getter: s.getter(), now: s.now(), acceptUnpinned: s.cfg.AcceptUnpinned})
 	if e != nil {
 		return nil, &broker.Refusal{Status: e.status, Reason: e.Error()}
 	}
@@ -33,7 +33,6 @@ func (s *Service) appraiseRCAR(ctx context.Context, ev verify.Evidence, nonce []
 	}
 	switch r.ErrorKind {
 	case verify.ErrNetwork:
-		s.metrics.fetchErrors.Inc()
 		return nil, &broker.Refusal{Status: http.StatusServiceUnavailable, Reason: "Intel PCS collateral could not be fetched: " + reason(r, verify.CheckAuthenticity) + "; try again later"}
 	case verify.ErrInput:
 		return nil, &broker.Refusal{Status: http.StatusBadRequest, Reason: "unusable evidence: " + firstFailure(r)}

@@ -8,14 +8,13 @@ import (
 
 // metrics are the service's Prometheus series.
 type metrics struct {
-	reg         *prometheus.Registry
-	appraisals  *prometheus.CounterVec
-	latency     prometheus.Histogram
-	fetchErrors prometheus.Counter
-	references  *prometheus.GaugeVec
+	reg        *prometheus.Registry
+	appraisals *prometheus.CounterVec
+	latency    prometheus.Histogram
+	references *prometheus.GaugeVec
 }
 
-func newMetrics(collateralFetched func() (time.Time, bool)) *metrics {
+func newMetrics(collateralFetched func() (time.Time, bool), now func() time.Time, fetchErrors func() float64) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		appraisals: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -27,25 +26,25 @@ func newMetrics(collateralFetched func() (time.Time, bool)) *metrics {
 			Help:    "Time to appraise evidence and sign the result.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
-		fetchErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tdforge_collateral_fetch_errors_total",
-			Help: "Appraisals that could not fetch Intel PCS collateral.",
-		}),
 		references: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tdforge_reference_documents",
 			Help: "Reference documents loaded from --reference-dir, by state (active, revoked, invalid).",
 		}, []string{"state"}),
 	}
-	m.reg.MustRegister(m.appraisals, m.latency, m.fetchErrors, m.references)
+	m.reg.MustRegister(m.appraisals, m.latency, m.references)
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tdforge_collateral_fetch_errors_total",
+		Help: "Failed Intel PCS collateral fetches (on demand or by the background refresh).",
+	}, fetchErrors))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tdforge_collateral_age_seconds",
-		Help: "Age of the offline collateral bundle (--collateral); -1 when collateral is fetched online for every appraisal.",
+		Help: "Age of the oldest collateral in use: the offline bundle (--collateral), or the oldest PCS response in the cache; -1 while the cache is empty.",
 	}, func() float64 {
 		t, ok := collateralFetched()
 		if !ok {
 			return -1
 		}
-		return time.Since(t).Seconds()
+		return now().Sub(t).Seconds()
 	}))
 	for _, s := range []string{"affirming", "warning", "contraindicated", "refused", "error"} {
 		m.appraisals.WithLabelValues(s)

@@ -56,7 +56,7 @@ func isReferenceFile(name string) bool {
 }
 
 // dirFingerprint identifies the directory's content by file name, size and
-// modification time: a change reloads it.
+// modification time (of the file a symlink names): a change reloads it.
 func dirFingerprint(dir string) (string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -67,7 +67,9 @@ func dirFingerprint(dir string) (string, error) {
 		if e.Name() != RevokedFile && !isReferenceFile(e.Name()) {
 			continue
 		}
-		fi, err := e.Info()
+		// Stat follows symlinks: in a Kubernetes Secret volume every file
+		// is a symlink through "..data", which an update swaps.
+		fi, err := os.Stat(filepath.Join(dir, e.Name()))
 		if err != nil {
 			continue
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+
 	"github.com/tdforge/tdforge/verifier/nonce"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
@@ -96,7 +98,7 @@ func trusteeAppraisal(req *TrusteeRequest) (*appraisal, *apiError) {
 		return nil, badField(f+"evidence", "want base64url (no padding) of the TDX evidence JSON")
 	}
 	var ev TrusteeTDXEvidence
-	if err := json.Unmarshal(raw, &ev); err != nil {
+	if err := jsonv2.Unmarshal(raw, &ev); err != nil { // as decode: no duplicate members
 		return nil, badField(f+"evidence", "the decoded evidence is not TDX evidence JSON {\"quote\": BASE64, \"cc_eventlog\": BASE64, ...}: %v", err)
 	}
 	a := &appraisal{

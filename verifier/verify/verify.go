@@ -467,15 +467,15 @@ func (r *Report) authenticate(q *pb.QuoteV4, opts Options, now time.Time) bool {
 	}
 
 	getter := opts.Getter
-	var online *collateral.Online
 	if getter == nil {
-		online = collateral.NewOnline()
-		getter = online
+		getter = collateral.NewOnline()
 	}
 	err = gverify.TdxQuote(q, &gverify.Options{GetCollateral: true, CheckRevocations: true, Getter: getter, Now: now, TrustedRoots: collateral.IntelRoots()})
-	if online != nil && online.Failure() != nil {
+	// An online getter (collateral.Online, or a collateral.Cache view)
+	// remembers a network failure: no verdict on the evidence then.
+	if f, ok := getter.(collateral.FailureReporter); ok && f.Failure() != nil {
 		r.ErrorKind = ErrNetwork
-		r.addCause(CheckAuthenticity, Fail, online.Failure(), "%v", online.Failure())
+		r.addCause(CheckAuthenticity, Fail, f.Failure(), "%v", f.Failure())
 		return true
 	}
 	var missing error
