@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tdforge/tdforge/internal/image/fstree"
 	"github.com/tdforge/tdforge/internal/image/gptdisk"
@@ -175,6 +176,12 @@ func TestSetupLive(t *testing.T) {
 			t.Skipf("device-mapper is not available in this kernel (no %s or %s); the QEMU guest boot test covers Setup", controlPath, sysMisc)
 		}
 	}
+	// The node may exist without a driver behind it (ENODEV on open).
+	f, err := openControl()
+	if err != nil {
+		t.Skipf("device-mapper does not answer (%v); the QEMU guest boot test covers Setup", err)
+	}
+	f.Close()
 	dir := t.TempDir()
 	disk, l := testDisk(t, dir)
 	out, err := exec.Command("losetup", "--show", "-f", "-P", "-r", disk).CombinedOutput()
@@ -184,7 +191,14 @@ func TestSetupLive(t *testing.T) {
 	loop := strings.TrimSpace(string(out))
 	defer exec.Command("losetup", "-d", loop).Run()
 	p := l.Partitions[1]
-	dev, err := FindPartition(l.DiskGUID, p.Index)
+	// losetup -P asks the kernel to scan the partition table; the
+	// partitions appear in sysfs shortly after, not before losetup returns.
+	var dev string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if dev, err = FindPartition(l.DiskGUID, p.Index); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
