@@ -117,3 +117,34 @@ volume "s" {
 		})
 	}
 }
+
+// Ollama logs every prompt at debug level ("chat request ... prompt"), and
+// initd forwards service output to the console the host reads: an image
+// that keeps conversations refuses OLLAMA_DEBUG.
+func TestVolumeRefusesPromptLogging(t *testing.T) {
+	const vol = `volume "state" {
+  size  = "64M"
+  key   = "tdforge/dev/state"
+  users = ["agent"]
+}
+`
+	for _, v := range []string{"1", "true", "yes", " 'on' "} {
+		m, diags := loadVolumeManifest(t, vol+`service "ollama" {
+  command = "/bin/ollama"
+  env = { OLLAMA_DEBUG = "`+v+`" }
+}
+`)
+		if m != nil || !strings.Contains(diags.Error(), "OLLAMA_DEBUG") || !strings.Contains(diags.Error(), "console") {
+			t.Fatalf("OLLAMA_DEBUG=%q with a volume: manifest %v, diagnostics %s", v, m != nil, diags.Error())
+		}
+	}
+	for _, v := range []string{"", "0", "false"} {
+		if _, diags := loadVolumeManifest(t, vol+`service "ollama" {
+  command = "/bin/ollama"
+  env = { OLLAMA_DEBUG = "`+v+`" }
+}
+`); diags.HasErrors() {
+			t.Fatalf("OLLAMA_DEBUG=%q refused: %s", v, diags.Error())
+		}
+	}
+}
