@@ -166,8 +166,23 @@ type conversationResponse struct {
 	Generation uint64 `json:"generation"`
 }
 
+// crossOrigin refuses (403) a request a browser sent from another origin:
+// a page elsewhere may send a "simple" POST without a preflight, and must
+// not create or change conversations. It returns true when it answered.
+func crossOrigin(w http.ResponseWriter, r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" || sameOrigin(o, r) {
+		return false
+	}
+	writeError(w, http.StatusForbidden, fmt.Sprintf("the conversation API refuses requests from other origins (Origin %.100q); use the agent's own web UI", o))
+	return true
+}
+
 // handleConversations serves GET (list) and POST (create) /v1/conversations.
 func (s *Server) handleConversations(w http.ResponseWriter, r *http.Request) {
+	if crossOrigin(w, r) {
+		return
+	}
 	if r.Method == http.MethodPost {
 		body, ok := readBody(w, r, maxCreateBody, s.cfg.BodyTimeout)
 		if !ok {
@@ -214,6 +229,9 @@ func (s *Server) handleConversations(w http.ResponseWriter, r *http.Request) {
 
 // handleConversation serves GET and DELETE /v1/conversations/{id}.
 func (s *Server) handleConversation(w http.ResponseWriter, r *http.Request) {
+	if crossOrigin(w, r) {
+		return
+	}
 	id := strings.TrimPrefix(r.URL.Path, "/v1/conversations/")
 	if !convstore.ValidID(id) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("conversation id %.80q is not valid: ids are 32 lowercase hex digits, as POST /v1/conversations returns them", id))

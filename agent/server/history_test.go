@@ -138,6 +138,36 @@ func TestConversationAPI(t *testing.T) {
 	}
 }
 
+// A page on another origin cannot create, read or delete conversations
+// (a form POST needs no preflight); the agent's own page can.
+func TestConversationCrossOrigin(t *testing.T) {
+	f := historyFixture(t, "http://127.0.0.1:1", t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
+	id := convstore.NewID()
+	for _, tc := range []struct{ method, target string }{
+		{"POST", "/v1/conversations"}, {"GET", "/v1/conversations"}, {"DELETE", "/v1/conversations/" + id},
+	} {
+		req := httptest.NewRequest(tc.method, tc.target, strings.NewReader("{}"))
+		req.Header.Set("Origin", "https://evil.example")
+		rec := httptest.NewRecorder()
+		f.srv.ServeHTTP(rec, req)
+		if rec.Code != 403 || !strings.Contains(errBody(t, rec), "other origins") {
+			t.Fatalf("%s %s from another origin: %d %s", tc.method, tc.target, rec.Code, rec.Body)
+		}
+	}
+	req := httptest.NewRequest("POST", "http://agent.example/v1/conversations", strings.NewReader("{}"))
+	req.Header.Set("Origin", "http://agent.example")
+	rec := httptest.NewRecorder()
+	f.srv.ServeHTTP(rec, req)
+	if rec.Code != 201 {
+		t.Fatalf("same-origin POST: %d %s", rec.Code, rec.Body)
+	}
+	var list listResponse
+	doJSON(t, f.srv, "GET", "/v1/conversations", "", 200, &list)
+	if len(list.Conversations) != 1 {
+		t.Fatalf("%d conversations, want only the same-origin one", len(list.Conversations))
+	}
+}
+
 // A second server on the same directory (an agent restart) sees what the
 // first stored.
 func TestConversationsSurviveRestart(t *testing.T) {
