@@ -390,3 +390,21 @@ func TestChatSavedRealOllamaNoLeak(t *testing.T) {
 		t.Fatalf("marker in Ollama's output:\n%s", out)
 	}
 }
+
+// A non-streamed answer (one JSON object, no trailing newline) is saved.
+func TestChatNonStreamedSaved(t *testing.T) {
+	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"model":"tiny:latest","message":{"role":"assistant","content":"whole answer"},"done":true}`)
+	})
+	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
+	var c summaryResponse
+	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
+	req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(`{"model":"tiny:latest","stream":false,"messages":[{"role":"user","content":"q"}]}`))
+	req.Header.Set(ConversationHeader, c.ID)
+	f.srv.ServeHTTP(httptest.NewRecorder(), req)
+	var got conversationResponse
+	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
+	if len(got.Messages) != 2 || got.Messages[1].Content != "whole answer" {
+		t.Fatalf("messages %+v", got.Messages)
+	}
+}
