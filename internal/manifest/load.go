@@ -157,6 +157,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "agent"},
 		{Type: "payload", LabelNames: []string{"name"}},
 		{Type: "service", LabelNames: []string{"name"}},
+		{Type: "volume", LabelNames: []string{"name"}},
 	},
 }
 

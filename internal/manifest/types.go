@@ -26,6 +26,7 @@ type Manifest struct {
 	Agent    Agent
 	Payloads []Payload // declaration order
 	Services []Service // declaration order
+	Volumes  []Volume  // declaration order
 	Network  Network
 	// Unknown lists attributes whose value depends on a variable with no
 	// value (allowed only by `builder validate`), e.g. "payload.model.verity_root_hash".
