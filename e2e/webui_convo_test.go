@@ -137,9 +137,12 @@ func TestWebUIConversations(t *testing.T) {
 		fail("new chat", err)
 	}
 	poll("new chat clears", `document.querySelectorAll("#messages .msg").length === 0`)
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#convs li .open`))); err != nil {
-		fail("reopening", err)
+	// The list re-renders when it refreshes, so a node found by one
+	// protocol call may be gone by the next: click from inside the page.
+	click := func(step, sel string) {
+		poll(step, `(() => { const b = document.querySelector("`+sel+`"); if (!b) return false; b.click(); return true; })()`)
 	}
+	click("reopening", "#convs li .open")
 	poll("reopened", `(() => { const m = document.querySelectorAll("#messages .msg"); return m.length === 2 && m[0].textContent === "`+marker+`" && m[1].textContent === "t0t1t2"; })()`)
 	// Rollback: the browser saw a higher generation than the store has.
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`localStorage.setItem("tdforge.stateGeneration@" + location.host, "1000"), true`)); err != nil {
@@ -149,9 +152,7 @@ func TestWebUIConversations(t *testing.T) {
 		fail("reloading", err)
 	}
 	poll("rollback warning", `document.getElementById("rollback").className === "banner bad" && document.getElementById("rollback").textContent.includes("ROLLBACK")`)
-	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#convs li .delete`)), chromedp.Click(chromedp.CSS(`#convs li .delete`))); err != nil {
-		fail("deleting", err)
-	}
+	click("deleting", "#convs li .delete")
 	poll("deleted", `document.querySelectorAll("#convs li").length === 0`)
 	resp, err := http.Get(ts.URL + "/v1/conversations")
 	if err != nil {
