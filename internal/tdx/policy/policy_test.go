@@ -32,8 +32,16 @@ func validPolicy() *Policy {
 	}
 }
 
+// encrypt makes the policy's payload encrypted, with a key broker.
+func encrypt(p *Policy) {
+	p.KeyBroker = &KeyBroker{URL: "https://10.0.2.2:8444", CASHA256: strings.Repeat("0f", 32)}
+	p.Payloads[0].Encryption = &Encryption{Cipher: EncryptionCipher, KeyBits: EncryptionKeyBits, SectorSize: EncryptionSectorSize,
+		IVLargeSectors: true, Resource: "tdforge/dev/model"}
+}
+
 func TestMarshalDecodeRoundTrip(t *testing.T) {
 	p := validPolicy()
+	encrypt(p)
 	b, err := p.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +102,13 @@ func TestValidateRejects(t *testing.T) {
 		{"negative num_ctx limit", func(p *Policy) { p.Agent.Limits.NumCtx = -1 }, "agent limits num_ctx -1"},
 		{"huge num_predict limit", func(p *Policy) { p.Agent.Limits.NumPredict = MaxLimitTokens + 1 }, "agent limits"},
 		{"keep_alive limit", func(p *Policy) { p.Agent.Limits.KeepAliveSeconds = MaxLimitKeepAlive + 1 }, "keep_alive_seconds"},
+		{"encrypted without broker", func(p *Policy) { encrypt(p); p.KeyBroker = nil }, "names no key_broker"},
+		{"broker over http", func(p *Policy) { encrypt(p); p.KeyBroker.URL = "http://10.0.2.2:8444" }, "https://host"},
+		{"broker with path", func(p *Policy) { encrypt(p); p.KeyBroker.URL = "https://10.0.2.2:8444/kbs" }, "https://host"},
+		{"broker pin", func(p *Policy) { encrypt(p); p.KeyBroker.CASHA256 = strings.Repeat("AB", 32) }, "ca_sha256"},
+		{"cipher", func(p *Policy) { encrypt(p); p.Payloads[0].Encryption.Cipher = "aes-cbc-essiv:sha256" }, "encryption must be aes-xts-plain64"},
+		{"512-byte IV sectors", func(p *Policy) { encrypt(p); p.Payloads[0].Encryption.IVLargeSectors = false }, "iv_large_sectors true"},
+		{"resource id", func(p *Policy) { encrypt(p); p.Payloads[0].Encryption.Resource = "../etc/passwd" }, "<repo>/<type>/<tag>"},
 	} {
 		p := validPolicy()
 		tc.mod(p)
