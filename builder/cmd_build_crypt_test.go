@@ -20,7 +20,8 @@ import (
 // TestBuildEncryptedDevImage builds manifests/dev.hcl (its model payload
 // encrypted with the fixed dev secret; inputs from the default cache, as
 // `make image` does) and checks that:
-//   - without --secrets the build fails at once, naming the flag;
+//   - without --secrets the build fails at once, naming the flag, and
+//     measure reports the model missing; with it, measure agrees;
 //   - no 128-byte run of the GGUF's tensor data appears anywhere in
 //     disk.raw (every 64-byte aligned window of it is searched for at every
 //     disk offset);
@@ -41,10 +42,21 @@ func TestBuildEncryptedDevImage(t *testing.T) {
 	if r.code != cli.ExitFail || !strings.Contains(r.stderr, `payload "model" is encrypted with key "tdforge/dev/model"`) || !strings.Contains(r.stderr, "pass --secrets DIR") {
 		t.Fatalf("build without --secrets: %+v", r)
 	}
+	// measure without the key: the model is a missing input.
+	r = run(t, runMeasure, manifest)
+	if r.code != cli.ExitOK || !strings.Contains(r.stdout, `missing   payload "model": its key is not available`) || !strings.Contains(r.stdout, "RTMR3     unknown") {
+		t.Fatalf("measure without --secrets: %+v", r)
+	}
 	r = run(t, runBuild, "--secrets", secrets, "-o", out, manifest)
 	if r.code != cli.ExitOK {
 		t.Fatalf("build: %+v", r)
 	}
+	build := r
+	r = run(t, runMeasure, "--secrets", secrets, manifest)
+	if regs := registers(r.stdout); r.code != cli.ExitOK || regs["rtmr3"] == "" || !strings.Contains(build.stdout, regs["rtmr3"]) || !strings.Contains(build.stdout, regs["rtmr2"]) {
+		t.Fatalf("measure --secrets disagrees with the build: %+v\nbuild:\n%s", r, build.stdout)
+	}
+	r = build
 	res, err := secret.Load(secrets, "tdforge/dev/model")
 	if err != nil {
 		t.Fatal(err)
