@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/crypto/xts"
@@ -20,12 +21,14 @@ func testKey() []byte {
 	return k
 }
 
-// TestEncryptInPlace checks the parallel file encryption against a
-// sector-by-sector reference (tweak = 4096-byte sector number) across chunk
-// boundaries, and that it is deterministic and reversible.
-func TestEncryptInPlace(t *testing.T) {
+// TestEncrypter checks the encrypt-as-read image against a sector-by-sector
+// reference (tweak = 4096-byte sector number) with chunks read in parallel
+// in any order, as the hash tree builder does, and that it is
+// deterministic, reversible and refuses a sector read twice.
+func TestEncrypter(t *testing.T) {
 	key := testKey()
-	size := 3*chunk + 5*SectorSize
+	const chunk = 64 * SectorSize
+	size := 7*chunk + 5*SectorSize
 	plain := make([]byte, size)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range plain {
@@ -41,24 +44,40 @@ func TestEncryptInPlace(t *testing.T) {
 		p := filepath.Join(t.TempDir(), "img")
 		os.WriteFile(p, plain, 0o644)
 		f, _ := os.OpenFile(p, os.O_RDWR, 0)
-		var last int64
-		if err := EncryptInPlace(f, int64(size), key, func(d int64) { last = d }); err != nil {
+		e, err := NewEncrypter(f, int64(size), key)
+		if err != nil {
 			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for _, off := range rng.Perm(size/chunk + 1) {
+			wg.Add(1)
+			go func(off int) {
+				defer wg.Done()
+				b := make([]byte, min(chunk, size-off*chunk))
+				if _, err := e.ReadAt(b, int64(off*chunk)); err != nil {
+					t.Error(err)
+				} else if !bytes.Equal(b, want[off*chunk:off*chunk+len(b)]) {
+					t.Errorf("chunk %d: ciphertext differs from the reference", off)
+				}
+			}(off)
+		}
+		wg.Wait()
+		if err := e.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.ReadAt(make([]byte, SectorSize), 2*SectorSize); err == nil || !strings.Contains(err.Error(), "read twice") {
+			t.Fatalf("second read of a sector: %v", err)
 		}
 		f.Close()
 		got, _ := os.ReadFile(p)
 		if !bytes.Equal(got, want) {
-			t.Fatalf("run %d: ciphertext differs from the sector-by-sector reference", run)
-		}
-		if last != int64(size) {
-			t.Fatalf("progress ended at %d, want %d", last, size)
+			t.Fatalf("run %d: file differs from the reference ciphertext", run)
 		}
 		if err := Decrypt(key, got, 0); err != nil || !bytes.Equal(got, plain) {
 			t.Fatalf("decrypt: %v, round trip equal %v", err, bytes.Equal(got, plain))
 		}
 	}
-	// A sector's ciphertext depends on its number: the same plaintext in
-	// sector 0 and sector 1 encrypts differently.
+	// A sector's ciphertext depends on its number.
 	two := make([]byte, 2*SectorSize)
 	Encrypt(key, two, 0)
 	if bytes.Equal(two[:SectorSize], two[SectorSize:]) {
@@ -69,14 +88,21 @@ func TestEncryptInPlace(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	f, _ := os.Create(filepath.Join(t.TempDir(), "img"))
 	defer f.Close()
-	if err := EncryptInPlace(f, 4096, make([]byte, 32), nil); err == nil || !strings.Contains(err.Error(), "64 bytes") {
+	if _, err := NewEncrypter(f, 4096, make([]byte, 32)); err == nil || !strings.Contains(err.Error(), "64 bytes") {
 		t.Fatalf("32-byte key: %v", err)
 	}
-	if err := EncryptInPlace(f, 4000, testKey(), nil); err == nil {
+	if _, err := NewEncrypter(f, 4000, testKey()); err == nil {
 		t.Fatal("size not a sector multiple accepted")
 	}
-	if err := EncryptInPlace(f, 8192, testKey(), nil); err == nil {
+	e, _ := NewEncrypter(f, 8192, testKey())
+	if _, err := e.ReadAt(make([]byte, 4096), 100); err == nil {
+		t.Fatal("unaligned read accepted")
+	}
+	if _, err := e.ReadAt(make([]byte, 4096), 0); err == nil {
 		t.Fatal("short file accepted")
+	}
+	if err := e.Finish(); err == nil {
+		t.Fatal("Finish with sectors never read")
 	}
 }
 
@@ -96,5 +122,14 @@ func TestTable(t *testing.T) {
 	}
 	if _, _, err := Table(Params("a/b/c"), testKey()[:32], "253:0", 4096); err == nil {
 		t.Fatal("short key accepted")
+	}
+}
+
+func BenchmarkEncrypt(b *testing.B) {
+	buf := make([]byte, 1<<20)
+	key := testKey()
+	b.SetBytes(int64(len(buf)))
+	for i := 0; i < b.N; i++ {
+		Encrypt(key, buf, uint64(i))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -321,9 +322,6 @@ func (s section) WriteAt(b []byte, off int64) (int, error) { return s.f.WriteAt(
 // verity hash area at data_size), recording file digests in the cache.
 func (c *cache) buildInto(ctx context.Context, f *os.File, base int64, p *prepared, progress func(done, total int64)) (partMeta, error) {
 	total := p.fileBytes + p.dataSize
-	if p.key != nil {
-		total += p.dataSize // encryption pass
-	}
 	sec := section{f, base}
 	var eprog func(int64)
 	if progress != nil {
@@ -354,24 +352,26 @@ func (c *cache) buildInto(ctx context.Context, f *os.File, base int64, p *prepar
 	if err := ctx.Err(); err != nil {
 		return partMeta{}, err
 	}
-	done := p.fileBytes
-	if p.key != nil {
-		var cprog func(int64)
-		if progress != nil {
-			cprog = func(d int64) { progress(p.fileBytes+d, total) }
-		}
-		if err := crypt.EncryptInPlace(sec, p.dataSize, p.key, cprog); err != nil {
-			return partMeta{}, fmt.Errorf("payload %q: %w", p.name, err)
-		}
-		done += p.dataSize
-	}
 	key := p.contentKey()
 	salt := Salt(p.name, key)
 	var vprog func(int64)
 	if progress != nil {
-		vprog = func(d int64) { progress(done+d, total) }
+		vprog = func(d int64) { progress(p.fileBytes+d, total) }
 	}
-	vr, err := hashtree.BuildProgress(sec, p.dataSize, salt, sec, p.dataSize, vprog)
+	// The hash tree covers the ciphertext: an encrypted payload's image is
+	// encrypted in place as the tree builder reads it.
+	var data io.ReaderAt = sec
+	var enc *crypt.Encrypter
+	if p.key != nil {
+		if enc, err = crypt.NewEncrypter(sec, p.dataSize, p.key); err != nil {
+			return partMeta{}, fmt.Errorf("payload %q: %w", p.name, err)
+		}
+		data = enc
+	}
+	vr, err := hashtree.BuildProgress(data, p.dataSize, salt, sec, p.dataSize, vprog)
+	if err == nil && enc != nil {
+		err = enc.Finish()
+	}
 	if err != nil {
 		return partMeta{}, fmt.Errorf("payload %q: %w", p.name, err)
 	}
@@ -389,9 +389,6 @@ func (c *cache) partition(ctx context.Context, p *prepared, progress func(done, 
 		if cp, ok := c.lookup(partKey(p.name, p.contentKey())); ok && cp.meta.Name == p.name && cp.meta.Encrypted == (p.key != nil) {
 			if progress != nil {
 				total := p.fileBytes + p.dataSize
-				if p.key != nil {
-					total += p.dataSize
-				}
 				progress(total, total)
 			}
 			return cp, nil
