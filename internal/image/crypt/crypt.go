@@ -154,6 +154,7 @@ func encrypt(c *xtsCipher, b []byte, first uint64) {
 // and word-wide XORs, which make it several times faster.
 type xtsCipher struct {
 	k1, k2 cipher.Block
+	rk1    [15][16]byte // k1's round keys, for encryptBlocks8
 	ref    *xts.Cipher
 }
 
@@ -191,9 +192,13 @@ func (c *xtsCipher) encryptSector(b []byte, n uint64) {
 	for i := range tw {
 		w[i] ^= tw[i]
 	}
-	for i := 0; i < SectorSize; i += 16 {
-		blk := b[i : i+16 : i+16]
-		c.k1.Encrypt(blk, blk)
+	if haveBlocks8 {
+		encryptBlocks8(&c.rk1, &b[0], SectorSize/16)
+	} else {
+		for i := 0; i < SectorSize; i += 16 {
+			blk := b[i : i+16 : i+16]
+			c.k1.Encrypt(blk, blk)
+		}
 	}
 	for i := range tw {
 		w[i] ^= tw[i]
@@ -218,7 +223,7 @@ func newCipher(key []byte) (*xtsCipher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &xtsCipher{k1: k1, k2: k2, ref: ref}, nil
+	return &xtsCipher{k1: k1, k2: k2, rk1: expandKey256(key[:KeySize/2]), ref: ref}, nil
 }
 
 // Table returns the dm-crypt table of an encrypted payload: the target

@@ -133,3 +133,32 @@ func BenchmarkEncrypt(b *testing.B) {
 		Encrypt(key, buf, uint64(i))
 	}
 }
+
+// TestEncryptBlocks8 compares the interleaved AES-256 (and its key
+// schedule) with crypto/aes on random keys and blocks.
+func TestEncryptBlocks8(t *testing.T) {
+	if !haveBlocks8 {
+		t.Skip("no AES-NI here")
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for n := 0; n < 20; n++ {
+		key := make([]byte, 32)
+		b := make([]byte, 16*8*(1+n%5))
+		for i := range key {
+			key[i] = byte(rng.Uint32())
+		}
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		want := bytes.Clone(b)
+		blk, _ := aes.NewCipher(key)
+		for i := 0; i < len(want); i += 16 {
+			blk.Encrypt(want[i:i+16], want[i:i+16])
+		}
+		rk := expandKey256(key)
+		encryptBlocks8(&rk, &b[0], len(b)/16)
+		if !bytes.Equal(b, want) {
+			t.Fatalf("key %x: interleaved AES differs from crypto/aes", key)
+		}
+	}
+}
