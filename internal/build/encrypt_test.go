@@ -48,6 +48,12 @@ func TestPayloadKey(t *testing.T) {
 	if err != nil || string(k1) != string(k2) {
 		t.Fatalf("second build: %v, same key %v", err, string(k1) == string(k2))
 	}
+	// A key file others may read is refused.
+	os.Chmod(secret.Path(dir, "acme/models/llm"), 0o644)
+	if _, err := keyPipeline(dir, img, true).payloadKey(encModel); err == nil || !strings.Contains(err.Error(), "run chmod 600") {
+		t.Fatalf("key file mode 0644: %v", err)
+	}
+	os.Chmod(secret.Path(dir, "acme/models/llm"), 0o600)
 	// An image the file does not allow is refused at build time: the
 	// broker would never release the key to it.
 	if _, err := keyPipeline(dir, manifest.Image{Name: "other", Version: "1.4.2"}, true).payloadKey(encModel); err == nil || !strings.Contains(err.Error(), "would never release") {
