@@ -134,6 +134,13 @@ func TestBuildEncryptedDevImage(t *testing.T) {
 		t.Fatalf("searched only %d output files", n)
 	}
 
+	r = run(t, runInspect, out)
+	if r.code != cli.ExitOK || !strings.Contains(r.stdout, "encrypted aes-xts-plain64, 512-bit key tdforge/dev/model from the key broker") ||
+		!strings.Contains(r.stdout, "broker    https://10.0.2.2:8444 (TLS pin sha256:2aad06e1") {
+		t.Errorf("inspect: %+v", r)
+	}
+	check("inspect output", []byte(r.stdout))
+
 	pf, err := os.Open(filepath.Join(out, imagedir.Policy))
 	if err != nil {
 		t.Fatal(err)
