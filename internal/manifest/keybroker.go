@@ -54,10 +54,22 @@ func (l *loader) decodeEncryption(b *block) *Encryption {
 	return e
 }
 
-// checkEncryption requires a key_broker block when a payload is encrypted.
+// checkEncryption requires a key_broker block when a payload is encrypted,
+// and a key per payload: with one key, equal plaintext sectors at the same
+// index of two payloads would give equal ciphertext (XTS tweaks restart at
+// sector 0 in each).
 func (l *loader) checkEncryption(m *Manifest) {
+	keys := map[string]string{}
 	for _, p := range m.Payloads {
-		if p.Encryption != nil && m.KeyBroker == nil {
+		if p.Encryption == nil {
+			continue
+		}
+		if other, ok := keys[p.Encryption.Key]; ok && p.Encryption.Key != "" {
+			l.diags.add(errorf(rangePtr(p.Encryption.Range), "Key shared by two payloads",
+				"payloads %q and %q are both encrypted with key %q; give each payload its own key resource (e.g. %q).", other, p.Name, p.Encryption.Key, p.Encryption.Key+"-"+p.Name))
+		}
+		keys[p.Encryption.Key] = p.Name
+		if m.KeyBroker == nil {
 			l.diags.add(errorf(rangePtr(p.Encryption.Range), "Encrypted payload without a key broker",
 				"payload %q is encrypted, so the guest must fetch its key from a key broker; add a key_broker block with url and ca_sha256 (docs/manifest.md).", p.Name))
 		}

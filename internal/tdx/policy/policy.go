@@ -305,6 +305,7 @@ func (p *Policy) Validate() error {
 	}
 	payloads := map[string]bool{}
 	parts := map[int]bool{}
+	resources := map[string]string{} // key resource -> payload
 	for i, pl := range p.Payloads {
 		if err := checkName("payload", i, pl.Name, payloads); err != nil {
 			return errf("%w", err)
@@ -341,6 +342,10 @@ func (p *Policy) Validate() error {
 			if p.KeyBroker == nil {
 				return errf("payload %q is encrypted but the policy names no key_broker", pl.Name)
 			}
+			if other, ok := resources[pl.Encryption.Resource]; ok {
+				return errf("payloads %q and %q share the key %s; each needs its own", other, pl.Name, pl.Encryption.Resource)
+			}
+			resources[pl.Encryption.Resource] = pl.Name
 			if pl.DataSize%EncryptionSectorSize != 0 {
 				return errf("payload %q: data_size %d is not a multiple of the %d-byte encryption sector", pl.Name, pl.DataSize, EncryptionSectorSize)
 			}

@@ -108,6 +108,11 @@ func TestValidateRejects(t *testing.T) {
 		{"broker pin", func(p *Policy) { encrypt(p); p.KeyBroker.CASHA256 = strings.Repeat("AB", 32) }, "ca_sha256"},
 		{"cipher", func(p *Policy) { encrypt(p); p.Payloads[0].Encryption.Cipher = "aes-cbc-essiv:sha256" }, "encryption must be aes-xts-plain64"},
 		{"512-byte IV sectors", func(p *Policy) { encrypt(p); p.Payloads[0].Encryption.IVLargeSectors = false }, "iv_large_sectors true"},
+		{"shared key", func(p *Policy) {
+			encrypt(p)
+			p.Payloads = append(p.Payloads, p.Payloads[0])
+			p.Payloads[1].Name, p.Payloads[1].Partition = "model2", 2
+		}, "share the key"},
 		{"resource id", func(p *Policy) { encrypt(p); p.Payloads[0].Encryption.Resource = "../etc/passwd" }, "<repo>/<type>/<tag>"},
 	} {
 		p := validPolicy()
