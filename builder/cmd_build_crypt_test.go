@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/internal/image/crypt"
+	"github.com/tdforge/tdforge/internal/image/gptdisk"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/ollama/gguf"
@@ -24,7 +26,8 @@ import (
 //     measure reports the model missing; with it, measure agrees;
 //   - no 128-byte run of the GGUF's tensor data appears anywhere in
 //     disk.raw (every 64-byte aligned window of it is searched for at every
-//     disk offset);
+//     disk offset), while the model partition decrypted with the dev key
+//     holds it;
 //   - the key appears in no output file, the build log or the command's
 //     output, raw, hex or base64;
 //   - the boot policy names the key broker and the payload's encryption.
@@ -95,6 +98,24 @@ func TestBuildEncryptedDevImage(t *testing.T) {
 		if o, ok := windows[string(disk[d:d+64])]; ok {
 			t.Fatalf("disk.raw holds the model's tensor data in plaintext: disk offset %d = tensor bytes at %d", d, o)
 		}
+	}
+
+	// Yet decrypting the model partition's data area with the dev key
+	// gives an image holding the whole model.
+	layout, err := gptdisk.ReadLayout(filepath.Join(out, imagedir.Payloads))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp, ok := layout.Partition("model")
+	if !ok || !mp.Encrypted {
+		t.Fatalf("model partition %+v", mp)
+	}
+	img := bytes.Clone(disk[mp.StartLBA*512 : mp.StartLBA*512+mp.DataSize])
+	if err := crypt.Decrypt(key, img, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(img, model.Bytes()[model.Len()-400<<10:]) {
+		t.Fatal("the decrypted model partition does not hold the model's tensor data")
 	}
 
 	// The key nowhere.
