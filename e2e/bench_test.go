@@ -80,7 +80,7 @@ func buildWithWeights(b *testing.B, dir string, size int64) string {
 	m := filepath.Join(dir, fmt.Sprintf("weights-%d.hcl", size))
 	os.WriteFile(m, []byte(s), 0o644)
 	out := filepath.Join(dir, fmt.Sprintf("img-%d", size))
-	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "-o", out, m)
+	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "--secrets", "manifests/dev-secrets", "-o", out, m)
 	cmd.Dir = repoRoot
 	if o, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("build with %d-byte weights: %v\n%s", size, err, o)

@@ -59,7 +59,7 @@ func run(m *testing.M) int {
 		}
 	}
 	devImage = filepath.Join(tmp, "dev")
-	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "-o", devImage, "manifests/dev.hcl")
+	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "--secrets", "manifests/dev-secrets", "-o", devImage, "manifests/dev.hcl")
 	cmd.Dir = repoRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: building the dev image: %v\n%s", err, out)

@@ -178,7 +178,7 @@ func TestSwapModel(t *testing.T) {
 	mdir := t.TempDir()
 	os.WriteFile(filepath.Join(mdir, "other.hcl"), []byte(s), 0o644)
 	other := filepath.Join(t.TempDir(), "other")
-	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "-o", other, filepath.Join(mdir, "other.hcl"))
+	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "--secrets", "manifests/dev-secrets", "-o", other, filepath.Join(mdir, "other.hcl"))
 	cmd.Dir = repoRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the other model: %v\n%s", err, out)

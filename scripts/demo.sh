@@ -24,7 +24,7 @@ cleanup() {
 trap cleanup EXIT
 
 step "1/8 Build manifests/dev.hcl (Ollama from source, tiny model, web UI, simulated TDX)"
-bin/builder build -o "$IMG" manifests/dev.hcl
+bin/builder build --secrets manifests/dev-secrets -o "$IMG" manifests/dev.hcl
 
 step "2/8 Reference values (what the verifier will demand)"
 bin/builder inspect "$IMG"

@@ -29,6 +29,7 @@ type goal struct {
 var goals = []goal{
 	{"BenchmarkBuild2GiB", "x_vs_mkfs.erofs+veritysetup", 1.0, 0, "<= 1.0x mkfs.erofs + veritysetup format"},
 	{"BenchmarkPeakRSS2GiB", "peak_RSS_MiB", 256, 0, "<= 256 MiB"},
+	{"BenchmarkEncryptedBuild2GiB", "x_throughput_vs_unencrypted", 0, 0.8, ">= 0.8x the unencrypted build's throughput"},
 	{"BenchmarkTokensPerSecond", "agent/direct", 0, 0.98, ">= 0.98 of direct Ollama"},
 	{"BenchmarkAddedLatency", "added-p50-ms", 1, 0, "p50 <= 1 ms"},
 	{"BenchmarkAgentRSS64Streams", "VmHWM-MiB", 64, 0, "<= 64 MiB"},
