@@ -15,8 +15,9 @@ import (
 	"time"
 )
 
-// BenchmarkBootPhases boots the dev image and reports initd's phase times
-// (kernel, modules, verity, network, services) and QEMU start to ready.
+// BenchmarkBootPhases boots the dev image (beside the dev key broker) and
+// reports initd's phase times (kernel, modules, verity, network, unlock:
+// the time key release adds, services) and QEMU start to ready.
 func BenchmarkBootPhases(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
