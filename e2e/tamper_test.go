@@ -238,9 +238,11 @@ func TestSwapModel(t *testing.T) {
 
 	// Wrong image: the other image's TD asks for the same resource from a
 	// broker that knows only the dev image, and is refused.
+	// Its initrd (boot policy) differs in size too, so RTMR1 (the kernel
+	// with QEMU's setup-header patch) is the first register that differs.
 	w := boot(t, other, bootOpts{refs: filepath.Join(devImage, "reference-values.json")})
-	wantLocked(t, w, "broker refused: RTMR2 mismatch")
-	wantBrokerRefused(t, w, "RTMR2")
+	wantLocked(t, w, "broker refused: RTMR1 mismatch")
+	wantBrokerRefused(t, w, "RTMR1")
 }
 
 // TestHostChangesACPI boots the image with one more device than the platform
