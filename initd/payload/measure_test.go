@@ -207,7 +207,10 @@ func (f *fakeUnlocker) Unlock(_ context.Context, pl policy.Payload, vdev string,
 	return "/dev/mapper/" + pl.Name + "-crypt", nil
 }
 
-func (f *fakeUnlocker) Lock(pl policy.Payload) error { f.locked = append(f.locked, pl.Name); return nil }
+func (f *fakeUnlocker) Lock(pl policy.Payload) error {
+	f.locked = append(f.locked, pl.Name)
+	return nil
+}
 
 func encryptedPolicy(t *testing.T) *policy.Policy {
 	p := testPolicy(t, t.TempDir())
