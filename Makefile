@@ -5,6 +5,8 @@ export GOFLAGS := -buildvcs=false
 export GOTOOLCHAIN := local
 BIN         := bin
 DEV_IMAGE   := images/dev
+# The fixed, public DEV key of the dev image's encrypted model (manifests/dev-secrets/README.md).
+DEV_SECRETS ?= manifests/dev-secrets
 PROGRAMS    := builder initd agent verifier
 FUZZTIME    ?= 10s
 # goimports at a pinned version (fetched through the Go module proxy once).
@@ -30,7 +32,7 @@ build:
 
 ## image: build the dev image (manifests/dev.hcl) into images/dev
 image: build
-	$(BIN)/builder build -o $(DEV_IMAGE) manifests/dev.hcl
+	$(BIN)/builder build --secrets $(DEV_SECRETS) -o $(DEV_IMAGE) manifests/dev.hcl
 
 ## test: deps, then every Go test (unit, cross-checks, QEMU integration), fuzz smoke and the reference-values gate
 test: deps build
@@ -53,12 +55,12 @@ bench: deps build
 
 ## reference-values: regenerate the committed reference values (and their exports) from manifests/
 reference-values: build
-	$(BIN)/builder build -o $(DEV_IMAGE) manifests/dev.hcl
+	$(BIN)/builder build --secrets $(DEV_SECRETS) -o $(DEV_IMAGE) manifests/dev.hcl
 	@bash scripts/refvalues.sh $(DEV_IMAGE) reference-values
 
 ## check-reference-values: rebuild manifests/dev.hcl and fail if the committed values differ
 check-reference-values: build
-	$(BIN)/builder build -o $(DEV_IMAGE) manifests/dev.hcl
+	$(BIN)/builder build --secrets $(DEV_SECRETS) -o $(DEV_IMAGE) manifests/dev.hcl
 	@rm -rf images/refcheck && mkdir -p images/refcheck
 	@bash scripts/refvalues.sh $(DEV_IMAGE) images/refcheck
 	@if ! diff -ru reference-values images/refcheck; then \

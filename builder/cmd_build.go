@@ -26,7 +26,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	updateLock := fs.Bool("update-lock", false, "accept changed local inputs and rewrite MANIFEST.lock.hcl")
 	asJSON := fs.Bool("json", false, "print build.json and the registers as JSON")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: builder build -o DIR [-var k=v]... [-var-file F]... [-update-lock] [--json] [--verbose] MANIFEST\n\n"+
+		fmt.Fprintf(stderr, "Usage: builder build -o DIR [--secrets DIR] [-var k=v]... [-var-file F]... [-update-lock] [--json] [--verbose] MANIFEST\n\n"+
 			"The tools' own output goes to DIR.build.log, shown when the build fails.\n\n")
 		fs.PrintDefaults()
 	}

@@ -25,6 +25,7 @@ type inspectOutput struct {
 	Artifacts map[string]string   `json:"artifacts"`
 	DiskGUID  string              `json:"disk_guid,omitempty"`
 	Payloads  []inspectPartition  `json:"payloads"`
+	KeyBroker *policy.KeyBroker   `json:"key_broker,omitempty"`
 	Services  []policy.Service    `json:"services"`
 	Registers refvalues.Registers `json:"registers"`
 	Reasons   map[string]string   `json:"reasons,omitempty"`
@@ -40,6 +41,9 @@ type inspectPartition struct {
 	HashOffset     uint64 `json:"hash_offset"`
 	VerityRootHash string `json:"verity_root_hash"`
 	Salt           string `json:"salt"`
+	// Encryption is the boot policy's: cipher parameters and the key's
+	// resource id at the broker (never the key).
+	Encryption *policy.Encryption `json:"encryption,omitempty"`
 }
 
 func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -72,6 +76,12 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	for _, p := range out.Payloads {
 		fmt.Fprintf(stdout, "payload   #%d %-10s data %d B, hash at %d, root %s\n", p.Partition, p.Name, p.DataSize, p.HashOffset, p.VerityRootHash)
+		if e := p.Encryption; e != nil {
+			fmt.Fprintf(stdout, "          %-13s encrypted %s, %d-bit key %s from the key broker\n", "", e.Cipher, e.KeyBits, e.Resource)
+		}
+	}
+	if kb := out.KeyBroker; kb != nil {
+		fmt.Fprintf(stdout, "broker    %s (TLS pin sha256:%s)\n", kb.URL, kb.CASHA256)
 	}
 	for _, s := range out.Services {
 		fmt.Fprintf(stdout, "service   %-10s %s (uid %d, needs %v)\n", s.Name, s.Command, s.UID, s.Payloads)
@@ -115,6 +125,14 @@ func inspect(dir string) (*inspectOutput, error) {
 		return nil, err
 	}
 	out.Services = pol.Services
+	out.KeyBroker = pol.KeyBroker
+	for i := range out.Payloads {
+		for _, pp := range pol.Payloads {
+			if pp.Name == out.Payloads[i].Name {
+				out.Payloads[i].Encryption = pp.Encryption
+			}
+		}
+	}
 	ref, err := refvalues.ReadFile(filepath.Join(dir, imagedir.ReferenceValues))
 	if err != nil {
 		return nil, err

@@ -51,7 +51,7 @@ func runMeasureManifest(ctx context.Context, args []string, stdout, stderr io.Wr
 	asJSON := fs.Bool("json", false, "print JSON: mrtd, rtmr0..3 (null when unknown), reasons, platform, events")
 	explain := fs.Bool("explain", false, "print the events behind each register")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: builder measure [-var k=v]... [-var-file F]... [--json] [--explain] [--verbose] MANIFEST\n       builder measure --firmware F [--kernel K --initrd I --cmdline C --memory 2G --cpus 2 --platform P] (raw mode)\n\n")
+		fmt.Fprintf(stderr, "Usage: builder measure [--secrets DIR] [-var k=v]... [-var-file F]... [--json] [--explain] [--verbose] MANIFEST\n       builder measure --firmware F [--kernel K --initrd I --cmdline C --memory 2G --cpus 2 --platform P] (raw mode)\n\n")
 		fs.PrintDefaults()
 	}
 	if code, ok := cli.ParseArgs(fs, args, 1); !ok {

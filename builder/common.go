@@ -28,6 +28,7 @@ type pipelineFlags struct {
 	cacheDir *string
 	repo     *string
 	verbose  *bool
+	secrets  *string
 }
 
 func (f *pipelineFlags) register(fs *flag.FlagSet) {
@@ -35,6 +36,7 @@ func (f *pipelineFlags) register(fs *flag.FlagSet) {
 	f.cacheDir = fs.String("cache", "", "input cache directory (default $TDFORGE_CACHE, $XDG_CACHE_HOME/tdforge or ~/.cache/tdforge)")
 	f.repo = fs.String("repo", "", "tdforge source tree to build initd and agent from (default: found from the manifest or the working directory)")
 	f.verbose = fs.Bool("verbose", false, "also show the tools' output (compilers, downloads) that goes to the build log")
+	f.secrets = fs.String("secrets", "", "directory of key-broker resource files DIR/<repo>/<type>/<tag> holding the keys of encrypted payloads (build creates missing ones, mode 0600); verifier serve --resources reads the same directory")
 }
 
 // pipeline is a loaded manifest ready to run: its plan and the run's
@@ -75,7 +77,7 @@ func (f *pipelineFlags) open(cmd, path, logPath string, allowUnknown, quiet bool
 	if err != nil {
 		return nil, fail(stderr, cmd, err)
 	}
-	p := &pipeline{m: m, plan: plan, log: log, opts: build.Options{Cache: c, RepoRoot: root, Log: log}}
+	p := &pipeline{m: m, plan: plan, log: log, opts: build.Options{Cache: c, RepoRoot: root, Log: log, Secrets: *f.secrets}}
 	if !quiet {
 		p.opts.OnStep = stepPrinter(stderr)
 		p.opts.Progress = progress.New(stderr)

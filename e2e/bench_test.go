@@ -15,8 +15,9 @@ import (
 	"time"
 )
 
-// BenchmarkBootPhases boots the dev image and reports initd's phase times
-// (kernel, modules, verity, network, services) and QEMU start to ready.
+// BenchmarkBootPhases boots the dev image (beside the dev key broker) and
+// reports initd's phase times (kernel, modules, verity, network, unlock:
+// the time key release adds, services) and QEMU start to ready.
 func BenchmarkBootPhases(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
@@ -80,7 +81,7 @@ func buildWithWeights(b *testing.B, dir string, size int64) string {
 	m := filepath.Join(dir, fmt.Sprintf("weights-%d.hcl", size))
 	os.WriteFile(m, []byte(s), 0o644)
 	out := filepath.Join(dir, fmt.Sprintf("img-%d", size))
-	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "-o", out, m)
+	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "--secrets", "manifests/dev-secrets", "-o", out, m)
 	cmd.Dir = repoRoot
 	if o, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("build with %d-byte weights: %v\n%s", size, err, o)

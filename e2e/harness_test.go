@@ -59,7 +59,7 @@ func run(m *testing.M) int {
 		}
 	}
 	devImage = filepath.Join(tmp, "dev")
-	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "-o", devImage, "manifests/dev.hcl")
+	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "--secrets", "manifests/dev-secrets", "-o", devImage, "manifests/dev.hcl")
 	cmd.Dir = repoRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: building the dev image: %v\n%s", err, out)
@@ -82,6 +82,8 @@ type vm struct {
 	// launch --simulate` writes next to its --pidfile: each launch makes a
 	// fresh simulator PKI, so this is the only root its quotes chain to.
 	simRoot string
+	// broker is the dev key broker started for this boot (nil: none).
+	broker *brokerProc
 }
 
 type bootOpts struct {
@@ -90,6 +92,12 @@ type bootOpts struct {
 	debug   bool
 	wait    time.Duration
 	device  string // an extra QEMU -device (changes the VM's ACPI tables)
+	// noBroker boots without the dev key broker (started by default, once
+	// the launch wrote its simulator root, while initd retries).
+	noBroker bool
+	// refs is the reference values the broker appraises against (default:
+	// the booted image's own reference-values.json).
+	refs string
 }
 
 // boot launches image dir with builder launch --simulate --detach and waits
@@ -129,6 +137,13 @@ func boot(t testing.TB, dir string, o bootOpts) *vm {
 	}
 	if !bytes.Contains(out, []byte("simulator root certificate for verifier --sim-root: "+v.simRoot+"\n")) {
 		t.Fatalf("builder launch did not name the launch's simulator root %s:\n%s", v.simRoot, out)
+	}
+	if !o.noBroker {
+		refs := o.refs
+		if refs == "" {
+			refs = filepath.Join(dir, "reference-values.json")
+		}
+		v.broker = startBroker(t, v.simRoot, refs)
 	}
 	wait := o.wait
 	if wait == 0 {

@@ -48,7 +48,7 @@ func TestReproducibleBuild(t *testing.T) {
 	gomodcache, _ := exec.Command("go", "env", "GOMODCACHE").Output()
 	script := `umask 077 && exec "$@"`
 	cmd := exec.Command("bash", "-c", script, "bash", faketime, "-f", "+1900d",
-		filepath.Join(binDir, "builder"), "build", "-o", out, "manifests/dev.hcl")
+		filepath.Join(binDir, "builder"), "build", "--secrets", "manifests/dev-secrets", "-o", out, "manifests/dev.hcl")
 	cmd.Dir = src
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + home, "TZ=Pacific/Kiritimati", "LANG=C",

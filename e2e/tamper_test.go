@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tdforge/tdforge/internal/image/crypt"
+	"github.com/tdforge/tdforge/internal/inputs/secret"
 )
 
 type partition struct {
@@ -66,8 +69,9 @@ func mismatch(r *verifierResult, register, what string) bool {
 	return false
 }
 
-// TestTamperModelData flips one byte of the model's weights on the payload
-// disk: dm-verity turns the read into an I/O error, the chat fails with a
+// TestTamperModelData flips one byte of the model's encrypted weights on
+// the payload disk: dm-verity (under dm-crypt) turns the read into an I/O
+// error, so no garbage plaintext reaches Ollama, the chat fails with a
 // clear error, and nothing serves wrong weights. The image itself still
 // verifies (the host changed data, not what was measured).
 func TestTamperModelData(t *testing.T) {
@@ -83,9 +87,18 @@ func TestTamperModelData(t *testing.T) {
 	if _, err := f.ReadAt(data, start); err != nil {
 		t.Fatal(err)
 	}
+	// The data area is ciphertext: find the GGUF in its plaintext (the
+	// public dev key) and flip the ciphertext byte there.
+	res, err := secret.Load(filepath.Join(repoRoot, "manifests", "dev-secrets"), "tdforge/dev/model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crypt.Decrypt(res.Value, data, 0); err != nil {
+		t.Fatal(err)
+	}
 	i := bytes.Index(data, []byte("GGUF"))
 	if i < 0 {
-		t.Fatal("no GGUF blob in the model partition")
+		t.Fatal("no GGUF blob in the decrypted model partition")
 	}
 	off := start + int64(i) + 64*1024 // past the GGUF header, inside the tensors
 	b := []byte{0}
@@ -152,6 +165,19 @@ func TestTamperInitrd(t *testing.T) {
 	}
 	v := boot(t, img, bootOpts{})
 	wantRejected(t, v, filepath.Join(devImage, "reference-values.json"), "tampered initrd", "RTMR2", "initrd")
+	// The broker refused the key, naming the first register that differs:
+	// RTMR1, as QEMU patches the initrd's new size into the kernel's setup
+	// header (RTMR1 measures that kernel). The model stays locked.
+	wantLocked(t, v, "broker refused: RTMR1 mismatch")
+	wantBrokerRefused(t, v, "RTMR1")
+}
+
+// wantBrokerRefused checks the broker's log names the refusal and register.
+func wantBrokerRefused(t *testing.T, v *vm, register string) {
+	t.Helper()
+	if log := v.broker.text(); !strings.Contains(log, "refused: "+register+": ") || strings.Contains(log, "released") {
+		t.Errorf("the broker's log does not name a refusal for %s:\n%s", register, log)
+	}
 }
 
 // TestTamperCmdline boots with a different kernel command line: RTMR2
@@ -160,11 +186,14 @@ func TestTamperCmdline(t *testing.T) {
 	cl, _ := os.ReadFile(filepath.Join(devImage, "cmdline.txt"))
 	v := boot(t, devImage, bootOpts{cmdline: strings.TrimSpace(string(cl)) + " init_on_free=0"})
 	wantRejected(t, v, "", "changed cmdline", "RTMR2", "cmdline")
+	wantLocked(t, v, "broker refused: RTMR2 mismatch")
+	wantBrokerRefused(t, v, "RTMR2")
 }
 
 // TestSwapModel replaces the model partition with another valid model (a
 // rebuild with a different tiny model) in the same slot: RTMR3 mismatch
-// naming payload:model.
+// naming payload:model. The other image itself, booted against a broker
+// that knows only the dev image, gets no key.
 func TestSwapModel(t *testing.T) {
 	src, err := os.ReadFile(filepath.Join(repoRoot, "manifests", "dev.hcl"))
 	if err != nil {
@@ -178,7 +207,7 @@ func TestSwapModel(t *testing.T) {
 	mdir := t.TempDir()
 	os.WriteFile(filepath.Join(mdir, "other.hcl"), []byte(s), 0o644)
 	other := filepath.Join(t.TempDir(), "other")
-	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "-o", other, filepath.Join(mdir, "other.hcl"))
+	cmd := exec.Command(filepath.Join(binDir, "builder"), "build", "--secrets", "manifests/dev-secrets", "-o", other, filepath.Join(mdir, "other.hcl"))
 	cmd.Dir = repoRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the other model: %v\n%s", err, out)
@@ -205,6 +234,15 @@ func TestSwapModel(t *testing.T) {
 			t.Errorf("console lacks %q:\n%s", want, v.tail())
 		}
 	}
+	v.kill()
+
+	// Wrong image: the other image's TD asks for the same resource from a
+	// broker that knows only the dev image, and is refused.
+	// Its initrd (boot policy) differs in size too, so RTMR1 (the kernel
+	// with QEMU's setup-header patch) is the first register that differs.
+	w := boot(t, other, bootOpts{refs: filepath.Join(devImage, "reference-values.json")})
+	wantLocked(t, w, "broker refused: RTMR1 mismatch")
+	wantBrokerRefused(t, w, "RTMR1")
 }
 
 // TestHostChangesACPI boots the image with one more device than the platform

@@ -1,12 +1,15 @@
 // Command initd is the measured PID 1 of a tdforge guest. It mounts the
 // pseudo filesystems, reads the boot policy, loads kernel modules, sets up
 // and mounts every dm-verity payload while extending RTMR3 with one event
-// each plus the runtime config event, configures the network and then
-// starts and supervises exactly the services the policy names. It never
-// runs anything else. See docs/initd.md.
+// each plus the runtime config event, configures the network, opens the
+// encrypted payloads with keys from the policy's key broker (initd/unlock;
+// one that stays locked gets a payload-locked event) and then starts and
+// supervises exactly the services the policy names. It never runs anything
+// else. See docs/initd.md.
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -30,6 +33,7 @@ import (
 	"github.com/tdforge/tdforge/initd/quoted"
 	"github.com/tdforge/tdforge/initd/rootfs"
 	"github.com/tdforge/tdforge/initd/supervise"
+	"github.com/tdforge/tdforge/initd/unlock"
 	"github.com/tdforge/tdforge/internal/guest/dmverity"
 	"github.com/tdforge/tdforge/internal/guest/fwcfg"
 	"github.com/tdforge/tdforge/internal/guest/rtmr"
@@ -136,7 +140,16 @@ func main() {
 	}
 	phase("network", time.Since(start))
 
-	startQuoting(p.TDX.Simulate, agentUID, agentGID)
+	prov, provErr := startQuoting(p.TDX.Simulate, agentUID, agentGID)
+
+	if len(res.Pending) > 0 {
+		start = time.Now()
+		if err := pass.Open(context.Background(), res, newUnlocker(p, prov, provErr)); err != nil {
+			fatal(res, err)
+		}
+		logf("rtmr3 %x", res.RTMR3)
+		phase("unlock", time.Since(start))
+	}
 
 	start = time.Now()
 	sup, err := startServices(p, res, agentGID)
@@ -158,7 +171,9 @@ func main() {
 // too) and serves it to the agent's uid on quote.DefaultSocket
 // (initd/quoted). It also republishes the firmware's CCEL, root-only under
 // /sys/firmware/acpi/tables, for the agent's group, or why there is none.
-func startQuoting(simulate bool, agentUID, agentGID int) {
+// It returns the quote backend (or why there is none) for initd's own
+// quotes (the key broker's).
+func startQuoting(simulate bool, agentUID, agentGID int) (quote.Provider, error) {
 	sources := []quoted.CCELSource{quoted.ACPISource(quoted.DefaultACPITables)}
 	if simulate {
 		sources = append(sources, quoted.CCELSource{Table: filepath.Join(sim.Dir, sim.CCELTableFile), Log: filepath.Join(sim.Dir, sim.CCELFile)})
@@ -168,19 +183,19 @@ func startQuoting(simulate bool, agentUID, agentGID int) {
 	} else if absent != "" {
 		logf("CCEL absent: %s", absent)
 	}
-	if agentUID < 0 {
-		logf("quoting socket not started: the policy has no %q service", AgentService)
-		return
-	}
 	prov, openErr := quote.Open(simulate)
-	srv := &quoted.Server{Provider: prov, OpenErr: openErr, UID: agentUID, Logf: logf}
 	if openErr != nil {
 		logf("quote backend FAILED: %v", openErr)
 	}
+	if agentUID < 0 {
+		logf("quoting socket not started: the policy has no %q service", AgentService)
+		return prov, openErr
+	}
+	srv := &quoted.Server{Provider: prov, OpenErr: openErr, UID: agentUID, Logf: logf}
 	ln, err := quoted.Listen(quote.DefaultSocket, agentGID)
 	if err != nil {
 		logf("quoting socket FAILED: %v", err)
-		return
+		return prov, openErr
 	}
 	if prov != nil {
 		logf("quoting via %s on %s for uid %d", prov.Name(), quote.DefaultSocket, agentUID)
@@ -190,6 +205,24 @@ func startQuoting(simulate bool, agentUID, agentGID int) {
 			logf("quoting socket stopped: %v", err)
 		}
 	}()
+	return prov, openErr
+}
+
+// newUnlocker asks the policy's key broker for payload keys, quoting with
+// prov. It runs before any service starts, so no agent quote competes.
+func newUnlocker(p *policy.Policy, prov quote.Provider, provErr error) payload.Unlocker {
+	if p.KeyBroker == nil {
+		return nil // validation forbids this; Open then locks every encrypted payload
+	}
+	return &unlock.Unlocker{
+		Broker: *p.KeyBroker, CCELDir: quoted.DefaultCCELDir, Logf: logf,
+		Quote: func(rd [64]byte) ([]byte, error) {
+			if prov == nil {
+				return nil, fmt.Errorf("no quote backend: %v", provErr)
+			}
+			return prov.Quote(rd)
+		},
+	}
 }
 
 func loadModules(mods []string) {
@@ -251,7 +284,7 @@ func startServices(p *policy.Policy, res *payload.Result, agentGID int) (*superv
 			}
 		}
 		if len(missing) > 0 {
-			logf("service %s NOT started: payload(s) %s failed", s.Name, strings.Join(missing, ", "))
+			logf("service %s NOT started: payload(s) %s failed or locked", s.Name, strings.Join(missing, ", "))
 			continue
 		}
 		specs = append(specs, supervise.Spec{

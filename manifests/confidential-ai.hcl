@@ -96,6 +96,22 @@ payload "ollama" {
   }
 }
 
+# Encrypting the model: uncomment the key_broker block and the model's
+# encryption block, run a key broker the TD reaches (verifier serve
+# --resources DIR, or Trustee's KBS) and build with --secrets DIR. The first
+# build creates DIR/<owner>/models/deepseek-r1-7b with a fresh random key
+# (mode 0600) that only this image's reference values may receive; keep it
+# and the reference values together. It stays commented here because the
+# published reference values must be reproducible by anyone from this
+# repository, and an encrypted payload's root hash depends on its owner's
+# secret key. Add "dm-crypt", "xts" and "aesni_intel" to kernel.modules too.
+# docs/data-path.md explains the chain.
+#
+# key_broker {
+#   url       = "https://kbs.example.internal:8444"
+#   ca_sha256 = "<sha256 of the DER of the broker's certificate or its CA>"
+# }
+
 # deepseek-r1:7b as published in the first half of 2025 (manifest digest
 # 0a8c266910232fd3291e71e5ba1e058cc5af9d411192cf88b6d30e92b6e73163).
 payload "model" {
@@ -120,6 +136,9 @@ payload "model" {
     }
   }
   verity_root_hash = var.model_root_hash
+  # encryption {
+  #   key = "<owner>/models/deepseek-r1-7b" # the broker's resource id
+  # }
 }
 
 payload "webui" {

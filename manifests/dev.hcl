@@ -3,7 +3,12 @@
 # for local testing. Never deploy a dev image: its attestation is simulated.
 #
 #   builder validate manifests/dev.hcl
-#   builder build -o images/dev manifests/dev.hcl
+#   builder build --secrets manifests/dev-secrets -o images/dev manifests/dev.hcl
+#
+# The model payload is encrypted with the fixed, public DEV key in
+# manifests/dev-secrets (only a dev image may use it); the guest fetches it
+# from the dev key broker, `verifier serve --resources manifests/dev-secrets`
+# with the DEV TLS files in deploy/dev-broker.
 
 image {
   name              = "tdforge-dev"
@@ -41,7 +46,9 @@ kernel {
   sha256 = "391d229a7c641821b7414d001c090043d977e11daf865362d36ea832ccf0dd69" # extracted vmlinuz
   # button + evdev deliver the ACPI power button (clean shutdown via QMP
   # system_powerdown).
-  modules = ["virtio_blk", "virtio_net", "dm-verity", "erofs", "qemu_fw_cfg", "button", "evdev"]
+  # dm-crypt and xts open the encrypted model (aes-xts-plain64; AES and
+  # ECB are built in).
+  modules = ["virtio_blk", "virtio_net", "dm-verity", "dm-crypt", "xts", "erofs", "qemu_fw_cfg", "button", "evdev"]
   cmdline = "console=ttyS0 panic=-1 quiet loglevel=4"
 }
 
@@ -74,6 +81,15 @@ payload "ollama" {
   }
 }
 
+# The key broker the guest asks for the model's key, as the guest reaches
+# the host under QEMU user networking. ca_sha256 pins the DEV certificate
+# deploy/dev-broker/tls.crt (its private key is public: dev only):
+#   openssl x509 -in deploy/dev-broker/tls.crt -outform DER | sha256sum
+key_broker {
+  url       = "https://10.0.2.2:8444"
+  ca_sha256 = "2aad06e1a3273f6bf713b5330b3953383d8cb1f0a4be054024c210144be3de48"
+}
+
 # A few hundred KB llama-architecture model with deterministic weights; with
 # temperature 0 and one thread its output is reproducible.
 payload "model" {
@@ -92,6 +108,12 @@ payload "model" {
       seed        = 1
       top_k       = 1
     }
+  }
+  # The payload lies on the disk encrypted (dm-crypt aes-xts-plain64 under
+  # dm-verity); its key is the broker's resource tdforge/dev/model, read
+  # from manifests/dev-secrets/tdforge/dev/model by builder build --secrets.
+  encryption {
+    key = "tdforge/dev/model"
   }
 }
 

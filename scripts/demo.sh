@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# make demo: build the dev image, boot it under the TDX simulator, verify it,
-# chat with it through the attested proxy, and shut it down. Leaves nothing
-# running.
+# make demo: build the dev image, boot it under the TDX simulator beside the
+# dev key broker (which releases the encrypted model's key to the attested
+# TD), verify it, chat with it through the attested proxy, shut it down, then
+# boot it with a changed kernel command line and show the broker refusing
+# the key. Leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,12 +12,16 @@ RUN=images/run
 AGENT_PORT=${AGENT_PORT:-18443}
 PROXY_PORT=${PROXY_PORT:-11435}
 SERVICE_PORT=${SERVICE_PORT:-18444}
+# The dev image's key broker is https://10.0.2.2:8444 (manifests/dev.hcl),
+# which QEMU user networking maps to the host's loopback: fixed port.
+BROKER_ADDR=127.0.0.1:8444
 mkdir -p "$RUN"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 T0=$(date +%s)
 
 cleanup() {
   [[ -n "${PROXY_PID:-}" ]] && kill "$PROXY_PID" 2>/dev/null || true
+  [[ -n "${BROKER_PID:-}" ]] && kill "$BROKER_PID" 2>/dev/null || true
   [[ -n "${SERVE_PID:-}" ]] && kill "$SERVE_PID" 2>/dev/null || true
   if [[ -f "$RUN/qemu.pid" ]] && kill -0 "$(cat "$RUN/qemu.pid")" 2>/dev/null; then
     bin/builder shutdown --qmp "$RUN/qmp.sock" --pidfile "$RUN/qemu.pid" --timeout 30s || true
@@ -23,14 +29,40 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "1/8 Build manifests/dev.hcl (Ollama from source, tiny model, web UI, simulated TDX)"
-bin/builder build -o "$IMG" manifests/dev.hcl
+# start_broker runs the dev key broker (verifier serve --resources) for the
+# next launch: the launch's simulator root only exists once launch starts,
+# so the broker waits for it in the background while initd retries.
+BRK="$RUN/broker"
+start_broker() {
+  stop_broker
+  rm -rf "$BRK" "$RUN/sim-root.pem"; mkdir -p "$BRK/refs"
+  cp "$IMG/reference-values.json" "$BRK/refs/dev.json"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$BRK/result-key.pem" 2>/dev/null
+  head -c 32 /dev/urandom >"$BRK/nonce-secret"
+  (
+    for _ in $(seq 1 600); do [[ -s "$RUN/sim-root.pem" ]] && break; sleep 0.1; done
+    exec bin/verifier serve --listen "$BROKER_ADDR" \
+      --tls-cert deploy/dev-broker/tls.crt --tls-key deploy/dev-broker/tls.key \
+      --resources manifests/dev-secrets --reference-dir "$BRK/refs" --dev \
+      --allow-simulated --sim-root "$RUN/sim-root.pem" \
+      --signing-key "$BRK/result-key.pem" --nonce-secret "$BRK/nonce-secret"
+  ) >"$RUN/broker.log" 2>&1 &
+  BROKER_PID=$!
+}
+stop_broker() {
+  if [[ -n "${BROKER_PID:-}" ]]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
+  BROKER_PID=
+}
 
-step "2/8 Reference values (what the verifier will demand)"
+step "1/9 Build manifests/dev.hcl (Ollama from source, tiny model, web UI, simulated TDX)"
+bin/builder build --secrets manifests/dev-secrets -o "$IMG" manifests/dev.hcl
+
+step "2/9 Reference values (what the verifier will demand)"
 bin/builder inspect "$IMG"
 
-step "3/8 Boot it: builder launch --simulate (QEMU TCG, console in $RUN/console.log)"
+step "3/9 Boot it beside the dev key broker on $BROKER_ADDR (QEMU TCG, console in $RUN/console.log)"
 rm -f "$RUN/console.log" "$RUN/qmp.sock"
+start_broker
 bin/builder launch --simulate --run --detach --port "$AGENT_PORT" \
   --serial "$RUN/console.log" --pidfile "$RUN/qemu.pid" --qmp "$RUN/qmp.sock" \
   --wait-ready 180s "$IMG"
@@ -38,12 +70,15 @@ bin/builder launch --simulate --run --detach --port "$AGENT_PORT" \
 # published, next to the pidfile. It is what the verifier trusts.
 SIM_ROOT="$RUN/sim-root.pem"
 grep -a "initd:" "$RUN/console.log" | tail -n 20 || true
+echo "The broker appraised the TD and released the model's key:"
+grep -a "kbs " "$RUN/broker.log" || true
+stop_broker
 
-step "4/8 Verify: verifier attest --allow-simulated"
+step "4/9 Verify: verifier attest --allow-simulated"
 bin/verifier attest --reference "$IMG/reference-values.json" \
   --allow-simulated --sim-root "$SIM_ROOT" "https://127.0.0.1:$AGENT_PORT"
 
-step "5/8 The same TD appraised by the attestation service (verifier serve on 127.0.0.1:$SERVICE_PORT)"
+step "5/9 The same TD appraised by the attestation service (verifier serve on 127.0.0.1:$SERVICE_PORT)"
 # A throwaway result-signing key and nonce secret in the run dir; plain
 # HTTP on loopback only (--insecure-http), unsigned dev references (--dev).
 SVC="$RUN/service"
@@ -66,29 +101,53 @@ echo "The signed token ($SVC/token), as a relying party checks it:"
 bin/verifier token verify --jwks "http://127.0.0.1:$SERVICE_PORT/.well-known/jwks.json" --allow-warning "@$SVC/token"
 kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; SERVE_PID=
 
-step "6/8 Start the attested proxy on 127.0.0.1:$PROXY_PORT"
+step "6/9 Start the attested proxy on 127.0.0.1:$PROXY_PORT"
 bin/verifier proxy --listen "127.0.0.1:$PROXY_PORT" --reference "$IMG/reference-values.json" \
   --allow-simulated --sim-root "$SIM_ROOT" "https://127.0.0.1:$AGENT_PORT" >"$RUN/proxy.log" 2>&1 &
 PROXY_PID=$!
 for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$PROXY_PORT/api/version" >/dev/null 2>&1 && break; sleep 0.2; done
 
-step "7/8 Chat through the proxy (curl → verifier proxy → TLS pinned to the attested key → agent → Ollama)"
+step "7/9 Chat through the proxy (curl → verifier proxy → TLS pinned to the attested key → agent → Ollama)"
 curl -fsS "http://127.0.0.1:$PROXY_PORT/api/chat" -H 'Content-Type: application/json' \
   -d '{"model":"tiny","messages":[{"role":"user","content":"Hello, who are you?"}],"stream":false,"options":{"temperature":0,"num_predict":24,"num_thread":1}}' \
   | python3 -c 'import json,sys; r=json.load(sys.stdin); print("answer:", repr(r["message"]["content"])); print("tokens:", r.get("eval_count"))'
 
-step "8/8 Web UI"
+step "8/9 Web UI"
 cat <<MSG
 The web UI is served by the agent. While the VM runs, open either:
   http://127.0.0.1:$PROXY_PORT/      (through 'verifier proxy', which verified the TD first), or
   https://127.0.0.1:$AGENT_PORT/     (directly: NOT verified; the page's panel can only spot faults).
 To keep it running yourself:
   bin/builder launch --simulate --run --port $AGENT_PORT --pidfile $RUN/qemu.pid $IMG
-  (it prints where the launch's sim-root.pem is: pass that to verifier --sim-root)
+  (it prints where the launch's sim-root.pem is: pass that to verifier --sim-root; the model
+  stays locked unless the dev key broker runs beside it: see start_broker in scripts/demo.sh)
 MSG
 
 step "Shutting the VM down cleanly"
 bin/builder shutdown --qmp "$RUN/qmp.sock" --pidfile "$RUN/qemu.pid" --timeout 30s
 rm -f "$RUN/qemu.pid"
 kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=
-echo "demo finished in $(( $(date +%s) - T0 ))s; trail: $IMG/reference-values.json, $RUN/console.log, $RUN/serve.log, $RUN/proxy.log"
+
+step "9/9 A tampered boot (kernel command line + init_on_free=0): the broker refuses the key"
+cp "$RUN/console.log" "$RUN/console-honest.log"; cp "$RUN/broker.log" "$RUN/broker-honest.log"
+rm -f "$RUN/console.log" "$RUN/qmp.sock"
+start_broker
+bin/builder launch --simulate --run --detach --port "$AGENT_PORT" \
+  --serial "$RUN/console.log" --pidfile "$RUN/qemu.pid" --qmp "$RUN/qmp.sock" \
+  --cmdline "$(cat "$IMG/cmdline.txt") init_on_free=0" "$IMG"
+READY=
+for _ in $(seq 1 180); do
+  READY=$(curl -ksS "https://127.0.0.1:$AGENT_PORT/readyz" 2>/dev/null || true)
+  [[ "$READY" == *locked* ]] && break
+  sleep 1
+done
+echo "The broker's refusal:"
+grep -a "refused" "$RUN/broker.log" || true
+echo "initd:"
+grep -a -e "LOCKED" -e "NOT started" "$RUN/console.log" || true
+echo "/readyz: $READY"
+[[ "$READY" == *"model: locked (broker refused: RTMR2 mismatch)"* ]] || { echo "demo: the tampered TD's model is not locked as expected" >&2; exit 1; }
+bin/builder shutdown --qmp "$RUN/qmp.sock" --pidfile "$RUN/qemu.pid" --timeout 30s
+rm -f "$RUN/qemu.pid"
+stop_broker
+echo "demo finished in $(( $(date +%s) - T0 ))s; trail: $IMG/reference-values.json, $RUN/console-honest.log, $RUN/broker-honest.log, $RUN/console.log, $RUN/broker.log, $RUN/serve.log, $RUN/proxy.log"

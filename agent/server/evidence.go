@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/quote"
@@ -100,4 +102,37 @@ func readPair(tablePath, logPath string) ([]byte, []byte, error) {
 		return nil, nil, fmt.Errorf("CCEL table %s is present but its event log is not: %w", tablePath, err)
 	}
 	return table, log, nil
+}
+
+// Locked returns the encrypted payloads initd left locked, each with the
+// measured reason (its payload-locked event in the runtime log), e.g.
+// {"model": "broker refused: RTMR2 mismatch"}; an unreadable log is an
+// error.
+func (e Evidence) Locked() (map[string]string, error) {
+	raw, err := os.ReadFile(e.RuntimeLog)
+	if err != nil {
+		return nil, fmt.Errorf("runtime event log unavailable: %w", err)
+	}
+	l, err := event.ParseLog(raw)
+	if err != nil {
+		return nil, fmt.Errorf("runtime event log %s: %w", e.RuntimeLog, err)
+	}
+	out := map[string]string{}
+	for _, ev := range l.Events() {
+		if ev.Kind == event.KindPayloadLocked {
+			out[ev.Name] = string(ev.Digest)
+		}
+	}
+	return out, nil
+}
+
+// LockedStatus renders locked payloads as "model: locked (reason)", sorted
+// and joined with "; ".
+func LockedStatus(locked map[string]string) string {
+	var parts []string
+	for name, why := range locked {
+		parts = append(parts, fmt.Sprintf("%s: locked (%s)", name, why))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
 }

@@ -407,8 +407,8 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// Ready reports whether Ollama answers /api/version and the quote backend
-// can quote.
+// Ready reports whether no payload is locked, Ollama answers /api/version
+// and the quote backend can quote.
 func (s *Server) Ready(ctx context.Context) (map[string]any, error) {
 	out := map[string]any{"quote_provider": s.cfg.Provider.Name()}
 	// The volume's state is reported, not required: chat works without
@@ -418,6 +418,12 @@ func (s *Server) Ready(ctx context.Context) (map[string]any, error) {
 		out["state"] = state
 		if gen != nil {
 			out["state_generation"] = *gen
+		}
+	}
+	if s.cfg.Evidence.RuntimeLog != "" {
+		if locked, err := s.cfg.Evidence.Locked(); err == nil && len(locked) > 0 {
+			out["locked"] = locked
+			return out, errors.New(LockedStatus(locked))
 		}
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.Upstream.JoinPath("/api/version").String(), nil)

@@ -561,3 +561,29 @@ func TestWebUI(t *testing.T) {
 		t.Fatalf("healthz without a UI: %d", rec.Code)
 	}
 }
+
+// A payload initd left locked makes the agent not ready, saying why in
+// the words of the measured payload-locked event.
+func TestReadyLockedPayload(t *testing.T) {
+	up, _ := ollamatest.Fake(t, nil)
+	f := newFixture(t, up.URL, nil)
+	l := event.NewLog()
+	for _, e := range []event.Event{
+		{Version: event.Version, Kind: event.KindPayload, Name: "model", Alg: event.AlgVerity, Digest: bytes.Repeat([]byte{9}, 32)},
+		event.Locked("model", "broker refused: RTMR2 mismatch"),
+	} {
+		if err := l.Append(e, func([48]byte) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, _ := l.MarshalBinary()
+	if err := os.WriteFile(f.srv.cfg.Evidence.RuntimeLog, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec := do(t, f.srv, "GET", "/readyz", nil)
+	var r map[string]any
+	json.Unmarshal(rec.Body.Bytes(), &r)
+	if rec.Code != 503 || r["error"] != "model: locked (broker refused: RTMR2 mismatch)" {
+		t.Fatalf("readyz %d %s", rec.Code, rec.Body)
+	}
+}

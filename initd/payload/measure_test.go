@@ -2,6 +2,7 @@ package payload
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -185,5 +186,130 @@ func TestPassExtendFailureIsFatal(t *testing.T) {
 		Mount: func(string, string, string) error { return nil }}
 	if _, err := pass.Run(); err == nil || !strings.Contains(err.Error(), "payload:ollama") {
 		t.Fatalf("Run = %v, want extend failure naming the payload event", err)
+	}
+}
+
+// fakeUnlocker releases keys for the payloads in keys, else refuses.
+type fakeUnlocker struct {
+	release map[string]bool
+	logs    [][]byte
+	locked  []string
+}
+
+func (f *fakeUnlocker) Unlock(_ context.Context, pl policy.Payload, vdev string, cel []byte) (string, error) {
+	f.logs = append(f.logs, cel)
+	if vdev != "/dev/mapper/"+pl.Name {
+		return "", fmt.Errorf("unlock over %s, want the verity device", vdev)
+	}
+	if !f.release[pl.Name] {
+		return "", errors.New("broker refused: RTMR2 mismatch")
+	}
+	return "/dev/mapper/" + pl.Name + "-crypt", nil
+}
+
+func (f *fakeUnlocker) Lock(pl policy.Payload) error {
+	f.locked = append(f.locked, pl.Name)
+	return nil
+}
+
+func encryptedPolicy(t *testing.T) *policy.Policy {
+	p := testPolicy(t, t.TempDir())
+	p.KeyBroker = &policy.KeyBroker{URL: "https://10.0.2.2:8444", CASHA256: strings.Repeat("ab", 32)}
+	p.Payloads[1].Encryption = &policy.Encryption{Cipher: policy.EncryptionCipher, KeyBits: policy.EncryptionKeyBits,
+		SectorSize: policy.EncryptionSectorSize, IVLargeSectors: true, Resource: "tdforge/dev/model"}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// An encrypted payload is measured (its ciphertext root) in the pass, so
+// the key is asked for with the predicted RTMR3, and mounted by Open over
+// the plaintext device.
+func TestPassEncryptedReleased(t *testing.T) {
+	p := encryptedPolicy(t)
+	var mounts []string
+	var console bytes.Buffer
+	pass := &Pass{Policy: p, Backend: simBackend(t), Verity: &fakeVerity{}, RunDir: t.TempDir(), FileGID: -1, Console: &console,
+		Mount: func(dev, mp, fst string) error { mounts = append(mounts, dev); return nil }}
+	res, err := pass.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Mounted["model"] || res.Pending["model"] != "/dev/mapper/model" || len(mounts) != 2 {
+		t.Fatalf("after the pass: mounted %v pending %v mounts %v", res.Mounted, res.Pending, mounts)
+	}
+	want, _ := p.ExpectedEvents()
+	wantReg, _ := event.Replay(want)
+	if res.RTMR3 != wantReg {
+		t.Fatal("the pass did not reach the predicted RTMR3 before the key request")
+	}
+	u := &fakeUnlocker{release: map[string]bool{"model": true}}
+	if err := pass.Open(context.Background(), res, u); err != nil {
+		t.Fatal(err)
+	}
+	if !res.Mounted["model"] || mounts[2] != "/dev/mapper/model-crypt" || len(res.Locked) != 0 {
+		t.Fatalf("after Open: mounted %v locked %v mounts %v", res.Mounted, res.Locked, mounts)
+	}
+	if res.RTMR3 != wantReg {
+		t.Fatal("a released payload changed RTMR3 from the prediction")
+	}
+	l, err := event.ParseLog(u.logs[0])
+	if err != nil || len(l.Events()) != len(want) {
+		t.Fatalf("the broker got a runtime log of %d events (%v), want all %d", len(l.Events()), err, len(want))
+	}
+}
+
+// A refusal leaves the payload locked, attested after the config event,
+// with its verity device removed and nothing mounted.
+func TestPassEncryptedLocked(t *testing.T) {
+	p := encryptedPolicy(t)
+	fv := &fakeVerity{}
+	var mounts []string
+	var console bytes.Buffer
+	pass := &Pass{Policy: p, Backend: simBackend(t), Verity: fv, RunDir: t.TempDir(), FileGID: -1, Console: &console,
+		Mount: func(dev, mp, fst string) error { mounts = append(mounts, dev); return nil }}
+	res, err := pass.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pass.Open(context.Background(), res, &fakeUnlocker{}); err != nil {
+		t.Fatal(err)
+	}
+	if res.Mounted["model"] || len(mounts) != 2 || res.Locked["model"] != "broker refused: RTMR2 mismatch" || len(fv.removed) != 1 {
+		t.Fatalf("mounted %v locked %v mounts %v removed %v", res.Mounted, res.Locked, mounts, fv.removed)
+	}
+	var labels []string
+	for _, e := range res.Log.Events() {
+		labels = append(labels, e.String())
+	}
+	if got := strings.Join(labels[3:], ","); !strings.HasPrefix(got, "config:runtime ") || !strings.HasSuffix(got, ",payload-locked:model reason:broker refused: RTMR2 mismatch") {
+		t.Fatalf("events %v", labels)
+	}
+	healthy, _ := p.ExpectedEvents()
+	hv, _ := event.Replay(healthy)
+	if res.RTMR3 == hv {
+		t.Fatal("a locked payload left the healthy RTMR3")
+	}
+	if err := res.Log.Replay(res.RTMR3[:]); err != nil {
+		t.Fatal(err)
+	}
+	// A key that does not open the payload (its plaintext does not mount)
+	// locks it too, and removes the plaintext mapping.
+	p2 := encryptedPolicy(t)
+	pass2 := &Pass{Policy: p2, Backend: simBackend(t), Verity: &fakeVerity{}, RunDir: t.TempDir(), FileGID: -1, Console: &console,
+		Mount: func(dev, mp, fst string) error {
+			if strings.HasSuffix(dev, "-crypt") {
+				return errors.New("erofs: bad superblock")
+			}
+			return nil
+		}}
+	res2, _ := pass2.Run()
+	u := &fakeUnlocker{release: map[string]bool{"model": true}}
+	if err := pass2.Open(context.Background(), res2, u); err != nil {
+		t.Fatal(err)
+	}
+	if res2.Mounted["model"] || len(u.locked) != 1 || !strings.Contains(res2.Locked["model"], "does not open it") {
+		t.Fatalf("mounted %v locked %v lock calls %v", res2.Mounted, res2.Locked, u.locked)
 	}
 }

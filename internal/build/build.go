@@ -43,6 +43,11 @@ type Options struct {
 	OnStep func(Step)
 	// RepoRoot is this repository (initd and agent are built from it).
 	RepoRoot string
+	// Secrets is the directory of key-broker resource files holding the
+	// keys of encrypted payloads (builder build --secrets); Build creates
+	// missing ones. Empty: a manifest with an encrypted payload is refused
+	// (Build) or that payload is missing (Measure).
+	Secrets string
 }
 
 // Step is one step of the pipeline, as reported to Options.OnStep.
@@ -94,6 +99,13 @@ func Build(ctx context.Context, plan *Plan, opts Options) (*Result, error) {
 	}
 	if len(plan.Missing) > 0 || len(plan.Unset) > 0 {
 		return nil, &missingError{plan.Missing, plan.Unset}
+	}
+	if opts.Secrets == "" {
+		for _, pl := range plan.Manifest.Payloads {
+			if pl.Encryption != nil {
+				return nil, noSecrets(pl)
+			}
+		}
 	}
 	parent := filepath.Dir(filepath.Clean(opts.OutDir))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
@@ -166,7 +178,7 @@ func newPipeline(plan *Plan, opts Options, stage string, publishing bool) (*pipe
 		return nil, nil, err
 	}
 	p := &pipeline{m: plan.Manifest, prof: plan.Profile, o: opts, stage: stage, work: work, lock: lock, publishing: publishing,
-		missing: slices.Clone(plan.Missing), unset: plan.Unset, inputs: map[string]string{}, progressDone: map[string]int64{}}
+		missing: slices.Clone(plan.Missing), unset: plan.Unset, inputs: map[string]string{}, progressDone: map[string]int64{}, keys: map[string][]byte{}}
 	return p, func() { os.RemoveAll(work) }, nil
 }
 
@@ -213,6 +225,7 @@ type pipeline struct {
 	kernel       []byte
 	modules      *moduleSet
 	payloads     []builtPayload
+	keys         map[string][]byte // payload -> dm-crypt key (never written)
 	layout       *diskLayout
 	pol          *policy.Policy
 	policyJSON   []byte
@@ -234,7 +247,7 @@ func (p *pipeline) steps() []stepFunc {
 		{name: "firmware", summary: "fetch and check the firmware", fn: p.resolveFirmware},
 		{name: "kernel", summary: "fetch the kernel and its modules", fn: p.resolveKernel},
 		{name: "payloads", summary: "fetch and build the payloads", fn: p.resolvePayloads, skip: (*pipeline).rtmr3Unknowable},
-		{name: "disk", summary: "write the payload disk (EROFS + dm-verity)", fn: p.buildDisk, skip: (*pipeline).rtmr3Unknowable},
+		{name: "disk", summary: "write the payload disk (EROFS, dm-crypt where encrypted, dm-verity)", fn: p.buildDisk, skip: (*pipeline).rtmr3Unknowable},
 		{name: "policy", summary: "derive the boot policy", fn: p.buildPolicy, skip: (*pipeline).inputsMissing},
 		{name: "initramfs", summary: "build initd and agent, write the initramfs", fn: p.buildInitramfs, skip: (*pipeline).inputsMissing},
 		{name: "measure", summary: "compute MRTD and RTMR0..3", fn: p.measure},

@@ -30,7 +30,13 @@ func (p *pipeline) buildDisk(ctx context.Context) error {
 	}
 	var in []gptdisk.Payload
 	for _, b := range p.payloads {
-		in = append(in, gptdisk.Payload{Name: b.name, Tree: b.tree})
+		gp := gptdisk.Payload{Name: b.name, Tree: b.tree}
+		if mp := p.m.Payload(b.name); mp != nil && mp.Encryption != nil {
+			if gp.Key = p.keys[b.name]; gp.Key == nil {
+				return fmt.Errorf("payload %q: internal error: encrypted without a key", b.name)
+			}
+		}
+		in = append(in, gp)
 	}
 	tasks := map[string]interface {
 		Add(int64)

@@ -20,6 +20,7 @@ import (
 	"github.com/tdforge/tdforge/internal/inputs/debpkg"
 	"github.com/tdforge/tdforge/internal/inputs/fetch"
 	"github.com/tdforge/tdforge/internal/inputs/gobuild"
+	"github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/manifest"
 	"github.com/tdforge/tdforge/internal/ollama/gguf"
 	"github.com/tdforge/tdforge/internal/ollama/ollamastore"
@@ -38,6 +39,18 @@ func (p *pipeline) resolvePayloads(ctx context.Context) error {
 	for _, pl := range p.m.Payloads {
 		if slices.ContainsFunc(p.missing, func(m Missing) bool { return m.Payload == pl.Name }) {
 			continue
+		}
+		if pl.Encryption != nil {
+			// The key first: a build without it fails before any work.
+			key, err := p.payloadKey(pl)
+			if !p.publishing && (errors.Is(err, ErrNoSecrets) || errors.Is(err, secret.ErrNotExist)) {
+				p.missing = append(p.missing, Missing{Payload: pl.Name, Reason: "its key is not available: " + err.Error(), Pinned: pinned(p.m, pl)})
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			p.keys[pl.Name] = key
 		}
 		t, err := p.payloadTree(ctx, pl)
 		var ne *fetch.NetworkError

@@ -60,6 +60,7 @@ func (p *pipeline) policyObject() (*policy.Policy, error) {
 	if pol.Payloads == nil {
 		pol.Payloads = []policy.Payload{}
 	}
+	p.encryptPolicy(pol)
 	for i, s := range m.Services {
 		cmd := s.Command
 		if s.Payload != "" {

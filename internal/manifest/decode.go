@@ -78,7 +78,7 @@ var (
 	tdxSchema      = &hcl.BodySchema{Attributes: attrs("simulate", "debug")}
 	networkSchema  = &hcl.BodySchema{Attributes: attrs("mode", "address", "gateway")}
 	agentSchema    = &hcl.BodySchema{Attributes: attrs("listen", "tls", "plain_http", "upstream", "webui", "webui_path", "max_num_ctx", "max_num_predict", "max_keep_alive", "attestation_service")}
-	payloadSchema  = &hcl.BodySchema{Attributes: attrs("verity_root_hash"), Blocks: blocks("file", "dir", "url", "deb", "go", "ollama_model")}
+	payloadSchema  = &hcl.BodySchema{Attributes: attrs("verity_root_hash"), Blocks: blocks("file", "dir", "url", "deb", "go", "ollama_model", "encryption")}
 	serviceSchema  = &hcl.BodySchema{Attributes: attrs("payload", "command!", "args", "env", "user", "after", "needs", "restart")}
 
 	fileSchema  = &hcl.BodySchema{Attributes: attrs("path!", "sha256")}
@@ -147,6 +147,9 @@ func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 	if b := seen["network"]; b != nil {
 		m.Network = l.decodeNetwork(b)
 	}
+	if b := seen["key_broker"]; b != nil {
+		m.KeyBroker = l.decodeKeyBroker(b)
+	}
 	payloadNames := map[string]hcl.Range{}
 	for _, b := range payloadBlocks {
 		p, ok := l.decodePayload(b)
@@ -178,6 +181,7 @@ func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 		m.Agent = l.decodeAgent(b, m.Image.Dev || !devKnown, payloadNames)
 	}
 	l.checkModelContext(m)
+	l.checkEncryption(m)
 }
 
 // checkModelContext refuses an inline model parameter num_ctx above
@@ -425,6 +429,7 @@ func (l *loader) decodePayload(hb *hcl.Block) (Payload, bool) {
 	b := l.open(hb, "payload."+name, payloadSchema)
 	p := Payload{Name: name, Range: hb.DefRange}
 	p.Source = l.decodeSource(b, false, "file", "dir", "url", "deb", "go", "ollama_model")
+	p.Encryption = l.decodeEncryption(b)
 	p.VerityRootHash = b.str("verity_root_hash", "")
 	if p.VerityRootHash != "" {
 		b.check("verity_root_hash", sha256RE.MatchString(p.VerityRootHash), "Invalid verity_root_hash",

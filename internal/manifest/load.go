@@ -155,6 +155,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "tdx"},
 		{Type: "network"},
 		{Type: "agent"},
+		{Type: "key_broker"},
 		{Type: "payload", LabelNames: []string{"name"}},
 		{Type: "service", LabelNames: []string{"name"}},
 		{Type: "volume", LabelNames: []string{"name"}},

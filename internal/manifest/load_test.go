@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -44,7 +46,7 @@ func TestLoadDevManifest(t *testing.T) {
 	}
 	k := m.Kernel
 	if k.Source.Package != "linux-image-6.12.117+deb12-cloud-amd64-unsigned" || k.Source.Arch != "amd64" || k.Source.PathInDeb != "boot/vmlinuz-6.12.117+deb12-cloud-amd64" ||
-		!reflect.DeepEqual(k.Modules, []string{"virtio_blk", "virtio_net", "dm-verity", "erofs", "qemu_fw_cfg", "button", "evdev"}) ||
+		!reflect.DeepEqual(k.Modules, []string{"virtio_blk", "virtio_net", "dm-verity", "dm-crypt", "xts", "erofs", "qemu_fw_cfg", "button", "evdev"}) ||
 		k.Cmdline != "console=ttyS0 panic=-1 quiet loglevel=4" || k.CCMeasurement != nil {
 		t.Errorf("kernel = %+v", k)
 	}
@@ -77,6 +79,16 @@ func TestLoadDevManifest(t *testing.T) {
 	wantParams := map[string]any{"temperature": int64(0), "num_thread": int64(1), "num_ctx": int64(512), "seed": int64(1), "top_k": int64(1)}
 	if !reflect.DeepEqual(om.Params, wantParams) {
 		t.Errorf("params = %#v", om.Params)
+	}
+	if e := m.Payload("model").Encryption; e == nil || e.Key != "tdforge/dev/model" || m.Payload("ollama").Encryption != nil {
+		t.Errorf("model encryption = %+v", e)
+	}
+	if kb := m.KeyBroker; kb == nil || kb.URL != "https://10.0.2.2:8444" || kb.CASHA256 != "2aad06e1a3273f6bf713b5330b3953383d8cb1f0a4be054024c210144be3de48" {
+		t.Errorf("key_broker = %+v", kb)
+	} else if crt, err := os.ReadFile("../../deploy/dev-broker/tls.crt"); err != nil {
+		t.Error(err)
+	} else if blk, _ := pem.Decode(crt); blk == nil || fmt.Sprintf("%x", sha256.Sum256(blk.Bytes)) != kb.CASHA256 {
+		t.Errorf("key_broker.ca_sha256 does not pin deploy/dev-broker/tls.crt")
 	}
 	web := m.Payload("webui").Source
 	wantDir, _ := filepath.Abs("../../webui")

@@ -28,6 +28,8 @@ type Manifest struct {
 	Services []Service // declaration order
 	Volumes  []Volume  // declaration order
 	Network  Network
+	// KeyBroker releases the keys of encrypted payloads; nil if absent.
+	KeyBroker *KeyBroker
 	// Unknown lists attributes whose value depends on a variable with no
 	// value (allowed only by `builder validate`), e.g. "payload.model.verity_root_hash".
 	Unknown []string
@@ -168,7 +170,10 @@ type Payload struct {
 	// VerityRootHash optionally pins the built payload's root hash (hex).
 	// `measure` uses it without building; `build` fails if it differs.
 	VerityRootHash string
-	Range          hcl.Range
+	// Encryption, if set, encrypts the payload with the key the broker
+	// holds as resource Encryption.Key (builder build --secrets).
+	Encryption *Encryption
+	Range      hcl.Range
 }
 
 // Service is a `service "<name>"` block.

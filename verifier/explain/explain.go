@@ -334,7 +334,15 @@ func Compare(name string, want []refvalues.Event, got []LogEvent) *Mismatch {
 			return &Mismatch{Register: reg, EventIndex: i, Description: w.Description, Component: w.Component, Expected: expectedString(w), Got: "missing"}
 		case i >= len(want):
 			g := got[i]
-			return &Mismatch{Register: reg, EventIndex: i, Description: g.Description, Expected: "missing", Got: gotString(g, "")}
+			gs := gotString(g, "")
+			// initd's payload-locked event carries its measured reason:
+			// "model: locked (broker refused: RTMR2 mismatch)".
+			if name, ok := strings.CutPrefix(g.Description, event.KindPayloadLocked+":"); ok {
+				if why, ok := strings.CutPrefix(g.Content, event.AlgReason+":"); ok {
+					gs = name + ": locked (" + why + ")"
+				}
+			}
+			return &Mismatch{Register: reg, EventIndex: i, Description: g.Description, Expected: "missing", Got: gs}
 		case want[i].Pinned() && !strings.EqualFold(want[i].Digest, got[i].Digest):
 			w, g := want[i], got[i]
 			desc := w.Description

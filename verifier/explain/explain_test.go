@@ -3,6 +3,10 @@ package explain
 import (
 	"strings"
 	"testing"
+
+	"github.com/tdforge/tdforge/internal/tdx/ccel"
+	"github.com/tdforge/tdforge/internal/tdx/event"
+	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
 
 // Issue 12 section 7: a digest that differs past the 8th hex digit must
@@ -25,5 +29,24 @@ func TestMismatchShowsFirstDifference(t *testing.T) {
 	exp, got := Abbreviate("payload:a verity-sha256:"+strings.Repeat("ab", 32), "missing")
 	if exp != "payload:a verity-sha256:abababab…" || got != "missing" {
 		t.Fatalf("got %q %q", exp, got)
+	}
+}
+
+// A locked payload's extra event is named with its measured reason.
+func TestCompareNamesLockedPayload(t *testing.T) {
+	var got []LogEvent
+	for i, e := range []event.Event{
+		{Version: event.Version, Kind: event.KindPayload, Name: "model", Alg: event.AlgVerity, Digest: make([]byte, 32)},
+		event.Locked("model", "broker refused: RTMR2 mismatch"),
+	} {
+		ce, err := ccel.FromRuntime(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, LogEvent{Register: "rtmr3", Index: i, Event: ce.Reference()})
+	}
+	m := Compare("rtmr3", []refvalues.Event{got[0].Event}, got)
+	if m == nil || m.String() != `RTMR3: event 1 "payload-locked:model" expected missing got model: locked (broker refused: RTMR2 mismatch)` {
+		t.Fatalf("mismatch %v", m)
 	}
 }

@@ -1,6 +1,6 @@
 // Package dmverity activates dm-verity targets for payload partitions in
 // the guest, talking to device-mapper with ioctls on /dev/mapper/control
-// (no dmsetup or veritysetup binary), and finds payload partitions by GPT
+// through package devmapper (no dmsetup or veritysetup binary), and finds payload partitions by GPT
 // disk GUID and partition index.
 //
 // The table is
@@ -15,127 +15,14 @@ package dmverity
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/tdforge/tdforge/internal/guest/devmapper"
 	"github.com/tdforge/tdforge/internal/image/hashtree"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
-
-// Paths, overridable in tests.
-var (
-	controlPath = "/dev/mapper/control"
-	mapperDir   = "/dev/mapper"
-	sysMisc     = "/sys/class/misc/device-mapper/dev"
-)
-
-// device-mapper ioctl ABI (include/uapi/linux/dm-ioctl.h).
-const (
-	dmIoctlSize    = 312 // sizeof(struct dm_ioctl)
-	dmSpecSize     = 40  // sizeof(struct dm_target_spec)
-	dmNameLen      = 128
-	dmUUIDLen      = 129
-	dmMaxTypeName  = 16
-	dmReadonlyFlag = 1 << 0
-	cmdDevCreate   = 3
-	cmdDevRemove   = 4
-	cmdDevSuspend  = 6
-	cmdTableLoad   = 9
-	bufSize        = 16 << 10
-)
-
-func ioctlNum(nr uintptr) uintptr {
-	return 3<<30 | dmIoctlSize<<16 | 0xfd<<8 | nr // _IOWR(DM_IOCTL, nr, struct dm_ioctl)
-}
-
-// header builds a dm_ioctl buffer for name with flags, followed by data.
-func header(name string, flags uint32, targets uint32, data []byte) []byte {
-	b := make([]byte, max(bufSize, dmIoctlSize+len(data)))
-	le := binary.LittleEndian
-	le.PutUint32(b[0:], 4) // interface version 4.0.0
-	le.PutUint32(b[12:], uint32(len(b)))
-	le.PutUint32(b[16:], dmIoctlSize)
-	le.PutUint32(b[20:], targets)
-	le.PutUint32(b[28:], flags)
-	copy(b[48:48+dmNameLen-1], name)
-	copy(b[dmIoctlSize:], data)
-	return b
-}
-
-// targetSpec encodes one dm_target_spec with its NUL-terminated params,
-// padded to 8 bytes.
-func targetSpec(start, length uint64, typ, params string) []byte {
-	n := (dmSpecSize + len(params) + 1 + 7) &^ 7
-	b := make([]byte, n)
-	le := binary.LittleEndian
-	le.PutUint64(b[0:], start)
-	le.PutUint64(b[8:], length)
-	le.PutUint32(b[20:], uint32(n)) // next
-	copy(b[24:24+dmMaxTypeName-1], typ)
-	copy(b[dmSpecSize:], params)
-	return b
-}
-
-func dmIoctl(nr uintptr, buf []byte) error {
-	f, err := openControl()
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), ioctlNum(nr), uintptr(unsafe.Pointer(&buf[0])))
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
-
-// openControl opens the device-mapper control node, creating it from
-// sysfs if devtmpfs has not.
-func openControl() (*os.File, error) {
-	f, err := os.OpenFile(controlPath, os.O_RDWR, 0)
-	if err == nil || !os.IsNotExist(err) {
-		if err != nil {
-			return nil, fmt.Errorf("device-mapper: %w", err)
-		}
-		return f, nil
-	}
-	majmin, rerr := os.ReadFile(sysMisc)
-	if rerr != nil {
-		return nil, fmt.Errorf("device-mapper: %s missing and %s unreadable (is dm-mod loaded?): %w", controlPath, sysMisc, rerr)
-	}
-	dev, perr := parseMajMin(string(majmin))
-	if perr != nil {
-		return nil, fmt.Errorf("device-mapper: %s: %w", sysMisc, perr)
-	}
-	os.MkdirAll(filepath.Dir(controlPath), 0o755)
-	if err := unix.Mknod(controlPath, unix.S_IFCHR|0o600, int(dev)); err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, fmt.Errorf("device-mapper: creating %s: %w", controlPath, err)
-	}
-	f, err = os.OpenFile(controlPath, os.O_RDWR, 0)
-	if err != nil {
-		return nil, fmt.Errorf("device-mapper: %w", err)
-	}
-	return f, nil
-}
-
-func parseMajMin(s string) (uint64, error) {
-	a, b, ok := strings.Cut(strings.TrimSpace(s), ":")
-	ma, err1 := strconv.ParseUint(a, 10, 32)
-	mi, err2 := strconv.ParseUint(b, 10, 32)
-	if !ok || err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("bad major:minor %q", s)
-	}
-	return unix.Mkdev(uint32(ma), uint32(mi)), nil
-}
 
 // Table returns the dm-verity table parameters for payload p whose data
 // and hash live on the block device dev ("major:minor" or a path).
@@ -192,68 +79,26 @@ func checkSuperblock(device string, p policy.Payload) error {
 // device holding payload p and returns the path of its device node
 // (/dev/mapper/<name>).
 func Setup(name, device string, p policy.Payload) (string, error) {
-	if name == "" || len(name) >= dmNameLen || strings.ContainsAny(name, "/ ") {
-		return "", fmt.Errorf("dm-verity: invalid device name %q", name)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(device, &st); err != nil {
-		return "", fmt.Errorf("dm-verity %q: %s: %w", p.Name, device, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
-		return "", fmt.Errorf("dm-verity %q: %s is not a block device", p.Name, device)
+	dev, err := devmapper.DevNum(device)
+	if err != nil {
+		return "", fmt.Errorf("dm-verity %q: %w", p.Name, err)
 	}
 	if err := checkSuperblock(device, p); err != nil {
 		return "", err
 	}
-	dev := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
 	length, params, err := Table(dev, p)
 	if err != nil {
 		return "", err
 	}
-	b := header(name, 0, 0, nil)
-	copy(b[176:176+dmUUIDLen-1], "TDFORGE-VERITY-"+name)
-	if err := dmIoctl(cmdDevCreate, b); err != nil {
-		return "", fmt.Errorf("dm-verity %q: DM_DEV_CREATE %s: %w", p.Name, name, err)
-	}
-	devnum := binary.LittleEndian.Uint64(b[40:])
-	fail := func(what string, err error) (string, error) {
-		Remove(name)
-		return "", fmt.Errorf("dm-verity %q: %s: %w", p.Name, what, err)
-	}
-	if err := dmIoctl(cmdTableLoad, header(name, dmReadonlyFlag, 1, targetSpec(0, length, "verity", params))); err != nil {
-		return fail("DM_TABLE_LOAD (table "+params+")", err)
-	}
-	if err := dmIoctl(cmdDevSuspend, header(name, 0, 0, nil)); err != nil { // no SUSPEND flag: resume
-		return fail("resuming", err)
-	}
-	node := filepath.Join(mapperDir, name)
-	if err := ensureNode(node, unix.S_IFBLK, devnum); err != nil {
-		return fail("creating "+node, err)
+	node, err := devmapper.Create(name, "TDFORGE-VERITY-"+name, true, devmapper.Target{Length: length, Type: "verity", Params: params})
+	if err != nil {
+		return "", fmt.Errorf("dm-verity %q (table %s): %w", p.Name, params, err)
 	}
 	return node, nil
 }
 
 // Remove removes the device-mapper device name and its node.
-func Remove(name string) error {
-	if err := dmIoctl(cmdDevRemove, header(name, 0, 0, nil)); err != nil {
-		return fmt.Errorf("dm-verity: DM_DEV_REMOVE %s: %w", name, err)
-	}
-	os.Remove(filepath.Join(mapperDir, name))
-	return nil
-}
-
-// ensureNode makes path a device node of type typ for dev.
-func ensureNode(path string, typ uint32, dev uint64) error {
-	var st unix.Stat_t
-	if unix.Stat(path, &st) == nil {
-		if st.Mode&unix.S_IFMT == typ && st.Rdev == dev {
-			return nil
-		}
-		os.Remove(path)
-	}
-	os.MkdirAll(filepath.Dir(path), 0o755)
-	return unix.Mknod(path, typ|0o600, int(dev))
-}
+func Remove(name string) error { return devmapper.Remove(name) }
 
 // Kernel bundles FindPartition, Setup and Remove as methods, for callers
 // that take them as an interface (initd's payload.Verity).

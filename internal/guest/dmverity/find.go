@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tdforge/tdforge/internal/guest/devmapper"
 	"github.com/tdforge/tdforge/internal/image/gptdisk/gptread"
 )
 
@@ -89,11 +90,11 @@ func nodeFor(rel string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dev, err := parseMajMin(string(b))
+	dev, err := devmapper.ParseMajMin(string(b))
 	if err != nil {
 		return "", err
 	}
-	return node, ensureNode(node, unix.S_IFBLK, dev)
+	return node, devmapper.EnsureNode(node, unix.S_IFBLK, dev)
 }
 
 func sectorSize(disk string) int64 {

@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
 
 	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/image/crypt"
 	"github.com/tdforge/tdforge/internal/image/erofs"
 	"github.com/tdforge/tdforge/internal/image/fstree"
 	"github.com/tdforge/tdforge/internal/image/hashtree"
@@ -30,6 +32,7 @@ type partMeta struct {
 	Size       uint64 `json:"size"`
 	RootHash   string `json:"root_hash"`
 	Salt       string `json:"salt"`
+	Encrypted  bool   `json:"encrypted,omitempty"`
 }
 
 type cachedPart struct {
@@ -187,6 +190,21 @@ func Salt(name string, contentKey [32]byte) []byte {
 	return h.Sum(nil)
 }
 
+// encryptedContentKey is the content key of an encrypted payload: a digest
+// of the plaintext content key and of the key's digest. It addresses the
+// cached ciphertext and seeds the public salt and GUIDs without letting
+// anyone who lacks the key test a guess at the plaintext.
+func encryptedContentKey(plain [32]byte, key []byte) [32]byte {
+	kd := sha256.Sum256(append([]byte("tdforge/v1/payload-key\x00"), key...))
+	h := sha256.New()
+	h.Write([]byte("tdforge/v1/encrypted-content\x00" + crypt.Cipher + "\x00"))
+	h.Write(plain[:])
+	h.Write(kd[:])
+	var k [32]byte
+	copy(k[:], h.Sum(nil))
+	return k
+}
+
 func partKey(name string, key [32]byte) string {
 	h := sha256.New()
 	h.Write([]byte(cacheFormat + "\x00" + name + "\x00"))
@@ -220,6 +238,17 @@ type prepared struct {
 	fileBytes int64
 	dataSize  int64 // EROFS image size
 	size      uint64
+	key       []byte // dm-crypt key, or nil
+}
+
+// contentKey is the payload's content key (encryptedContentKey when it is
+// encrypted); every file digest must be known.
+func (p *prepared) contentKey() [32]byte {
+	k := contentKey(p.tree, p.digest)
+	if p.key != nil {
+		k = encryptedContentKey(k, p.key)
+	}
+	return k
 }
 
 func (p *prepared) digest(i int) [32]byte {
@@ -230,12 +259,15 @@ func (p *prepared) digest(i int) [32]byte {
 
 // prepare normalizes a payload tree and identifies its sources; digests
 // come from the stat cache where the identity is unchanged.
-func (c *cache) prepare(name string, tree *fstree.Tree) (*prepared, error) {
+func (c *cache) prepare(name string, tree *fstree.Tree, key []byte) (*prepared, error) {
+	if key != nil && len(key) != crypt.KeySize {
+		return nil, fmt.Errorf("payload %q: a %s key is %d bytes, not %d", name, crypt.Cipher, crypt.KeySize, len(key))
+	}
 	t := &fstree.Tree{Epoch: tree.Epoch, Entries: append([]fstree.Entry(nil), tree.Entries...)}
 	if err := t.Normalize(); err != nil {
 		return nil, fmt.Errorf("payload %q: %w", name, err)
 	}
-	p := &prepared{name: name, tree: t, ids: make([]fileID, len(t.Entries)), abs: make([]string, len(t.Entries)), known: true}
+	p := &prepared{name: name, tree: t, ids: make([]fileID, len(t.Entries)), abs: make([]string, len(t.Entries)), known: true, key: key}
 	for i, e := range t.Entries {
 		if e.Type != fstree.File {
 			continue
@@ -263,6 +295,9 @@ func (c *cache) prepare(name string, tree *fstree.Tree) (*prepared, error) {
 	var err error
 	if p.dataSize, err = erofs.Size(t); err != nil {
 		return nil, fmt.Errorf("payload %q: %w", name, err)
+	}
+	if key != nil && p.dataSize%crypt.SectorSize != 0 {
+		return nil, fmt.Errorf("payload %q: internal error: EROFS size %d is not a multiple of the %d-byte dm-crypt sector", name, p.dataSize, crypt.SectorSize)
 	}
 	p.size = partSize(p.dataSize)
 	return p, nil
@@ -317,13 +352,26 @@ func (c *cache) buildInto(ctx context.Context, f *os.File, base int64, p *prepar
 	if err := ctx.Err(); err != nil {
 		return partMeta{}, err
 	}
-	key := contentKey(p.tree, p.digest)
+	key := p.contentKey()
 	salt := Salt(p.name, key)
 	var vprog func(int64)
 	if progress != nil {
 		vprog = func(d int64) { progress(p.fileBytes+d, total) }
 	}
-	vr, err := hashtree.BuildProgress(sec, p.dataSize, salt, sec, p.dataSize, vprog)
+	// The hash tree covers the ciphertext: an encrypted payload's image is
+	// encrypted in place as the tree builder reads it.
+	var data io.ReaderAt = sec
+	var enc *crypt.Encrypter
+	if p.key != nil {
+		if enc, err = crypt.NewEncrypter(sec, p.dataSize, p.key); err != nil {
+			return partMeta{}, fmt.Errorf("payload %q: %w", p.name, err)
+		}
+		data = enc
+	}
+	vr, err := hashtree.BuildProgress(data, p.dataSize, salt, sec, p.dataSize, vprog)
+	if err == nil && enc != nil {
+		err = enc.Finish()
+	}
 	if err != nil {
 		return partMeta{}, fmt.Errorf("payload %q: %w", p.name, err)
 	}
@@ -331,13 +379,14 @@ func (c *cache) buildInto(ctx context.Context, f *os.File, base int64, p *prepar
 		Format: cacheFormat, Name: p.name, ContentKey: hex.EncodeToString(key[:]),
 		DataSize: uint64(p.dataSize), HashOffset: uint64(p.dataSize), Size: p.size,
 		RootHash: hex.EncodeToString(vr.RootHash), Salt: hex.EncodeToString(salt),
+		Encrypted: p.key != nil,
 	}, nil
 }
 
 // partition returns the cached partition for p, building it on a miss.
 func (c *cache) partition(ctx context.Context, p *prepared, progress func(done, total int64)) (cachedPart, error) {
 	if p.known {
-		if cp, ok := c.lookup(partKey(p.name, contentKey(p.tree, p.digest))); ok && cp.meta.Name == p.name {
+		if cp, ok := c.lookup(partKey(p.name, p.contentKey())); ok && cp.meta.Name == p.name && cp.meta.Encrypted == (p.key != nil) {
 			if progress != nil {
 				total := p.fileBytes + p.dataSize
 				progress(total, total)

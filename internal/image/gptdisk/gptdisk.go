@@ -33,6 +33,11 @@ const (
 type Payload struct {
 	Name string // partition name, matching policy.NamePattern
 	Tree *fstree.Tree
+	// Key, if set, encrypts the EROFS image in dm-crypt's format (package
+	// crypt) before dm-verity hashes it: the partition then holds
+	// ciphertext and a hash tree over the ciphertext. The key is used for
+	// nothing else and never written.
+	Key []byte
 }
 
 // Options tune Build.
@@ -74,7 +79,7 @@ func Build(ctx context.Context, out string, payloads []Payload, opts Options) (*
 	}
 	preps := make([]*prepared, len(payloads))
 	for i, p := range payloads {
-		if preps[i], err = c.prepare(p.Name, p.Tree); err != nil {
+		if preps[i], err = c.prepare(p.Name, p.Tree, p.Key); err != nil {
 			return nil, err
 		}
 	}
@@ -195,6 +200,7 @@ func layout(built []cachedPart) *Layout {
 			RootHash:   b.meta.RootHash,
 			Salt:       b.meta.Salt,
 			ContentKey: b.meta.ContentKey,
+			Encrypted:  b.meta.Encrypted,
 		}
 		next += p.SizeBytes / sector
 		l.Partitions = append(l.Partitions, p)

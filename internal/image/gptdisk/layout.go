@@ -29,8 +29,12 @@ type Partition struct {
 	RootHash   string `json:"verity_root_hash"` // hex
 	Salt       string `json:"salt"`             // hex
 	// ContentKey is the hex SHA-256 of the payload's tree listing
-	// (paths, modes, sizes, link targets, content digests, epoch).
+	// (paths, modes, sizes, link targets, content digests, epoch); for an
+	// encrypted payload, a digest of that and of the key's digest, so that
+	// it confirms no guess at the plaintext.
 	ContentKey string `json:"content_key"`
+	// Encrypted says the data area is dm-crypt ciphertext (package crypt).
+	Encrypted bool `json:"encrypted,omitempty"`
 }
 
 // Layout describes the whole disk.

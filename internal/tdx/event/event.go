@@ -19,6 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/tdforge/tdforge/internal/tdx/register"
 )
@@ -41,6 +43,12 @@ const (
 	// KindPayloadFailed: a payload in the policy could not be set up.
 	// Alg and Digest are the policy's expected root hash.
 	KindPayloadFailed = "payload-failed"
+	// KindPayloadLocked: an encrypted payload whose verity device was set
+	// up (and measured by its KindPayload event) stayed locked because the
+	// key broker did not release its key. Alg is AlgReason and Digest the
+	// reason, e.g. "broker refused: RTMR2 mismatch". Reference values
+	// never predict it, so a locked TD fails RTMR3, visibly.
+	KindPayloadLocked = "payload-locked"
 	// KindConfig: the effective runtime configuration (services, agent,
 	// network). Alg is AlgSHA256 over the canonical JSON configuration.
 	KindConfig = "config"
@@ -50,7 +58,13 @@ const (
 const (
 	AlgVerity = "verity-sha256" // dm-verity root hash, sha256 tree
 	AlgSHA256 = "sha256"
+	// AlgReason: Digest is a short UTF-8 text (at most MaxReason bytes, no
+	// control characters), measured as it is.
+	AlgReason = "reason"
 )
+
+// MaxReason bounds an AlgReason text.
+const MaxReason = 512
 
 // Event is one RTMR3 runtime event.
 type Event struct {
@@ -65,7 +79,12 @@ type Event struct {
 func (e Event) Label() string { return e.Kind + ":" + e.Name }
 
 // DigestString renders the content digest as "alg:hex".
-func (e Event) DigestString() string { return e.Alg + ":" + hex.EncodeToString(e.Digest) }
+func (e Event) DigestString() string {
+	if e.Alg == AlgReason {
+		return e.Alg + ":" + string(e.Digest)
+	}
+	return e.Alg + ":" + hex.EncodeToString(e.Digest)
+}
 
 func (e Event) String() string { return e.Label() + " " + e.DigestString() }
 
@@ -75,7 +94,7 @@ func (e Event) Validate() error {
 		return fmt.Errorf("event %q: unsupported version %d (want %d)", e.Label(), e.Version, Version)
 	}
 	switch e.Kind {
-	case KindPayload, KindPayloadFailed, KindConfig:
+	case KindPayload, KindPayloadFailed, KindPayloadLocked, KindConfig:
 	default:
 		return fmt.Errorf("event %q: unknown kind %q", e.Label(), e.Kind)
 	}
@@ -86,6 +105,11 @@ func (e Event) Validate() error {
 	case AlgVerity, AlgSHA256:
 		if len(e.Digest) != 32 {
 			return fmt.Errorf("event %q: %s digest must be 32 bytes, got %d", e.Label(), e.Alg, len(e.Digest))
+		}
+	case AlgReason:
+		if e.Kind != KindPayloadLocked || len(e.Digest) == 0 || len(e.Digest) > MaxReason || !utf8.Valid(e.Digest) ||
+			strings.ContainsFunc(string(e.Digest), unicode.IsControl) {
+			return fmt.Errorf("event %q: a %s must be 1 to %d bytes of printable UTF-8 on a %s event", e.Label(), e.Alg, MaxReason, KindPayloadLocked)
 		}
 	default:
 		return fmt.Errorf("event %q: unknown digest algorithm %q", e.Label(), e.Alg)
@@ -174,4 +198,23 @@ func Replay(events []Event) ([48]byte, error) {
 		reg = Extend(reg, m)
 	}
 	return reg, nil
+}
+
+// Locked returns the payload-locked event of payload name for reason,
+// which is cut to MaxReason bytes and stripped of control characters.
+func Locked(name, reason string) Event {
+	r := strings.Map(func(c rune) rune {
+		if unicode.IsControl(c) {
+			return ' '
+		}
+		return c
+	}, strings.ToValidUTF8(reason, "?"))
+	for len(r) > MaxReason {
+		_, n := utf8.DecodeLastRuneInString(r)
+		r = r[:len(r)-n]
+	}
+	if r == "" {
+		r = "locked"
+	}
+	return Event{Version: Version, Kind: KindPayloadLocked, Name: name, Alg: AlgReason, Digest: []byte(r)}
 }

@@ -135,3 +135,37 @@ func TestParseLogRefusesOversizedTLVs(t *testing.T) {
 		}
 	}
 }
+
+func TestLockedEvent(t *testing.T) {
+	e := Locked("model", "broker refused: RTMR2 mismatch")
+	enc, err := e.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(enc)
+	if err != nil || got.Kind != KindPayloadLocked || string(got.Digest) != "broker refused: RTMR2 mismatch" {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	if s := got.String(); s != "payload-locked:model reason:broker refused: RTMR2 mismatch" {
+		t.Errorf("String() = %q", s)
+	}
+	long := Locked("model", strings.Repeat("é", MaxReason)+"\n\x00")
+	if len(long.Digest) > MaxReason || long.Validate() != nil {
+		t.Errorf("long reason not cut: %d bytes, %v", len(long.Digest), long.Validate())
+	}
+	if err := Locked("model", "a\nb").Validate(); err != nil {
+		t.Errorf("control characters not stripped: %v", err)
+	}
+	// A reason is only valid on a payload-locked event, and never empty or
+	// with control characters.
+	for _, bad := range []Event{
+		{Version: Version, Kind: KindPayload, Name: "m", Alg: AlgReason, Digest: []byte("x")},
+		{Version: Version, Kind: KindPayloadLocked, Name: "m", Alg: AlgReason},
+		{Version: Version, Kind: KindPayloadLocked, Name: "m", Alg: AlgReason, Digest: []byte("a\nb")},
+		{Version: Version, Kind: KindPayloadLocked, Name: "m", Alg: AlgReason, Digest: []byte{0xff}},
+	} {
+		if bad.Validate() == nil {
+			t.Errorf("accepted %+v", bad)
+		}
+	}
+}

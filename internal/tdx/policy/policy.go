@@ -43,6 +43,66 @@ type Policy struct {
 	// Volumes are the sealed writable volumes (omitted when none, so
 	// images without volumes keep their policy bytes).
 	Volumes []Volume `json:"volumes,omitempty"`
+	// KeyBroker is where initd obtains the keys of encrypted payloads;
+	// nil when no payload is encrypted.
+	KeyBroker *KeyBroker `json:"key_broker,omitempty"`
+}
+
+// KeyBroker is the key broker service (Trustee's KBS protocol, RCAR) that
+// releases payload keys to an attested TD. Being in the policy, both fields
+// are measured into RTMR2.
+type KeyBroker struct {
+	URL string `json:"url"` // https://host:port, as the guest reaches it
+	// CASHA256 is the hex SHA-256 of the DER of the broker's TLS
+	// certificate or of a CA certificate in its chain; initd accepts only a
+	// chain holding a certificate with this digest.
+	CASHA256 string `json:"ca_sha256"`
+}
+
+// Encryption says a payload's data area is dm-crypt ciphertext (no header)
+// and how to open it: the verity device over the partition verifies the
+// ciphertext, and a dm-crypt target over the verity device decrypts it
+// with the key the broker releases as Resource. The builder fills it with
+// crypt.Params; crypt.Table turns it into the dm-crypt table.
+type Encryption struct {
+	Cipher     string `json:"cipher"`      // EncryptionCipher
+	KeyBits    int    `json:"key_bits"`    // EncryptionKeyBits
+	SectorSize int    `json:"sector_size"` // EncryptionSectorSize
+	// IVLargeSectors: the plain64 IV counts SectorSize-byte sectors, not
+	// 512-byte ones (dm-crypt's iv_large_sectors option). Always true.
+	IVLargeSectors bool   `json:"iv_large_sectors"`
+	Resource       string `json:"resource"` // key-broker resource id <repo>/<type>/<tag>
+}
+
+// The only supported encryption.
+const (
+	EncryptionCipher     = "aes-xts-plain64"
+	EncryptionKeyBits    = 512
+	EncryptionSectorSize = 4096
+)
+
+// resourceRE is a key-broker resource path <repo>/<type>/<tag>.
+var resourceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+func (e *Encryption) validate() error {
+	if e.Cipher != EncryptionCipher || e.KeyBits != EncryptionKeyBits || e.SectorSize != EncryptionSectorSize || !e.IVLargeSectors {
+		return fmt.Errorf("encryption must be %s, key_bits %d, sector_size %d, iv_large_sectors true", EncryptionCipher, EncryptionKeyBits, EncryptionSectorSize)
+	}
+	if !resourceRE.MatchString(e.Resource) || strings.Contains(e.Resource, "..") {
+		return fmt.Errorf("encryption resource %q must be <repo>/<type>/<tag>", e.Resource)
+	}
+	return nil
+}
+
+func (k *KeyBroker) validate() error {
+	u, err := url.Parse(k.URL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("key_broker url %q must be https://host[:port]", k.URL)
+	}
+	if b, err := hex.DecodeString(k.CASHA256); err != nil || len(b) != 32 || strings.ToLower(k.CASHA256) != k.CASHA256 {
+		return fmt.Errorf("key_broker ca_sha256 must be 64 lowercase hex digits")
+	}
+	return nil
 }
 
 // Image is the image identity.
@@ -94,6 +154,8 @@ type Payload struct {
 	RootHash      string `json:"root_hash"` // hex
 	Salt          string `json:"salt"`      // hex
 	MountPoint    string `json:"mount_point"`
+	// Encryption, if set, says the data area is dm-crypt ciphertext.
+	Encryption *Encryption `json:"encryption,omitempty"`
 }
 
 // Network configures the guest network. Loopback is always up.
@@ -267,6 +329,7 @@ func (p *Policy) Validate() error {
 	}
 	payloads := map[string]bool{}
 	parts := map[int]bool{}
+	resources := map[string]string{} // key resource -> payload
 	for i, pl := range p.Payloads {
 		if err := checkName("payload", i, pl.Name, payloads); err != nil {
 			return errf("%w", err)
@@ -295,6 +358,26 @@ func (p *Policy) Validate() error {
 		}
 		if pl.PartitionGUID == "" {
 			return errf("payload %q: partition_guid is required", pl.Name)
+		}
+		if pl.Encryption != nil {
+			if err := pl.Encryption.validate(); err != nil {
+				return errf("payload %q: %w", pl.Name, err)
+			}
+			if p.KeyBroker == nil {
+				return errf("payload %q is encrypted but the policy names no key_broker", pl.Name)
+			}
+			if other, ok := resources[pl.Encryption.Resource]; ok {
+				return errf("payloads %q and %q share the key %s; each needs its own", other, pl.Name, pl.Encryption.Resource)
+			}
+			resources[pl.Encryption.Resource] = pl.Name
+			if pl.DataSize%EncryptionSectorSize != 0 {
+				return errf("payload %q: data_size %d is not a multiple of the %d-byte encryption sector", pl.Name, pl.DataSize, EncryptionSectorSize)
+			}
+		}
+	}
+	if p.KeyBroker != nil {
+		if err := p.KeyBroker.validate(); err != nil {
+			return errf("%w", err)
 		}
 	}
 	if len(p.Payloads) > 0 && p.Disk.GUID == "" {

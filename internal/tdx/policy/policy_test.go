@@ -32,8 +32,16 @@ func validPolicy() *Policy {
 	}
 }
 
+// encrypt makes the policy's payload encrypted, with a key broker.
+func encrypt(p *Policy) {
+	p.KeyBroker = &KeyBroker{URL: "https://10.0.2.2:8444", CASHA256: strings.Repeat("0f", 32)}
+	p.Payloads[0].Encryption = &Encryption{Cipher: EncryptionCipher, KeyBits: EncryptionKeyBits, SectorSize: EncryptionSectorSize,
+		IVLargeSectors: true, Resource: "tdforge/dev/model"}
+}
+
 func TestMarshalDecodeRoundTrip(t *testing.T) {
 	p := validPolicy()
+	encrypt(p)
 	b, err := p.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +106,18 @@ func TestValidateRejects(t *testing.T) {
 		{"attestation service http in production", func(p *Policy) {
 			p.Image.Dev, p.TDX.Simulate, p.Agent.AttestationService = false, false, "http://attest.example"
 		}, "plain http is allowed only in a dev image"},
+		{"encrypted without broker", func(p *Policy) { encrypt(p); p.KeyBroker = nil }, "names no key_broker"},
+		{"broker over http", func(p *Policy) { encrypt(p); p.KeyBroker.URL = "http://10.0.2.2:8444" }, "https://host"},
+		{"broker with path", func(p *Policy) { encrypt(p); p.KeyBroker.URL = "https://10.0.2.2:8444/kbs" }, "https://host"},
+		{"broker pin", func(p *Policy) { encrypt(p); p.KeyBroker.CASHA256 = strings.Repeat("AB", 32) }, "ca_sha256"},
+		{"cipher", func(p *Policy) { encrypt(p); p.Payloads[0].Encryption.Cipher = "aes-cbc-essiv:sha256" }, "encryption must be aes-xts-plain64"},
+		{"512-byte IV sectors", func(p *Policy) { encrypt(p); p.Payloads[0].Encryption.IVLargeSectors = false }, "iv_large_sectors true"},
+		{"shared key", func(p *Policy) {
+			encrypt(p)
+			p.Payloads = append(p.Payloads, p.Payloads[0])
+			p.Payloads[1].Name, p.Payloads[1].Partition = "model2", 2
+		}, "share the key"},
+		{"resource id", func(p *Policy) { encrypt(p); p.Payloads[0].Encryption.Resource = "../etc/passwd" }, "<repo>/<type>/<tag>"},
 	} {
 		p := validPolicy()
 		tc.mod(p)

@@ -1,0 +1,104 @@
+package build
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/mod/semver"
+
+	"github.com/tdforge/tdforge/internal/image/crypt"
+	"github.com/tdforge/tdforge/internal/inputs/secret"
+	"github.com/tdforge/tdforge/internal/manifest"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
+)
+
+// ErrNoSecrets is returned when a manifest encrypts a payload and the run
+// has no secrets directory.
+var ErrNoSecrets = errors.New("no secrets directory")
+
+// payloadKey returns the dm-crypt key of an encrypted payload from the
+// secrets directory (Options.Secrets): DIR/<resource id>, a key-broker
+// resource file (package secret). A build creates a missing file with a
+// fresh random key that allows this image at compatible versions; a
+// measurement never creates one. The key reaches gptdisk only: it is
+// never written to the image, the reference values, the boot policy or a
+// log.
+func (p *pipeline) payloadKey(pl manifest.Payload) ([]byte, error) {
+	id := pl.Encryption.Key
+	if p.o.Secrets == "" {
+		return nil, noSecrets(pl)
+	}
+	img := p.m.Image
+	r, err := secret.Load(p.o.Secrets, id)
+	switch {
+	case errors.Is(err, secret.ErrNotExist) && p.publishing:
+		r, err = secret.Create(p.o.Secrets, id, []secret.Grant{{Image: img.Name, Versions: compatibleVersions(img.Version)}})
+		if err != nil {
+			return nil, fmt.Errorf("payload %q: creating its key: %w", pl.Name, err)
+		}
+		fmt.Fprintf(p.o.Log, "payload %s: created a new key %s (mode 0600); keep it: only images built with it can use it\n", pl.Name, secret.Path(p.o.Secrets, id))
+	case err != nil:
+		return nil, fmt.Errorf("payload %q: %w", pl.Name, err)
+	}
+	if err := r.Check(img.Dev); err != nil {
+		return nil, fmt.Errorf("payload %q: %w", pl.Name, err)
+	}
+	// A real key readable by others is refused, as ssh refuses such a
+	// private key; the public dev secrets are exempt (git checks them out
+	// 0644).
+	if st, err := os.Stat(secret.Path(p.o.Secrets, id)); err != nil {
+		return nil, fmt.Errorf("payload %q: %w", pl.Name, err)
+	} else if !r.Dev && st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("payload %q: key file %s is readable or writable by others (mode %04o); run chmod 600 %s", pl.Name, secret.Path(p.o.Secrets, id), st.Mode().Perm(), secret.Path(p.o.Secrets, id))
+	}
+	if ok, why := r.Allows(img.Name, img.Version, img.Dev); !ok {
+		return nil, fmt.Errorf("payload %q: the broker would never release its key to this image: %s; add this image to the file's \"allow\" list", pl.Name, why)
+	}
+	return r.Key()
+}
+
+func noSecrets(pl manifest.Payload) error {
+	id := pl.Encryption.Key
+	return fmt.Errorf("payload %q is encrypted with key %q: %w; pass --secrets DIR, the directory of key-broker resource files that holds (or receives) DIR/%s, the same directory verifier serve --resources uses", pl.Name, id, ErrNoSecrets, id)
+}
+
+// compatibleVersions is the default "allow" constraint of a new key: the
+// versions semantic versioning calls compatible with version (^version),
+// or every version when version is not a semantic version.
+func compatibleVersions(version string) []string {
+	v := version
+	if !strings.HasPrefix(v, "v") {
+		v = "v" + v
+	}
+	if !semver.IsValid(v) || semver.Prerelease(v) != "" || semver.Build(v) != "" {
+		return nil
+	}
+	var major, minor, patch int
+	fmt.Sscanf(semver.Canonical(v), "v%d.%d.%d", &major, &minor, &patch)
+	upper := fmt.Sprintf("%d.0.0", major+1)
+	switch {
+	case major == 0 && minor == 0:
+		upper = fmt.Sprintf("0.0.%d", patch+1)
+	case major == 0:
+		upper = fmt.Sprintf("0.%d.0", minor+1)
+	}
+	return []string{">=" + strings.TrimPrefix(semver.Canonical(v), "v"), "<" + upper}
+}
+
+// encryptPolicy adds the key broker and each encrypted payload's
+// parameters to the boot policy.
+func (p *pipeline) encryptPolicy(pol *policy.Policy) {
+	for i := range pol.Payloads {
+		mp := p.m.Payload(pol.Payloads[i].Name)
+		if mp == nil || mp.Encryption == nil {
+			continue
+		}
+		e := crypt.Params(mp.Encryption.Key)
+		pol.Payloads[i].Encryption = &e
+		if kb := p.m.KeyBroker; kb != nil {
+			pol.KeyBroker = &policy.KeyBroker{URL: kb.URL, CASHA256: kb.CASHA256}
+		}
+	}
+}
