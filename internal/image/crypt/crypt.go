@@ -145,8 +145,8 @@ const chunkSize = 256 * SectorSize
 // whole sectors of b, the first being sector number first, spreading 1 MiB
 // chunks over runtime.GOMAXPROCS goroutines. Sectors are independent in XTS
 // and each is transformed where it lies, so the result does not depend on
-// the schedule. (xts.Cipher is safe for concurrent use when its block
-// cipher is, and crypto/aes's is.)
+// the schedule. An xts.Cipher is safe for concurrent use when its block
+// cipher is, and a crypto/aes block only reads its expanded key.
 func xtsSectors(b []byte, first uint64, fn func(dst, src []byte, sector uint64)) {
 	chunk := func(i int) {
 		for off := i * chunkSize; off < min((i+1)*chunkSize, len(b)); off += SectorSize {
