@@ -95,20 +95,7 @@ func convoAgent(t *testing.T, st volstatus.Status) *httptest.Server {
 // generation below the one the browser saw raises the rollback warning; a
 // locked volume says why history is off while chat still works.
 func TestWebUIConversations(t *testing.T) {
-	exe := "/usr/bin/chromium"
-	if _, err := os.Stat(exe); err != nil {
-		t.Fatalf("%s missing: run 'make deps' (Debian package chromium)", exe)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 900),
-	}
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel2 := chromedp.NewContext(actx)
-	defer cancel2()
+	ctx := browser(t, chromedp.WindowSize(1400, 900))
 	ctx, cancel3 := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel3()
 	ts := convoAgent(t, volstatus.Status{State: volstatus.Mounted})

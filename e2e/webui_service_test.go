@@ -40,10 +40,6 @@ import (
 // key; a contraindicated TD and a token the JWKS does not verify are shown
 // as such.
 func TestWebUIAttestationService(t *testing.T) {
-	exe := "/usr/bin/chromium"
-	if _, err := os.Stat(exe); err != nil {
-		t.Fatalf("%s missing: run 'make deps' (Debian package chromium)", exe)
-	}
 	pki, err := sim.NewPKI()
 	if err != nil {
 		t.Fatal(err)
@@ -71,16 +67,7 @@ func TestWebUIAttestationService(t *testing.T) {
 		{name: "contraindicated", otherReference: true, wantClass: "bad", want: "CONTRAINDICATED"},
 		{name: "forged JWKS", forgedJWKS: true, wantClass: "bad", want: "signature does not verify"},
 	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
-	}
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	bctx, cancelB := chromedp.NewContext(actx)
-	defer cancelB()
+	bctx := browser(t)
 	if err := chromedp.Do(bctx); err != nil {
 		t.Fatalf("starting Chromium: %v", err)
 	}

@@ -25,22 +25,9 @@ import (
 // RTMR3 events,
 // and a prompt must stream an answer. A screenshot is saved.
 func testWebUI(t *testing.T, v *vm) {
-	exe := "/usr/bin/chromium"
-	if _, err := os.Stat(exe); err != nil {
-		t.Fatalf("%s missing: run 'make deps' (Debian package chromium)", exe)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
+	ctx := browser(t,
 		chromedp.Flag("ignore-certificate-errors", true), // the agent's RA-TLS certificate is self-signed
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
-	}
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel2 := chromedp.NewContext(actx)
-	defer cancel2()
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-sync", true))
 	ctx, cancel3 := context.WithTimeout(ctx, 150*time.Second)
 	defer cancel3()
 
@@ -121,10 +108,6 @@ func forgedQuote(rd [64]byte, header bool, sig []byte) []byte {
 // the faults it can see and, for a quote it cannot fault, says what it did
 // not check and how to verify.
 func TestWebUIForgedQuote(t *testing.T) {
-	exe := "/usr/bin/chromium"
-	if _, err := os.Stat(exe); err != nil {
-		t.Fatalf("%s missing: run 'make deps' (Debian package chromium)", exe)
-	}
 	spki := attestation.SPKIHash([]byte("the key the forger claims"))
 	cases := []struct {
 		name                 string
@@ -137,16 +120,7 @@ func TestWebUIForgedQuote(t *testing.T) {
 		{name: "garbage signature", header: true, sig: bytes.Repeat([]byte{0x5a}, 128), wantClass: "unverified"},
 		{name: "claims simulation", header: true, simulated: true, sig: bytes.Repeat([]byte{0x5a}, 128), wantClass: "sim"},
 	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
-	}
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	bctx, cancelB := chromedp.NewContext(actx)
-	defer cancelB()
+	bctx := browser(t)
 	if err := chromedp.Do(bctx); err != nil {
 		t.Fatalf("starting Chromium: %v", err)
 	}
