@@ -26,6 +26,7 @@ import (
 	"github.com/tdforge/tdforge/agent/ratls"
 	"github.com/tdforge/tdforge/agent/server"
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/internal/guest/volstatus"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 	"github.com/tdforge/tdforge/internal/tdx/quote"
 )
@@ -34,7 +35,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 type options struct {
 	policyPath, runtimeLog, acpiTables, quoteSocket string
-	listen, plain                                   string
+	listen, plain, volumeStatus                     string
 }
 
 // run is the whole program: it serves until SIGTERM or SIGINT and returns
@@ -49,6 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.runtimeLog, "runtime-log", server.DefaultRuntimeLog, "RTMR3 runtime event log (CEL) written by initd")
 	fs.StringVar(&o.acpiTables, "acpi-tables", server.DefaultACPITables, "directory holding CCEL and data/CCEL, or "+server.CCELAbsentFile+" (initd's copy of the firmware's)")
 	fs.StringVar(&o.quoteSocket, "quote-socket", quote.DefaultSocket, "initd's quoting socket (the agent never opens a quote backend itself)")
+	fs.StringVar(&o.volumeStatus, "volume-status", volstatus.Dir, "directory of initd's sealed-volume status files")
 	fs.StringVar(&o.listen, "listen", "", "override policy agent.listen (tests)")
 	fs.StringVar(&o.plain, "plain-http", "", "override policy agent.plain_http (tests; dev images only)")
 	if err := fs.Parse(args); err != nil {
@@ -135,9 +137,13 @@ func serve(ctx context.Context, o options, stdout io.Writer, logger *log.Logger)
 	if err != nil {
 		return err
 	}
+	var hist server.History
+	if v := p.AgentVolume(); v != nil {
+		hist = server.History{Volume: v.Name, Dir: v.Mount, StatusDir: o.volumeStatus, RequireMount: true}
+	}
 	srv, err := server.New(server.Config{
 		Policy: p, Provider: prov, SPKIHash: key.SPKIHash, Evidence: ev,
-		Upstream: up, WebUIDir: ui, Log: logger,
+		Upstream: up, WebUIDir: ui, History: hist, Log: logger,
 	})
 	if err != nil {
 		return err

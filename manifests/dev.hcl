@@ -150,3 +150,12 @@ agent {
   max_num_predict = 256
   max_keep_alive  = "10m"
 }
+
+# Sealed state: the agent keeps conversations here (docs/agent.md,
+# "Conversations"). Encrypted and integrity-protected on the host's disk;
+# initd obtains the key from the key broker after attestation.
+volume "state" {
+  size  = "512M"
+  key   = "tdforge/dev/state"
+  users = ["agent"]
+}

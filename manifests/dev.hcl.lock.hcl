@@ -2,5 +2,5 @@
 # local inputs. Commit it. Run builder build -update-lock after changing an input.
 
 input "payload.webui" {
-  sha256 = "2db460181985e395747768e5176eca4b5226c86c73cbaecb690baf955aa61e75"
+  sha256 = "1889fdb75ad7b21e1120f6ad22f2b6a48ddb11c7db6ddb4594bb6a101697446e"
 }

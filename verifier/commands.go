@@ -53,6 +53,7 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var sf serviceFlags
 	sf.add(fs)
 	save := fs.String("save", "", "also save the attestation response (evidence) to `FILE` for `verifier explain`")
+	floor := fs.Uint64("state-floor", 0, "fail (rollback) when the agent's state generation is below `N`, the highest generation seen before (0: no check)")
 	cfg, code, ok := agentArgs(fs, &pf, &sf, args, stdout, stderr)
 	if !ok {
 		return code
@@ -68,6 +69,7 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			cli.PrintError(stderr, "verifier attest", err)
 		}
 	}
+	st := checkState(res.Response, *floor)
 	// The service's own readiness, over the pinned key: information next to
 	// the verdict (a measured TD can still have a service down).
 	svc, serr := client.ServiceStatus(ctx, fs.Arg(0), res.SPKIHash)
@@ -84,18 +86,25 @@ func cmdAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		} else {
 			fmt.Fprintf(stdout, "Service: DOWN: %s\n", svc.Error)
 		}
-		return reportCode(emit(stdout, res.Report, false))
+		if l := st.line(); l != "" {
+			fmt.Fprintln(stdout, l)
+		}
+		return stateCode(reportCode(emit(stdout, res.Report, false)), st)
 	}
 	out := struct {
 		*verify.Report
 		Service *client.Service `json:"service"`
 		Result  *serviceJSON    `json:"attestation_service,omitempty"`
+		State   *stateCheck     `json:"state,omitempty"`
 	}{Report: res.Report, Service: svc}
+	if st.State != "" || st.Floor > 0 {
+		out.State = &st
+	}
 	if res.Service != nil {
 		out.Result = &serviceJSON{URL: sf.url, Status: res.Service.StatusName(), PolicyID: res.Service.PolicyID, KeyID: res.Service.Claims.KeyID, Expires: res.Service.Claims.Expires.UTC(), Token: res.Service.Token}
 	}
 	canonjson.Encode(stdout, out)
-	return reportCode(res.Report.ExitCode())
+	return stateCode(reportCode(res.Report.ExitCode()), st)
 }
 
 // serviceJSON is the attestation service's signed result in attest --json.

@@ -1,9 +1,10 @@
 // tdforge web UI: model picker, streaming chat through the agent's Ollama
-// proxy, and an attestation panel. No framework, no build step.
+// proxy, conversations kept by the agent (list, reopen, delete), and an
+// attestation panel. No framework, no build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { history: [], busy: false, attestation: null };
+const state = { history: [], busy: false, attestation: null, convId: null, historyOff: "" };
 
 function hex(bytes) {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -302,6 +303,8 @@ function render(body, parsed, bound) {
   add("signature", parsed.signed ? "present, not verified" : "ABSENT");
   add("reference", body.reference_url || "(not published)");
   add("time", body.timestamp || "");
+  if (body.state) add("state volume", body.state + (typeof body.state_generation === "number" ? ", generation " + body.state_generation : "") + " (as reported)");
+  checkGeneration(body.state_generation);
 
   const tb = $("registers").querySelector("tbody");
   tb.innerHTML = "";
@@ -364,9 +367,12 @@ async function send(ev) {
   const out = addMessage("assistant", "");
   let answer = "";
   try {
+    const headers = { "Content-Type": "application/json" };
+    const id = await ensureConversation(model);
+    if (id) headers["X-Tdforge-Conversation"] = id;
     const r = await fetch("/api/chat", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers,
       body: JSON.stringify({ model, messages: state.history, stream: true }),
     });
     if (!r.ok) {
@@ -396,20 +402,144 @@ async function send(ev) {
       }
     }
     state.history.push({ role: "assistant", content: answer });
+    if (r.headers.get("X-Tdforge-History") === "unavailable") loadConversations();
   } catch (e) {
     out.className = "msg error";
     out.textContent = "Error: " + e.message;
     state.history.pop();
   } finally {
     state.busy = false; $("send").disabled = false;
+    if (state.convId) loadConversations();
   }
+}
+
+// ---- Conversations (kept by the agent in the sealed state volume) ----
+//
+// Every answer of the conversation API carries the store's generation, a
+// count of committed writes. The host can replay an older copy of the
+// encrypted volume (TDX has no monotonic counter); the page remembers the
+// highest generation it has seen and warns when the store goes back.
+
+const GEN_KEY = "tdforge.stateGeneration@" + location.host;
+
+function checkGeneration(g) {
+  if (typeof g !== "number") return;
+  const floor = Number(localStorage.getItem(GEN_KEY) || "0");
+  if (g < floor) {
+    const b = $("rollback");
+    b.className = "banner bad";
+    b.textContent = "ROLLBACK: the conversation store is at generation " + g + ", below generation " + floor +
+      " that this browser saw before. The host may have replayed an older copy of the sealed volume; conversations may be missing or stale.";
+    return;
+  }
+  localStorage.setItem(GEN_KEY, String(g));
+}
+
+async function historyJSON(url, init) {
+  const r = await fetch(url, Object.assign({ cache: "no-store" }, init || {}));
+  let body = {};
+  try { body = await r.json(); } catch (_) {}
+  if (!r.ok) {
+    const e = new Error(body.error || ("HTTP " + r.status));
+    e.status = r.status;
+    throw e;
+  }
+  checkGeneration(body.generation);
+  return body;
+}
+
+function historyUnavailable(msg) {
+  state.historyOff = msg;
+  $("convs-status").textContent = "History is off: " + msg + " Chats still work but are not saved.";
+  $("convs").innerHTML = "";
+}
+
+async function loadConversations() {
+  try {
+    const body = await historyJSON("/v1/conversations");
+    state.historyOff = "";
+    const list = body.conversations || [];
+    $("convs-status").textContent = list.length ? "" : "No saved conversations yet.";
+    const ul = $("convs");
+    ul.innerHTML = "";
+    for (const c of list) {
+      const li = document.createElement("li");
+      li.dataset.id = c.id;
+      if (c.id === state.convId) li.className = "current";
+      const open = document.createElement("button");
+      open.type = "button"; open.className = "open";
+      open.textContent = c.title || "(untitled)";
+      open.title = (c.title || "(untitled)") + " · " + c.messages + " messages · " + new Date(c.updated).toLocaleString();
+      open.addEventListener("click", () => openConversation(c.id));
+      const del = document.createElement("button");
+      del.type = "button"; del.className = "delete";
+      del.textContent = "×"; del.title = "Delete this conversation";
+      del.setAttribute("aria-label", "Delete " + (c.title || "conversation"));
+      del.addEventListener("click", () => deleteConversation(c.id));
+      li.append(open, del);
+      ul.append(li);
+    }
+  } catch (e) {
+    historyUnavailable(e.message);
+  }
+}
+
+// ensureConversation returns the current conversation's id, creating one
+// for a new chat; null when history is off.
+async function ensureConversation(model) {
+  if (state.convId) return state.convId;
+  try {
+    const body = await historyJSON("/v1/conversations", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model }),
+    });
+    state.convId = body.id;
+    return body.id;
+  } catch (e) {
+    historyUnavailable(e.message);
+    return null;
+  }
+}
+
+async function openConversation(id) {
+  if (state.busy) return;
+  try {
+    const body = await historyJSON("/v1/conversations/" + id);
+    state.convId = id;
+    state.history = (body.messages || []).map((m) => ({ role: m.role, content: m.content }));
+    $("messages").innerHTML = "";
+    for (const m of state.history) addMessage(m.role === "user" ? "user" : "assistant", m.content);
+    const sel = $("model");
+    if (body.model && Array.from(sel.options).some((o) => o.value === body.model)) sel.value = body.model;
+    loadConversations();
+  } catch (e) {
+    addMessage("error", "Cannot open the conversation: " + e.message);
+  }
+}
+
+async function deleteConversation(id) {
+  try {
+    await historyJSON("/v1/conversations/" + id, { method: "DELETE" });
+    if (state.convId === id) newChat();
+  } catch (e) {
+    addMessage("error", "Cannot delete the conversation: " + e.message);
+  }
+  loadConversations();
+}
+
+function newChat() {
+  if (state.busy) return;
+  state.convId = null;
+  state.history = [];
+  $("messages").innerHTML = "";
+  loadConversations();
 }
 
 $("prompt-form").addEventListener("submit", send);
 $("prompt").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("prompt-form").requestSubmit(); }
 });
-$("clear").addEventListener("click", () => { state.history = []; $("messages").innerHTML = ""; });
+$("new-chat").addEventListener("click", newChat);
 $("reattest").addEventListener("click", attest);
 attest();
 loadModels();
+loadConversations();

@@ -71,11 +71,20 @@ func (s *Server) forward() http.Handler {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
+		save, ok := s.beginSave(w, r, body)
+		if !ok {
+			return
+		}
 		r.Body, r.ContentLength, r.TransferEncoding = http.NoBody, 0, nil
 		if len(body) > 0 {
 			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 		}
-		s.proxy.ServeHTTP(w, r)
+		if save == nil {
+			s.proxy.ServeHTTP(w, r)
+			return
+		}
+		s.proxy.ServeHTTP(save, r)
+		save.finish(r.Context(), s.cfg.Log.Printf)
 	})
 }
 

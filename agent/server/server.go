@@ -22,6 +22,7 @@ import (
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/tdforge/tdforge/agent/convstore"
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 	"github.com/tdforge/tdforge/internal/tdx/quote"
@@ -59,7 +60,9 @@ type Config struct {
 	// QuoteProbeTTL is how long /readyz relies on the last quote's outcome
 	// (default DefaultQuoteProbeTTL).
 	QuoteProbeTTL time.Duration
-	Log           *log.Logger
+	// History says where conversations are kept (the zero value: none).
+	History History
+	Log     *log.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -79,9 +82,11 @@ type Server struct {
 		at  time.Time
 		err error
 	}
-	webui    http.Handler
-	closeFns []func() error
-	models   modelHealth
+	webui     http.Handler
+	closeFns  []func() error
+	models    modelHealth
+	historyMu sync.Mutex
+	conv      *convstore.Store // nil until the volume is open
 }
 
 // New builds the handler.
@@ -139,6 +144,9 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle(attestation.PathTEEQuote, allow(http.HandlerFunc(s.handleTEEQuote), "GET", "HEAD"))
 	s.mux.Handle(attestation.PathHealth, allow(http.HandlerFunc(s.handleHealth), "GET", "HEAD"))
 	s.mux.Handle(attestation.PathReady, allow(http.HandlerFunc(s.handleReady), "GET", "HEAD"))
+	s.mux.Handle(PathConversations, allow(http.HandlerFunc(s.handleConversations), "GET", "HEAD", "POST"))
+	s.mux.Handle(PathConversations+"/", allow(http.HandlerFunc(s.handleConversation), "GET", "HEAD", "DELETE"))
+	s.closeFns = append(s.closeFns, s.closeStore)
 	for _, p := range ProxiedPaths {
 		s.mux.Handle(p.Pattern, allow(s.forward(), p.Methods...))
 	}
@@ -152,7 +160,10 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Close releases the web UI root.
+// PathConversations is the conversation API's collection.
+const PathConversations = "/v1/conversations"
+
+// Close releases the web UI root and closes the conversation store.
 func (s *Server) Close() error {
 	var first error
 	for _, f := range s.closeFns {
@@ -307,6 +318,7 @@ func (s *Server) handleAttestation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := s.cfg.Policy
+	state, gen := s.historyState(r.Context())
 	writeJSON(w, http.StatusOK, attestation.Response{
 		Version:       1,
 		Quote:         q,
@@ -326,6 +338,8 @@ func (s *Server) handleAttestation(w http.ResponseWriter, r *http.Request) {
 		Image:              attestation.Image{Name: p.Image.Name, Version: p.Image.Version, Dev: p.Image.Dev, Simulated: p.TDX.Simulate},
 		ReferenceURL:       p.Image.ReferenceURL,
 		AttestationService: p.Agent.AttestationService,
+		State:              state,
+		StateGeneration:    gen,
 		Timestamp:          s.cfg.Now().UTC().Format(time.RFC3339),
 	})
 }
@@ -397,6 +411,15 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 // and the quote backend can quote.
 func (s *Server) Ready(ctx context.Context) (map[string]any, error) {
 	out := map[string]any{"quote_provider": s.cfg.Provider.Name()}
+	// The volume's state is reported, not required: chat works without
+	// history, and a locked volume must be visible, not hidden by a
+	// restart loop.
+	if state, gen := s.historyState(ctx); state != "" {
+		out["state"] = state
+		if gen != nil {
+			out["state_generation"] = *gen
+		}
+	}
 	if s.cfg.Evidence.RuntimeLog != "" {
 		if locked, err := s.cfg.Evidence.Locked(); err == nil && len(locked) > 0 {
 			out["locked"] = locked

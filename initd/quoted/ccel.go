@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/tdx/ccel"
 	"github.com/tdforge/tdforge/internal/tdx/quote"
 )
 
@@ -69,7 +70,9 @@ func PublishCCEL(dir string, gid int, sources ...CCELSource) (absent string, err
 		if err := writeGroup(filepath.Join(dir, "CCEL"), table, gid); err != nil {
 			return "", err
 		}
-		return "", writeGroup(filepath.Join(dir, "data", "CCEL"), log, gid)
+		// Only the events: the rest of the log area is unmeasured padding
+		// that every verifier would otherwise receive and decode.
+		return "", writeGroup(filepath.Join(dir, "data", "CCEL"), log[:ccel.Used(log)], gid)
 	}
 	absent = "no CCEL ACPI table: the firmware did not publish its event log"
 	if len(missing) > 0 {

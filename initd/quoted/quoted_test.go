@@ -20,7 +20,11 @@ import (
 	tdxtest "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/verify"
 
+	"github.com/google/go-eventlog/tcg"
+
+	"github.com/tdforge/tdforge/internal/tdx/ccel"
 	"github.com/tdforge/tdforge/internal/tdx/quote"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
@@ -418,5 +422,32 @@ func TestPublishCCELAbsent(t *testing.T) {
 	os.WriteFile(filepath.Join(acpi, "CCEL"), []byte("table"), 0o400)
 	if _, err := PublishCCEL(out, os.Getgid(), ACPISource(acpi)); err == nil || !strings.Contains(err.Error(), "its event log is not") {
 		t.Fatalf("table without log: %v", err)
+	}
+}
+
+// The published log holds the events only, not the log area's padding.
+func TestPublishCCELTrimsPadding(t *testing.T) {
+	d := register.Value{1}
+	table, log, err := ccel.Encode([]ccel.Event{{Register: register.RTMR1, Type: tcg.EFIAction, Digest: &d, Data: []byte("Calling EFI Application from Boot Option")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acpi := t.TempDir()
+	os.MkdirAll(filepath.Join(acpi, "data"), 0o755)
+	os.WriteFile(filepath.Join(acpi, "CCEL"), table, 0o400)
+	os.WriteFile(filepath.Join(acpi, "data", "CCEL"), log, 0o400)
+	out := filepath.Join(t.TempDir(), "acpi")
+	if _, err := PublishCCEL(out, os.Getgid(), ACPISource(acpi)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(out, "data", "CCEL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) >= len(log)/8 || !bytes.Equal(got, log[:len(got)]) {
+		t.Fatalf("published %d of the area's %d bytes", len(got), len(log))
+	}
+	if evs, _, err := ccel.Parse(got); err != nil || len(evs) != 1 {
+		t.Fatalf("published log: %d events, %v", len(evs), err)
 	}
 }

@@ -97,6 +97,12 @@ func (p *pipeline) policyObject() (*policy.Policy, error) {
 		Name: "agent", Command: agentCommand, Args: []string{"--policy", policy.Path}, Env: map[string]string{},
 		User: "agent", UID: agentUID, GID: agentUID, After: []string{}, Payloads: []string{}, Restart: "always",
 	})
+	for _, v := range m.Volumes {
+		pol.Volumes = append(pol.Volumes, policy.Volume{
+			Name: v.Name, SizeBytes: v.SizeBytes, Key: v.Key, Users: nonNil(v.Users),
+			UUID: policy.VolumeUUID(m.Image.Name, v.Name), Mount: policy.VolumeMount(v.Name),
+		})
+	}
 	return pol, nil
 }
 

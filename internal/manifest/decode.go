@@ -97,7 +97,7 @@ var (
 // decodeBlocks fills l.m from the top-level blocks and cross-checks them.
 func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 	seen := map[string]*hcl.Block{}
-	var payloadBlocks, serviceBlocks []*hcl.Block
+	var payloadBlocks, serviceBlocks, volumeBlocks []*hcl.Block
 	for _, b := range c.Blocks {
 		switch b.Type {
 		case "variable", "locals":
@@ -107,6 +107,9 @@ func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 			continue
 		case "service":
 			serviceBlocks = append(serviceBlocks, b)
+			continue
+		case "volume":
+			volumeBlocks = append(volumeBlocks, b)
 			continue
 		}
 		if first := seen[b.Type]; first != nil {
@@ -172,6 +175,7 @@ func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 		serviceBodies = append(serviceBodies, body)
 	}
 	l.checkServiceGraph(serviceBodies, serviceNames)
+	m.Volumes = l.decodeVolumes(volumeBlocks, serviceNames)
 	m.Agent = Agent{Listen: DefaultAgentListen, TLS: true, Upstream: DefaultAgentUpstream, WebUIPath: "/"}
 	if b := seen["agent"]; b != nil {
 		m.Agent = l.decodeAgent(b, m.Image.Dev || !devKnown, payloadNames)

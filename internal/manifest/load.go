@@ -158,6 +158,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "key_broker"},
 		{Type: "payload", LabelNames: []string{"name"}},
 		{Type: "service", LabelNames: []string{"name"}},
+		{Type: "volume", LabelNames: []string{"name"}},
 	},
 }
 

@@ -26,6 +26,7 @@ type Manifest struct {
 	Agent    Agent
 	Payloads []Payload // declaration order
 	Services []Service // declaration order
+	Volumes  []Volume  // declaration order
 	Network  Network
 	// KeyBroker releases the keys of encrypted payloads; nil if absent.
 	KeyBroker *KeyBroker

@@ -62,7 +62,17 @@ type Response struct {
 	// configuration names for its web UI (measured in the config event);
 	// empty when none.
 	AttestationService string `json:"attestation_service,omitempty"`
-	Timestamp          string `json:"timestamp"` // RFC 3339
+	// State is the agent's state volume: "mounted", or "locked (reason)"
+	// / "failed (reason)"; empty when the image has none.
+	State string `json:"state,omitempty"`
+	// StateGeneration counts the committed writes to the agent's state
+	// (conversations) when the volume is open. TDX has no monotonic
+	// counter, so the host can replay an older copy of the volume; a
+	// generation below one seen before reveals that (verifier attest
+	// --state-floor, the web UI). It travels over the RA-TLS channel, not
+	// in the quote.
+	StateGeneration *uint64 `json:"state_generation,omitempty"`
+	Timestamp       string  `json:"timestamp"` // RFC 3339
 }
 
 // ReportDataInfo documents how REPORTDATA was formed.

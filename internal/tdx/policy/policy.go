@@ -40,6 +40,9 @@ type Policy struct {
 	Network  Network   `json:"network"`
 	Services []Service `json:"services"`
 	Agent    Agent     `json:"agent"`
+	// Volumes are the sealed writable volumes (omitted when none, so
+	// images without volumes keep their policy bytes).
+	Volumes []Volume `json:"volumes,omitempty"`
 	// KeyBroker is where initd obtains the keys of encrypted payloads;
 	// nil when no payload is encrypted.
 	KeyBroker *KeyBroker `json:"key_broker,omitempty"`
@@ -425,6 +428,9 @@ func (p *Policy) Validate() error {
 	}
 	if _, err := p.StartOrder(); err != nil {
 		return err
+	}
+	if err := p.validateVolumes(services); err != nil {
+		return errf("%w", err)
 	}
 	if p.Agent.PlainHTTP != "" && !p.Image.Dev {
 		return errf("agent plain_http is allowed only in dev images")

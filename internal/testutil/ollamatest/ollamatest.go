@@ -183,3 +183,7 @@ func (s *Server) stop() {
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	_ = s.cmd.Wait()
 }
+
+// Output is what Ollama has written to stdout and stderr so far (in the
+// guest, initd forwards it to the console).
+func (s *Server) Output() string { return s.log.String() }

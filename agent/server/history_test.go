@@ -1,0 +1,410 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tdforge/tdforge/agent/convstore"
+	"github.com/tdforge/tdforge/internal/guest/volstatus"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/testutil/ollamatest"
+)
+
+// syncBuffer is a log sink tests read while handlers write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// historyFixture is a server whose agent volume is the directory vol,
+// with initd's status file saying state.
+func historyFixture(t testing.TB, upstream, vol string, state volstatus.Status, logs io.Writer) *fixture {
+	t.Helper()
+	status := filepath.Join(t.TempDir(), "volumes")
+	if state.State != "" {
+		if err := volstatus.Write(status, "state", state); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return newFixture(t, upstream, func(c *Config) {
+		c.History = History{Volume: "state", Dir: vol, StatusDir: status}
+		if logs != nil {
+			c.Log = log.New(logs, "agent: ", 0)
+		}
+	})
+}
+
+func doJSON(t testing.TB, h http.Handler, method, target, body string, want int, out any) *httptest.ResponseRecorder {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	rec := do(t, h, method, target, r)
+	if rec.Code != want {
+		t.Fatalf("%s %s: status %d, want %d: %s", method, target, rec.Code, want, rec.Body)
+	}
+	if out != nil {
+		if err := json.Unmarshal(rec.Body.Bytes(), out); err != nil {
+			t.Fatalf("%s %s: %v: %s", method, target, err, rec.Body)
+		}
+	}
+	return rec
+}
+
+func TestConversationAPI(t *testing.T) {
+	vol := t.TempDir()
+	f := historyFixture(t, "http://127.0.0.1:1", vol, volstatus.Status{State: volstatus.Mounted}, nil)
+	var created summaryResponse
+	rec := doJSON(t, f.srv, "POST", "/v1/conversations", `{"title":"first","model":"tiny:latest","messages":[{"role":"user","content":"hi"}]}`, 201, &created)
+	if !convstore.ValidID(created.ID) || created.Title != "first" || created.Summary.Messages != 1 || created.Generation != 1 {
+		t.Fatalf("created %+v", created)
+	}
+	if loc := rec.Header().Get("Location"); loc != "/v1/conversations/"+created.ID {
+		t.Fatalf("Location %q", loc)
+	}
+	var empty summaryResponse
+	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &empty)
+	var list listResponse
+	doJSON(t, f.srv, "GET", "/v1/conversations", "", 200, &list)
+	if len(list.Conversations) != 2 || list.Generation != 2 {
+		t.Fatalf("list %+v", list)
+	}
+	var got conversationResponse
+	doJSON(t, f.srv, "GET", "/v1/conversations/"+created.ID, "", 200, &got)
+	if len(got.Messages) != 1 || got.Messages[0].Content != "hi" || got.Generation != 2 {
+		t.Fatalf("get %+v", got)
+	}
+	doJSON(t, f.srv, "DELETE", "/v1/conversations/"+created.ID, "", 200, nil)
+	doJSON(t, f.srv, "GET", "/v1/conversations/"+created.ID, "", 404, nil)
+	doJSON(t, f.srv, "DELETE", "/v1/conversations/"+created.ID, "", 404, nil)
+
+	for _, tc := range []struct {
+		method, target, body string
+		code                 int
+		msg                  string
+	}{
+		{"GET", "/v1/conversations/xyz", "", 400, "is not valid"},
+		{"GET", "/v1/conversations/" + strings.Repeat("A", 32), "", 400, "32 lowercase hex"},
+		{"GET", "/v1/conversations/" + created.ID + "/x", "", 400, "is not valid"},
+		{"POST", "/v1/conversations", "{", 400, "not valid JSON"},
+		{"POST", "/v1/conversations", `{"titel":"x"}`, 400, "unknown field"},
+		{"POST", "/v1/conversations", `{} {}`, 400, "trailing data"},
+		{"POST", "/v1/conversations", `{"messages":[{"role":"user","content":"` + strings.Repeat("a", convstore.MaxContent+1) + `"}]}`, 400, "the limit is"},
+		{"POST", "/v1/conversations", `{"title":"` + strings.Repeat("a", convstore.MaxTitle+1) + `"}`, 400, "limited to"},
+		{"POST", "/v1/conversations", strings.Repeat(" ", maxCreateBody+1), 413, "the limit is 8388608"},
+		{"DELETE", "/v1/conversations", "", 405, "use GET, HEAD, POST"},
+		{"PUT", "/v1/conversations", "", 405, "use GET, HEAD, POST"},
+		{"POST", "/v1/conversations/" + created.ID, "", 405, "use GET, HEAD, DELETE"},
+		{"PATCH", "/v1/conversations/" + created.ID, "", 405, "use GET, HEAD, DELETE"},
+	} {
+		var body io.Reader
+		if tc.body != "" {
+			body = strings.NewReader(tc.body)
+		}
+		rec := do(t, f.srv, tc.method, tc.target, body)
+		if rec.Code != tc.code {
+			t.Errorf("%s %.60s: status %d, want %d: %.200s", tc.method, tc.target, rec.Code, tc.code, rec.Body)
+			continue
+		}
+		if msg := errBody(t, rec); !strings.Contains(msg, tc.msg) {
+			t.Errorf("%s %.60s: error %q does not say %q", tc.method, tc.target, msg, tc.msg)
+		}
+		if tc.code == 405 && rec.Header().Get("Allow") == "" {
+			t.Errorf("%s %s: 405 without Allow", tc.method, tc.target)
+		}
+	}
+}
+
+// A page on another origin cannot create, read or delete conversations
+// (a form POST needs no preflight); the agent's own page can.
+func TestConversationCrossOrigin(t *testing.T) {
+	f := historyFixture(t, "http://127.0.0.1:1", t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
+	id := convstore.NewID()
+	for _, tc := range []struct{ method, target string }{
+		{"POST", "/v1/conversations"}, {"GET", "/v1/conversations"}, {"DELETE", "/v1/conversations/" + id},
+	} {
+		req := httptest.NewRequest(tc.method, tc.target, strings.NewReader("{}"))
+		req.Header.Set("Origin", "https://evil.example")
+		rec := httptest.NewRecorder()
+		f.srv.ServeHTTP(rec, req)
+		if rec.Code != 403 || !strings.Contains(errBody(t, rec), "other origins") {
+			t.Fatalf("%s %s from another origin: %d %s", tc.method, tc.target, rec.Code, rec.Body)
+		}
+	}
+	req := httptest.NewRequest("POST", "http://agent.example/v1/conversations", strings.NewReader("{}"))
+	req.Header.Set("Origin", "http://agent.example")
+	rec := httptest.NewRecorder()
+	f.srv.ServeHTTP(rec, req)
+	if rec.Code != 201 {
+		t.Fatalf("same-origin POST: %d %s", rec.Code, rec.Body)
+	}
+	var list listResponse
+	doJSON(t, f.srv, "GET", "/v1/conversations", "", 200, &list)
+	if len(list.Conversations) != 1 {
+		t.Fatalf("%d conversations, want only the same-origin one", len(list.Conversations))
+	}
+}
+
+// A second server on the same directory (an agent restart) sees what the
+// first stored.
+func TestConversationsSurviveRestart(t *testing.T) {
+	vol := t.TempDir()
+	f := historyFixture(t, "http://127.0.0.1:1", vol, volstatus.Status{State: volstatus.Mounted}, nil)
+	var c summaryResponse
+	doJSON(t, f.srv, "POST", "/v1/conversations", `{"title":"keep me","messages":[{"role":"user","content":"marker-restart"}]}`, 201, &c)
+	if err := f.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g := historyFixture(t, "http://127.0.0.1:1", vol, volstatus.Status{State: volstatus.Mounted}, nil)
+	var got conversationResponse
+	doJSON(t, g.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
+	if got.Title != "keep me" || len(got.Messages) != 1 || got.Messages[0].Content != "marker-restart" || got.Generation != 1 {
+		t.Fatalf("after restart: %+v", got)
+	}
+}
+
+// A locked or failed volume (or none reported by initd): the API answers
+// 503 with the reason, /readyz and the evidence report the state, and
+// chat still works, unsaved.
+func TestLockedVolume(t *testing.T) {
+	up, _ := ollamatest.Fake(t, nil)
+	for _, st := range []volstatus.Status{
+		{State: volstatus.Locked, Reason: "the key broker refused this TD: RTMR2 mismatch"},
+		{State: volstatus.Failed, Reason: "dm-integrity: tag mismatch"},
+		{},
+	} {
+		vol := t.TempDir()
+		f := historyFixture(t, up.URL, vol, st, nil)
+		want := st.String()
+		if st.State == "" {
+			want = "locked (initd has not opened volume"
+		}
+		for _, target := range []string{"/v1/conversations", "/v1/conversations/" + convstore.NewID()} {
+			rec := do(t, f.srv, "GET", target, nil)
+			if rec.Code != 503 || !strings.Contains(errBody(t, rec), want) {
+				t.Fatalf("%s with volume %v: %d %s", target, st, rec.Code, rec.Body)
+			}
+		}
+		rec := do(t, f.srv, "POST", "/v1/conversations", strings.NewReader("{}"))
+		if rec.Code != 503 {
+			t.Fatalf("POST with volume %v: %d", st, rec.Code)
+		}
+		var ready map[string]any
+		rec = do(t, f.srv, "GET", "/readyz", nil)
+		json.Unmarshal(rec.Body.Bytes(), &ready)
+		if s, _ := ready["state"].(string); !strings.HasPrefix(s, want) || ready["state_generation"] != nil {
+			t.Fatalf("readyz with volume %v: %s", st, rec.Body)
+		}
+		var ev attestation.Response
+		doJSON(t, f.srv, "GET", "/v1/attestation?nonce="+strings.Repeat("ab", 32), "", 200, &ev)
+		if !strings.HasPrefix(ev.State, want) || ev.StateGeneration != nil {
+			t.Fatalf("evidence state %q generation %v", ev.State, ev.StateGeneration)
+		}
+		req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(`{"model":"tiny:latest","messages":[{"role":"user","content":"hi"}]}`))
+		req.Header.Set(ConversationHeader, convstore.NewID())
+		chat := httptest.NewRecorder()
+		f.srv.ServeHTTP(chat, req)
+		if chat.Code != 200 || !strings.Contains(chat.Body.String(), `"done":true`) || chat.Header().Get(HistoryHeader) != "unavailable" {
+			t.Fatalf("chat with volume %v: %d %s %v", st, chat.Code, chat.Body, chat.Header())
+		}
+		if ents, _ := os.ReadDir(vol); len(ents) != 0 {
+			t.Fatalf("the agent wrote %d files into an unopened volume", len(ents))
+		}
+	}
+	// No volume at all: 503 naming the manifest fix; no state reported.
+	f := newFixture(t, up.URL, nil)
+	rec := do(t, f.srv, "GET", "/v1/conversations", nil)
+	if rec.Code != 503 || !strings.Contains(errBody(t, rec), "volume block") {
+		t.Fatalf("no volume: %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, f.srv, "GET", "/readyz", nil); strings.Contains(rec.Body.String(), "state") {
+		t.Fatalf("readyz mentions a state without a volume: %s", rec.Body)
+	}
+}
+
+// RequireMount refuses a directory with nothing mounted on it.
+func TestRequireMount(t *testing.T) {
+	vol := t.TempDir()
+	status := filepath.Join(t.TempDir(), "volumes")
+	volstatus.Write(status, "state", volstatus.Status{State: volstatus.Mounted})
+	f := newFixture(t, "http://127.0.0.1:1", func(c *Config) {
+		c.History = History{Volume: "state", Dir: vol, StatusDir: status, RequireMount: true}
+	})
+	rec := do(t, f.srv, "GET", "/v1/conversations", nil)
+	if rec.Code != 503 || !strings.Contains(errBody(t, rec), "nothing is mounted at") {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+}
+
+// Chats sent with the conversation header are saved (question and the
+// whole streamed answer); the generation rises with each write and the
+// evidence and /readyz report it; no conversation text reaches the log.
+func TestChatSavedAndGeneration(t *testing.T) {
+	up, _ := ollamatest.Fake(t, nil)
+	var logs syncBuffer
+	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, &logs)
+	var c summaryResponse
+	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
+	const marker = "MARKER-7f3a9c"
+	for i, body := range []string{
+		`{"model":"tiny:latest","messages":[{"role":"user","content":"` + marker + ` one"}]}`,
+		`{"model":"tiny:latest","stream":true,"messages":[{"role":"user","content":"` + marker + ` one"},{"role":"assistant","content":"t0t1t2"},{"role":"user","content":"` + marker + ` two"}]}`,
+	} {
+		req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(body))
+		req.Header.Set(ConversationHeader, c.ID)
+		rec := httptest.NewRecorder()
+		f.srv.ServeHTTP(rec, req)
+		if rec.Code != 200 || rec.Header().Get(HistoryHeader) != "" {
+			t.Fatalf("chat %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	var got conversationResponse
+	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
+	want := []convstore.Message{{Role: "user", Content: marker + " one"}, {Role: "assistant", Content: "t0t1t2"},
+		{Role: "user", Content: marker + " two"}, {Role: "assistant", Content: "t0t1t2"}}
+	if len(got.Messages) != len(want) {
+		t.Fatalf("messages %+v", got.Messages)
+	}
+	for i := range want {
+		if got.Messages[i].Role != want[i].Role || got.Messages[i].Content != want[i].Content {
+			t.Fatalf("message %d = %+v, want %+v", i, got.Messages[i], want[i])
+		}
+	}
+	if got.Title != marker+" one" || got.Model != "tiny:latest" || got.Generation != 5 {
+		t.Fatalf("conversation %+v generation %d, want 5 (create + 4 appends)", got.Summary, got.Generation)
+	}
+	var ev attestation.Response
+	doJSON(t, f.srv, "GET", "/v1/attestation?nonce="+strings.Repeat("cd", 32), "", 200, &ev)
+	if ev.State != "mounted" || ev.StateGeneration == nil || *ev.StateGeneration != 5 {
+		t.Fatalf("evidence state %q generation %v", ev.State, ev.StateGeneration)
+	}
+	rec := do(t, f.srv, "GET", "/readyz", nil)
+	if !strings.Contains(rec.Body.String(), `"state":"mounted"`) || !strings.Contains(rec.Body.String(), `"state_generation":5`) {
+		t.Fatalf("readyz %s", rec.Body)
+	}
+	// Errors: a bad id, an unknown conversation.
+	for id, code := range map[string]int{"nope": 400, convstore.NewID(): 404} {
+		req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(`{"model":"tiny:latest","messages":[{"role":"user","content":"`+marker+`"}]}`))
+		req.Header.Set(ConversationHeader, id)
+		rec := httptest.NewRecorder()
+		f.srv.ServeHTTP(rec, req)
+		if rec.Code != code {
+			t.Fatalf("chat into %q: %d, want %d", id, rec.Code, code)
+		}
+	}
+	if strings.Contains(logs.String(), marker) || strings.Contains(logs.String(), "t0t1t2") {
+		t.Fatalf("conversation text in the agent's log:\n%s", logs.String())
+	}
+}
+
+// An answer that fails or does not complete is not saved; the question is.
+func TestChatIncompleteAnswerNotSaved(t *testing.T) {
+	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"message":{"role":"assistant","content":"half"},"done":false}`+"\n")
+		io.WriteString(w, `{"error":"runner crashed"}`+"\n")
+	})
+	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
+	var c summaryResponse
+	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
+	req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(`{"model":"tiny:latest","messages":[{"role":"user","content":"q"}]}`))
+	req.Header.Set(ConversationHeader, c.ID)
+	f.srv.ServeHTTP(httptest.NewRecorder(), req)
+	var got conversationResponse
+	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
+	if len(got.Messages) != 1 || got.Messages[0].Role != "user" {
+		t.Fatalf("messages %+v", got.Messages)
+	}
+}
+
+// The real Ollama: a chat is saved through a real HTTP connection, and
+// neither the agent's log nor Ollama's output (which initd forwards to the
+// console) contains the conversation.
+func TestChatSavedRealOllamaNoLeak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds or runs Ollama")
+	}
+	ol := ollamatest.Start(t)
+	var logs syncBuffer
+	f := historyFixture(t, ol.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, &logs)
+	ts := httptest.NewServer(f.srv)
+	defer ts.Close()
+	resp, err := http.Post(ts.URL+"/v1/conversations", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c summaryResponse
+	json.NewDecoder(resp.Body).Decode(&c)
+	resp.Body.Close()
+	const marker = "LEAKCHECK-51d0e2"
+	req, _ := http.NewRequest("POST", ts.URL+"/api/chat", strings.NewReader(fmt.Sprintf(
+		`{"model":%q,"messages":[{"role":"user","content":"%s"}],%s}`, ollamatest.Model, marker, opts)))
+	req.Header.Set(ConversationHeader, c.ID)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %s %s", resp.Status, answer)
+	}
+	var got conversationResponse
+	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
+	if len(got.Messages) != 2 || got.Messages[0].Content != marker || got.Messages[1].Role != "assistant" {
+		t.Fatalf("saved %+v", got.Messages)
+	}
+	if text, _, _ := ndjson(t, answer, func(m map[string]any) string {
+		msg, _ := m["message"].(map[string]any)
+		s, _ := msg["content"].(string)
+		return s
+	}); text != got.Messages[1].Content {
+		t.Fatalf("saved answer %q, streamed %q", got.Messages[1].Content, text)
+	}
+	if strings.Contains(logs.String(), marker) {
+		t.Fatalf("marker in the agent's log:\n%s", logs.String())
+	}
+	if out := ol.Output(); strings.Contains(out, marker) {
+		t.Fatalf("marker in Ollama's output:\n%s", out)
+	}
+}
+
+// A non-streamed answer (one JSON object, no trailing newline) is saved.
+func TestChatNonStreamedSaved(t *testing.T) {
+	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"model":"tiny:latest","message":{"role":"assistant","content":"whole answer"},"done":true}`)
+	})
+	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
+	var c summaryResponse
+	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
+	req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(`{"model":"tiny:latest","stream":false,"messages":[{"role":"user","content":"q"}]}`))
+	req.Header.Set(ConversationHeader, c.ID)
+	f.srv.ServeHTTP(httptest.NewRecorder(), req)
+	var got conversationResponse
+	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
+	if len(got.Messages) != 2 || got.Messages[1].Content != "whole answer" {
+		t.Fatalf("messages %+v", got.Messages)
+	}
+}

@@ -1,0 +1,150 @@
+package manifest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const volumeServices = `service "web" {
+  command = "/bin/web"
+}
+`
+
+func loadVolumeManifest(t *testing.T, src string) (*Manifest, *Diagnostics) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "m.hcl")
+	if err := os.WriteFile(path, []byte(base+volumeServices+src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return Load(path, LoadOptions{AllowUnknown: true})
+}
+
+func TestVolumeBlock(t *testing.T) {
+	m, diags := loadVolumeManifest(t, `volume "state" {
+  size  = "512M"
+  key   = "tdforge/dev/state"
+  users = ["agent", "web"]
+}
+volume "big" {
+  size  = "2G"
+  key   = "tdforge/dev/big"
+  users = ["web"]
+}
+`)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	if len(m.Volumes) != 2 {
+		t.Fatalf("volumes = %+v", m.Volumes)
+	}
+	v := m.Volumes[0]
+	if v.Name != "state" || v.SizeBytes != 512<<20 || v.Key != "tdforge/dev/state" || strings.Join(v.Users, ",") != "agent,web" {
+		t.Fatalf("volume = %+v", v)
+	}
+	if m.Volumes[1].SizeBytes != 2<<30 {
+		t.Fatalf("2G = %d bytes", m.Volumes[1].SizeBytes)
+	}
+}
+
+func TestVolumeBadInputs(t *testing.T) {
+	for _, tc := range []struct{ name, src, summary, detail string }{
+		{"size unit", `volume "s" {
+  size = "512K"
+  key = "tdforge/dev/s"
+  users = ["agent"]
+}`, "Invalid volume size", `size "512K" is not a size`},
+		{"size small", `volume "s" {
+  size = "1M"
+  key = "tdforge/dev/s"
+  users = ["agent"]
+}`, "Invalid volume size", "out of range: use 16M"},
+		{"key", `volume "s" {
+  size = "64M"
+  key = "../etc/passwd"
+  users = ["agent"]
+}`, "Invalid volume key", "resource id"},
+		{"user", `volume "s" {
+  size = "64M"
+  key = "tdforge/dev/s"
+  users = ["ollama"]
+}`, "Reference to undeclared service", `names user "ollama"`},
+		{"no users", `volume "s" {
+  size = "64M"
+  key = "tdforge/dev/s"
+  users = []
+}`, "Empty users", "users must name"},
+		{"dup user", `volume "s" {
+  size = "64M"
+  key = "tdforge/dev/s"
+  users = ["agent", "agent"]
+}`, "Duplicate user", "twice"},
+		{"name", `volume "State" {
+  size = "64M"
+  key = "tdforge/dev/s"
+  users = ["agent"]
+}`, "Invalid volume name", "must match"},
+		{"dup", `volume "s" {
+  size = "64M"
+  key = "tdforge/dev/s"
+  users = ["agent"]
+}
+volume "s" {
+  size = "64M"
+  key = "tdforge/dev/t"
+  users = ["agent"]
+}`, "Duplicate volume", "already declared"},
+		{"missing key", `volume "s" {
+  size = "64M"
+  users = ["agent"]
+}`, "Missing required argument", "key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, diags := loadVolumeManifest(t, tc.src)
+			if !diags.HasErrors() || m != nil {
+				t.Fatalf("want an error, got manifest %v", m != nil)
+			}
+			for _, d := range diags.Diags {
+				if d.Summary == tc.summary && strings.Contains(d.Detail, tc.detail) {
+					if d.Subject == nil {
+						t.Fatalf("diagnostic %q has no position", d.Summary)
+					}
+					return
+				}
+			}
+			t.Fatalf("no diagnostic %q containing %q; got:\n%s", tc.summary, tc.detail, diags.Error())
+		})
+	}
+}
+
+// Ollama logs every prompt at debug level ("chat request ... prompt"), and
+// initd forwards service output to the console the host reads: an image
+// that keeps conversations refuses OLLAMA_DEBUG.
+func TestVolumeRefusesPromptLogging(t *testing.T) {
+	const vol = `volume "state" {
+  size  = "64M"
+  key   = "tdforge/dev/state"
+  users = ["agent"]
+}
+`
+	for _, v := range []string{"1", "true", "yes", " 'on' "} {
+		m, diags := loadVolumeManifest(t, vol+`service "ollama" {
+  command = "/bin/ollama"
+  env = { OLLAMA_DEBUG = "`+v+`" }
+}
+`)
+		if m != nil || !strings.Contains(diags.Error(), "OLLAMA_DEBUG") || !strings.Contains(diags.Error(), "console") {
+			t.Fatalf("OLLAMA_DEBUG=%q with a volume: manifest %v, diagnostics %s", v, m != nil, diags.Error())
+		}
+	}
+	for _, v := range []string{"", "0", "false"} {
+		if _, diags := loadVolumeManifest(t, vol+`service "ollama" {
+  command = "/bin/ollama"
+  env = { OLLAMA_DEBUG = "`+v+`" }
+}
+`); diags.HasErrors() {
+			t.Fatalf("OLLAMA_DEBUG=%q refused: %s", v, diags.Error())
+		}
+	}
+}
