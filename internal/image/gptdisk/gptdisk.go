@@ -66,8 +66,8 @@ type Volume struct {
 }
 
 // VolumeTypeGUID is the GPT partition type of a sealed volume region
-// ("tdforge sealed volume"; it is nameUUID("volume-type"), a test checks).
-const VolumeTypeGUID = "776d96b5-0a4c-8fc7-ab01-57055488cb85"
+// (policy.VolumeTypeGUID; it is nameUUID("volume-type"), a test checks).
+const VolumeTypeGUID = policy.VolumeTypeGUID
 
 // Build writes the disk image to out (atomically: temp file + rename) and
 // returns its layout.
