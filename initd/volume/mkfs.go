@@ -38,6 +38,9 @@ func Mkfs(f *os.File, size int64, id, label string) error {
 		UUID:            &u,
 		SectorsPerBlock: BlockSize / 512,
 		VolumeName:      label,
+		// No resize inode: a volume's size is fixed by the policy (and
+		// go-diskfs cannot place one on volumes under 4 block groups).
+		Features: []ext4.FeatureOpt{ext4.WithFeatureReservedGDTBlocksForExpansion(false)},
 	})
 	if err != nil {
 		return fmt.Errorf("mkfs: ext4: %w", err)

@@ -103,8 +103,8 @@ func TestCheckHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Truncate(64 << 20)
-	if err := Mkfs(f, 64<<20, "0b9f3c1e-5a2d-8e4f-9a7b-112233445566", "state"); err != nil {
+	f.Truncate(16 << 20) // policy.MinVolumeSize
+	if err := Mkfs(f, 16<<20, "0b9f3c1e-5a2d-8e4f-9a7b-112233445566", "state"); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
