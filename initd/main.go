@@ -274,6 +274,7 @@ func openVolumes(p *policy.Policy, pass *payload.Pass, res *payload.Result, prov
 		}
 		if r.Status.State == volstatus.Mounted {
 			mounted = append(mounted, v.Mount)
+			volumes = append(volumes, v.Name)
 			continue
 		}
 		down[v.Name] = r.Status.String()
@@ -428,14 +429,26 @@ func shutdown(sup *supervise.Supervisor) {
 			logf("unmount %s: %v", mounted[i], err)
 		}
 	}
+	if len(volumes) > 0 {
+		unix.Sync()
+	}
+	for _, name := range volumes {
+		if err := volume.Close(name); err != nil {
+			logf("volume %s: %v", name, err)
+		}
+	}
 	unix.Sync()
 	logf("powering off")
 	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	select {}
 }
 
-// mounted lists payload mount points in mount order.
-var mounted []string
+// mounted lists payload and volume mount points in mount order; volumes
+// lists the open volumes (closed after the unmounts).
+var (
+	mounted []string
+	volumes []string
+)
 
 // fatal reports a boot failure that forbids starting services and powers off.
 func fatal(_ *payload.Result, err error) {
