@@ -205,6 +205,24 @@ func TestSealedVolume(t *testing.T) {
 		}
 	}
 
+	// A tampered boot (changed kernel command line, so RTMR2 differs) gets
+	// no key: the volume stays locked, with no history, and says why.
+	cmdline, err := os.ReadFile(filepath.Join(devImage, imagedir.Cmdline))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v = boot(t, devImage, bootOpts{disk: disk, cmdline: strings.TrimSpace(string(cmdline)) + " init_on_free=0"})
+	if !v.consoleHas("initd: rtmr3 += volume-locked:state reason:broker refused: RTMR2 mismatch", 60*time.Second) {
+		t.Fatalf("the tampered boot's volume was not locked and measured:\n%s", v.tail())
+	}
+	if st := v.readyState(t); st != "locked (broker refused: RTMR2 mismatch)" {
+		t.Errorf("tampered /readyz state = %q", st)
+	}
+	if code, body := v.conversation(t, markID); code == http.StatusOK || strings.Contains(body, marker) || !strings.Contains(body, "locked") {
+		t.Errorf("tampered boot served history: %d %s", code, body)
+	}
+	v.shutdown()
+
 	// Flip one byte in the middle of each long run of volume blocks the
 	// big conversation changed past the dm-integrity journal: its data
 	// (the database file and the WAL's freed blocks).
@@ -212,6 +230,7 @@ func TestSealedVolume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// (The locked boot wrote nothing: the region is as boot 2 left it.)
 	for _, off := range changedRuns(t, disk, before) {
 		var one [1]byte
 		f.ReadAt(one[:], off)
