@@ -112,6 +112,44 @@ func CryptTable(device string, length uint64, k Keys) devmapper.Target {
 		Params: fmt.Sprintf("aes-xts-plain64 %s 0 %s 0 2 sector_size:%d iv_large_sectors", hex.EncodeToString(k.Crypt), device, BlockSize)}
 }
 
+// Map stacks volume name's dm-integrity and dm-crypt devices on partition
+// part with keys and returns the plaintext device and its size in
+// sectors. A one-block mapping comes first: on an all-zero region the
+// kernel formats the dm-integrity superblock and journal; on an existing
+// one it checks the superblock MAC (the key) and replays the journal.
+// Then the superblock says how many sectors the volume provides. On error
+// nothing stays mapped.
+func Map(name, uuid, part string, keys Keys) (string, uint64, error) {
+	partDev, err := devmapper.DevNum(part)
+	if err != nil {
+		return "", 0, err
+	}
+	iname := integrityName(name)
+	if _, err := devmapper.Create(iname, "", false, IntegrityTable(partDev, BlockSize/512, keys)); err != nil {
+		return "", 0, fmt.Errorf("dm-integrity refused the volume's header (wrong key or tampered superblock): %v", err)
+	}
+	provided, err := providedSectors(part)
+	devmapper.Remove(iname)
+	if err != nil {
+		return "", 0, err
+	}
+	inode, err := devmapper.Create(iname, "TDFORGE-VOL-INTEGRITY-"+uuid, false, IntegrityTable(partDev, provided, keys))
+	if err != nil {
+		return "", 0, fmt.Errorf("dm-integrity: %v", err)
+	}
+	idev, err := devmapper.DevNum(inode)
+	if err != nil {
+		devmapper.Remove(iname)
+		return "", 0, err
+	}
+	cnode, err := devmapper.Create(cryptName(name), "TDFORGE-VOL-"+uuid, false, CryptTable(idev, provided, keys))
+	if err != nil {
+		devmapper.Remove(iname)
+		return "", 0, fmt.Errorf("dm-crypt: %v", err)
+	}
+	return cnode, provided, nil
+}
+
 // Device-mapper names of volume name's layers.
 func integrityName(name string) string { return "vol-" + name + "-integrity" }
 func cryptName(name string) string     { return "vol-" + name }
@@ -186,34 +224,9 @@ func (o *Opener) open(ctx context.Context, v policy.Volume) Result {
 	if !first && !bytes.HasPrefix(head, integrityMagic) {
 		return failed("the partition holds neither a fresh (all-zero) region nor a dm-integrity header; not formatting it (docs/volume.md: reformatting)")
 	}
-	partDev, err := devmapper.DevNum(part)
+	cnode, provided, err := Map(v.Name, v.UUID, part, keys)
 	if err != nil {
 		return failed("%v", err)
-	}
-	// A one-block mapping first: on a fresh region the kernel formats the
-	// dm-integrity superblock and journal; on an existing one it checks
-	// the superblock MAC (the key) and replays the journal. Then the
-	// superblock says how many sectors the volume provides.
-	iname := integrityName(v.Name)
-	if _, err := devmapper.Create(iname, "", false, IntegrityTable(partDev, BlockSize/512, keys)); err != nil {
-		return failed("dm-integrity refused the volume's header (wrong key or tampered superblock): %v", err)
-	}
-	provided, err := providedSectors(part)
-	devmapper.Remove(iname)
-	if err != nil {
-		return failed("%v", err)
-	}
-	inode, err := devmapper.Create(iname, "TDFORGE-VOL-INTEGRITY-"+v.UUID, false, IntegrityTable(partDev, provided, keys))
-	if err != nil {
-		return failed("dm-integrity: %v", err)
-	}
-	idev, err := devmapper.DevNum(inode)
-	if err != nil {
-		return failed("%v", err)
-	}
-	cnode, err := devmapper.Create(cryptName(v.Name), "TDFORGE-VOL-"+v.UUID, false, CryptTable(idev, provided, keys))
-	if err != nil {
-		return failed("dm-crypt: %v", err)
 	}
 	keys.Clear()
 	if first {
