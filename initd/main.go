@@ -354,16 +354,9 @@ func startServices(p *policy.Policy, res *payload.Result, volumesDown map[string
 		}
 		// A volume's users stay down while it is closed, except the
 		// agent, which serves without it and reports why (/readyz).
-		if s.Name != AgentService {
-			for _, v := range p.Volumes {
-				if why, down := volumesDown[v.Name]; down && v.HasUser(s.Name) {
-					missing = append(missing, v.Name+" "+why)
-				}
-			}
-			if len(missing) > 0 {
-				logf("service %s NOT started: volume(s) %s", s.Name, strings.Join(missing, ", "))
-				continue
-			}
+		if closed := volume.Blocking(p, s.Name, AgentService, volumesDown); len(closed) > 0 {
+			logf("service %s NOT started: volume(s) %s", s.Name, strings.Join(closed, ", "))
+			continue
 		}
 		specs = append(specs, supervise.Spec{
 			Name: s.Name, Path: s.Command, Args: s.Args, Env: rootfs.Env(s),

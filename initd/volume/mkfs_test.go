@@ -122,3 +122,21 @@ func TestCheckHeader(t *testing.T) {
 		t.Errorf("no filesystem: %v", err)
 	}
 }
+
+// A closed volume keeps its users down, except the agent.
+func TestBlocking(t *testing.T) {
+	p := &policy.Policy{Volumes: []policy.Volume{
+		{Name: "state", Users: []string{"agent", "indexer"}},
+		{Name: "cache", Users: []string{"web"}},
+	}}
+	down := map[string]string{"state": "locked (broker refused: RTMR2 mismatch)"}
+	if got := Blocking(p, "indexer", "agent", down); len(got) != 1 || got[0] != "state locked (broker refused: RTMR2 mismatch)" {
+		t.Errorf("indexer: %v", got)
+	}
+	if got := Blocking(p, "agent", "agent", down); got != nil {
+		t.Errorf("the agent must start: %v", got)
+	}
+	if got := Blocking(p, "web", "agent", down); got != nil {
+		t.Errorf("web uses an open volume: %v", got)
+	}
+}

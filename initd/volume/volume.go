@@ -454,3 +454,19 @@ func Close(name string) error {
 	err2 := devmapper.Remove(integrityName(name))
 	return errors.Join(err1, err2)
 }
+
+// Blocking lists, as "NAME state (reason)", the volumes in down (name ->
+// state) that service uses: such a service stays down. The agent is never
+// blocked (agentService): it serves without its volume and reports why.
+func Blocking(p *policy.Policy, service, agentService string, down map[string]string) []string {
+	if service == agentService {
+		return nil
+	}
+	var out []string
+	for _, v := range p.Volumes {
+		if why, ok := down[v.Name]; ok && v.HasUser(service) {
+			out = append(out, v.Name+" "+why)
+		}
+	}
+	return out
+}

@@ -76,6 +76,9 @@ func (p *Policy) AgentVolume() *Volume {
 
 // validateVolumes checks the volumes against each other and the services.
 func (p *Policy) validateVolumes(services map[string]bool) error {
+	if len(p.Volumes) > 0 && p.KeyBroker == nil {
+		return fmt.Errorf("volume %q: a sealed volume's key comes from the key broker, and the policy has no key_broker", p.Volumes[0].Name)
+	}
 	seen := map[string]bool{}
 	for i, v := range p.Volumes {
 		if err := checkName("volume", i, v.Name, seen); err != nil {
