@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/image/gptdisk"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 )
@@ -253,6 +254,15 @@ func TestSealedVolume(t *testing.T) {
 		t.Errorf("the integrity error was not reported (console, /readyz or the API)")
 	}
 	v.shutdown()
+
+	// Boots write their own copy of the disk: the built image is as built.
+	info, err := imagedir.ReadInfo(devImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum, _, err := fsutil.SHA256(filepath.Join(devImage, imagedir.Disk)); err != nil || sum != info.Artifacts[imagedir.Disk] {
+		t.Errorf("the dev image's disk.raw changed since the build (%s, build.json %s, %v)", sum, info.Artifacts[imagedir.Disk], err)
+	}
 }
 
 // snapshot copies the volume regions of disk.
