@@ -89,7 +89,15 @@ func TestTables(t *testing.T) {
 	if it.Type != "integrity" || it.Length != 8 || !strings.HasPrefix(it.Params, want) || !strings.HasSuffix(it.Params, " fix_hmac") {
 		t.Errorf("integrity table %+v", it)
 	}
-	ct := CryptTable("253:4", 1024, k)
+	key, err := CryptKey(k, bytes.Repeat([]byte{9}, 16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := CryptKey(k, bytes.Repeat([]byte{8}, 16))
+	if len(key) != 64 || bytes.Equal(key, other) || bytes.Equal(key, k.Crypt) {
+		t.Error("the dm-crypt key must be 64 bytes bound to the superblock salt")
+	}
+	ct := CryptTable("253:4", 1024, key)
 	if ct.Type != "crypt" || !strings.HasPrefix(ct.Params, "aes-xts-plain64 ") || !strings.HasSuffix(ct.Params, " 0 253:4 0 2 sector_size:4096 iv_large_sectors") {
 		t.Errorf("crypt table %+v", ct)
 	}

@@ -60,7 +60,9 @@ var integrityMagic = []byte("integrt\x00")
 
 // Keys are a volume's derived keys.
 type Keys struct {
-	Crypt      []byte // 64 bytes: aes-xts-plain64 with AES-256
+	// Crypt is the 64-byte secret from which CryptKey derives the
+	// aes-xts-plain64 key, bound to the dm-integrity superblock's salt.
+	Crypt      []byte
 	Integrity  []byte // 32 bytes: dm-integrity internal_hash hmac(sha256)
 	JournalMAC []byte // 32 bytes: dm-integrity journal_mac hmac(sha256)
 }
@@ -106,10 +108,23 @@ func IntegrityTable(device string, length uint64, k Keys) devmapper.Target {
 		Params: fmt.Sprintf("%s 0 %d J %d %s", device, tagSize, len(opts), strings.Join(opts, " "))}
 }
 
-// CryptTable is the dm-crypt target over the integrity device.
-func CryptTable(device string, length uint64, k Keys) devmapper.Target {
+// CryptKey derives the 64-byte aes-xts-plain64 key (AES-256) from
+// k.Crypt and the dm-integrity superblock's random salt (fix_hmac), so a
+// volume re-created over the same region (after its header was zeroed)
+// encrypts under a new key: its ciphertext cannot be compared with the
+// old one's. The salt is covered by the superblock MAC.
+func CryptKey(k Keys, salt []byte) ([]byte, error) {
+	key := make([]byte, 64)
+	if _, err := io.ReadFull(hkdf.New(sha256.New, k.Crypt, salt, []byte(InfoCrypt)), key); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// CryptTable is the dm-crypt target with key over the integrity device.
+func CryptTable(device string, length uint64, key []byte) devmapper.Target {
 	return devmapper.Target{Length: length, Type: "crypt",
-		Params: fmt.Sprintf("aes-xts-plain64 %s 0 %s 0 2 sector_size:%d iv_large_sectors", hex.EncodeToString(k.Crypt), device, BlockSize)}
+		Params: fmt.Sprintf("aes-xts-plain64 %s 0 %s 0 2 sector_size:%d iv_large_sectors", hex.EncodeToString(key), device, BlockSize)}
 }
 
 // Map stacks volume name's dm-integrity and dm-crypt devices on partition
@@ -128,11 +143,16 @@ func Map(name, uuid, part string, keys Keys) (string, uint64, error) {
 	if _, err := devmapper.Create(iname, "", false, IntegrityTable(partDev, BlockSize/512, keys)); err != nil {
 		return "", 0, fmt.Errorf("dm-integrity refused the volume's header (wrong key or tampered superblock): %v", err)
 	}
-	provided, err := providedSectors(part)
+	provided, salt, err := superblock(part)
 	devmapper.Remove(iname)
 	if err != nil {
 		return "", 0, err
 	}
+	key, err := CryptKey(keys, salt)
+	if err != nil {
+		return "", 0, err
+	}
+	defer clear(key)
 	inode, err := devmapper.Create(iname, "TDFORGE-VOL-INTEGRITY-"+uuid, false, IntegrityTable(partDev, provided, keys))
 	if err != nil {
 		return "", 0, fmt.Errorf("dm-integrity: %v", err)
@@ -142,7 +162,7 @@ func Map(name, uuid, part string, keys Keys) (string, uint64, error) {
 		devmapper.Remove(iname)
 		return "", 0, err
 	}
-	cnode, err := devmapper.Create(cryptName(name), "TDFORGE-VOL-"+uuid, false, CryptTable(idev, provided, keys))
+	cnode, err := devmapper.Create(cryptName(name), "TDFORGE-VOL-"+uuid, false, CryptTable(idev, provided, key))
 	if err != nil {
 		devmapper.Remove(iname)
 		return "", 0, fmt.Errorf("dm-crypt: %v", err)
@@ -298,22 +318,27 @@ func readHead(dev string) ([]byte, error) {
 	return b, nil
 }
 
-// providedSectors reads provided_data_sectors (le64 at offset 16) from the
-// dm-integrity superblock on dev.
-func providedSectors(dev string) (uint64, error) {
+// superblock reads provided_data_sectors (le64 at offset 16) and the
+// fix_hmac salt (16 bytes at offset 48) from the dm-integrity superblock
+// on dev, which the kernel has just checked (its MAC covers both).
+func superblock(dev string) (uint64, []byte, error) {
 	b, err := readHead(dev)
 	if err != nil {
-		return 0, fmt.Errorf("reading the dm-integrity superblock: %v", err)
+		return 0, nil, fmt.Errorf("reading the dm-integrity superblock: %v", err)
 	}
 	if !bytes.HasPrefix(b, integrityMagic) {
-		return 0, errors.New("dm-integrity wrote no superblock")
+		return 0, nil, errors.New("dm-integrity wrote no superblock")
 	}
 	n := binary.LittleEndian.Uint64(b[16:])
 	n -= n % (BlockSize / 512)
 	if n == 0 {
-		return 0, errors.New("the dm-integrity superblock provides no sectors")
+		return 0, nil, errors.New("the dm-integrity superblock provides no sectors")
 	}
-	return n, nil
+	salt := bytes.Clone(b[48:64])
+	if bytes.Equal(salt, make([]byte, 16)) {
+		return 0, nil, errors.New("the dm-integrity superblock has no salt (not created with fix_hmac)")
+	}
+	return n, salt, nil
 }
 
 // ext4 superblock fields (at byte 1024 of the filesystem).
