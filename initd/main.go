@@ -260,6 +260,13 @@ func openVolumes(p *policy.Policy, pass *payload.Pass, res *payload.Result, prov
 			if !ok {
 				return nil, errors.New("the policy names no key broker")
 			}
+			// The payloads' tries already found the broker unreachable or
+			// untrusted this boot: one more try, not another 30 s.
+			for _, why := range res.Locked {
+				if strings.HasPrefix(why, "broker unreachable") || strings.HasPrefix(why, "broker not trusted") {
+					u.Tries = 1
+				}
+			}
 			cel, err := res.Log.MarshalBinary()
 			if err != nil {
 				return nil, fmt.Errorf("runtime log: %v", err)
