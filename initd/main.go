@@ -167,7 +167,7 @@ func main() {
 	}
 
 	start = time.Now()
-	sup, err := startServices(p, res, volumesDown)
+	sup, err := startServices(p, res, agentGID, volumesDown)
 	if err != nil {
 		fatal(res, err)
 	}
@@ -330,7 +330,7 @@ func mountPayload(dev, mp, fstype string) error {
 	return nil
 }
 
-func startServices(p *policy.Policy, res *payload.Result, volumesDown map[string]string) (*supervise.Supervisor, error) {
+func startServices(p *policy.Policy, res *payload.Result, agentGID int, volumesDown map[string]string) (*supervise.Supervisor, error) {
 	users := rootfs.Users(p)
 	if err := rootfs.WriteAccounts("/etc", users, nil); err != nil {
 		return nil, fmt.Errorf("/etc/passwd: %w", err)
