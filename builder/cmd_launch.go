@@ -19,6 +19,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/fsutil"
+	"github.com/tdforge/tdforge/internal/image/gptdisk"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 )
 
@@ -139,6 +140,13 @@ func launchCommand(o *launchOpts) ([]string, func(), error) {
 	if o.disk != "" {
 		disk, _ = filepath.Abs(o.disk)
 	}
+	// The disk is attached read-only unless the image has sealed volumes:
+	// their regions live on it, written in place (never recopied), so the
+	// volumes persist from one launch to the next (docs/volume.md).
+	readonly := "on"
+	if l, err := gptdisk.ReadLayout(abs(imagedir.Payloads)); err == nil && len(l.Volumes) > 0 {
+		readonly = "off"
+	}
 	fwd := fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:%d", o.port, info.Agent.HTTPSPort)
 	if o.httpPort != 0 {
 		if info.Agent.HTTPPort == 0 {
@@ -160,7 +168,7 @@ func launchCommand(o *launchOpts) ([]string, func(), error) {
 		"-nographic", "-no-reboot", "-nodefaults",
 		"-bios", abs(imagedir.Firmware),
 		"-kernel", abs(imagedir.Kernel), "-initrd", abs(imagedir.Initrd), "-append", cmdline,
-		"-drive", "file="+disk+",if=none,id=payload,format=raw,readonly=on",
+		"-drive", "file="+disk+",if=none,id=payload,format=raw,readonly="+readonly,
 		"-device", "virtio-blk-pci,drive=payload",
 		"-netdev", fwd, "-device", "virtio-net-pci,netdev=net0",
 	)

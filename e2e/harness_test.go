@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/testutil/netutil"
 )
 
@@ -112,9 +113,16 @@ func boot(t testing.TB, dir string, o bootOpts) *vm {
 	v.simRoot = filepath.Join(run, "sim-root.pem")
 	args := []string{"launch", "--simulate", "--run", "--detach", "--port", strconv.Itoa(v.port),
 		"--serial", v.console, "--pidfile", pidfile, "--qmp", v.qmp}
-	if o.disk != "" {
-		args = append(args, "--disk", o.disk)
+	if o.disk == "" {
+		// launch writes a sealed volume's region in place: each boot gets
+		// its own copy of the disk, so the built image stays as built
+		// (TestRepro compares it) and no test sees another's volume.
+		o.disk = filepath.Join(run, "disk.raw")
+		if out, err := exec.Command("cp", "--sparse=always", filepath.Join(dir, imagedir.Disk), o.disk).CombinedOutput(); err != nil {
+			t.Fatalf("copying the disk: %v %s", err, out)
+		}
 	}
+	args = append(args, "--disk", o.disk)
 	if o.cmdline != "" {
 		args = append(args, "--cmdline", o.cmdline)
 	}

@@ -3,7 +3,9 @@
 // and mounts every dm-verity payload while extending RTMR3 with one event
 // each plus the runtime config event, configures the network, opens the
 // encrypted payloads with keys from the policy's key broker (initd/unlock;
-// one that stays locked gets a payload-locked event) and then starts and
+// one that stays locked gets a payload-locked event), opens the sealed
+// volumes with keys from the same broker (initd/volume; one that does not
+// open gets a volume-locked or volume-failed event) and then starts and
 // supervises exactly the services the policy names. It never runs anything
 // else. See docs/initd.md.
 package main
@@ -34,9 +36,12 @@ import (
 	"github.com/tdforge/tdforge/initd/rootfs"
 	"github.com/tdforge/tdforge/initd/supervise"
 	"github.com/tdforge/tdforge/initd/unlock"
+	"github.com/tdforge/tdforge/initd/volume"
 	"github.com/tdforge/tdforge/internal/guest/dmverity"
 	"github.com/tdforge/tdforge/internal/guest/fwcfg"
 	"github.com/tdforge/tdforge/internal/guest/rtmr"
+	"github.com/tdforge/tdforge/internal/guest/volstatus"
+	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
@@ -151,8 +156,18 @@ func main() {
 		phase("unlock", time.Since(start))
 	}
 
+	var volumesDown map[string]string
+	if len(p.Volumes) > 0 {
+		start = time.Now()
+		if volumesDown, err = openVolumes(p, pass, res, prov, provErr); err != nil {
+			fatal(res, err)
+		}
+		logf("rtmr3 %x", res.RTMR3)
+		phase("volumes", time.Since(start))
+	}
+
 	start = time.Now()
-	sup, err := startServices(p, res, agentGID)
+	sup, err := startServices(p, res, agentGID, volumesDown)
 	if err != nil {
 		fatal(res, err)
 	}
@@ -225,6 +240,63 @@ func newUnlocker(p *policy.Policy, prov quote.Provider, provErr error) payload.U
 	}
 }
 
+// openVolumes opens the policy's sealed volumes (initd/volume) in policy
+// order, with keys from the policy's key broker, after the encrypted
+// payloads. A volume that does not open is measured into RTMR3 with its
+// reason (volume-locked: no key; volume-failed: the key did not open it),
+// never reformatted. It returns the volumes that did not open and why; an
+// error only when RTMR3 or a status file could not be written.
+func openVolumes(p *policy.Policy, pass *payload.Pass, res *payload.Result, prov quote.Provider, provErr error) (map[string]string, error) {
+	down := map[string]string{}
+	uids := map[string][2]int{}
+	for _, s := range p.Services {
+		uids[s.Name] = [2]int{s.UID, s.GID}
+	}
+	o := &volume.Opener{
+		StatusDir: volstatus.Dir, Logf: logf,
+		Owner: func(user string) (int, int, bool) { u, ok := uids[user]; return u[0], u[1], ok },
+		Fetch: func(ctx context.Context, resource string) ([]byte, error) {
+			u, ok := newUnlocker(p, prov, provErr).(*unlock.Unlocker)
+			if !ok {
+				return nil, errors.New("the policy names no key broker")
+			}
+			// The payloads' tries already found the broker unreachable or
+			// untrusted this boot: one more try, not another 30 s.
+			for _, why := range res.Locked {
+				if strings.HasPrefix(why, "broker unreachable") || strings.HasPrefix(why, "broker not trusted") {
+					u.Tries = 1
+				}
+			}
+			cel, err := res.Log.MarshalBinary()
+			if err != nil {
+				return nil, fmt.Errorf("runtime log: %v", err)
+			}
+			return u.Fetch(ctx, resource, cel)
+		},
+	}
+	for _, v := range p.Volumes {
+		r, err := o.Open(context.Background(), v)
+		if err != nil {
+			return down, err
+		}
+		if r.Status.State == volstatus.Mounted {
+			mounted = append(mounted, v.Mount)
+			volumes = append(volumes, v.Name)
+			continue
+		}
+		down[v.Name] = r.Status.String()
+		kind := event.KindVolumeFailed
+		if r.Status.State == volstatus.Locked {
+			kind = event.KindVolumeLocked
+		}
+		logf("volume %s NOT mounted: %s", v.Name, r.Status)
+		if err := pass.Measure(res, event.Reasoned(kind, v.Name, r.Status.Reason)); err != nil {
+			return down, err
+		}
+	}
+	return down, nil
+}
+
 func loadModules(mods []string) {
 	for _, m := range mods {
 		f, err := os.Open(m)
@@ -258,7 +330,7 @@ func mountPayload(dev, mp, fstype string) error {
 	return nil
 }
 
-func startServices(p *policy.Policy, res *payload.Result, agentGID int) (*supervise.Supervisor, error) {
+func startServices(p *policy.Policy, res *payload.Result, agentGID int, volumesDown map[string]string) (*supervise.Supervisor, error) {
 	users := rootfs.Users(p)
 	if err := rootfs.WriteAccounts("/etc", users, nil); err != nil {
 		return nil, fmt.Errorf("/etc/passwd: %w", err)
@@ -285,6 +357,12 @@ func startServices(p *policy.Policy, res *payload.Result, agentGID int) (*superv
 		}
 		if len(missing) > 0 {
 			logf("service %s NOT started: payload(s) %s failed or locked", s.Name, strings.Join(missing, ", "))
+			continue
+		}
+		// A volume's users stay down while it is closed, except the
+		// agent, which serves without it and reports why (/readyz).
+		if closed := volume.Blocking(p, s.Name, AgentService, volumesDown); len(closed) > 0 {
+			logf("service %s NOT started: volume(s) %s", s.Name, strings.Join(closed, ", "))
 			continue
 		}
 		specs = append(specs, supervise.Spec{
@@ -351,14 +429,26 @@ func shutdown(sup *supervise.Supervisor) {
 			logf("unmount %s: %v", mounted[i], err)
 		}
 	}
+	if len(volumes) > 0 {
+		unix.Sync()
+	}
+	for _, name := range volumes {
+		if err := volume.Close(name); err != nil {
+			logf("volume %s: %v", name, err)
+		}
+	}
 	unix.Sync()
 	logf("powering off")
 	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	select {}
 }
 
-// mounted lists payload mount points in mount order.
-var mounted []string
+// mounted lists payload and volume mount points in mount order; volumes
+// lists the open volumes (closed after the unmounts).
+var (
+	mounted []string
+	volumes []string
+)
 
 // fatal reports a boot failure that forbids starting services and powers off.
 func fatal(_ *payload.Result, err error) {

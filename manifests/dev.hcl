@@ -47,8 +47,9 @@ kernel {
   # button + evdev deliver the ACPI power button (clean shutdown via QMP
   # system_powerdown).
   # dm-crypt and xts open the encrypted model (aes-xts-plain64; AES and
-  # ECB are built in).
-  modules = ["virtio_blk", "virtio_net", "dm-verity", "dm-crypt", "xts", "erofs", "qemu_fw_cfg", "button", "evdev"]
+  # ECB are built in). dm-integrity seals the state volume (HMAC-SHA256
+  # and ext4 are built in).
+  modules = ["virtio_blk", "virtio_net", "dm-verity", "dm-crypt", "xts", "dm-integrity", "erofs", "qemu_fw_cfg", "button", "evdev"]
   cmdline = "console=ttyS0 panic=-1 quiet loglevel=4"
 }
 

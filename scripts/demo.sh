@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # make demo: build the dev image, boot it under the TDX simulator beside the
 # dev key broker (which releases the encrypted model's key to the attested
-# TD), verify it, chat with it through the attested proxy, shut it down, then
-# boot it with a changed kernel command line and show the broker refusing
-# the key. Leaves nothing running.
+# TD), verify it, chat with it through the attested proxy (the chat is kept
+# as a conversation on the sealed state volume), reboot it on the same disk
+# and list the conversation again, then boot it with a changed kernel
+# command line and show the broker refusing the keys. Leaves nothing
+# running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -107,8 +109,13 @@ bin/verifier proxy --listen "127.0.0.1:$PROXY_PORT" --reference "$IMG/reference-
 PROXY_PID=$!
 for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$PROXY_PORT/api/version" >/dev/null 2>&1 && break; sleep 0.2; done
 
-step "7/9 Chat through the proxy (curl → verifier proxy → TLS pinned to the attested key → agent → Ollama)"
-curl -fsS "http://127.0.0.1:$PROXY_PORT/api/chat" -H 'Content-Type: application/json' \
+step "7/9 Chat through the proxy (curl → verifier proxy → TLS pinned to the attested key → agent → Ollama), kept as a conversation"
+# The chat is saved on the sealed volume: create a conversation, then send
+# the chat with its id in X-Tdforge-Conversation.
+CONV=$(curl -fsS "http://127.0.0.1:$PROXY_PORT/v1/conversations" -H 'Content-Type: application/json' \
+  -d '{"title":"demo chat","model":"tiny"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+echo "conversation $CONV (sealed volume 'state', /readyz: $(curl -ksS "https://127.0.0.1:$AGENT_PORT/readyz"))"
+curl -fsS "http://127.0.0.1:$PROXY_PORT/api/chat" -H 'Content-Type: application/json' -H "X-Tdforge-Conversation: $CONV" \
   -d '{"model":"tiny","messages":[{"role":"user","content":"Hello, who are you?"}],"stream":false,"options":{"temperature":0,"num_predict":24,"num_thread":1}}' \
   | python3 -c 'import json,sys; r=json.load(sys.stdin); print("answer:", repr(r["message"]["content"])); print("tokens:", r.get("eval_count"))'
 
@@ -123,7 +130,29 @@ To keep it running yourself:
   stays locked unless the dev key broker runs beside it: see start_broker in scripts/demo.sh)
 MSG
 
-step "Shutting the VM down cleanly"
+step "Reboot: shut the VM down cleanly and launch it again on the same disk (the volume persists in $IMG/disk.raw)"
+bin/builder shutdown --qmp "$RUN/qmp.sock" --pidfile "$RUN/qemu.pid" --timeout 30s
+rm -f "$RUN/qemu.pid"
+kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=
+cp "$RUN/console.log" "$RUN/console-first.log"
+rm -f "$RUN/console.log" "$RUN/qmp.sock"
+start_broker
+bin/builder launch --simulate --run --detach --port "$AGENT_PORT" \
+  --serial "$RUN/console.log" --pidfile "$RUN/qemu.pid" --qmp "$RUN/qmp.sock" \
+  --wait-ready 180s "$IMG"
+SIM_ROOT="$RUN/sim-root.pem"
+grep -a "initd: volume" "$RUN/console.log" || true
+stop_broker
+bin/verifier proxy --listen "127.0.0.1:$PROXY_PORT" --reference "$IMG/reference-values.json" \
+  --allow-simulated --sim-root "$SIM_ROOT" "https://127.0.0.1:$AGENT_PORT" >"$RUN/proxy.log" 2>&1 &
+PROXY_PID=$!
+for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$PROXY_PORT/api/version" >/dev/null 2>&1 && break; sleep 0.2; done
+echo "The conversations after the reboot (through the attested proxy):"
+LIST=$(curl -fsS "http://127.0.0.1:$PROXY_PORT/v1/conversations")
+echo "$LIST" | python3 -c 'import json,sys; r=json.load(sys.stdin); [print(" ", c["id"], repr(c.get("title")), c.get("messages", ""), "messages") for c in r["conversations"]]; print("  state generation", r["generation"])'
+curl -fsS "http://127.0.0.1:$PROXY_PORT/v1/conversations/$CONV" \
+  | python3 -c 'import json,sys; r=json.load(sys.stdin); [print("  %s: %r" % (m["role"], m["content"][:80])) for m in r["messages"]]'
+[[ "$LIST" == *"$CONV"* ]] || { echo "demo: conversation $CONV did not survive the reboot" >&2; exit 1; }
 bin/builder shutdown --qmp "$RUN/qmp.sock" --pidfile "$RUN/qemu.pid" --timeout 30s
 rm -f "$RUN/qemu.pid"
 kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=
@@ -146,6 +175,7 @@ grep -a "refused" "$RUN/broker.log" || true
 echo "initd:"
 grep -a -e "LOCKED" -e "NOT started" "$RUN/console.log" || true
 echo "/readyz: $READY"
+[[ "$READY" == *'"state":"locked (broker refused: RTMR2 mismatch)"'* ]] || { echo "demo: the tampered TD's volume is not locked as expected" >&2; exit 1; }
 [[ "$READY" == *"model: locked (broker refused: RTMR2 mismatch)"* ]] || { echo "demo: the tampered TD's model is not locked as expected" >&2; exit 1; }
 bin/builder shutdown --qmp "$RUN/qmp.sock" --pidfile "$RUN/qemu.pid" --timeout 30s
 rm -f "$RUN/qemu.pid"

@@ -216,6 +216,21 @@ func (p *Pass) Open(ctx context.Context, res *Result, u Unlocker) error {
 	return nil
 }
 
+// Measure extends RTMR3 and the runtime log with ev after the pass (initd
+// measures a sealed volume that stays closed this way) and reads RTMR3
+// back into res.
+func (p *Pass) Measure(res *Result, ev event.Event) error {
+	if err := p.extend(res.Log, ev); err != nil {
+		return err
+	}
+	v, err := p.Backend.Read(register.RTMR3)
+	if err != nil {
+		return fmt.Errorf("measure: read back RTMR3: %w", err)
+	}
+	res.RTMR3 = v
+	return nil
+}
+
 func (p *Pass) extend(l *event.Log, ev event.Event) error {
 	err := l.Append(ev, func(m [48]byte) error { return p.Backend.Extend(register.RTMR3, m) })
 	if err != nil {

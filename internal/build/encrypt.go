@@ -26,35 +26,59 @@ var ErrNoSecrets = errors.New("no secrets directory")
 // never written to the image, the reference values, the boot policy or a
 // log.
 func (p *pipeline) payloadKey(pl manifest.Payload) ([]byte, error) {
-	id := pl.Encryption.Key
 	if p.o.Secrets == "" {
 		return nil, noSecrets(pl)
 	}
+	return p.resourceKey(fmt.Sprintf("payload %q", pl.Name), pl.Encryption.Key)
+}
+
+// volumeKey checks, and creates when missing, the key-broker resource of
+// sealed volume v (Options.Secrets), as payloadKey does. The builder never
+// uses the key: the guest derives the volume's dm-crypt and dm-integrity
+// keys from it (initd/volume). Without a secrets directory a build only
+// says where the broker must find it.
+func (p *pipeline) volumeKey(v manifest.Volume) error {
+	if p.o.Secrets == "" {
+		if p.publishing {
+			fmt.Fprintf(p.o.Log, "volume %s: no --secrets directory, so its key %s was not checked; the key broker must hold it\n", v.Name, v.Key)
+		}
+		return nil
+	}
+	key, err := p.resourceKey(fmt.Sprintf("volume %q", v.Name), v.Key)
+	if !p.publishing && errors.Is(err, secret.ErrNotExist) {
+		return nil
+	}
+	clear(key)
+	return err
+}
+
+// resourceKey loads (or, when building, creates) resource id for what.
+func (p *pipeline) resourceKey(what, id string) ([]byte, error) {
 	img := p.m.Image
 	r, err := secret.Load(p.o.Secrets, id)
 	switch {
 	case errors.Is(err, secret.ErrNotExist) && p.publishing:
 		r, err = secret.Create(p.o.Secrets, id, []secret.Grant{{Image: img.Name, Versions: compatibleVersions(img.Version)}})
 		if err != nil {
-			return nil, fmt.Errorf("payload %q: creating its key: %w", pl.Name, err)
+			return nil, fmt.Errorf("%s: creating its key: %w", what, err)
 		}
-		fmt.Fprintf(p.o.Log, "payload %s: created a new key %s (mode 0600); keep it: only images built with it can use it\n", pl.Name, secret.Path(p.o.Secrets, id))
+		fmt.Fprintf(p.o.Log, "%s: created a new key %s (mode 0600); keep it: only images built with it can use it\n", what, secret.Path(p.o.Secrets, id))
 	case err != nil:
-		return nil, fmt.Errorf("payload %q: %w", pl.Name, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if err := r.Check(img.Dev); err != nil {
-		return nil, fmt.Errorf("payload %q: %w", pl.Name, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	// A real key readable by others is refused, as ssh refuses such a
 	// private key; the public dev secrets are exempt (git checks them out
 	// 0644).
 	if st, err := os.Stat(secret.Path(p.o.Secrets, id)); err != nil {
-		return nil, fmt.Errorf("payload %q: %w", pl.Name, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	} else if !r.Dev && st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("payload %q: key file %s is readable or writable by others (mode %04o); run chmod 600 %s", pl.Name, secret.Path(p.o.Secrets, id), st.Mode().Perm(), secret.Path(p.o.Secrets, id))
+		return nil, fmt.Errorf("%s: key file %s is readable or writable by others (mode %04o); run chmod 600 %s", what, secret.Path(p.o.Secrets, id), st.Mode().Perm(), secret.Path(p.o.Secrets, id))
 	}
 	if ok, why := r.Allows(img.Name, img.Version, img.Dev); !ok {
-		return nil, fmt.Errorf("payload %q: the broker would never release its key to this image: %s; add this image to the file's \"allow\" list", pl.Name, why)
+		return nil, fmt.Errorf("%s: the broker would never release its key to this image: %s; add this image to the file's \"allow\" list", what, why)
 	}
 	return r.Key()
 }
@@ -100,5 +124,9 @@ func (p *pipeline) encryptPolicy(pol *policy.Policy) {
 		if kb := p.m.KeyBroker; kb != nil {
 			pol.KeyBroker = &policy.KeyBroker{URL: kb.URL, CASHA256: kb.CASHA256}
 		}
+	}
+	// Sealed volumes take their keys from the same broker.
+	if kb := p.m.KeyBroker; kb != nil && len(p.m.Volumes) > 0 {
+		pol.KeyBroker = &policy.KeyBroker{URL: kb.URL, CASHA256: kb.CASHA256}
 	}
 }

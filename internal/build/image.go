@@ -42,8 +42,13 @@ func (p *pipeline) buildDisk(ctx context.Context) error {
 		Add(int64)
 		Done()
 	}{}
+	var vols []gptdisk.Volume
+	for _, v := range p.m.Volumes {
+		vols = append(vols, gptdisk.Volume{Name: v.Name, UUID: policy.VolumeUUID(p.m.Image.Name, v.Name), SizeBytes: v.SizeBytes})
+	}
 	layout, err := gptdisk.Build(ctx, filepath.Join(p.stage, imagedir.Disk), in, gptdisk.Options{
 		CacheDir: pc,
+		Volumes:  vols,
 		Progress: func(name string, done, total int64) {
 			t, ok := tasks[name]
 			if !ok {

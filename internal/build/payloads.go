@@ -36,6 +36,11 @@ type builtPayload struct {
 // payload the plan lists as missing is skipped and one whose download fails
 // becomes missing; a build needs them all.
 func (p *pipeline) resolvePayloads(ctx context.Context) error {
+	for _, v := range p.m.Volumes {
+		if err := p.volumeKey(v); err != nil {
+			return err
+		}
+	}
 	for _, pl := range p.m.Payloads {
 		if slices.ContainsFunc(p.missing, func(m Missing) bool { return m.Payload == pl.Name }) {
 			continue

@@ -74,4 +74,15 @@ func (l *loader) checkEncryption(m *Manifest) {
 				"payload %q is encrypted, so the guest must fetch its key from a key broker; add a key_broker block with url and ca_sha256 (docs/manifest.md).", p.Name))
 		}
 	}
+	for _, v := range m.Volumes {
+		if other, ok := keys[v.Key]; ok && v.Key != "" {
+			l.diags.add(errorf(rangePtr(v.Range), "Key shared by a volume",
+				"volume %q uses key %q, which %q already uses; give each volume its own key resource (e.g. %q).", v.Name, v.Key, other, v.Key+"-"+v.Name))
+		}
+		keys[v.Key] = "volume " + v.Name
+		if m.KeyBroker == nil {
+			l.diags.add(errorf(rangePtr(v.Range), "Sealed volume without a key broker",
+				"volume %q is sealed with a key the guest must fetch from a key broker; add a key_broker block with url and ca_sha256 (docs/manifest.md).", v.Name))
+		}
+	}
 }

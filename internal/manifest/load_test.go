@@ -46,7 +46,7 @@ func TestLoadDevManifest(t *testing.T) {
 	}
 	k := m.Kernel
 	if k.Source.Package != "linux-image-6.12.117+deb12-cloud-amd64-unsigned" || k.Source.Arch != "amd64" || k.Source.PathInDeb != "boot/vmlinuz-6.12.117+deb12-cloud-amd64" ||
-		!reflect.DeepEqual(k.Modules, []string{"virtio_blk", "virtio_net", "dm-verity", "dm-crypt", "xts", "erofs", "qemu_fw_cfg", "button", "evdev"}) ||
+		!reflect.DeepEqual(k.Modules, []string{"virtio_blk", "virtio_net", "dm-verity", "dm-crypt", "xts", "dm-integrity", "erofs", "qemu_fw_cfg", "button", "evdev"}) ||
 		k.Cmdline != "console=ttyS0 panic=-1 quiet loglevel=4" || k.CCMeasurement != nil {
 		t.Errorf("kernel = %+v", k)
 	}

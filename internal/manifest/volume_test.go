@@ -10,6 +10,10 @@ import (
 const volumeServices = `service "web" {
   command = "/bin/web"
 }
+key_broker {
+  url       = "https://10.0.2.2:8444"
+  ca_sha256 = "2aad06e1a3273f6bf713b5330b3953383d8cb1f0a4be054024c210144be3de48"
+}
 `
 
 func loadVolumeManifest(t *testing.T, src string) (*Manifest, *Diagnostics) {
@@ -95,6 +99,16 @@ volume "s" {
   key = "tdforge/dev/t"
   users = ["agent"]
 }`, "Duplicate volume", "already declared"},
+		{"shared key", `volume "s" {
+  size = "64M"
+  key = "tdforge/dev/s"
+  users = ["agent"]
+}
+volume "t" {
+  size = "64M"
+  key = "tdforge/dev/s"
+  users = ["agent"]
+}`, "Key shared by a volume", `volume "t" uses key "tdforge/dev/s"`},
 		{"missing key", `volume "s" {
   size = "64M"
   users = ["agent"]
@@ -121,6 +135,20 @@ volume "s" {
 // Ollama logs every prompt at debug level ("chat request ... prompt"), and
 // initd forwards service output to the console the host reads: an image
 // that keeps conversations refuses OLLAMA_DEBUG.
+// A volume's key comes from the key broker: a manifest without one is
+// refused, naming the fix.
+func TestVolumeNeedsKeyBroker(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.hcl")
+	src := base + "volume \"s\" {\n  size = \"64M\"\n  key = \"tdforge/dev/s\"\n  users = [\"agent\"]\n}\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, diags := Load(path, LoadOptions{AllowUnknown: true})
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "Sealed volume without a key broker") || !strings.Contains(diags.Error(), "add a key_broker block") {
+		t.Fatalf("want the missing key broker named, got %v", diags.Error())
+	}
+}
+
 func TestVolumeRefusesPromptLogging(t *testing.T) {
 	const vol = `volume "state" {
   size  = "64M"

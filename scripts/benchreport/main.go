@@ -42,6 +42,7 @@ var goals = []goal{
 	{"BenchmarkServiceAppraisals/ccelGCE", "p99/p50", 3, 0, "p99 <= 3x p50"},
 	{"BenchmarkServiceMemory", "heap-ratio", 1.1, 0, "flat: end <= 1.1x start heap in use"},
 	{"BenchmarkServiceMemory", "heap-ratio-2nd-half", 1.05, 0, "no growth over the second half: <= 1.05x"},
+	{"BenchmarkVolumeThroughput", "x-vs-plain", 0, 0.5, ">= 0.5x the raw disk's sequential writes (TCG)"},
 }
 
 type result struct {

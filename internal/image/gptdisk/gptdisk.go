@@ -1,7 +1,9 @@
 // Package gptdisk assembles the payload disk: a GPT disk with one partition
 // per payload, each holding an EROFS image followed by its dm-verity hash
-// area. Every byte, GUIDs included, is a function of the payload contents,
-// so the same input always gives the same disk.
+// area, then one all-zero (sparse) partition per sealed volume, which
+// initd formats on the TD's first boot (docs/volume.md). Every byte, GUIDs
+// included, is a function of the payload contents and the volumes' names,
+// UUIDs and sizes, so the same input always gives the same disk.
 //
 // Partitions are built into a content-addressed cache (Options.CacheDir) and
 // copied into the disk with reflink or copy_file_range, so an unchanged
@@ -14,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
@@ -49,7 +52,22 @@ type Options struct {
 	// count content bytes encoded plus bytes hashed. A cached payload
 	// reports done == total at once.
 	Progress func(name string, done, total int64)
+	// Volumes are the sealed volumes' regions, placed after the payloads.
+	Volumes []Volume
 }
+
+// Volume is a sealed volume's region: SizeBytes of zeros in a partition
+// whose unique GUID is UUID (the policy's volume UUID, by which initd
+// finds it) and whose type GUID is VolumeTypeGUID.
+type Volume struct {
+	Name      string
+	UUID      string
+	SizeBytes uint64
+}
+
+// VolumeTypeGUID is the GPT partition type of a sealed volume region
+// (policy.VolumeTypeGUID; it is nameUUID("volume-type"), a test checks).
+const VolumeTypeGUID = policy.VolumeTypeGUID
 
 // Build writes the disk image to out (atomically: temp file + rename) and
 // returns its layout.
@@ -73,6 +91,18 @@ func Build(ctx context.Context, out string, payloads []Payload, opts Options) (*
 			return nil, fmt.Errorf("payload disk: payload %q has no tree", p.Name)
 		}
 	}
+	for _, v := range opts.Volumes {
+		if !policy.ValidName(v.Name) || seen["volume "+v.Name] {
+			return nil, fmt.Errorf("payload disk: volume %q: name must be unique and match %s", v.Name, policy.NamePattern)
+		}
+		seen["volume "+v.Name] = true
+		if !guidRE.MatchString(v.UUID) || v.SizeBytes == 0 || v.SizeBytes%align != 0 {
+			return nil, fmt.Errorf("payload disk: volume %q: uuid %q must be a lowercase dashed UUID and size %d a positive multiple of 1 MiB", v.Name, v.UUID, v.SizeBytes)
+		}
+	}
+	if len(payloads)+len(opts.Volumes) > maxParts {
+		return nil, fmt.Errorf("payload disk: %d payloads and %d volumes, a GPT holds at most %d partitions", len(payloads), len(opts.Volumes), maxParts)
+	}
 	c, err := openCache(opts.CacheDir)
 	if err != nil {
 		return nil, err
@@ -90,7 +120,7 @@ func Build(ctx context.Context, out string, payloads []Payload, opts Options) (*
 		return func(done, total int64) { opts.Progress(name, done, total) }
 	}
 	if opts.CacheDir == "" {
-		return buildDirect(ctx, out, c, preps, progress)
+		return buildDirect(ctx, out, c, preps, opts.Volumes, progress)
 	}
 	built := make([]cachedPart, len(preps))
 	for i, p := range preps {
@@ -106,7 +136,7 @@ func Build(ctx context.Context, out string, payloads []Payload, opts Options) (*
 		}
 		built[i] = bp
 	}
-	l := layout(built)
+	l := layout(built, opts.Volumes)
 	if c.outputUnchanged(out, l) {
 		return l, nil
 	}
@@ -141,12 +171,12 @@ func Build(ctx context.Context, out string, payloads []Payload, opts Options) (*
 // buildDirect encodes every partition in place in the new disk file (no
 // cache, no copy). Partition sizes are known before encoding, so offsets
 // are fixed up front; GUIDs and the GPT follow once root hashes are known.
-func buildDirect(ctx context.Context, out string, c *cache, preps []*prepared, progress func(string) func(done, total int64)) (*Layout, error) {
+func buildDirect(ctx context.Context, out string, c *cache, preps []*prepared, vols []Volume, progress func(string) func(done, total int64)) (*Layout, error) {
 	planned := make([]cachedPart, len(preps))
 	for i, p := range preps {
 		planned[i].meta = partMeta{Name: p.name, Size: p.size}
 	}
-	pl := layout(planned)
+	pl := layout(planned, vols)
 	f, err := fsutil.Create(out, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("payload disk: %w", err)
@@ -166,7 +196,7 @@ func buildDirect(ctx context.Context, out string, c *cache, preps []*prepared, p
 		}
 		built[i].meta = m
 	}
-	l := layout(built)
+	l := layout(built, vols)
 	for i := range l.Partitions {
 		if l.Partitions[i].StartLBA != pl.Partitions[i].StartLBA || l.SizeBytes != pl.SizeBytes {
 			return nil, fmt.Errorf("payload disk: internal error: partition %q moved after encoding", l.Partitions[i].Name)
@@ -182,8 +212,11 @@ func buildDirect(ctx context.Context, out string, c *cache, preps []*prepared, p
 }
 
 // layout places partitions back to back from LBA 2048, 1 MiB aligned, and
-// derives all GUIDs from the partitions' verity root hashes.
-func layout(built []cachedPart) *Layout {
+// derives all GUIDs from the partitions' verity root hashes; the volume
+// regions follow, their GUIDs being the volumes' UUIDs. The regions are
+// never written: the disk file is truncated to size, so they are sparse
+// zeros.
+func layout(built []cachedPart, vols []Volume) *Layout {
 	l := &Layout{}
 	var diskParts [][]byte
 	next := uint64(firstLBA)
@@ -205,6 +238,11 @@ func layout(built []cachedPart) *Layout {
 		next += p.SizeBytes / sector
 		l.Partitions = append(l.Partitions, p)
 		diskParts = append(diskParts, []byte(p.Name), root)
+	}
+	for i, v := range vols {
+		l.Volumes = append(l.Volumes, VolumePartition{Name: v.Name, Index: len(built) + i + 1, GUID: v.UUID, StartLBA: next, SizeBytes: v.SizeBytes})
+		next += v.SizeBytes / sector
+		diskParts = append(diskParts, []byte("volume:"+v.Name), []byte(v.UUID), []byte(fmt.Sprint(v.SizeBytes)))
 	}
 	l.DiskGUID = nameUUID("disk-guid", diskParts...)
 	l.SizeBytes = next*sector + align // room for the backup GPT
@@ -236,6 +274,12 @@ func writeGPT(f *fsutil.File, l *Layout) error {
 		t.Partitions = append(t.Partitions, &gpt.Partition{
 			Index: p.Index, Start: p.StartLBA, Size: p.SizeBytes,
 			Type: gpt.LinuxFilesystem, Name: p.Name, GUID: p.GUID,
+		})
+	}
+	for _, v := range l.Volumes {
+		t.Partitions = append(t.Partitions, &gpt.Partition{
+			Index: v.Index, Start: v.StartLBA, Size: v.SizeBytes,
+			Type: gpt.Type(strings.ToUpper(VolumeTypeGUID)), Name: "volume-" + v.Name, GUID: v.GUID,
 		})
 	}
 	if err := t.Write(f.File, int64(l.SizeBytes)); err != nil {

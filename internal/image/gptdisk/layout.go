@@ -37,11 +37,21 @@ type Partition struct {
 	Encrypted bool `json:"encrypted,omitempty"`
 }
 
+// VolumePartition describes a sealed volume's all-zero region.
+type VolumePartition struct {
+	Name      string `json:"name"`
+	Index     int    `json:"partition"` // 1-based GPT index, after the payloads
+	GUID      string `json:"guid"`      // the policy's volume UUID
+	StartLBA  uint64 `json:"start_lba"`
+	SizeBytes uint64 `json:"size"`
+}
+
 // Layout describes the whole disk.
 type Layout struct {
-	DiskGUID   string      `json:"disk_guid"`
-	SizeBytes  uint64      `json:"size"`
-	Partitions []Partition `json:"partitions"`
+	DiskGUID   string            `json:"disk_guid"`
+	SizeBytes  uint64            `json:"size"`
+	Partitions []Partition       `json:"partitions"`
+	Volumes    []VolumePartition `json:"volumes,omitempty"`
 }
 
 var guidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
@@ -103,6 +113,15 @@ func (l *Layout) Validate() error {
 			return fmt.Errorf("partition %q: salt must be at most 256 hex-encoded bytes", p.Name)
 		}
 		end = p.StartLBA*sector + p.SizeBytes
+	}
+	for i, v := range l.Volumes {
+		if v.Index != len(l.Partitions)+i+1 || !policy.ValidName(v.Name) || !guidRE.MatchString(v.GUID) {
+			return fmt.Errorf("volume %d: index %d, name %q and guid %q must follow the payloads, match %s and be a lowercase dashed GUID", i+1, v.Index, v.Name, v.GUID, policy.NamePattern)
+		}
+		if v.StartLBA*sector < end || v.StartLBA*sector%align != 0 || v.SizeBytes == 0 || v.SizeBytes%align != 0 {
+			return fmt.Errorf("volume %q: start_lba %d / size %d must be 1 MiB aligned and not overlap", v.Name, v.StartLBA, v.SizeBytes)
+		}
+		end = v.StartLBA*sector + v.SizeBytes
 	}
 	if l.SizeBytes < end+align {
 		return fmt.Errorf("disk size %d leaves no room for the backup GPT after %d", l.SizeBytes, end)

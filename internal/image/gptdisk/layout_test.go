@@ -40,3 +40,9 @@ func TestPartitionPolicy(t *testing.T) {
 		t.Fatalf("the boot policy rejects the entry: %v", err)
 	}
 }
+
+func TestVolumeTypeGUID(t *testing.T) {
+	if got := nameUUID("volume-type"); got != VolumeTypeGUID {
+		t.Fatalf("nameUUID(volume-type) = %s, VolumeTypeGUID = %s", got, VolumeTypeGUID)
+	}
+}

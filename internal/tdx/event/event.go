@@ -49,6 +49,15 @@ const (
 	// reason, e.g. "broker refused: RTMR2 mismatch". Reference values
 	// never predict it, so a locked TD fails RTMR3, visibly.
 	KindPayloadLocked = "payload-locked"
+	// KindVolumeLocked: a sealed volume stayed closed because the key
+	// broker did not release its key; KindVolumeFailed: its key was
+	// released but the volume did not open (header mismatch, integrity
+	// errors). Alg is AlgReason and Digest the reason. A volume that opens
+	// is not measured (first boot and later boots would differ), so
+	// reference values predict neither and a TD whose volume did not open
+	// fails RTMR3, visibly.
+	KindVolumeLocked = "volume-locked"
+	KindVolumeFailed = "volume-failed"
 	// KindConfig: the effective runtime configuration (services, agent,
 	// network). Alg is AlgSHA256 over the canonical JSON configuration.
 	KindConfig = "config"
@@ -94,7 +103,7 @@ func (e Event) Validate() error {
 		return fmt.Errorf("event %q: unsupported version %d (want %d)", e.Label(), e.Version, Version)
 	}
 	switch e.Kind {
-	case KindPayload, KindPayloadFailed, KindPayloadLocked, KindConfig:
+	case KindPayload, KindPayloadFailed, KindPayloadLocked, KindVolumeLocked, KindVolumeFailed, KindConfig:
 	default:
 		return fmt.Errorf("event %q: unknown kind %q", e.Label(), e.Kind)
 	}
@@ -107,9 +116,9 @@ func (e Event) Validate() error {
 			return fmt.Errorf("event %q: %s digest must be 32 bytes, got %d", e.Label(), e.Alg, len(e.Digest))
 		}
 	case AlgReason:
-		if e.Kind != KindPayloadLocked || len(e.Digest) == 0 || len(e.Digest) > MaxReason || !utf8.Valid(e.Digest) ||
+		if !reasoned(e.Kind) || len(e.Digest) == 0 || len(e.Digest) > MaxReason || !utf8.Valid(e.Digest) ||
 			strings.ContainsFunc(string(e.Digest), unicode.IsControl) {
-			return fmt.Errorf("event %q: a %s must be 1 to %d bytes of printable UTF-8 on a %s event", e.Label(), e.Alg, MaxReason, KindPayloadLocked)
+			return fmt.Errorf("event %q: a %s must be 1 to %d bytes of printable UTF-8 on a %s, %s or %s event", e.Label(), e.Alg, MaxReason, KindPayloadLocked, KindVolumeLocked, KindVolumeFailed)
 		}
 	default:
 		return fmt.Errorf("event %q: unknown digest algorithm %q", e.Label(), e.Alg)
@@ -200,9 +209,19 @@ func Replay(events []Event) ([48]byte, error) {
 	return reg, nil
 }
 
+// reasoned reports whether events of kind carry an AlgReason.
+func reasoned(kind string) bool {
+	return kind == KindPayloadLocked || kind == KindVolumeLocked || kind == KindVolumeFailed
+}
+
 // Locked returns the payload-locked event of payload name for reason,
 // which is cut to MaxReason bytes and stripped of control characters.
-func Locked(name, reason string) Event {
+func Locked(name, reason string) Event { return Reasoned(KindPayloadLocked, name, reason) }
+
+// Reasoned returns the event of kind (payload-locked, volume-locked or
+// volume-failed) for name and reason, cut to MaxReason bytes and stripped
+// of control characters.
+func Reasoned(kind, name, reason string) Event {
 	r := strings.Map(func(c rune) rune {
 		if unicode.IsControl(c) {
 			return ' '
@@ -216,5 +235,5 @@ func Locked(name, reason string) Event {
 	if r == "" {
 		r = "locked"
 	}
-	return Event{Version: Version, Kind: KindPayloadLocked, Name: name, Alg: AlgReason, Digest: []byte(r)}
+	return Event{Version: Version, Kind: kind, Name: name, Alg: AlgReason, Digest: []byte(r)}
 }

@@ -169,3 +169,29 @@ func TestLockedEvent(t *testing.T) {
 		}
 	}
 }
+
+// Volume events carry a reason, round-trip, and change the register.
+func TestVolumeEvents(t *testing.T) {
+	for _, kind := range []string{KindVolumeLocked, KindVolumeFailed} {
+		e := Reasoned(kind, "state", "integrity error reading the filesystem header")
+		b, err := e.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Decode(b)
+		if err != nil || got.Kind != kind || got.Name != "state" || string(got.Digest) != "integrity error reading the filesystem header" {
+			t.Fatalf("round trip: %+v, %v", got, err)
+		}
+		if s := got.String(); s != kind+":state reason:integrity error reading the filesystem header" {
+			t.Errorf("String() = %q", s)
+		}
+		if bad := (Event{Version: Version, Kind: kind, Name: "state", Alg: AlgReason}); bad.Validate() == nil {
+			t.Errorf("%s with an empty reason accepted", kind)
+		}
+	}
+	r1, _ := Replay([]Event{Reasoned(KindVolumeLocked, "state", "x")})
+	r2, _ := Replay([]Event{Reasoned(KindVolumeFailed, "state", "x")})
+	if r1 == r2 {
+		t.Error("volume-locked and volume-failed measure the same")
+	}
+}

@@ -21,6 +21,12 @@ const (
 	MaxVolumeSize = 1 << 40
 )
 
+// VolumeTypeGUID is the GPT partition type GUID of a sealed volume's
+// region on the image's disk ("tdforge sealed volume", a name-based UUID
+// the builder derives); the region's unique partition GUID is the
+// volume's UUID.
+const VolumeTypeGUID = "776d96b5-0a4c-8fc7-ab01-57055488cb85"
+
 // AgentUser is the name under which a volume's users list names the agent.
 const AgentUser = "agent"
 
@@ -70,6 +76,9 @@ func (p *Policy) AgentVolume() *Volume {
 
 // validateVolumes checks the volumes against each other and the services.
 func (p *Policy) validateVolumes(services map[string]bool) error {
+	if len(p.Volumes) > 0 && p.KeyBroker == nil {
+		return fmt.Errorf("volume %q: a sealed volume's key comes from the key broker, and the policy has no key_broker", p.Volumes[0].Name)
+	}
 	seen := map[string]bool{}
 	for i, v := range p.Volumes {
 		if err := checkName("volume", i, v.Name, seen); err != nil {

@@ -10,6 +10,7 @@ func volumePolicy() *Policy {
 	p := validPolicy()
 	p.Volumes = []Volume{{Name: "state", SizeBytes: 512 << 20, Key: "tdforge/dev/state", Users: []string{"agent"},
 		UUID: VolumeUUID(p.Image.Name, "state"), Mount: VolumeMount("state")}}
+	p.KeyBroker = &KeyBroker{URL: "https://10.0.2.2:8444", CASHA256: strings.Repeat("0f", 32)}
 	return p
 }
 
@@ -65,5 +66,11 @@ func TestVolumeValidate(t *testing.T) {
 		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
 		}
+	}
+	// initd could never obtain the key: refused.
+	p := volumePolicy()
+	p.KeyBroker = nil
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "no key_broker") {
+		t.Errorf("volume without a key broker: %v", err)
 	}
 }
