@@ -156,7 +156,12 @@ func launchCommand(o *launchOpts) ([]string, func(), error) {
 	}
 	argv := []string{o.qemu}
 	if o.simulate {
-		argv = append(argv, "-accel", "tcg", "-cpu", "qemu64", "-machine", "q35")
+		// One host thread for all vCPUs: with multi-threaded TCG, Linux 6.12's
+		// live code patching (int3 breakpoints removed while another vCPU
+		// runs the patched code) now and then oopses at boot ("Oops: int3").
+		// The guest still sees cpus vCPUs, so the measured ACPI tables are
+		// unchanged.
+		argv = append(argv, "-accel", "tcg,thread=single", "-cpu", "qemu64", "-machine", "q35")
 	} else {
 		argv = append(argv, "-accel", "kvm", "-cpu", "host",
 			"-machine", "q35,kernel-irqchip=split,confidential-guest-support=tdx0,memory-backend=ram0",

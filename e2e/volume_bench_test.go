@@ -64,7 +64,7 @@ func BenchmarkVolumeThroughput(b *testing.B) {
 			disks = append(disks, "-drive", "file="+p+",if=virtio,format=raw")
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		args := append([]string{"-accel", "tcg", "-cpu", cpuModel(), "-machine", "q35", "-smp", "2", "-m", "2048",
+		args := append([]string{"-accel", "tcg,thread=single", "-cpu", cpuModel(), "-machine", "q35", "-smp", "2", "-m", "2048",
 			"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
 			"-kernel", filepath.Join(devImage, imagedir.Kernel), "-initrd", initrd,
 			"-append", "console=ttyS0 panic=-1 quiet loglevel=4"}, disks...)
