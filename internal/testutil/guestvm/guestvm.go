@@ -1,0 +1,214 @@
+// Package guestvm is the one host-side harness for the QEMU guest tests:
+// it unpacks the pinned Debian kernel, packs a tiny Go /init with kernel
+// modules and a JSON config into an initramfs (Build), boots it under TCG
+// with disks (Boot) and checks the console for the GUEST-RESULT line that
+// package guestinit prints (RequirePass).
+package guestvm
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/tdforge/tdforge/internal/testutil/guestvm/guestinit"
+	"github.com/tdforge/tdforge/internal/testutil/testdeps"
+)
+
+// Kernel unpacks the pinned Debian 6.1 cloud kernel package and returns
+// its vmlinuz and its lib/modules/<release>/kernel directory.
+func Kernel(t testing.TB) (vmlinuz, modDir string) {
+	t.Helper()
+	deb := testdeps.Kernel61Deb(t)
+	kroot := filepath.Join(t.TempDir(), "k")
+	if out, err := exec.Command("dpkg-deb", "-x", deb, kroot).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
+	}
+	kernels, _ := filepath.Glob(filepath.Join(kroot, "boot", "vmlinuz-*"))
+	moddirs, _ := filepath.Glob(filepath.Join(kroot, "lib", "modules", "*", "kernel"))
+	if len(kernels) != 1 || len(moddirs) != 1 {
+		t.Fatalf("unexpected kernel package layout: %v %v", kernels, moddirs)
+	}
+	return kernels[0], moddirs[0]
+}
+
+// Build compiles initPkg (a package path as go build takes it, relative to
+// the test's directory) statically as /init and writes an initramfs with
+// it, config as guestinit.ConfigPath, and the modules (paths under modDir,
+// in load order) under /lib/modules, listed in guestinit.ModulesPath. It
+// returns the initramfs path.
+func Build(t testing.TB, initPkg string, config any, modDir string, modules []string) string {
+	t.Helper()
+	dir := t.TempDir()
+	prog := buildInit(t, dir, initPkg)
+	js, err := json.Marshal(config)
+	if err != nil {
+		t.Fatalf("guest config: %v", err)
+	}
+	recs := []cpio.Record{
+		cpio.StaticFile("init", prog, 0o755),
+		cpio.StaticFile(strings.TrimPrefix(guestinit.ConfigPath, "/"), string(js), 0o644),
+	}
+	var order []string
+	for _, m := range modules {
+		data, err := os.ReadFile(filepath.Join(modDir, m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := "/lib/modules/" + filepath.Base(m)
+		recs = append(recs, cpio.StaticFile(dst[1:], string(data), 0o644))
+		order = append(order, dst)
+	}
+	recs = append(recs, cpio.StaticFile(strings.TrimPrefix(guestinit.ModulesPath, "/"), strings.Join(order, "\n"), 0o644))
+	var buf bytes.Buffer
+	writeArchive(t, &buf, recs)
+	initrd := filepath.Join(dir, "initrd")
+	if err := os.WriteFile(initrd, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return initrd
+}
+
+// Overlay writes a copy of the initramfs base (e.g. an image's) with a
+// second, gzip-compressed archive appended whose /init is initPkg, built
+// as Build does; the kernel unpacks both, so that /init replaces base's.
+// It returns the new initramfs path.
+func Overlay(t testing.TB, base, initPkg string) string {
+	t.Helper()
+	dir := t.TempDir()
+	prog := buildInit(t, dir, initPkg)
+	b, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := bytes.NewBuffer(b)
+	gz := gzip.NewWriter(buf)
+	writeArchive(t, gz, []cpio.Record{cpio.StaticFile("init", string(prog), 0o755)})
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(dir, "initrd")
+	if err := os.WriteFile(initrd, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return initrd
+}
+
+// buildInit compiles initPkg statically into dir and returns the program.
+func buildInit(t testing.TB, dir, initPkg string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "init")
+	build := exec.Command("go", "build", "-o", bin, initPkg)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building guest init %s: %v\n%s", initPkg, err, out)
+	}
+	prog, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(prog)
+}
+
+// writeArchive writes recs (with their parent directories) as a newc cpio
+// archive to w.
+func writeArchive(t testing.TB, w io.Writer, recs []cpio.Record) {
+	t.Helper()
+	cw := cpio.Newc.Writer(w)
+	if err := cpio.WriteRecordsAndDirs(cw, recs); err != nil {
+		t.Fatal(err)
+	}
+	if err := cpio.WriteTrailer(cw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Disk is a raw disk image attached as a virtio drive.
+type Disk struct {
+	Path     string
+	ReadOnly bool
+}
+
+// Options describe one boot. Zero values mean: 512 MiB, 1 vCPU, the
+// cmdline "console=ttyS0 panic=-1 loglevel=3", the CPU model qemu64,
+// QEMU's default machine, accelerator "tcg" and a 4 minute timeout.
+type Options struct {
+	Kernel, Initrd string
+	Disks          []Disk
+	Memory         string // QEMU -m, e.g. "512" or "2048"
+	CPUs           int
+	Cmdline        string
+	CPU            string // QEMU -cpu
+	Machine        string // QEMU -machine
+	Accel          string // QEMU -accel, e.g. "tcg,thread=single"
+	Timeout        time.Duration
+}
+
+// Boot runs the guest under qemu-system-x86_64 (serial console on stdio,
+// no reboot: a panic or power-off ends it) and returns its console output
+// and QEMU's exit error.
+func Boot(t testing.TB, o Options) (string, error) {
+	t.Helper()
+	if o.Memory == "" {
+		o.Memory = "512"
+	}
+	if o.CPUs == 0 {
+		o.CPUs = 1
+	}
+	if o.Cmdline == "" {
+		o.Cmdline = "console=ttyS0 panic=-1 loglevel=3"
+	}
+	if o.CPU == "" {
+		o.CPU = "qemu64"
+	}
+	if o.Accel == "" {
+		o.Accel = "tcg"
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 4 * time.Minute
+	}
+	args := []string{"-accel", o.Accel, "-cpu", o.CPU}
+	if o.Machine != "" {
+		args = append(args, "-machine", o.Machine)
+	}
+	args = append(args, "-m", o.Memory, "-smp", strconv.Itoa(o.CPUs),
+		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+		"-kernel", o.Kernel, "-initrd", o.Initrd, "-append", o.Cmdline)
+	for _, d := range o.Disks {
+		spec := "file=" + d.Path + ",format=raw,if=virtio"
+		if d.ReadOnly {
+			spec += ",readonly=on"
+		}
+		args = append(args, "-drive", spec)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, "qemu-system-x86_64", args...).CombinedOutput()
+	t.Logf("guest ran %.1fs", time.Since(start).Seconds())
+	return string(out), err
+}
+
+// RequirePass fails the test unless the console out holds guestinit.Pass,
+// and reports each line in wants that it lacks.
+func RequirePass(t testing.TB, out string, qemuErr error, wants ...string) {
+	t.Helper()
+	if !strings.Contains(out, guestinit.Pass) {
+		t.Fatalf("guest did not pass (qemu err %v):\n%s", qemuErr, out)
+	}
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("guest output lacks %q:\n%s", want, out)
+		}
+	}
+}
