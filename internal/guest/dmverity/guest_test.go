@@ -36,7 +36,7 @@ var guestModules = []string{
 // + 1; with hash_offset/4096 the kernel fails the first read with EIO) and
 // the EROFS images (flat and chunk-based files) against the kernel itself.
 func TestGuestVerity(t *testing.T) {
-	vmlinuz, modDir := guestvm.Kernel(t)
+	k := guestvm.Kernel(t)
 	dir := t.TempDir()
 
 	// Payloads: "apps" has nested dirs, a symlink and a chunk-based file
@@ -100,7 +100,7 @@ func TestGuestVerity(t *testing.T) {
 	}
 	cfg["payloads"] = pls
 
-	initrd := guestvm.Build(t, "./testdata/guest", cfg, modDir, guestModules)
-	out, err := guestvm.Boot(t, guestvm.Options{Kernel: vmlinuz, Initrd: initrd, Disks: []guestvm.Disk{{Path: disk, ReadOnly: true}}})
+	initrd := guestvm.Build(t, "./testdata/guest", cfg, k.ModDir(), guestModules)
+	out, err := guestvm.Boot(t, guestvm.Options{Kernel: k.Vmlinuz, Initrd: initrd, Disks: []guestvm.Disk{{Path: disk, ReadOnly: true}}})
 	guestvm.RequirePass(t, out, err, "apps:bin/big.bin ok", "models:w.bin corrupted read failed")
 }

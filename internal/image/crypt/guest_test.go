@@ -60,7 +60,7 @@ func TestGuestDMCrypt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("QEMU boot test")
 	}
-	vmlinuz, modDir := guestvm.Kernel(t)
+	k := guestvm.Kernel(t)
 	dir := t.TempDir()
 	tree, expect := testPayload(t, dir)
 	key := bytes.Repeat([]byte{0x5a, 0xc3, 0x17, 0x88}, 16)
@@ -95,7 +95,7 @@ func TestGuestDMCrypt(t *testing.T) {
 		"disk_guid": l.DiskGUID, "payload": polPayload, "key": hex.EncodeToString(key),
 		"image_sha256": imageSHA, "expect": expect,
 	}
-	initrd := guestvm.Build(t, "./testdata/guest", cfg, modDir, guestModules)
-	out, err := guestvm.Boot(t, guestvm.Options{Kernel: vmlinuz, Initrd: initrd, Disks: []guestvm.Disk{{Path: disk, ReadOnly: true}}})
+	initrd := guestvm.Build(t, "./testdata/guest", cfg, k.ModDir(), guestModules)
+	out, err := guestvm.Boot(t, guestvm.Options{Kernel: k.Vmlinuz, Initrd: initrd, Disks: []guestvm.Disk{{Path: disk, ReadOnly: true}}})
 	guestvm.RequirePass(t, out, err, "dm-crypt plaintext matches the EROFS image", "blobs/weights.bin ok")
 }

@@ -10,7 +10,6 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,21 +24,33 @@ import (
 	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 )
 
-// Kernel unpacks the pinned Debian 6.1 cloud kernel package and returns
-// its vmlinuz and its lib/modules/<release>/kernel directory.
-func Kernel(t testing.TB) (vmlinuz, modDir string) {
+// KernelPackage is the pinned Debian 6.1 cloud kernel package, unpacked.
+type KernelPackage struct {
+	Root    string // where the package was unpacked
+	Vmlinuz string // Root/boot/vmlinuz-<release>
+	Release string // the kernel release, e.g. 6.1.0-...-cloud-amd64
+}
+
+// ModDir is the package's lib/modules/<release>/kernel directory, which
+// Build's module paths are relative to.
+func (k KernelPackage) ModDir() string {
+	return filepath.Join(k.Root, "lib", "modules", k.Release, "kernel")
+}
+
+// Kernel unpacks the pinned Debian 6.1 cloud kernel package.
+func Kernel(t testing.TB) KernelPackage {
 	t.Helper()
 	deb := testdeps.Kernel61Deb(t)
-	kroot := filepath.Join(t.TempDir(), "k")
-	if out, err := exec.Command("dpkg-deb", "-x", deb, kroot).CombinedOutput(); err != nil {
+	root := filepath.Join(t.TempDir(), "kernel")
+	if out, err := exec.Command("dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
 		t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
 	}
-	kernels, _ := filepath.Glob(filepath.Join(kroot, "boot", "vmlinuz-*"))
-	moddirs, _ := filepath.Glob(filepath.Join(kroot, "lib", "modules", "*", "kernel"))
-	if len(kernels) != 1 || len(moddirs) != 1 {
-		t.Fatalf("unexpected kernel package layout: %v %v", kernels, moddirs)
+	kernels, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
+	mods, _ := filepath.Glob(filepath.Join(root, "lib", "modules", "*"))
+	if len(kernels) != 1 || len(mods) != 1 {
+		t.Fatalf("unexpected kernel package layout: %v %v", kernels, mods)
 	}
-	return kernels[0], moddirs[0]
+	return KernelPackage{Root: root, Vmlinuz: kernels[0], Release: filepath.Base(mods[0])}
 }
 
 // Build compiles initPkg (a package path as go build takes it, relative to
@@ -70,10 +81,8 @@ func Build(t testing.TB, initPkg string, config any, modDir string, modules []st
 		order = append(order, dst)
 	}
 	recs = append(recs, cpio.StaticFile(strings.TrimPrefix(guestinit.ModulesPath, "/"), strings.Join(order, "\n"), 0o644))
-	var buf bytes.Buffer
-	writeArchive(t, &buf, recs)
 	initrd := filepath.Join(dir, "initrd")
-	if err := os.WriteFile(initrd, buf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(initrd, Archive(t, recs), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return initrd
@@ -93,7 +102,7 @@ func Overlay(t testing.TB, base, initPkg string) string {
 	}
 	buf := bytes.NewBuffer(b)
 	gz := gzip.NewWriter(buf)
-	writeArchive(t, gz, []cpio.Record{cpio.StaticFile("init", string(prog), 0o755)})
+	gz.Write(Archive(t, []cpio.Record{cpio.StaticFile("init", prog, 0o755)}))
 	if err := gz.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -120,17 +129,19 @@ func buildInit(t testing.TB, dir, initPkg string) string {
 	return string(prog)
 }
 
-// writeArchive writes recs (with their parent directories) as a newc cpio
-// archive to w.
-func writeArchive(t testing.TB, w io.Writer, recs []cpio.Record) {
+// Archive returns recs, with their parent directories, as a newc cpio
+// archive.
+func Archive(t testing.TB, recs []cpio.Record) []byte {
 	t.Helper()
-	cw := cpio.Newc.Writer(w)
-	if err := cpio.WriteRecordsAndDirs(cw, recs); err != nil {
+	var buf bytes.Buffer
+	w := cpio.Newc.Writer(&buf)
+	if err := cpio.WriteRecordsAndDirs(w, recs); err != nil {
 		t.Fatal(err)
 	}
-	if err := cpio.WriteTrailer(cw); err != nil {
+	if err := cpio.WriteTrailer(w); err != nil {
 		t.Fatal(err)
 	}
+	return buf.Bytes()
 }
 
 // Disk is a raw disk image attached as a virtio drive.
