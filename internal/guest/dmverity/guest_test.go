@@ -18,16 +18,6 @@ import (
 	"github.com/tdforge/tdforge/internal/testutil/guestvm"
 )
 
-// guestModules are the Debian cloud kernel modules the guest loads, in
-// dependency order.
-var guestModules = []string{
-	"drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko",
-	"drivers/virtio/virtio_pci_modern_dev.ko", "drivers/virtio/virtio_pci_legacy_dev.ko",
-	"drivers/virtio/virtio_pci.ko", "drivers/block/virtio_blk.ko",
-	"drivers/md/dm-mod.ko", "drivers/md/dm-bufio.ko", "lib/reed_solomon/reed_solomon.ko",
-	"drivers/md/dm-verity.ko", "lib/libcrc32c.ko", "fs/erofs/erofs.ko",
-}
-
 // TestGuestVerity boots the pinned Debian kernel under QEMU TCG with a
 // payload disk from gptdisk and a Go /init that uses FindPartition and
 // Setup (real device-mapper ioctls), mounts each EROFS payload through
@@ -100,7 +90,7 @@ func TestGuestVerity(t *testing.T) {
 	}
 	cfg["payloads"] = pls
 
-	initrd := guestvm.Build(t, "./testdata/guest", cfg, k.ModDir(), guestModules)
+	initrd := guestvm.Build(t, "./testdata/guest", cfg, k.ModDir(), guestvm.VerityModules)
 	out, err := guestvm.Boot(t, guestvm.Options{Kernel: k.Vmlinuz, Initrd: initrd, Disks: []guestvm.Disk{{Path: disk, ReadOnly: true}}})
 	guestvm.RequirePass(t, out, err, "apps:bin/big.bin ok", "models:w.bin corrupted read failed")
 }

@@ -18,15 +18,10 @@ import (
 )
 
 // guestModules are the Debian 6.1 cloud kernel modules the guest loads, in
-// dependency order (the generic AES cipher is built in; ecb and xts are not).
-var guestModules = []string{
-	"drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko",
-	"drivers/virtio/virtio_pci_modern_dev.ko", "drivers/virtio/virtio_pci_legacy_dev.ko",
-	"drivers/virtio/virtio_pci.ko", "drivers/block/virtio_blk.ko",
-	"drivers/md/dm-mod.ko", "drivers/md/dm-bufio.ko", "lib/reed_solomon/reed_solomon.ko",
-	"drivers/md/dm-verity.ko", "crypto/ecb.ko", "crypto/xts.ko", "drivers/md/dm-crypt.ko",
-	"lib/libcrc32c.ko", "fs/erofs/erofs.ko",
-}
+// dependency order: dm-verity and EROFS, then dm-crypt (the generic AES
+// cipher is built in; ecb and xts are not).
+var guestModules = append(guestvm.VerityModules[:len(guestvm.VerityModules):len(guestvm.VerityModules)],
+	"crypto/ecb.ko", "crypto/xts.ko", "drivers/md/dm-crypt.ko")
 
 // testPayload is a payload spanning many 4096-byte sectors (a wrong IV
 // sector unit would garble every sector but the first).

@@ -24,6 +24,17 @@ import (
 	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 )
 
+// VerityModules are the modules (paths under KernelPackage.ModDir, in
+// dependency order) a guest needs to map dm-verity over a virtio disk and
+// mount EROFS with the pinned Debian 6.1 cloud kernel.
+var VerityModules = []string{
+	"drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko",
+	"drivers/virtio/virtio_pci_modern_dev.ko", "drivers/virtio/virtio_pci_legacy_dev.ko",
+	"drivers/virtio/virtio_pci.ko", "drivers/block/virtio_blk.ko",
+	"drivers/md/dm-mod.ko", "drivers/md/dm-bufio.ko", "lib/reed_solomon/reed_solomon.ko",
+	"drivers/md/dm-verity.ko", "lib/libcrc32c.ko", "fs/erofs/erofs.ko",
+}
+
 // KernelPackage is the pinned Debian 6.1 cloud kernel package, unpacked.
 type KernelPackage struct {
 	Root    string // where the package was unpacked
