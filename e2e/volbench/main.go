@@ -16,12 +16,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/u-root/u-root/pkg/kmodule"
 	"golang.org/x/sys/unix"
 
 	"github.com/tdforge/tdforge/initd/volume"
 	"github.com/tdforge/tdforge/internal/guest/devmapper"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/testutil/guestvm/guestinit"
 )
 
 // size is how much each run writes.
@@ -32,16 +32,12 @@ func main() {
 	if err != nil {
 		fmt.Printf("volbench: FAILED: %v\n", err)
 	}
-	unix.Sync()
-	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	guestinit.PowerOff()
 }
 
 func run() error {
-	for _, m := range []struct{ src, dst, fs string }{{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"}} {
-		os.MkdirAll(m.dst, 0o755)
-		if err := unix.Mount(m.src, m.dst, m.fs, 0, ""); err != nil && err != unix.EBUSY {
-			return fmt.Errorf("mount %s: %w", m.dst, err)
-		}
+	if err := guestinit.MountPseudo(); err != nil {
+		return err
 	}
 	b, err := os.ReadFile(policy.Path)
 	if err != nil {
@@ -56,14 +52,9 @@ func run() error {
 		return err
 	}
 	for _, m := range p.Kernel.Modules {
-		f, err := os.Open(m)
-		if err != nil {
-			return err
+		if err := guestinit.LoadModule(m); err != nil {
+			fmt.Printf("volbench: module %v\n", err)
 		}
-		if err := kmodule.FileInit(f, "", 0); err != nil && err != unix.EEXIST {
-			fmt.Printf("volbench: module %s: %v\n", m, err)
-		}
-		f.Close()
 	}
 	for _, d := range []string{"vda", "vdb", "vdc", "vdd"} {
 		dev, err := os.ReadFile("/sys/block/" + d + "/dev")

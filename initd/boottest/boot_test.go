@@ -17,16 +17,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/testutil/testdeps"
-
 	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/guestvm"
 )
-
-func kernelDeb(t *testing.T) string { return testdeps.Kernel61Deb(t) }
 
 func run(t *testing.T, dir string, env []string, name string, args ...string) {
 	t.Helper()
@@ -140,16 +137,9 @@ func (c *console) wait(t *testing.T, what string, n int, d time.Duration) []stri
 }
 
 func TestBootUnderQEMU(t *testing.T) {
-	deb := kernelDeb(t)
+	k := guestvm.Kernel(t)
 	work := t.TempDir()
-	kroot := filepath.Join(work, "kernel")
-	run(t, "", nil, "dpkg-deb", "-x", deb, kroot)
-	vmlinuz, _ := filepath.Glob(filepath.Join(kroot, "boot", "vmlinuz-*"))
-	mods, _ := filepath.Glob(filepath.Join(kroot, "lib", "modules", "*"))
-	if len(vmlinuz) != 1 || len(mods) != 1 {
-		t.Fatalf("unexpected kernel package layout: %v %v", vmlinuz, mods)
-	}
-	release := filepath.Base(mods[0])
+	kroot, release := k.Root, k.Release
 
 	// Static binaries: initd and the test service.
 	initd := filepath.Join(work, "initd")
@@ -195,16 +185,8 @@ func TestBootUnderQEMU(t *testing.T) {
 	for _, m := range modPaths {
 		add(strings.TrimPrefix(m, "/"), filepath.Join(kroot, m), 0o644)
 	}
-	var ird bytes.Buffer
-	w := cpio.Newc.Writer(&ird)
-	if err := cpio.WriteRecordsAndDirs(w, recs); err != nil {
-		t.Fatal(err)
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		t.Fatal(err)
-	}
 	initrd := filepath.Join(work, "initrd.cpio")
-	os.WriteFile(initrd, ird.Bytes(), 0o644)
+	os.WriteFile(initrd, guestvm.Archive(t, recs), 0o644)
 
 	h := func(c string) string { return strings.Repeat(c, 48) }
 	plat := sim.Platform{MRTD: h("a1"), RTMR: [3]string{h("b0"), h("b1"), h("b2")}, TDAttributes: "0000000010000000", XFAM: "e718060000000000", MRSEAM: h("00"), TEETCBSVN: strings.Repeat("00", 16)}
@@ -221,7 +203,7 @@ func TestBootUnderQEMU(t *testing.T) {
 
 	mon := filepath.Join(work, "mon.sock")
 	qemu := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-cpu", "qemu64", "-m", "1G", "-smp", "1",
-		"-nographic", "-no-reboot", "-kernel", vmlinuz[0], "-initrd", initrd,
+		"-nographic", "-no-reboot", "-kernel", k.Vmlinuz, "-initrd", initrd,
 		"-append", "console=ttyS0 panic=-1 quiet",
 		"-fw_cfg", "name="+sim.FWCfgPlatform+",file="+platFile,
 		"-fw_cfg", "name="+sim.FWCfgPKI+",file="+pkiFile,
