@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -45,6 +47,29 @@ func (v *vm) readyState(t *testing.T) string {
 	return s
 }
 
+// convBearer is the secret of the client that owns the tests'
+// conversations (Authorization: Bearer); the host has none.
+const convBearer = "e2e-conversation-owner-0123456789abcdefghij"
+
+// convRequest sends a conversation API request with bearer ("" sends none)
+// and returns the status and body.
+func convRequest(c *http.Client, bearer, method, url, body string) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
 // createConversation saves a conversation holding content; it returns its
 // id, or "" when the agent did not acknowledge it.
 func (v *vm) createConversation(c *http.Client, content ...string) (string, error) {
@@ -53,7 +78,7 @@ func (v *vm) createConversation(c *http.Client, content ...string) (string, erro
 		msgs = append(msgs, map[string]string{"role": "user", "content": m})
 	}
 	body, _ := json.Marshal(map[string]any{"title": "t", "model": "tiny", "messages": msgs})
-	code, b, err := postJSON(c, v.url("/v1/conversations"), string(body))
+	code, b, err := convRequest(c, convBearer, "POST", v.url("/v1/conversations"), string(body))
 	if err != nil {
 		return "", err
 	}
@@ -72,14 +97,11 @@ func (v *vm) createConversation(c *http.Client, content ...string) (string, erro
 // conversation returns GET /v1/conversations/{id}'s status and body.
 func (v *vm) conversation(t *testing.T, id string) (int, string) {
 	t.Helper()
-	resp, err := insecureClient(30 * time.Second).Get(v.url("/v1/conversations/" + id))
+	code, b, err := convRequest(insecureClient(30*time.Second), convBearer, "GET", v.url("/v1/conversations/"+id), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	b.ReadFrom(resp.Body)
-	return resp.StatusCode, b.String()
+	return code, string(b)
 }
 
 // TestSealedVolume boots one disk three times: the first boot creates the
@@ -106,6 +128,21 @@ func TestSealedVolume(t *testing.T) {
 	markID, err := v.createConversation(c, marker)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The host reaches the agent's port but has not the owner's secret:
+	// 401; another client's secret lists nothing and reads nothing.
+	for _, target := range []string{"/v1/conversations", "/v1/conversations/" + markID} {
+		code, b, err := convRequest(c, "", "GET", v.url(target), "")
+		if err != nil || code != http.StatusUnauthorized || bytes.Contains(b, []byte(marker)) {
+			t.Fatalf("GET %s without the owner's bearer: %d %s %v", target, code, b, err)
+		}
+	}
+	const otherBearer = "e2e-another-client-0123456789abcdefghijklm"
+	if code, b, err := convRequest(c, otherBearer, "GET", v.url("/v1/conversations"), ""); err != nil || code != http.StatusOK || bytes.Contains(b, []byte(markID)) {
+		t.Fatalf("another owner lists: %d %s %v", code, b, err)
+	}
+	if code, b, err := convRequest(c, otherBearer, "GET", v.url("/v1/conversations/"+markID), ""); err != nil || code != http.StatusNotFound || bytes.Contains(b, []byte(marker)) {
+		t.Fatalf("another owner reads %s: %d %s %v", markID, code, b, err)
 	}
 	var mu sync.Mutex
 	var acked []string

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,22 @@ func convoAgent(t *testing.T, st volstatus.Status) *httptest.Server {
 	return ts
 }
 
+// listAs lists the conversations at base with bearer ("" sends none).
+func listAs(t *testing.T, base, bearer string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/v1/conversations", nil)
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
 // TestWebUIConversations drives the web UI in headless Chromium against
 // the real agent handler: a chat is saved and listed, a new chat clears
 // the page, the saved one reopens with its messages and is deleted; a
@@ -120,6 +137,22 @@ func TestWebUIConversations(t *testing.T) {
 		fail("sending", err)
 	}
 	poll("saved chat listed", `document.querySelectorAll("#convs li").length === 1 && document.querySelector("#convs li .open").textContent === "`+marker+`" && !document.getElementById("send").disabled`)
+	// The page made a history key (32 random bytes, base64url) and saved
+	// the chat under it: a client without it (the host) gets 401, and
+	// the key lists the conversation.
+	key, err := chromedp.Run(ctx, chromedp.Evaluate[string](`localStorage.getItem("tdforge.historyKey@" + location.host) || ""`))
+	if err != nil {
+		fail("reading the history key", err)
+	}
+	if !regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`).MatchString(key) {
+		t.Fatalf("history key %q is not 32 bytes in base64url", key)
+	}
+	if code, b := listAs(t, ts.URL, ""); code != http.StatusUnauthorized || bytes.Contains(b, []byte(marker)) {
+		t.Fatalf("listing without the history key: %d %s", code, b)
+	}
+	if code, b := listAs(t, ts.URL, key); code != http.StatusOK || !bytes.Contains(b, []byte(marker)) {
+		t.Fatalf("listing with the page's history key: %d %s", code, b)
+	}
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#new-chat`))); err != nil {
 		fail("new chat", err)
 	}
@@ -141,13 +174,7 @@ func TestWebUIConversations(t *testing.T) {
 	poll("rollback warning", `document.getElementById("rollback").className === "banner bad" && document.getElementById("rollback").textContent.includes("ROLLBACK")`)
 	click("deleting", "#convs li .delete")
 	poll("deleted", `document.querySelectorAll("#convs li").length === 0`)
-	resp, err := http.Get(ts.URL + "/v1/conversations")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !bytes.Contains(b, []byte(`"conversations":[]`)) {
+	if _, b := listAs(t, ts.URL, key); !bytes.Contains(b, []byte(`"conversations":[]`)) {
 		t.Fatalf("after deleting in the page the agent lists %s", b)
 	}
 	if shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {

@@ -2,5 +2,5 @@
 # local inputs. Commit it. Run builder build -update-lock after changing an input.
 
 input "payload.webui" {
-  sha256 = "1889fdb75ad7b21e1120f6ad22f2b6a48ddb11c7db6ddb4594bb6a101697446e"
+  sha256 = "106b2028999585b047ed18de7522e69047a8f8d674e412879e0cc46fd7a4bbd4"
 }

@@ -111,11 +111,16 @@ for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$PROXY_PORT/api/version" >/
 
 step "7/9 Chat through the proxy (curl → verifier proxy → TLS pinned to the attested key → agent → Ollama), kept as a conversation"
 # The chat is saved on the sealed volume: create a conversation, then send
-# the chat with its id in X-Tdforge-Conversation.
-CONV=$(curl -fsS "http://127.0.0.1:$PROXY_PORT/v1/conversations" -H 'Content-Type: application/json' \
+# the chat with its id in X-Tdforge-Conversation. Conversations belong to
+# the client's bearer secret (random, kept in the run dir): the host, which
+# has not got it, cannot read them through the API.
+head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$RUN/history-key"
+chmod 600 "$RUN/history-key"
+AUTH="Authorization: Bearer $(cat "$RUN/history-key")"
+CONV=$(curl -fsS "http://127.0.0.1:$PROXY_PORT/v1/conversations" -H "$AUTH" -H 'Content-Type: application/json' \
   -d '{"title":"demo chat","model":"tiny"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 echo "conversation $CONV (sealed volume 'state', /readyz: $(curl -ksS "https://127.0.0.1:$AGENT_PORT/readyz"))"
-curl -fsS "http://127.0.0.1:$PROXY_PORT/api/chat" -H 'Content-Type: application/json' -H "X-Tdforge-Conversation: $CONV" \
+curl -fsS "http://127.0.0.1:$PROXY_PORT/api/chat" -H "$AUTH" -H 'Content-Type: application/json' -H "X-Tdforge-Conversation: $CONV" \
   -d '{"model":"tiny","messages":[{"role":"user","content":"Hello, who are you?"}],"stream":false,"options":{"temperature":0,"num_predict":24,"num_thread":1}}' \
   | python3 -c 'import json,sys; r=json.load(sys.stdin); print("answer:", repr(r["message"]["content"])); print("tokens:", r.get("eval_count"))'
 
@@ -148,11 +153,15 @@ bin/verifier proxy --listen "127.0.0.1:$PROXY_PORT" --reference "$IMG/reference-
 PROXY_PID=$!
 for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$PROXY_PORT/api/version" >/dev/null 2>&1 && break; sleep 0.2; done
 echo "The conversations after the reboot (through the attested proxy):"
-LIST=$(curl -fsS "http://127.0.0.1:$PROXY_PORT/v1/conversations")
+LIST=$(curl -fsS "http://127.0.0.1:$PROXY_PORT/v1/conversations" -H "$AUTH")
 echo "$LIST" | python3 -c 'import json,sys; r=json.load(sys.stdin); [print(" ", c["id"], repr(c.get("title")), c.get("messages", ""), "messages") for c in r["conversations"]]; print("  state generation", r["generation"])'
-curl -fsS "http://127.0.0.1:$PROXY_PORT/v1/conversations/$CONV" \
+curl -fsS "http://127.0.0.1:$PROXY_PORT/v1/conversations/$CONV" -H "$AUTH" \
   | python3 -c 'import json,sys; r=json.load(sys.stdin); [print("  %s: %r" % (m["role"], m["content"][:80])) for m in r["messages"]]'
 [[ "$LIST" == *"$CONV"* ]] || { echo "demo: conversation $CONV did not survive the reboot" >&2; exit 1; }
+echo "The host, without the history key, asking the agent directly:"
+HOSTCODE=$(curl -ksS -o /dev/null -w '%{http_code}' "https://127.0.0.1:$AGENT_PORT/v1/conversations")
+echo "  GET /v1/conversations: HTTP $HOSTCODE"
+[[ "$HOSTCODE" == 401 ]] || { echo "demo: the agent answered $HOSTCODE to a client without the history key, want 401" >&2; exit 1; }
 bin/builder shutdown --qmp "$RUN/qmp.sock" --pidfile "$RUN/qemu.pid" --timeout 30s
 rm -f "$RUN/qemu.pid"
 kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=

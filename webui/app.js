@@ -367,9 +367,9 @@ async function send(ev) {
   const out = addMessage("assistant", "");
   let answer = "";
   try {
-    const headers = { "Content-Type": "application/json" };
+    let headers = { "Content-Type": "application/json" };
     const id = await ensureConversation(model);
-    if (id) headers["X-Tdforge-Conversation"] = id;
+    if (id) headers = historyHeaders(Object.assign(headers, { "X-Tdforge-Conversation": id }));
     const r = await fetch("/api/chat", {
       method: "POST",
       headers,
@@ -435,8 +435,33 @@ function checkGeneration(g) {
   localStorage.setItem(GEN_KEY, String(g));
 }
 
+// The history key: a secret only this browser holds (32 random bytes,
+// base64url), sent as a bearer token. The agent keeps only its SHA-256 as
+// the owner of the conversations saved with it, so nobody without the key
+// (the host included) can list or read them. Clearing the browser's
+// storage loses access (the conversations stay sealed on the volume); to
+// use them in another browser, copy this localStorage value there.
+const HISTORY_KEY = "tdforge.historyKey@" + location.host;
+
+function historyKey() {
+  let k = localStorage.getItem(HISTORY_KEY);
+  if (!k || !/^[A-Za-z0-9_-]{32,128}$/.test(k)) {
+    const b = new Uint8Array(32);
+    crypto.getRandomValues(b);
+    k = b64urlEncode(b);
+    localStorage.setItem(HISTORY_KEY, k);
+  }
+  return k;
+}
+
+function historyHeaders(extra) {
+  return Object.assign({ Authorization: "Bearer " + historyKey() }, extra || {});
+}
+
 async function historyJSON(url, init) {
-  const r = await fetch(url, Object.assign({ cache: "no-store" }, init || {}));
+  init = Object.assign({ cache: "no-store" }, init || {});
+  init.headers = historyHeaders(init.headers);
+  const r = await fetch(url, init);
   let body = {};
   try { body = await r.json(); } catch (_) {}
   if (!r.ok) {

@@ -5,11 +5,19 @@
 // also increments a generation number, which the agent reports in its
 // attestation evidence so that a client can notice the host replaying an
 // older copy of the volume (see docs/threat-model.md).
+//
+// Every conversation has an owner: the hex SHA-256 of a secret its client
+// holds (the agent's API takes it as a bearer token). Every read and write
+// names the owner, and a conversation of another owner is ErrNotFound, so
+// nobody learns that it exists. Conversations stored before owners existed
+// have the empty owner, which no caller has: they are listed to nobody.
 package convstore
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
 	"database/sql"
 	"encoding/hex"
 	"errors"
@@ -44,6 +52,22 @@ var (
 )
 
 var idRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+var ownerRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// Owner returns the owner of the conversations a client with secret keeps:
+// the hex SHA-256 of secret. The store keeps only this hash.
+func Owner(secret string) string {
+	h := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(h[:])
+}
+
+func checkOwner(owner string) error {
+	if !ownerRE.MatchString(owner) {
+		return fmt.Errorf("%w: owner must be 64 lowercase hex digits (convstore.Owner)", ErrInvalid)
+	}
+	return nil
+}
 
 // ValidID reports whether id has the form NewID makes: 32 lowercase hex digits.
 func ValidID(id string) bool { return idRE.MatchString(id) }
@@ -89,7 +113,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) S
 INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', 0);
 CREATE TABLE IF NOT EXISTS conversations (
   id TEXT PRIMARY KEY, title TEXT NOT NULL, model TEXT NOT NULL,
-  created INTEGER NOT NULL, updated INTEGER NOT NULL, messages INTEGER NOT NULL DEFAULT 0
+  created INTEGER NOT NULL, updated INTEGER NOT NULL, messages INTEGER NOT NULL DEFAULT 0,
+  owner TEXT NOT NULL DEFAULT ''
 ) STRICT;
 CREATE TABLE IF NOT EXISTS messages (
   conversation TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
@@ -98,6 +123,12 @@ CREATE TABLE IF NOT EXISTS messages (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS conversations_updated ON conversations(updated);
 `
+
+// ownerMigration adds the owner column to a database made before owners
+// existed; its conversations get the empty owner and are listed to nobody.
+const ownerMigration = `ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT ''`
+
+const ownerIndex = `CREATE INDEX IF NOT EXISTS conversations_owner ON conversations(owner, updated)`
 
 // Open opens (creating if needed) the database in dir.
 func Open(dir string) (*Store, error) {
@@ -118,12 +149,50 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("conversation store %s: %w", p, err)
 	}
+	if err := migrateOwner(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("conversation store %s: adding conversation owners: %w", p, err)
+	}
 	var mode string
 	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
 		db.Close()
 		return nil, fmt.Errorf("conversation store %s: journal mode is %q, want wal (%v)", p, mode, err)
 	}
 	return &Store{db: db, now: time.Now}, nil
+}
+
+// migrateOwner adds the owner column and its index unless they exist.
+func migrateOwner(db *sql.DB) error {
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM pragma_table_info('conversations') WHERE name = 'owner'").Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		if _, err := db.Exec(ownerMigration); err != nil {
+			return err
+		}
+	}
+	_, err := db.Exec(ownerIndex)
+	return err
+}
+
+// owned reports ErrNotFound unless conversation id exists and belongs to
+// owner; the owner hashes are compared in constant time.
+func owned(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, id, owner string) error {
+	var o string
+	err := q.QueryRowContext(ctx, "SELECT owner FROM conversations WHERE id = ?", id).Scan(&o)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if o == "" || subtle.ConstantTimeCompare([]byte(o), []byte(owner)) != 1 {
+		return ErrNotFound
+	}
+	return nil
 }
 
 // Close closes the database.
@@ -164,8 +233,11 @@ func checkMessage(m Message) error {
 	return nil
 }
 
-// Create stores a new conversation and returns it with its id.
-func (s *Store) Create(ctx context.Context, title, model string, msgs []Message) (*Summary, uint64, error) {
+// Create stores a new conversation of owner and returns it with its id.
+func (s *Store) Create(ctx context.Context, owner, title, model string, msgs []Message) (*Summary, uint64, error) {
+	if err := checkOwner(owner); err != nil {
+		return nil, 0, err
+	}
 	if len(title) > MaxTitle || len(model) > MaxModel {
 		return nil, 0, fmt.Errorf("%w: title and model are limited to %d bytes", ErrInvalid, MaxTitle)
 	}
@@ -187,8 +259,8 @@ func (s *Store) Create(ctx context.Context, title, model string, msgs []Message)
 		if n >= MaxConversations {
 			return fmt.Errorf("%w: %d conversations are stored, the most this agent keeps; delete some first", ErrFull, n)
 		}
-		if _, err := tx.ExecContext(ctx, "INSERT INTO conversations(id, title, model, created, updated, messages) VALUES (?, ?, ?, ?, ?, ?)",
-			sum.ID, title, model, now, now, len(msgs)); err != nil {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO conversations(id, owner, title, model, created, updated, messages) VALUES (?, ?, ?, ?, ?, ?, ?)",
+			sum.ID, owner, title, model, now, now, len(msgs)); err != nil {
 			return err
 		}
 		for i, m := range msgs {
@@ -205,10 +277,13 @@ func (s *Store) Create(ctx context.Context, title, model string, msgs []Message)
 	return sum, g, nil
 }
 
-// Append adds messages to conversation id; a conversation without a title
+// Append adds messages to conversation id of owner; a conversation without a title
 // takes the first 60 characters of the first user message, and model, when
 // not empty, replaces the conversation's model.
-func (s *Store) Append(ctx context.Context, id, model string, msgs ...Message) (uint64, error) {
+func (s *Store) Append(ctx context.Context, owner, id, model string, msgs ...Message) (uint64, error) {
+	if err := checkOwner(owner); err != nil {
+		return 0, err
+	}
 	if len(model) > MaxModel {
 		return 0, fmt.Errorf("%w: model is limited to %d bytes", ErrInvalid, MaxModel)
 	}
@@ -219,6 +294,9 @@ func (s *Store) Append(ctx context.Context, id, model string, msgs ...Message) (
 	}
 	now := s.now().UnixMilli()
 	return s.write(ctx, func(tx *sql.Tx) error {
+		if err := owned(ctx, tx, id, owner); err != nil {
+			return err
+		}
 		var n int
 		var title string
 		err := tx.QueryRowContext(ctx, "SELECT messages, title FROM conversations WHERE id = ?", id).Scan(&n, &title)
@@ -258,9 +336,14 @@ func Title(content string) string {
 	return t
 }
 
-// List returns the conversations, most recently updated first.
-func (s *Store) List(ctx context.Context) ([]Summary, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT id, title, model, created, updated, messages FROM conversations ORDER BY updated DESC, id")
+// List returns owner's conversations, most recently updated first. The
+// lookup by owner hash is not constant-time; it need not be, as the hash
+// tells nothing of the secret it came from.
+func (s *Store) List(ctx context.Context, owner string) ([]Summary, error) {
+	if err := checkOwner(owner); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, "SELECT id, title, model, created, updated, messages FROM conversations WHERE owner = ? ORDER BY updated DESC, id", owner)
 	if err != nil {
 		return nil, err
 	}
@@ -276,8 +359,14 @@ func (s *Store) List(ctx context.Context) ([]Summary, error) {
 	return out, rows.Err()
 }
 
-// Get returns conversation id with its messages.
-func (s *Store) Get(ctx context.Context, id string) (*Conversation, error) {
+// Get returns conversation id of owner with its messages.
+func (s *Store) Get(ctx context.Context, owner, id string) (*Conversation, error) {
+	if err := checkOwner(owner); err != nil {
+		return nil, err
+	}
+	if err := owned(ctx, s.db, id, owner); err != nil {
+		return nil, err
+	}
 	c := &Conversation{Messages: []Message{}}
 	err := s.db.QueryRowContext(ctx, "SELECT id, title, model, created, updated, messages FROM conversations WHERE id = ?", id).
 		Scan(&c.ID, &c.Title, &c.Model, &c.Created, &c.Updated, &c.Summary.Messages)
@@ -302,9 +391,15 @@ func (s *Store) Get(ctx context.Context, id string) (*Conversation, error) {
 	return c, rows.Err()
 }
 
-// Delete removes conversation id and its messages.
-func (s *Store) Delete(ctx context.Context, id string) (uint64, error) {
+// Delete removes conversation id of owner and its messages.
+func (s *Store) Delete(ctx context.Context, owner, id string) (uint64, error) {
+	if err := checkOwner(owner); err != nil {
+		return 0, err
+	}
 	return s.write(ctx, func(tx *sql.Tx) error {
+		if err := owned(ctx, tx, id, owner); err != nil {
+			return err
+		}
 		r, err := tx.ExecContext(ctx, "DELETE FROM conversations WHERE id = ?", id)
 		if err != nil {
 			return err

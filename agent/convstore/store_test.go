@@ -15,6 +15,9 @@ import (
 
 var ctx = context.Background()
 
+// alice is the owner the tests store conversations under.
+var alice = Owner("alice-secret-0123456789abcdefghijklmnop")
+
 func open(t *testing.T, dir string) *Store {
 	t.Helper()
 	s, err := Open(dir)
@@ -31,42 +34,42 @@ func TestCRUDAndGeneration(t *testing.T) {
 	if err != nil || g0 != 0 {
 		t.Fatalf("fresh generation = %d, %v", g0, err)
 	}
-	c, g1, err := s.Create(ctx, "", "tiny", nil)
+	c, g1, err := s.Create(ctx, alice, "", "tiny", nil)
 	if err != nil || g1 != 1 || !ValidID(c.ID) {
 		t.Fatalf("create: %+v gen %d err %v", c, g1, err)
 	}
-	g2, err := s.Append(ctx, c.ID, "", Message{Role: "user", Content: "hello there\nsecond line"}, Message{Role: "assistant", Content: "hi"})
+	g2, err := s.Append(ctx, alice, c.ID, "", Message{Role: "user", Content: "hello there\nsecond line"}, Message{Role: "assistant", Content: "hi"})
 	if err != nil || g2 != 2 {
 		t.Fatalf("append: gen %d err %v", g2, err)
 	}
-	got, err := s.Get(ctx, c.ID)
+	got, err := s.Get(ctx, alice, c.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.Title != "hello there" || got.Model != "tiny" || got.Summary.Messages != 2 || len(got.Messages) != 2 || got.Messages[1].Content != "hi" {
 		t.Fatalf("get = %+v", got)
 	}
-	list, err := s.List(ctx)
+	list, err := s.List(ctx, alice)
 	if err != nil || len(list) != 1 || list[0].ID != c.ID {
 		t.Fatalf("list = %+v, %v", list, err)
 	}
-	if _, err := s.Append(ctx, NewID(), "", Message{Role: "user", Content: "x"}); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Append(ctx, alice, NewID(), "", Message{Role: "user", Content: "x"}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("append to a missing conversation: %v", err)
 	}
-	if _, err := s.Append(ctx, c.ID, "", Message{Role: "user", Content: strings.Repeat("a", MaxContent+1)}); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Append(ctx, alice, c.ID, "", Message{Role: "user", Content: strings.Repeat("a", MaxContent+1)}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("oversized message: %v", err)
 	}
 	if g, _ := s.Generation(ctx); g != 2 {
 		t.Fatalf("failed writes changed the generation to %d", g)
 	}
-	g3, err := s.Delete(ctx, c.ID)
+	g3, err := s.Delete(ctx, alice, c.ID)
 	if err != nil || g3 != 3 {
 		t.Fatalf("delete: gen %d err %v", g3, err)
 	}
-	if _, err := s.Get(ctx, c.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Get(ctx, alice, c.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("get after delete: %v", err)
 	}
-	if _, err := s.Delete(ctx, c.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Delete(ctx, alice, c.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
 	}
 	// Reopening (an agent restart) keeps the generation.
@@ -78,6 +81,66 @@ func TestCRUDAndGeneration(t *testing.T) {
 	}
 }
 
+// Another owner neither lists, reads, appends to nor deletes alice's
+// conversation: each is ErrNotFound, as for an id that does not exist.
+func TestOwnerIsolation(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	c, _, err := s.Create(ctx, alice, "mine", "", []Message{{Role: "user", Content: "secret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := Owner("bob-secret-0123456789abcdefghijklmnopqrs")
+	if list, err := s.List(ctx, bob); err != nil || len(list) != 0 {
+		t.Fatalf("bob lists %+v, %v", list, err)
+	}
+	if _, err := s.Get(ctx, bob, c.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("bob gets alice's conversation: %v", err)
+	}
+	if _, err := s.Append(ctx, bob, c.ID, "", Message{Role: "user", Content: "x"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("bob appends to alice's conversation: %v", err)
+	}
+	if _, err := s.Delete(ctx, bob, c.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("bob deletes alice's conversation: %v", err)
+	}
+	if got, err := s.Get(ctx, alice, c.ID); err != nil || len(got.Messages) != 1 {
+		t.Fatalf("alice's conversation after bob's tries: %+v, %v", got, err)
+	}
+	for _, o := range []string{"", "alice", strings.Repeat("A", 64)} {
+		if _, err := s.List(ctx, o); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("list with owner %q: %v", o, err)
+		}
+	}
+}
+
+// A database made before owners existed gets the owner column on Open;
+// its conversations are kept but listed to, and readable by, nobody.
+func TestOwnerMigration(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	// Recreate the table as it was before owners: drop the column.
+	if _, err := s.db.Exec("DROP INDEX conversations_owner; ALTER TABLE conversations DROP COLUMN owner; " +
+		"INSERT INTO conversations(id, title, model, created, updated) VALUES ('" + strings.Repeat("ab", 16) + "', 'old', '', 1, 1)"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir)
+	defer s.Close()
+	var n int
+	if err := s.db.QueryRow("SELECT count(*) FROM conversations WHERE owner = ''").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("old conversation after migration: %d, %v", n, err)
+	}
+	if list, err := s.List(ctx, alice); err != nil || len(list) != 0 {
+		t.Fatalf("alice lists an ownerless conversation: %+v, %v", list, err)
+	}
+	if _, err := s.Get(ctx, alice, strings.Repeat("ab", 16)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get of an ownerless conversation: %v", err)
+	}
+	if _, _, err := s.Create(ctx, alice, "new", "", nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestMessageLimit(t *testing.T) {
 	s := open(t, t.TempDir())
 	defer s.Close()
@@ -85,11 +148,11 @@ func TestMessageLimit(t *testing.T) {
 	for i := range msgs {
 		msgs[i] = Message{Role: "user", Content: "m"}
 	}
-	c, _, err := s.Create(ctx, "t", "", msgs)
+	c, _, err := s.Create(ctx, alice, "t", "", msgs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Append(ctx, c.ID, "", Message{Role: "user", Content: "one more"}); !errors.Is(err, ErrFull) {
+	if _, err := s.Append(ctx, alice, c.ID, "", Message{Role: "user", Content: "one more"}); !errors.Is(err, ErrFull) {
 		t.Fatalf("append past the limit: %v", err)
 	}
 }
@@ -113,14 +176,14 @@ func killChild(dir string) {
 		fmt.Println("error", err)
 		os.Exit(1)
 	}
-	c, _, err := s.Create(ctx, "kill", "", nil)
+	c, _, err := s.Create(ctx, alice, "kill", "", nil)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
 	}
 	fmt.Println("id", c.ID)
 	for i := 0; i < MaxMessages; i++ {
-		if _, err := s.Append(ctx, c.ID, "", Message{Role: "user", Content: fmt.Sprintf("message %d %s", i, strings.Repeat("x", 4000))}); err != nil {
+		if _, err := s.Append(ctx, alice, c.ID, "", Message{Role: "user", Content: fmt.Sprintf("message %d %s", i, strings.Repeat("x", 4000))}); err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
 		}
@@ -172,7 +235,7 @@ func TestKillDuringWrites(t *testing.T) {
 	}
 	s := open(t, dir)
 	defer s.Close()
-	c, err := s.Get(ctx, id)
+	c, err := s.Get(ctx, alice, id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func BenchmarkConversationSave(b *testing.B) {
 	for b.Loop() {
 		ids := make([]string, chats)
 		for i := range ids {
-			c, _, err := st.Create(ctx, "", "tiny:latest", nil)
+			c, _, err := st.Create(ctx, benchOwner, "", "tiny:latest", nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -45,7 +45,7 @@ func BenchmarkConversationSave(b *testing.B) {
 				for t := range turns {
 					for _, m := range []convstore.Message{{Role: "user", Content: fmt.Sprint(t, question)}, {Role: "assistant", Content: answer}} {
 						start := time.Now()
-						if _, err := st.Append(ctx, ids[i], "tiny:latest", m); err != nil {
+						if _, err := st.Append(ctx, benchOwner, ids[i], "tiny:latest", m); err != nil {
 							b.Error(err)
 							return
 						}

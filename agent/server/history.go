@@ -183,6 +183,10 @@ func (s *Server) handleConversations(w http.ResponseWriter, r *http.Request) {
 	if crossOrigin(w, r) {
 		return
 	}
+	who, ok := owner(w, r)
+	if !ok {
+		return
+	}
 	if r.Method == http.MethodPost {
 		body, ok := readBody(w, r, maxCreateBody, s.cfg.BodyTimeout)
 		if !ok {
@@ -200,7 +204,7 @@ func (s *Server) handleConversations(w http.ResponseWriter, r *http.Request) {
 			s.storeError(w, err)
 			return
 		}
-		sum, g, err := c.Create(r.Context(), req.Title, req.Model, req.Messages)
+		sum, g, err := c.Create(r.Context(), who, req.Title, req.Model, req.Messages)
 		if err != nil {
 			s.storeError(w, err)
 			return
@@ -214,7 +218,7 @@ func (s *Server) handleConversations(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	list, err := c.List(r.Context())
+	list, err := c.List(r.Context(), who)
 	if err != nil {
 		s.storeError(w, err)
 		return
@@ -232,6 +236,10 @@ func (s *Server) handleConversation(w http.ResponseWriter, r *http.Request) {
 	if crossOrigin(w, r) {
 		return
 	}
+	who, ok := owner(w, r)
+	if !ok {
+		return
+	}
 	id := strings.TrimPrefix(r.URL.Path, "/v1/conversations/")
 	if !convstore.ValidID(id) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("conversation id %.80q is not valid: ids are 32 lowercase hex digits, as POST /v1/conversations returns them", id))
@@ -243,7 +251,7 @@ func (s *Server) handleConversation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodDelete {
-		g, err := c.Delete(r.Context(), id)
+		g, err := c.Delete(r.Context(), who, id)
 		if err != nil {
 			s.storeError(w, err)
 			return
@@ -251,7 +259,7 @@ func (s *Server) handleConversation(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"deleted": id, "generation": g})
 		return
 	}
-	conv, err := c.Get(r.Context(), id)
+	conv, err := c.Get(r.Context(), who, id)
 	if err != nil {
 		s.storeError(w, err)
 		return
@@ -289,13 +297,19 @@ type chatRequest struct {
 
 // beginSave prepares saving a /api/chat exchange into the conversation the
 // client names in ConversationHeader: it stores the request's last user
-// message and returns the writer that captures the answer, or w itself
-// when nothing is to be saved. It returns false after answering the
-// client with an error.
+// message and returns the writer that captures the answer, or nil when
+// nothing is to be saved. It returns false after answering the client
+// with an error. A chat that names a conversation must carry the bearer
+// secret of the conversation's owner (401 without one, 404 for another
+// owner's conversation); a chat that names none is answered unsaved.
 func (s *Server) beginSave(w http.ResponseWriter, r *http.Request, body []byte) (*chatCapture, bool) {
 	id := r.Header.Get(ConversationHeader)
 	if id == "" || r.URL.Path != "/api/chat" {
 		return nil, true
+	}
+	who, ok := owner(w, r)
+	if !ok {
+		return nil, false
 	}
 	if !convstore.ValidID(id) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s %.80q is not a conversation id: ids are 32 lowercase hex digits, as POST /v1/conversations returns them", ConversationHeader, id))
@@ -315,15 +329,15 @@ func (s *Server) beginSave(w http.ResponseWriter, r *http.Request, body []byte) 
 	}
 	if n := len(req.Messages); n > 0 && req.Messages[n-1].Role == "user" {
 		m := req.Messages[n-1]
-		if _, err := c.Append(r.Context(), id, req.Model, convstore.Message{Role: m.Role, Content: m.Content}); err != nil {
+		if _, err := c.Append(r.Context(), who, id, req.Model, convstore.Message{Role: m.Role, Content: m.Content}); err != nil {
 			s.storeError(w, err)
 			return nil, false
 		}
-	} else if _, err := c.Get(r.Context(), id); err != nil {
+	} else if _, err := c.Get(r.Context(), who, id); err != nil {
 		s.storeError(w, err)
 		return nil, false
 	}
-	return &chatCapture{ResponseWriter: w, id: id, model: req.Model, store: c}, true
+	return &chatCapture{ResponseWriter: w, owner: who, id: id, model: req.Model, store: c}, true
 }
 
 // maxChatLine bounds one line of Ollama's streamed answer.
@@ -333,13 +347,13 @@ const maxChatLine = 1 << 20
 // collects the assistant's text from it (streamed NDJSON or one object).
 type chatCapture struct {
 	http.ResponseWriter
-	id, model string
-	store     *convstore.Store
-	status    int
-	line      []byte
-	content   strings.Builder
-	done      bool // a line with "done": true arrived
-	broken    bool // an unparsable or oversized answer: nothing is saved
+	owner, id, model string
+	store            *convstore.Store
+	status           int
+	line             []byte
+	content          strings.Builder
+	done             bool // a line with "done": true arrived
+	broken           bool // an unparsable or oversized answer: nothing is saved
 }
 
 func (c *chatCapture) WriteHeader(code int) {
@@ -414,7 +428,7 @@ func (c *chatCapture) finish(ctx context.Context, logf func(string, ...any)) {
 	}
 	// The client's context may be gone (it disconnected after the last
 	// line); the answer is complete, so it is saved regardless.
-	if _, err := c.store.Append(context.WithoutCancel(ctx), c.id, c.model, convstore.Message{Role: "assistant", Content: c.content.String()}); err != nil {
+	if _, err := c.store.Append(context.WithoutCancel(ctx), c.owner, c.id, c.model, convstore.Message{Role: "assistant", Content: c.content.String()}); err != nil {
 		logf("conversation store: saving an answer: %v", err)
 	}
 }

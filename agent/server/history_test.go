@@ -56,13 +56,41 @@ func historyFixture(t testing.TB, upstream, vol string, state volstatus.Status, 
 	})
 }
 
+// testBearer is the conversation owner's secret the history tests send.
+const testBearer = "test-bearer-0123456789_abcdefghijklmnopq"
+
+// benchOwner is the owner the benchmarks store under.
+var benchOwner = convstore.Owner(testBearer)
+
+// doAs is do with "Authorization: Bearer bearer" ("" sends none).
+func doAs(t testing.TB, h http.Handler, bearer, method, target string, body io.Reader) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, target, body)
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// newChatRequest builds a /api/chat request into conversation id with
+// the test bearer.
+func newChatRequest(body, id string) *http.Request {
+	req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(body))
+	req.Header.Set(ConversationHeader, id)
+	req.Header.Set("Authorization", "Bearer "+testBearer)
+	return req
+}
+
+// doJSON sends a request with the test bearer and decodes the answer.
 func doJSON(t testing.TB, h http.Handler, method, target, body string, want int, out any) *httptest.ResponseRecorder {
 	t.Helper()
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
 	}
-	rec := do(t, h, method, target, r)
+	rec := doAs(t, h, testBearer, method, target, r)
 	if rec.Code != want {
 		t.Fatalf("%s %s: status %d, want %d: %s", method, target, rec.Code, want, rec.Body)
 	}
@@ -124,7 +152,7 @@ func TestConversationAPI(t *testing.T) {
 		if tc.body != "" {
 			body = strings.NewReader(tc.body)
 		}
-		rec := do(t, f.srv, tc.method, tc.target, body)
+		rec := doAs(t, f.srv, testBearer, tc.method, tc.target, body)
 		if rec.Code != tc.code {
 			t.Errorf("%s %.60s: status %d, want %d: %.200s", tc.method, tc.target, rec.Code, tc.code, rec.Body)
 			continue
@@ -156,6 +184,7 @@ func TestConversationCrossOrigin(t *testing.T) {
 	}
 	req := httptest.NewRequest("POST", "http://agent.example/v1/conversations", strings.NewReader("{}"))
 	req.Header.Set("Origin", "http://agent.example")
+	req.Header.Set("Authorization", "Bearer "+testBearer)
 	rec := httptest.NewRecorder()
 	f.srv.ServeHTTP(rec, req)
 	if rec.Code != 201 {
@@ -203,17 +232,17 @@ func TestLockedVolume(t *testing.T) {
 			want = "locked (initd has not opened volume"
 		}
 		for _, target := range []string{"/v1/conversations", "/v1/conversations/" + convstore.NewID()} {
-			rec := do(t, f.srv, "GET", target, nil)
+			rec := doAs(t, f.srv, testBearer, "GET", target, nil)
 			if rec.Code != 503 || !strings.Contains(errBody(t, rec), want) {
 				t.Fatalf("%s with volume %v: %d %s", target, st, rec.Code, rec.Body)
 			}
 		}
-		rec := do(t, f.srv, "POST", "/v1/conversations", strings.NewReader("{}"))
+		rec := doAs(t, f.srv, testBearer, "POST", "/v1/conversations", strings.NewReader("{}"))
 		if rec.Code != 503 {
 			t.Fatalf("POST with volume %v: %d", st, rec.Code)
 		}
 		var ready map[string]any
-		rec = do(t, f.srv, "GET", "/readyz", nil)
+		rec = doAs(t, f.srv, testBearer, "GET", "/readyz", nil)
 		json.Unmarshal(rec.Body.Bytes(), &ready)
 		if s, _ := ready["state"].(string); !strings.HasPrefix(s, want) || ready["state_generation"] != nil {
 			t.Fatalf("readyz with volume %v: %s", st, rec.Body)
@@ -223,8 +252,7 @@ func TestLockedVolume(t *testing.T) {
 		if !strings.HasPrefix(ev.State, want) || ev.StateGeneration != nil {
 			t.Fatalf("evidence state %q generation %v", ev.State, ev.StateGeneration)
 		}
-		req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(`{"model":"tiny:latest","messages":[{"role":"user","content":"hi"}]}`))
-		req.Header.Set(ConversationHeader, convstore.NewID())
+		req := newChatRequest(`{"model":"tiny:latest","messages":[{"role":"user","content":"hi"}]}`, convstore.NewID())
 		chat := httptest.NewRecorder()
 		f.srv.ServeHTTP(chat, req)
 		if chat.Code != 200 || !strings.Contains(chat.Body.String(), `"done":true`) || chat.Header().Get(HistoryHeader) != "unavailable" {
@@ -236,11 +264,11 @@ func TestLockedVolume(t *testing.T) {
 	}
 	// No volume at all: 503 naming the manifest fix; no state reported.
 	f := newFixture(t, up.URL, nil)
-	rec := do(t, f.srv, "GET", "/v1/conversations", nil)
+	rec := doAs(t, f.srv, testBearer, "GET", "/v1/conversations", nil)
 	if rec.Code != 503 || !strings.Contains(errBody(t, rec), "volume block") {
 		t.Fatalf("no volume: %d %s", rec.Code, rec.Body)
 	}
-	if rec := do(t, f.srv, "GET", "/readyz", nil); strings.Contains(rec.Body.String(), "state") {
+	if rec := doAs(t, f.srv, testBearer, "GET", "/readyz", nil); strings.Contains(rec.Body.String(), "state") {
 		t.Fatalf("readyz mentions a state without a volume: %s", rec.Body)
 	}
 }
@@ -253,7 +281,7 @@ func TestRequireMount(t *testing.T) {
 	f := newFixture(t, "http://127.0.0.1:1", func(c *Config) {
 		c.History = History{Volume: "state", Dir: vol, StatusDir: status, RequireMount: true}
 	})
-	rec := do(t, f.srv, "GET", "/v1/conversations", nil)
+	rec := doAs(t, f.srv, testBearer, "GET", "/v1/conversations", nil)
 	if rec.Code != 503 || !strings.Contains(errBody(t, rec), "nothing is mounted at") {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
@@ -273,8 +301,7 @@ func TestChatSavedAndGeneration(t *testing.T) {
 		`{"model":"tiny:latest","messages":[{"role":"user","content":"` + marker + ` one"}]}`,
 		`{"model":"tiny:latest","stream":true,"messages":[{"role":"user","content":"` + marker + ` one"},{"role":"assistant","content":"t0t1t2"},{"role":"user","content":"` + marker + ` two"}]}`,
 	} {
-		req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(body))
-		req.Header.Set(ConversationHeader, c.ID)
+		req := newChatRequest(body, c.ID)
 		rec := httptest.NewRecorder()
 		f.srv.ServeHTTP(rec, req)
 		if rec.Code != 200 || rec.Header().Get(HistoryHeader) != "" {
@@ -301,14 +328,13 @@ func TestChatSavedAndGeneration(t *testing.T) {
 	if ev.State != "mounted" || ev.StateGeneration == nil || *ev.StateGeneration != 5 {
 		t.Fatalf("evidence state %q generation %v", ev.State, ev.StateGeneration)
 	}
-	rec := do(t, f.srv, "GET", "/readyz", nil)
+	rec := doAs(t, f.srv, testBearer, "GET", "/readyz", nil)
 	if !strings.Contains(rec.Body.String(), `"state":"mounted"`) || !strings.Contains(rec.Body.String(), `"state_generation":5`) {
 		t.Fatalf("readyz %s", rec.Body)
 	}
 	// Errors: a bad id, an unknown conversation.
 	for id, code := range map[string]int{"nope": 400, convstore.NewID(): 404} {
-		req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(`{"model":"tiny:latest","messages":[{"role":"user","content":"`+marker+`"}]}`))
-		req.Header.Set(ConversationHeader, id)
+		req := newChatRequest(`{"model":"tiny:latest","messages":[{"role":"user","content":"`+marker+`"}]}`, id)
 		rec := httptest.NewRecorder()
 		f.srv.ServeHTTP(rec, req)
 		if rec.Code != code {
@@ -329,8 +355,7 @@ func TestChatIncompleteAnswerNotSaved(t *testing.T) {
 	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
 	var c summaryResponse
 	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
-	req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(`{"model":"tiny:latest","messages":[{"role":"user","content":"q"}]}`))
-	req.Header.Set(ConversationHeader, c.ID)
+	req := newChatRequest(`{"model":"tiny:latest","messages":[{"role":"user","content":"q"}]}`, c.ID)
 	f.srv.ServeHTTP(httptest.NewRecorder(), req)
 	var got conversationResponse
 	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
@@ -351,7 +376,9 @@ func TestChatSavedRealOllamaNoLeak(t *testing.T) {
 	f := historyFixture(t, ol.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, &logs)
 	ts := httptest.NewServer(f.srv)
 	defer ts.Close()
-	resp, err := http.Post(ts.URL+"/v1/conversations", "application/json", nil)
+	creq, _ := http.NewRequest("POST", ts.URL+"/v1/conversations", nil)
+	creq.Header.Set("Authorization", "Bearer "+testBearer)
+	resp, err := http.DefaultClient.Do(creq)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,6 +389,7 @@ func TestChatSavedRealOllamaNoLeak(t *testing.T) {
 	req, _ := http.NewRequest("POST", ts.URL+"/api/chat", strings.NewReader(fmt.Sprintf(
 		`{"model":%q,"messages":[{"role":"user","content":"%s"}],%s}`, ollamatest.Model, marker, opts)))
 	req.Header.Set(ConversationHeader, c.ID)
+	req.Header.Set("Authorization", "Bearer "+testBearer)
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -399,12 +427,108 @@ func TestChatNonStreamedSaved(t *testing.T) {
 	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
 	var c summaryResponse
 	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
-	req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(`{"model":"tiny:latest","stream":false,"messages":[{"role":"user","content":"q"}]}`))
-	req.Header.Set(ConversationHeader, c.ID)
+	req := newChatRequest(`{"model":"tiny:latest","stream":false,"messages":[{"role":"user","content":"q"}]}`, c.ID)
 	f.srv.ServeHTTP(httptest.NewRecorder(), req)
 	var got conversationResponse
 	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
 	if len(got.Messages) != 2 || got.Messages[1].Content != "whole answer" {
 		t.Fatalf("messages %+v", got.Messages)
+	}
+}
+
+// The host forwards the agent's port: a client without the owner's bearer
+// secret (the host) gets 401 with a challenge saying what to send, and a
+// client with another secret lists nothing and gets 404 for the first
+// client's conversation, exactly as for one that does not exist. Before
+// conversations had owners, any client listed and read them all.
+func TestConversationOwner(t *testing.T) {
+	var upAuth syncBuffer // Authorization headers Ollama received
+	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
+		upAuth.Write([]byte(r.Header.Get("Authorization")))
+		io.WriteString(w, `{"message":{"role":"assistant","content":"a"},"done":true}`+"\n")
+	})
+	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
+	const marker = "OWNER-MARKER-19c4"
+	var c summaryResponse
+	doJSON(t, f.srv, "POST", "/v1/conversations", `{"title":"`+marker+`","messages":[{"role":"user","content":"`+marker+`"}]}`, 201, &c)
+
+	// The host: no bearer, or a malformed one.
+	for _, auth := range []string{"", "Basic dXNlcjpwYXNz", "Bearer short", "Bearer " + strings.Repeat("a", 129), "Bearer " + strings.Repeat("a", 31) + "!", "Bearer"} {
+		for _, tc := range []struct{ method, target string }{
+			{"GET", "/v1/conversations"}, {"POST", "/v1/conversations"},
+			{"GET", "/v1/conversations/" + c.ID}, {"DELETE", "/v1/conversations/" + c.ID},
+		} {
+			req := httptest.NewRequest(tc.method, tc.target, nil)
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			rec := httptest.NewRecorder()
+			f.srv.ServeHTTP(rec, req)
+			if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != `Bearer realm="tdforge conversations"` ||
+				!strings.Contains(errBody(t, rec), "Authorization: Bearer <secret>") || strings.Contains(rec.Body.String(), marker) {
+				t.Fatalf("%s %s with Authorization %q: %d %v %s", tc.method, tc.target, auth, rec.Code, rec.Header(), rec.Body)
+			}
+		}
+		// A chat that asks to be saved without the owner's secret is
+		// refused and saves nothing.
+		req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(`{"model":"tiny:latest","messages":[{"role":"user","content":"intruder"}]}`))
+		req.Header.Set(ConversationHeader, c.ID)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		rec := httptest.NewRecorder()
+		f.srv.ServeHTTP(rec, req)
+		if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") == "" {
+			t.Fatalf("chat into %s with Authorization %q: %d %s", c.ID, auth, rec.Code, rec.Body)
+		}
+	}
+	// A chat that names no conversation needs no secret.
+	if rec := doAs(t, f.srv, "", "POST", "/api/chat", strings.NewReader(`{"model":"tiny:latest","messages":[{"role":"user","content":"hi"}]}`)); rec.Code != 200 {
+		t.Fatalf("unsaved chat without a bearer: %d %s", rec.Code, rec.Body)
+	}
+
+	// Another client with its own secret.
+	const other = "another-client-secret-ABCDEFGHIJKLMNOPQRSTUV"
+	rec := doAs(t, f.srv, other, "GET", "/v1/conversations", nil)
+	var list listResponse
+	if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &list) != nil || len(list.Conversations) != 0 || strings.Contains(rec.Body.String(), marker) {
+		t.Fatalf("another owner lists: %d %s", rec.Code, rec.Body)
+	}
+	missing := doAs(t, f.srv, other, "GET", "/v1/conversations/"+convstore.NewID(), nil)
+	for _, method := range []string{"GET", "DELETE"} {
+		rec := doAs(t, f.srv, other, method, "/v1/conversations/"+c.ID, nil)
+		if rec.Code != 404 || rec.Body.String() != missing.Body.String() {
+			t.Fatalf("another owner %s %s: %d %s (a missing id: %s)", method, c.ID, rec.Code, rec.Body, missing.Body)
+		}
+	}
+	req := httptest.NewRequest("POST", "/api/chat", strings.NewReader(`{"model":"tiny:latest","messages":[{"role":"user","content":"intruder"}]}`))
+	req.Header.Set(ConversationHeader, c.ID)
+	req.Header.Set("Authorization", "Bearer "+other)
+	rec = httptest.NewRecorder()
+	f.srv.ServeHTTP(rec, req)
+	if rec.Code != 404 {
+		t.Fatalf("another owner chats into %s: %d %s", c.ID, rec.Code, rec.Body)
+	}
+	var own conversationResponse
+	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, nil)
+	doAs(t, f.srv, other, "POST", "/v1/conversations", nil)
+	doJSON(t, f.srv, "GET", "/v1/conversations", "", 200, &list)
+	if len(list.Conversations) != 2 {
+		t.Fatalf("the owner lists %d conversations, want its 2", len(list.Conversations))
+	}
+
+	// The owner still has its conversation, untouched; a saved chat with
+	// the bearer works, and Ollama never sees the secret.
+	rec = httptest.NewRecorder()
+	f.srv.ServeHTTP(rec, newChatRequest(`{"model":"tiny:latest","messages":[{"role":"user","content":"mine"}]}`, c.ID))
+	if rec.Code != 200 {
+		t.Fatalf("owner's chat: %d %s", rec.Code, rec.Body)
+	}
+	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &own)
+	if len(own.Messages) != 3 || own.Messages[0].Content != marker || own.Messages[1].Content != "mine" {
+		t.Fatalf("owner's conversation: %+v", own.Messages)
+	}
+	if upAuth.String() != "" {
+		t.Fatalf("Ollama received the bearer: %q", upAuth.String())
 	}
 }

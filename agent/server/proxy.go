@@ -43,6 +43,9 @@ func newProxy(upstream *url.URL, tr http.RoundTripper, logger *log.Logger) *http
 			if o := pr.In.Header.Get("Origin"); o != "" && sameOrigin(o, pr.In) {
 				pr.Out.Header.Del("Origin")
 			}
+			// The bearer secret is the conversation owner's (owner.go):
+			// it stays in the agent; Ollama needs none.
+			pr.Out.Header.Del("Authorization")
 		},
 		Transport:     tr,
 		FlushInterval: -1,
