@@ -229,10 +229,24 @@ func (s *RemoteService) Appraise(ctx context.Context, doc, nonce []byte, spki [3
 }
 
 // sameAsSigned checks that the unsigned report r says what the signed
-// annotated evidence ev says: the same verdict and the same checks.
+// annotated evidence ev says: the same verdict line (Headline, which names
+// accepted unpinned registers), simulation flag, accepted unpinned
+// registers and checks.
 func sameAsSigned(r *verify.Report, ev map[string]any) error {
-	if v, _ := ev["verdict"].(string); v != r.Verdict {
-		return fmt.Errorf("verdict %q, signed %q", r.Verdict, v)
+	if v, _ := ev["verdict"].(string); v != r.Headline() {
+		return fmt.Errorf("verdict %q, signed %q", r.Headline(), v)
+	}
+	if s, _ := ev["simulated"].(bool); s != r.Simulated {
+		return fmt.Errorf("simulated %v, signed %v", r.Simulated, s)
+	}
+	un, _ := ev["accepted_unpinned"].(map[string]any)
+	if len(un) != len(r.Unpinned) {
+		return fmt.Errorf("accepted unpinned %v, signed %v", r.Unpinned, ev["accepted_unpinned"])
+	}
+	for _, k := range r.Unpinned {
+		if _, ok := un[k]; !ok {
+			return fmt.Errorf("accepted unpinned %v, signed %v", r.Unpinned, ev["accepted_unpinned"])
+		}
 	}
 	signed, _ := ev["checks"].([]any)
 	if len(signed) != len(r.Checks) {

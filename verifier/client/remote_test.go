@@ -263,3 +263,31 @@ func TestServiceReportMustMatchTheSignedResult(t *testing.T) {
 		t.Fatalf("a rewritten report was accepted: %v (trusted %v)", err, res != nil && res.Report.Trusted)
 	}
 }
+
+// A service run with --accept-unpinned signs the qualified verdict line
+// ("TRUSTED, RTMR0 NOT PINNED: …"): the client compares that line, the
+// simulation flag and the accepted registers with the unsigned report.
+// Before, it compared the bare verdict and refused every such result.
+func TestSignedVerdictWithAcceptedUnpinned(t *testing.T) {
+	r := &verify.Report{Verdict: verify.VerdictTrusted, Trusted: true, Unpinned: []string{"rtmr0"},
+		Checks: []verify.Check{{Name: "RTMR0", Status: verify.Skipped, Reason: "NOT PINNED, accepted by the options"}}}
+	ar, err := result.New(r, result.Input{Nonce: make([]byte, 32), PolicyID: "ref.json"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := *ar.Submods[result.Submod].VeraisonAnnotatedEvidence
+	if err := sameAsSigned(r, ev); err != nil {
+		t.Fatalf("an honest result with an accepted unpinned register refused: %v", err)
+	}
+	for name, tamper := range map[string]func(*verify.Report){
+		"pinned claimed":    func(r *verify.Report) { r.Unpinned = nil },
+		"simulated flipped": func(r *verify.Report) { r.Simulated = true },
+		"verdict changed":   func(r *verify.Report) { r.Verdict = verify.VerdictSimulated },
+	} {
+		c := *r
+		tamper(&c)
+		if err := sameAsSigned(&c, ev); err == nil {
+			t.Errorf("%s: an unsigned report that differs from the signed result was accepted", name)
+		}
+	}
+}
