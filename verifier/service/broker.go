@@ -47,7 +47,13 @@ func (s *Service) appraiseRCAR(ctx context.Context, ev verify.Evidence, nonce []
 		out.PolicyID = ref.id
 		out.Image, out.Version, out.Dev = ref.doc.Image.Name, ref.doc.Image.Version, ref.doc.Image.Dev
 	}
-	if r.Trusted {
+	switch {
+	case r.Trusted && len(r.Unpinned) > 0:
+		// --accept-unpinned lets /v1/attest answer warning; a key is
+		// released only when every register matches the reference.
+		out.Trusted = false
+		out.Reason = fmt.Sprintf("%s: keys are released only to a TD whose every register is pinned by %s; pin them with `verifier record` and `verifier reference merge`", r.Headline(), out.PolicyID)
+	case r.Trusted:
 		out.Reason = fmt.Sprintf("%s: the evidence matches %s", r.Verdict, out.PolicyID)
 	}
 	in := result.Input{Nonce: nonce, PolicyID: out.PolicyID, VerifierBuild: s.cfg.VerifierBuild, Registers: map[string]string{}}

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +29,7 @@ import (
 	resource "github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/tdx/kbs"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 	"github.com/tdforge/tdforge/verifier/broker"
 	"github.com/tdforge/tdforge/verifier/nonce"
@@ -57,7 +59,7 @@ type brokerFixture struct {
 
 // newBroker serves the TD's evidence recorded as reference image img, and
 // resource resID allowing grants, over HTTPS.
-func newBroker(t *testing.T, img refvalues.Image, grants []resource.Grant) *brokerFixture {
+func newBroker(t *testing.T, img refvalues.Image, grants []resource.Grant, edits ...func(cfg *Config, refs string)) *brokerFixture {
 	t.Helper()
 	d := newTD(t)
 	refs, res := t.TempDir(), t.TempDir()
@@ -71,8 +73,12 @@ func newBroker(t *testing.T, img refvalues.Image, grants []resource.Grant) *brok
 	ni, _ := nonce.New([]byte(secret), time.Minute)
 	var skew time.Duration
 	lg := &syncBuf{}
-	s, err := New(Config{ReferenceDir: refs, Dev: true, AllowSimulated: true, SimRoots: sim.RootPool(d.pki), Keys: ks, Nonces: ni,
-		Log: log.New(lg, "", 0), Resources: res, Now: func() time.Time { return time.Now().Add(skew) }})
+	cfg := Config{ReferenceDir: refs, Dev: true, AllowSimulated: true, SimRoots: sim.RootPool(d.pki), Keys: ks, Nonces: ni,
+		Log: log.New(lg, "", 0), Resources: res, Now: func() time.Time { return time.Now().Add(skew) }}
+	for _, e := range edits {
+		e(&cfg, refs)
+	}
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,5 +373,36 @@ func TestBrokerRSATEEKey(t *testing.T) {
 	}
 	if p, err := j.Decrypt(k); err != nil || !bytes.Equal(p, f.value) {
 		t.Fatalf("decrypt: %v", err)
+	}
+}
+
+// A service that accepts RTMR0 unpinned (its /v1/attest answers warning)
+// still releases no key on such a verdict: the host chooses what RTMR0
+// measures (ACPI tables, TD HOB, boot variables). Before, r.Trusted
+// released the key.
+func TestBrokerRefusesAcceptedUnpinned(t *testing.T) {
+	img := simImage()
+	f := newBroker(t, img, []resource.Grant{{Image: "sim-image"}}, func(cfg *Config, refs string) {
+		cfg.AcceptUnpinned = []register.Register{register.RTMR0}
+		p := filepath.Join(refs, img.Name+"-"+img.Version+".json")
+		doc, err := refvalues.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc.Registers.Set(register.RTMR0, nil)
+		doc.Reasons = map[string]string{"rtmr0": "test: as on a real-TDX profile"}
+		delete(doc.Events, "rtmr0")
+		b, err := doc.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	_, err := f.client().Fetch(context.Background(), resID)
+	refused(t, err, http.StatusUnauthorized, "RTMR0 NOT PINNED")
+	if lg := f.log.String(); !strings.Contains(lg, "RTMR0 NOT PINNED") {
+		t.Fatalf("the log does not say why:\n%s", lg)
 	}
 }
