@@ -407,8 +407,11 @@ func (s *Service) decode(w http.ResponseWriter, r *http.Request, v any) *apiErro
 			bodyBuffers.Put(buf)
 		}
 	}()
+	// Content-Length is the client's claim: pre-grow at most growAhead,
+	// so idle connections that declare a large body and send nothing
+	// cannot pin MaxBody each.
 	if r.ContentLength > 0 {
-		buf.Grow(int(min(r.ContentLength, s.cfg.MaxBody)) + bytes.MinRead)
+		buf.Grow(int(min(r.ContentLength, s.cfg.MaxBody, growAhead)) + bytes.MinRead)
 	}
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody))
 	if err != nil {
@@ -425,6 +428,10 @@ func (s *Service) decode(w http.ResponseWriter, r *http.Request, v any) *apiErro
 var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 const maxPooledBody = 1 << 20
+
+// growAhead is how much of a declared Content-Length a request buffer is
+// grown by before any byte arrives.
+const growAhead = 256 << 10
 
 // decodeJSON unmarshals one JSON document, naming the field at fault.
 func decodeJSON(body []byte, v any) *apiError {

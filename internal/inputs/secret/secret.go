@@ -34,7 +34,6 @@ import (
 	"golang.org/x/mod/semver"
 
 	"github.com/tdforge/tdforge/internal/canonjson"
-	"github.com/tdforge/tdforge/internal/fsutil"
 )
 
 // Schema identifies resource files.
@@ -148,13 +147,31 @@ func Create(dir, id string, allow []Grant) (*Resource, error) {
 		return nil, err
 	}
 	p := Path(dir, id)
-	if _, err := os.Lstat(p); err == nil {
-		return nil, fmt.Errorf("%s already exists; remove it only if no released image still needs that key", p)
-	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return nil, err
 	}
-	if err := fsutil.WriteFile(p, mustJSON(r), 0o600); err != nil {
+	// Write a complete temporary file, then link it into place: link, unlike
+	// rename, never replaces a key another build created meanwhile.
+	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-"+filepath.Base(p)+"-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(mustJSON(r)); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	if err := os.Link(tmp.Name(), p); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("%s already exists; remove it only if no released image still needs that key", p)
+		}
 		return nil, err
 	}
 	return r, nil
@@ -190,6 +207,7 @@ func (r *Resource) Allows(image, version string, dev bool) (bool, string) {
 	if r.Dev && !dev {
 		return false, fmt.Sprintf("resource %s is a dev secret and the reference %s %s is not a dev image", r.ID, image, version)
 	}
+	var refusals []string
 	for _, g := range r.Allow {
 		if g.Image != image {
 			continue
@@ -198,7 +216,10 @@ func (r *Resource) Allows(image, version string, dev bool) (bool, string) {
 		if ok {
 			return true, fmt.Sprintf("resource %s allows %s %s", r.ID, image, version)
 		}
-		return false, fmt.Sprintf("resource %s allows %s only at versions %s: %s", r.ID, image, strings.Join(g.Versions, ", "), why)
+		refusals = append(refusals, fmt.Sprintf("versions %s: %s", strings.Join(g.Versions, ", "), why))
+	}
+	if len(refusals) > 0 {
+		return false, fmt.Sprintf("resource %s allows %s only at %s", r.ID, image, strings.Join(refusals, "; or "))
 	}
 	names := make([]string, 0, len(r.Allow))
 	for _, g := range r.Allow {

@@ -95,3 +95,50 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("short key: %v", err)
 	}
 }
+
+// Every grant naming the image is tried: a version gap can be expressed.
+// Before, the first grant naming the image decided alone.
+func TestAllowsEveryGrant(t *testing.T) {
+	r := &Resource{Schema: Schema, ID: "a/b/c", Value: make([]byte, KeySize), Allow: []Grant{
+		{Image: "img", Versions: []string{"<0.2.0"}}, {Image: "img", Versions: []string{">=0.3.0"}},
+	}}
+	for v, want := range map[string]bool{"0.1.0": true, "0.2.5": false, "0.3.0": true} {
+		if ok, why := r.Allows("img", v, false); ok != want {
+			t.Errorf("%s: %v (%s)", v, ok, why)
+		}
+	}
+}
+
+// Two builds creating the same key at once: one wins, the other is
+// refused, and the file holds the winner's key (never replaced).
+func TestCreateNeverReplaces(t *testing.T) {
+	dir := t.TempDir()
+	grants := []Grant{{Image: "img"}}
+	type res struct {
+		r   *Resource
+		err error
+	}
+	out := make(chan res, 8)
+	for range 8 {
+		go func() { r, err := Create(dir, "a/b/c", grants); out <- res{r, err} }()
+	}
+	var won *Resource
+	for range 8 {
+		x := <-out
+		if x.err == nil {
+			if won != nil {
+				t.Fatal("two concurrent creates both succeeded")
+			}
+			won = x.r
+		} else if !strings.Contains(x.err.Error(), "already exists") {
+			t.Fatal(x.err)
+		}
+	}
+	got, err := Load(dir, "a/b/c")
+	if err != nil || won == nil || string(got.Value) != string(won.Value) {
+		t.Fatalf("the file does not hold the winner's key: %v", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "a", "b", ".tmp-*")); len(m) != 0 {
+		t.Fatalf("temporary files left: %v", m)
+	}
+}
