@@ -36,7 +36,7 @@ const FileName = "conversations.db"
 
 // Bounds on what the store keeps.
 const (
-	MaxConversations = 1000
+	MaxConversations = 1000      // per owner
 	MaxMessages      = 1000      // per conversation
 	MaxContent       = 256 << 10 // bytes per message
 	MaxTitle         = 200       // bytes
@@ -253,11 +253,11 @@ func (s *Store) Create(ctx context.Context, owner, title, model string, msgs []M
 	sum := &Summary{ID: NewID(), Title: title, Model: model, Created: now, Updated: now, Messages: len(msgs)}
 	g, err := s.write(ctx, func(tx *sql.Tx) error {
 		var n int
-		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM conversations").Scan(&n); err != nil {
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM conversations WHERE owner = ?", owner).Scan(&n); err != nil {
 			return err
 		}
 		if n >= MaxConversations {
-			return fmt.Errorf("%w: %d conversations are stored, the most this agent keeps; delete some first", ErrFull, n)
+			return fmt.Errorf("%w: you have %d conversations, the most this agent keeps per owner; delete some first", ErrFull, n)
 		}
 		if _, err := tx.ExecContext(ctx, "INSERT INTO conversations(id, owner, title, model, created, updated, messages) VALUES (?, ?, ?, ?, ?, ?, ?)",
 			sum.ID, owner, title, model, now, now, len(msgs)); err != nil {

@@ -251,3 +251,22 @@ func TestKillDuringWrites(t *testing.T) {
 		t.Fatalf("generation %d after %d acknowledged writes", g, acked+2)
 	}
 }
+
+// The conversation limit is per owner: one client at its limit does not
+// stop another from saving. Before, the count covered every owner.
+func TestConversationLimitPerOwner(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	for i := range MaxConversations {
+		if _, _, err := s.Create(ctx, alice, fmt.Sprint(i), "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.Create(ctx, alice, "one more", "", nil); !errors.Is(err, ErrFull) {
+		t.Fatalf("create past the owner's limit: %v", err)
+	}
+	bob := Owner("bob-secret-0123456789abcdefghijklmnopqrs")
+	if _, _, err := s.Create(ctx, bob, "mine", "", nil); err != nil {
+		t.Fatalf("another owner blocked by alice's conversations: %v", err)
+	}
+}
