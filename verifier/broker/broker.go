@@ -7,18 +7,24 @@
 // internal/inputs/secret) as JWEs to that key, each only if the resource
 // file allows the matched reference document's image and version.
 //
-// Sessions live in memory, bounded and short-lived: the cookie of an auth
-// is good for one attestation within SessionTTL, and a successful one for
-// resources within AttestedTTL. Every decision is logged with its reason;
-// resource values never are.
+// The auth challenge is stateless (package verifier/nonce): its cookie
+// carries the challenge's random value, its expiry and an HMAC under a
+// per-process secret bound to the protocol parameters, so auth, which
+// needs no evidence, stores nothing. attest checks the MAC and the expiry
+// and records the challenge as used until it expires: one attestation per
+// challenge. Only a successful attestation (which costs an appraisal)
+// stores a session, in memory, bounded, for AttestedTTL. Every decision is
+// logged with its reason; resource values never are.
 package broker
 
 import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -37,6 +43,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/tdx/kbs"
+	"github.com/tdforge/tdforge/verifier/nonce"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
@@ -83,20 +90,22 @@ type Config struct {
 	Log         *log.Logger
 	// SessionTTL bounds auth -> attest; AttestedTTL attest -> resources.
 	SessionTTL, AttestedTTL time.Duration
-	MaxSessions             int
-	MaxBody                 int64
-	Now                     func() time.Time
+	// MaxSessions bounds the attested sessions (auth stores nothing).
+	MaxSessions int
+	MaxBody     int64
+	Now         func() time.Time
 }
 
 // Broker serves the KBS endpoints.
 type Broker struct {
-	cfg      Config
-	mu       sync.Mutex
-	sessions map[string]*session
+	cfg        Config
+	challenges *nonce.Issuer
+	mu         sync.Mutex
+	sessions   map[string]*session
 }
 
+// session is an attested session.
 type session struct {
-	nonce    string
 	expires  time.Time
 	attested *Appraisal
 	teeKey   crypto.PublicKey
@@ -131,7 +140,22 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Broker{cfg: cfg, sessions: map[string]*session{}}, nil
+	// The challenges' MAC secret is per process: a TD's auth and attest
+	// go to one replica, as its attested session does.
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("key broker: no randomness for the challenge secret: %v", err)
+	}
+	// The MAC key binds the protocol parameters of the challenge: a
+	// challenge is good for this protocol only.
+	m := hmac.New(sha256.New, secret)
+	fmt.Fprintf(m, "tdforge kbs challenge\x00version>=0.1.1\x00tee=%s\x00hash=%s", kbs.TEE, kbs.DefaultHash)
+	ch, err := nonce.New(m.Sum(nil), cfg.SessionTTL)
+	if err != nil {
+		return nil, err
+	}
+	ch.Now = func() time.Time { return cfg.Now() }
+	return &Broker{cfg: cfg, challenges: ch, sessions: map[string]*session{}}, nil
 }
 
 // Register mounts the endpoints on mux.
@@ -184,21 +208,10 @@ func (b *Broker) newSession(s *session) (string, bool) {
 	return id, true
 }
 
-// take removes and returns the session of the request's cookie (nil when
-// missing or expired), so a session attests at most once.
-func (b *Broker) take(r *http.Request) (string, *session) {
-	c, err := r.Cookie(kbs.Cookie)
-	if err != nil {
-		return "", nil
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.sessions[c.Value]
-	delete(b.sessions, c.Value)
-	if s == nil || b.cfg.Now().After(s.expires) {
-		return c.Value, nil
-	}
-	return c.Value, s
+// challengeNonce is the nonce of a challenge (its random value), as the
+// TD puts it in runtime-data.
+func challengeNonce(n []byte) string {
+	return base64.StdEncoding.EncodeToString(n[:nonce.ValueSize])
 }
 
 func (b *Broker) get(r *http.Request) (string, *session) {
@@ -250,36 +263,46 @@ func (b *Broker) handleAuth(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusUnauthorized, "UnsupportedTee", fmt.Sprintf("tee %q is not supported: this broker attests %q only", req.TEE, kbs.TEE))
 		return
 	}
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
+	// Stateless: the cookie is the challenge, MACed; nothing is stored.
+	n, _, err := b.challenges.Issue()
+	if err != nil {
 		fail(w, http.StatusServiceUnavailable, "Internal", "no randomness")
 		return
 	}
-	s := &session{nonce: base64.StdEncoding.EncodeToString(raw[:]), expires: b.cfg.Now().Add(b.cfg.SessionTTL)}
-	id, ok := b.newSession(s)
-	if !ok {
-		b.cfg.Log.Printf("kbs auth: refused: %d sessions open", b.cfg.MaxSessions)
-		fail(w, http.StatusServiceUnavailable, "TooManySessions", "too many open sessions; retry later")
-		return
-	}
-	b.setCookie(w, id, b.cfg.SessionTTL)
+	b.setCookie(w, hex.EncodeToString(n), b.cfg.SessionTTL)
 	extra, _ := json.Marshal(map[string]string{"selected-hash-algorithm": kbs.DefaultHash})
-	writeJSON(w, http.StatusOK, kbs.Challenge{Nonce: s.nonce, ExtraParams: extra})
+	writeJSON(w, http.StatusOK, kbs.Challenge{Nonce: challengeNonce(n), ExtraParams: extra})
 }
 
 func (b *Broker) handleAttest(w http.ResponseWriter, r *http.Request) {
-	id, s := b.take(r)
+	var id string
+	if c, err := r.Cookie(kbs.Cookie); err == nil {
+		id = c.Value
+	}
 	refuse := func(code int, kind, format string, a ...any) {
 		msg := fmt.Sprintf(format, a...)
 		b.cfg.Log.Printf("kbs attest session %s: refused: %s", sid(id), msg)
 		fail(w, code, kind, msg)
 	}
-	if s == nil {
-		refuse(http.StatusUnauthorized, "InvalidCookie", "no live session: POST %s first (a session attests once, within %s)", kbs.PathAuth, b.cfg.SessionTTL)
+	if _, s := b.get(r); s != nil {
+		refuse(http.StatusUnauthorized, "InvalidCookie", "this session has already attested; start a new one with POST %s", kbs.PathAuth)
 		return
 	}
-	if s.attested != nil {
-		refuse(http.StatusUnauthorized, "InvalidCookie", "this session has already attested; start a new one with POST %s", kbs.PathAuth)
+	// Check the challenge's MAC and expiry, and spend it: any attempt,
+	// good or bad, uses it up.
+	ch, err := nonce.Decode(id)
+	if err == nil {
+		err = b.challenges.Check(ch)
+	}
+	if err != nil {
+		why := "no cookie, or not one of this broker's challenges"
+		switch {
+		case errors.Is(err, nonce.ErrExpired):
+			why = "the challenge has expired"
+		case errors.Is(err, nonce.ErrReplayed):
+			why = "the challenge has already been used"
+		}
+		refuse(http.StatusUnauthorized, "InvalidCookie", "no live session (%s): POST %s first (a session attests once, within %s)", why, kbs.PathAuth, b.cfg.SessionTTL)
 		return
 	}
 	var att kbs.Attestation
@@ -287,7 +310,7 @@ func (b *Broker) handleAttest(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, "InvalidRequest", "attestation: %v", err)
 		return
 	}
-	if att.RuntimeData.Nonce != s.nonce {
+	if att.RuntimeData.Nonce != challengeNonce(ch) {
 		refuse(http.StatusUnauthorized, "NonceMismatch", "runtime-data.nonce is not this session's challenge (a replayed attestation)")
 		return
 	}
@@ -323,9 +346,8 @@ func (b *Broker) handleAttest(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, "EvidenceBinding", "REPORTDATA does not bind runtime-data (want %s(canonical runtime-data) = %s…, the quote has %s…): the quote was made for another nonce or key", kbs.DefaultHash, hex.EncodeToString(want[:8]), hex.EncodeToString(got[:8]))
 		return
 	}
-	nonce, _ := base64.StdEncoding.DecodeString(s.nonce)
 	binding := fmt.Sprintf("REPORTDATA = %s(runtime-data: the broker's nonce and tee-pubkey %s)", kbs.DefaultHash, alg)
-	a, err := b.cfg.Appraise(r.Context(), verify.Evidence{Quote: ev.Quote, CCEL: ev.CCEventLog, CCELTable: ev.CCELTable, RuntimeLog: ev.RuntimeLog, CCELAbsent: ev.CCELAbsent}, nonce, binding)
+	a, err := b.cfg.Appraise(r.Context(), verify.Evidence{Quote: ev.Quote, CCEL: ev.CCEventLog, CCELTable: ev.CCELTable, RuntimeLog: ev.RuntimeLog, CCELAbsent: ev.CCELAbsent}, ch[:nonce.ValueSize], binding)
 	if err != nil {
 		var rf *Refusal
 		if errors.As(err, &rf) {
@@ -339,8 +361,7 @@ func (b *Broker) handleAttest(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, "AttestationFailed", "%s (appraisal against %s: %s %s)", a.Reason, a.PolicyID, a.Image, a.Version)
 		return
 	}
-	s.attested, s.teeKey, s.keyAlg = a, key, alg
-	s.expires = b.cfg.Now().Add(b.cfg.AttestedTTL)
+	s := &session{attested: a, teeKey: key, keyAlg: alg, expires: b.cfg.Now().Add(b.cfg.AttestedTTL)}
 	id, ok := b.newSession(s)
 	if !ok {
 		refuse(http.StatusServiceUnavailable, "TooManySessions", "too many open sessions; retry later")

@@ -312,6 +312,39 @@ func TestBrokerSessions(t *testing.T) {
 	}
 }
 
+// auth needs no evidence: a flood of auths must not lock an honest TD out
+// (it did: each auth stored a session, 4096 at most, and the TD's auth got
+// TooManySessions), and a challenge still serves one attestation only.
+func TestBrokerAuthFlood(t *testing.T) {
+	f := newBroker(t, simImage(), []resource.Grant{{Image: "sim-image"}})
+	h := f.srv.Config.Handler
+	for i := 0; i < 10000; i++ {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", kbs.PathAuth, strings.NewReader(`{"version":"0.4.0","tee":"tdx","extra-params":{}}`)))
+		if rec.Code != 200 {
+			t.Fatalf("auth %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	got, err := f.client().Fetch(context.Background(), resID)
+	if err != nil {
+		t.Fatalf("an honest TD after 10000 auths: %v", err)
+	}
+	if !bytes.Equal(got, f.value) {
+		t.Fatal("the decrypted resource is not the file's value")
+	}
+	r := &raw{t: t, f: f}
+	n := r.auth()
+	challenge := r.cookie
+	att := r.attestation(n)
+	if code, b := r.do("POST", kbs.PathAttest, att); code != 200 {
+		t.Fatalf("attest: %d %s", code, b)
+	}
+	r.cookie = challenge
+	if code, b := r.do("POST", kbs.PathAttest, att); code != 401 || !strings.Contains(string(b), "already been used") {
+		t.Fatalf("replayed challenge: %d %s", code, b)
+	}
+}
+
 func TestBrokerResourceMissingAndUnusable(t *testing.T) {
 	f := newBroker(t, simImage(), []resource.Grant{{Image: "sim-image"}})
 	c := f.client()

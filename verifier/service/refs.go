@@ -18,7 +18,9 @@ import (
 
 // RevokedFile is the name of the revocation list in the reference
 // directory: one entry a line, "NAME REASON", where NAME is a document's
-// file name or its image "name@version"; '#' starts a comment.
+// file name or its image "name@version"; '#' starts a comment. A list
+// that cannot be read or parsed fails closed: every document is refused
+// until it is fixed (a revocation just written must never be skipped).
 const RevokedFile = "revoked"
 
 // refDoc is one reference document of the directory.
@@ -31,8 +33,11 @@ type refDoc struct {
 
 // refSet is one load of the reference directory.
 type refSet struct {
-	docs        []*refDoc
-	problems    []string // files that could not be used, and why
+	docs     []*refDoc
+	problems []string // files that could not be used, and why
+	// revokedErr says why the revocation list is unusable ("" when it
+	// is fine); every document is then refused.
+	revokedErr  string
 	fingerprint string
 }
 
@@ -81,7 +86,8 @@ func dirFingerprint(dir string) (string, error) {
 // loadRefs reads every reference document of dir. Signed documents are
 // checked with keyPath; without a key (dev only) documents are trusted as
 // read. A file that cannot be used is a problem, not an error: the others
-// still serve.
+// still serve. A revocation list that cannot be read or parsed revokes
+// every document (fail closed).
 func loadRefs(dir, keyPath string) (*refSet, error) {
 	fp, err := dirFingerprint(dir)
 	if err != nil {
@@ -113,7 +119,13 @@ func loadRefs(dir, keyPath string) (*refSet, error) {
 	}
 	revoked, err := readRevoked(filepath.Join(dir, RevokedFile))
 	if err != nil {
-		return nil, err
+		rs.revokedErr = fmt.Sprintf("revocation list unusable, every document is refused until it is fixed: %v", err)
+		rs.problems = append(rs.problems, rs.revokedErr)
+		for _, d := range rs.docs {
+			d.revoked = rs.revokedErr
+		}
+		sort.Strings(rs.problems)
+		return rs, nil
 	}
 	for key, reason := range revoked {
 		found := false
@@ -141,6 +153,7 @@ func looksLikeReference(path string) bool {
 }
 
 // readRevoked parses the revocation list; a missing file revokes nothing.
+// Errors name the file and the line.
 func readRevoked(path string) (map[string]string, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -152,7 +165,8 @@ func readRevoked(path string) (map[string]string, error) {
 	defer f.Close()
 	out := map[string]string{}
 	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
+	n := 1
+	for ; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if i := strings.IndexByte(line, '#'); i >= 0 {
 			line = strings.TrimSpace(line[:i])
@@ -167,5 +181,8 @@ func readRevoked(path string) (map[string]string, error) {
 		}
 		out[name] = reason
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s line %d: %v", path, n, err)
+	}
+	return out, nil
 }

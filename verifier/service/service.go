@@ -221,7 +221,8 @@ func (s *Service) setRefs(rs *refSet) {
 }
 
 // Reload re-reads the reference directory if its content changed. A
-// directory that cannot be read keeps the documents loaded before.
+// directory that cannot be read keeps the documents loaded before; an
+// unusable revocation list does not (loadRefs fails closed).
 func (s *Service) Reload() error {
 	fp, err := dirFingerprint(s.cfg.ReferenceDir)
 	if err != nil {
@@ -295,6 +296,9 @@ func (s *Service) handleReady(w http.ResponseWriter, r *http.Request) {
 	}
 	if active == 0 {
 		body["reason"] = "no usable reference document in " + s.cfg.ReferenceDir
+	}
+	if rs.revokedErr != "" {
+		body["reason"] = rs.revokedErr
 	}
 	coll, collReady := s.collateralStatus()
 	body["collateral"] = coll

@@ -360,13 +360,43 @@ func TestReferenceDirectory(t *testing.T) {
 	if c.TDX().TrustVector.Executables != ear.ContraindicatedRuntimeClaim {
 		t.Fatalf("vector %+v", c.TDX().TrustVector)
 	}
-	// A revocation list line without a reason keeps the previous load.
-	os.WriteFile(filepath.Join(f.dir, RevokedFile), []byte("sim-image-1.json\n"), 0o644)
-	if err := f.svc.Reload(); err == nil || !strings.Contains(err.Error(), "no reason") {
-		t.Fatalf("reload of a bad revocation list: %v", err)
+	// A revocation list that cannot be parsed (a line without a reason)
+	// or read fails closed: every document is refused, naming the file
+	// and the line, and /readyz is 503 until it is fixed.
+	for _, bad := range []struct {
+		name  string
+		write func(path string)
+		want  string
+	}{
+		{"no reason", func(p string) { os.WriteFile(p, []byte("# ok\nsim-image-0.json\n"), 0o644) }, RevokedFile + " line 2: "},
+		{"unreadable", func(p string) { os.Mkdir(p, 0o755) }, RevokedFile + " line 1: read "},
+	} {
+		p := filepath.Join(f.dir, RevokedFile)
+		os.RemoveAll(p)
+		bad.write(p)
+		if err := f.svc.Reload(); err != nil {
+			t.Fatalf("%s: %v", bad.name, err)
+		}
+		if active, _ := f.svc.refs.Load().counts(); active != 0 {
+			t.Fatalf("%s: %d documents still usable", bad.name, active)
+		}
+		c, _ = f.attestOK(t, f.td.attest(t, f.nonce(t)))
+		fails = strings.Join(failing(c), "\n")
+		if status(c) != ear.TrustTierContraindicated || !strings.Contains(fails, result.CheckRevoked) || !strings.Contains(fails, bad.want) {
+			t.Fatalf("%s: status %v, failing %s", bad.name, status(c), fails)
+		}
+		if code, b := f.get(t, PathReadyz); code != 503 || !strings.Contains(string(b), bad.want) {
+			t.Fatalf("%s: readyz %d %s", bad.name, code, b)
+		}
 	}
-	if _, revoked := f.svc.refs.Load().counts(); revoked != 1 {
-		t.Fatal("a bad reload replaced the loaded documents")
+	// Fixed, the documents serve again.
+	os.RemoveAll(filepath.Join(f.dir, RevokedFile))
+	os.WriteFile(filepath.Join(f.dir, RevokedFile), []byte("sim-image@0 old\n"), 0o644)
+	if err := f.svc.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if code, b := f.get(t, PathReadyz); code != 200 || !strings.Contains(string(b), `"references":1`) {
+		t.Fatalf("fixed: readyz %d %s", code, b)
 	}
 }
 
