@@ -181,7 +181,7 @@ func serve(ctx context.Context, o options, stdout io.Writer, logger *log.Logger)
 		return nil
 	}
 	if p.Agent.TLS {
-		cert, _, err := ratls.NewCertificate(key, prov.Quote, ratls.Logs{RuntimeLog: logs.RuntimeLog, CCEL: logs.CCEL, CCELTable: logs.CCELTable}, ratls.Options{})
+		cert, _, err := ratls.NewCertificate(key, prov.Attest, ratls.Logs{RuntimeLog: logs.RuntimeLog, CCEL: logs.CCEL, CCELTable: logs.CCELTable}, ratls.Options{})
 		if err != nil {
 			return err
 		}

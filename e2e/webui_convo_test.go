@@ -77,7 +77,7 @@ func convoAgent(t *testing.T, st volstatus.Status) *httptest.Server {
 	os.Mkdir(vol, 0o700)
 	u, _ := url.Parse(up.URL)
 	srv, err := server.New(server.Config{
-		Policy: p, Provider: prov, Evidence: server.Evidence{RuntimeLog: logPath},
+		Policy: p, Provider: quote.DomainAttester{Provider: prov}, Evidence: server.Evidence{RuntimeLog: logPath},
 		Upstream: u, WebUIDir: filepath.Join(repoRoot, "webui"), Log: log.New(io.Discard, "", 0),
 		History: server.History{Volume: "state", Dir: vol, StatusDir: status},
 	})

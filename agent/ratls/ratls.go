@@ -62,19 +62,16 @@ type Options struct {
 	Now        time.Time
 }
 
-// NewCertificate quotes with REPORTDATA = ReportData(nonce, SPKIHash) for a
-// fresh random 32-byte nonce and returns a self-signed certificate carrying
+// NewCertificate has attest quote with REPORTDATA = ReportData(nonce,
+// SPKIHash) for a fresh random 32-byte nonce (quote.Attester's Attest:
+// initd forms REPORTDATA) and returns a self-signed certificate carrying
 // that evidence.
-func NewCertificate(k *Key, quote func([64]byte) ([]byte, error), logs Logs, o Options) (tls.Certificate, *attestation.RATLSEvidence, error) {
+func NewCertificate(k *Key, attest func(nonce []byte, spkiHash [32]byte) ([]byte, error), logs Logs, o Options) (tls.Certificate, *attestation.RATLSEvidence, error) {
 	nonce := make([]byte, 32)
 	if _, err := rand.Read(nonce); err != nil {
 		return tls.Certificate{}, nil, err
 	}
-	rd, err := attestation.ReportData(nonce, k.SPKIHash)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	q, err := quote(rd)
+	q, err := attest(nonce, k.SPKIHash)
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("RA-TLS certificate: quote: %w", err)
 	}

@@ -17,6 +17,18 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
+// attestWith quotes with s over ReportData(nonce, spkiHash), as initd's
+// quoting socket does.
+func attestWith(s *sim.Simulator) func([]byte, [32]byte) ([]byte, error) {
+	return func(nonce []byte, spkiHash [32]byte) ([]byte, error) {
+		rd, err := attestation.ReportData(nonce, spkiHash)
+		if err != nil {
+			return nil, err
+		}
+		return s.Quote(rd)
+	}
+}
+
 func simulator(t *testing.T) (*sim.Simulator, *sim.PKI) {
 	t.Helper()
 	pki, err := sim.NewPKI()
@@ -40,7 +52,7 @@ func TestCertificateRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := Logs{RuntimeLog: []byte("cel"), CCEL: []byte("ccel"), CCELTable: []byte("table")}
-	cert, ev, err := NewCertificate(k, sq.Quote, logs, Options{})
+	cert, ev, err := NewCertificate(k, attestWith(sq), logs, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +84,7 @@ func TestCertificateRoundTrip(t *testing.T) {
 
 	// The evidence does not bind another key's certificate.
 	k2, _ := NewKey()
-	other, _, err := NewCertificate(k2, sq.Quote, Logs{}, Options{})
+	other, _, err := NewCertificate(k2, attestWith(sq), Logs{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +102,7 @@ func TestCertificateRoundTrip(t *testing.T) {
 func TestExtractErrors(t *testing.T) {
 	k, _ := NewKey()
 	sq, _ := simulator(t)
-	cert, _, _ := NewCertificate(k, sq.Quote, Logs{}, Options{})
+	cert, _, _ := NewCertificate(k, attestWith(sq), Logs{}, Options{})
 	plain := *cert.Leaf
 	plain.Extensions = nil
 	if _, err := Extract(&plain); err == nil || !strings.Contains(err.Error(), "no RA-TLS extension") {
@@ -103,7 +115,7 @@ func TestExtractErrors(t *testing.T) {
 	if _, err := Extract(&plain); err == nil || !strings.Contains(err.Error(), "version 2") {
 		t.Fatalf("got %v", err)
 	}
-	fail := func([64]byte) ([]byte, error) { return nil, errors.New("no quote") }
+	fail := func([]byte, [32]byte) ([]byte, error) { return nil, errors.New("no quote") }
 	if _, _, err := NewCertificate(k, fail, Logs{}, Options{}); err == nil || !strings.Contains(err.Error(), "no quote") {
 		t.Fatalf("quote failure: %v", err)
 	}
@@ -113,7 +125,7 @@ func TestExtractErrors(t *testing.T) {
 func TestBindingOverTLS(t *testing.T) {
 	sq, pki := simulator(t)
 	k, _ := NewKey()
-	cert, _, err := NewCertificate(k, sq.Quote, Logs{}, Options{})
+	cert, _, err := NewCertificate(k, attestWith(sq), Logs{}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -329,19 +329,19 @@ func TestConnectionCap(t *testing.T) {
 
 // countingProvider counts the quotes it makes.
 type countingProvider struct {
-	quote.Provider
+	quote.Attester
 	n atomic.Int64
 }
 
-func (c *countingProvider) Quote(rd [64]byte) ([]byte, error) {
+func (c *countingProvider) Attest(nonce []byte, spkiHash [32]byte) ([]byte, error) {
 	c.n.Add(1)
-	return c.Provider.Quote(rd)
+	return c.Attester.Attest(nonce, spkiHash)
 }
 
 func TestQuoteRateLimit(t *testing.T) {
 	var cp *countingProvider
 	f := newFixture(t, "http://127.0.0.1:1", func(c *Config) {
-		cp = &countingProvider{Provider: c.Provider}
+		cp = &countingProvider{Attester: c.Provider}
 		c.Provider = cp
 		c.QuoteRate, c.QuoteBurst = 0.5, 3
 	})
@@ -373,7 +373,7 @@ func TestReadyzDoesNotQuotePerProbe(t *testing.T) {
 	up, _ := ollamaFakeAllModels(t)
 	var cp *countingProvider
 	f := newFixture(t, up.URL, func(c *Config) {
-		cp = &countingProvider{Provider: c.Provider}
+		cp = &countingProvider{Attester: c.Provider}
 		c.Provider = cp
 	})
 	for i := 0; i < 50; i++ {

@@ -33,8 +33,10 @@ const DefaultMaxBody = 8 << 20
 
 // Config configures the handler.
 type Config struct {
-	Policy   *policy.Policy
-	Provider quote.Provider
+	Policy *policy.Policy
+	// Provider quotes over attestation.ReportData(nonce, SPKIHash): initd's
+	// quoting socket in the guest.
+	Provider quote.Attester
 	// SPKIHash is SHA-256 of the agent's TLS SubjectPublicKeyInfo; every
 	// quote's REPORTDATA binds it.
 	SPKIHash [32]byte
@@ -271,7 +273,7 @@ func (s *Server) quote(nonce []byte) ([]byte, [64]byte, error) {
 	}
 	s.quoteMu.Lock()
 	defer s.quoteMu.Unlock()
-	q, err := s.cfg.Provider.Quote(rd)
+	q, err := s.cfg.Provider.Attest(nonce, s.cfg.SPKIHash)
 	s.lastQuote.Lock()
 	s.lastQuote.at, s.lastQuote.err = s.cfg.Now(), err
 	s.lastQuote.Unlock()

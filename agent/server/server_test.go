@@ -103,7 +103,7 @@ func newFixture(t testing.TB, upstream string, mod func(*Config)) *fixture {
 	}
 	up, _ := url.Parse(upstream)
 	cfg := Config{
-		Policy: p, Provider: prov, SPKIHash: testSPKIHash,
+		Policy: p, Provider: quote.DomainAttester{Provider: prov}, SPKIHash: testSPKIHash,
 		Evidence: Evidence{RuntimeLog: logPath, ACPITables: acpi},
 		Upstream: up, Log: log.New(io.Discard, "", 0),
 	}

@@ -3,7 +3,11 @@
 // are root-only, and the simulator's state holds its private keys, so
 // initd (root) opens the quote backend (configfs-tsm, the tdx_guest device
 // or the simulator: internal/tdx/quote) and serves it over a unix socket to
-// exactly one uid, the agent's, checked with SO_PEERCRED. The wire protocol
+// exactly one uid, the agent's, checked with SO_PEERCRED. The agent sends a
+// nonce and its TLS SPKI hash, never REPORTDATA: initd quotes over
+// attestation.ReportData(nonce, spkiHash), so the agent gets quotes only in
+// its own domain, never over initd's key-broker binding (initd/unlock
+// quotes with the backend directly). The wire protocol
 // and the agent's client are internal/tdx/quote's socket.go. The simulator
 // and hardware differ only in the backend's kernel call.
 //
@@ -110,15 +114,16 @@ func (s *Server) handle(c net.Conn) {
 		quote.WriteSocketResponse(c, &quote.SocketResponse{Error: fmt.Sprintf("uid %d may not quote: initd serves quotes to the agent's uid only", uid)})
 		return
 	}
-	op, rd, err := quote.ReadSocketRequest(c)
+	req, err := quote.ReadSocketRequest(c)
 	if err != nil {
 		s.logf("quoting socket: %v", err)
+		quote.WriteSocketResponse(c, &quote.SocketResponse{Error: err.Error()})
 		return
 	}
-	quote.WriteSocketResponse(c, s.answer(op, rd))
+	quote.WriteSocketResponse(c, s.answer(req))
 }
 
-func (s *Server) answer(op byte, rd [64]byte) *quote.SocketResponse {
+func (s *Server) answer(req *quote.SocketRequest) *quote.SocketResponse {
 	if s.Provider == nil {
 		err := s.OpenErr
 		if err == nil {
@@ -127,12 +132,14 @@ func (s *Server) answer(op byte, rd [64]byte) *quote.SocketResponse {
 		return &quote.SocketResponse{Error: "initd has no quote backend: " + err.Error()}
 	}
 	name := s.Provider.Name()
-	switch op {
+	switch req.Op {
 	case quote.OpName:
 		return &quote.SocketResponse{Provider: name}
 	case quote.OpQuote:
+		// REPORTDATA is always the agent's binding of the request's nonce
+		// and SPKI hash: the agent cannot choose it.
 		s.mu.Lock()
-		q, err := s.Provider.Quote(rd)
+		q, err := quote.DomainAttester{Provider: s.Provider}.Attest(req.Nonce, req.SPKIHash)
 		s.mu.Unlock()
 		if err != nil {
 			s.logf("quoting socket: %s quote failed: %v", name, err)
@@ -140,7 +147,7 @@ func (s *Server) answer(op byte, rd [64]byte) *quote.SocketResponse {
 		}
 		return &quote.SocketResponse{Provider: name, Quote: q}
 	default:
-		return &quote.SocketResponse{Provider: name, Error: fmt.Sprintf("unknown request op %q (want %q or %q)", op, quote.OpQuote, quote.OpName)}
+		return &quote.SocketResponse{Provider: name, Error: fmt.Sprintf("unknown request op %q (want %q or %q)", req.Op, quote.OpQuote, quote.OpName)}
 	}
 }
 

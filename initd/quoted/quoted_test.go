@@ -3,6 +3,7 @@ package quoted
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +23,9 @@ import (
 
 	"github.com/google/go-eventlog/tcg"
 
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/ccel"
+	"github.com/tdforge/tdforge/internal/tdx/kbs"
 	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
@@ -54,14 +57,14 @@ func child(sock, simDir string) int {
 		fmt.Printf("socket: %v\n", err)
 		return 1
 	}
-	var rd [64]byte
-	rd[0] = 0x42
-	q, err := c.Quote(rd)
+	q, err := c.Attest(nonce(0x42), spki(0x42))
 	if err != nil {
 		fmt.Printf("socket quote: %v\n", err)
 		return 1
 	}
-	fmt.Printf("socket quote: %s %d bytes %x\n", c.Name(), len(q), q[sim.BodyOffset+sim.ReportDataInBody])
+	got, _ := sim.ReportData(q)
+	want, _ := attestation.ReportData(nonce(0x42), spki(0x42))
+	fmt.Printf("socket quote: %s %d bytes bound=%v\n", c.Name(), len(q), got == want)
 	return 0
 }
 
@@ -118,6 +121,27 @@ func rd(b byte) [64]byte {
 	return r
 }
 
+// nonce and spki are a request's nonce and SPKI hash; bound is the
+// REPORTDATA initd forms from them.
+func nonce(b byte) []byte {
+	n := make([]byte, 32)
+	for i := range n {
+		n[i] = b + byte(i)
+	}
+	return n
+}
+
+func spki(b byte) [32]byte { return attestation.SPKIHash([]byte{b}) }
+
+func bound(t *testing.T, n []byte, h [32]byte) [64]byte {
+	t.Helper()
+	r, err := attestation.ReportData(n, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func TestSocketServesSimulatorQuotes(t *testing.T) {
 	dir, pki := simState(t)
 	p, err := quote.OpenSimulator(dir)
@@ -136,12 +160,12 @@ func TestSocketServesSimulatorQuotes(t *testing.T) {
 	if c.Name() != quote.NameSimulator {
 		t.Fatalf("client reports backend %q, want initd's %q", c.Name(), quote.NameSimulator)
 	}
-	q, err := c.Quote(rd(5))
+	q, err := c.Attest(nonce(5), spki(5))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := sim.ReportData(q); got != rd(5) {
-		t.Fatal("REPORTDATA not carried through the socket")
+	if got, _ := sim.ReportData(q); got != bound(t, nonce(5), spki(5)) {
+		t.Fatal("REPORTDATA is not ReportData(nonce, spki) of the request")
 	}
 	if err := verify.RawTdxQuote(q, &verify.Options{TrustedRoots: sim.RootPool(pki)}); err != nil {
 		t.Fatalf("quote through the socket does not verify: %v", err)
@@ -182,12 +206,87 @@ func TestSocketProtocolBounds(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		return string(b)
 	}
-	if got := ask(append([]byte{'X'}, make([]byte, 64)...)); !strings.Contains(got, "unknown request op") {
-		t.Fatalf("unknown op: %q", got)
+	req := func(op byte, nonceLen int, field []byte) []byte {
+		b := make([]byte, quote.SocketRequestSize)
+		b[0], b[1] = op, byte(nonceLen)
+		copy(b[2:], field)
+		return b
 	}
-	// A short request gets no answer at all.
-	if got := ask([]byte("Qshort")); got != "" {
-		t.Fatalf("short request answered: %q", got)
+	for _, c := range []struct {
+		req  []byte
+		want string
+	}{
+		{req('X', 0, nil), "unknown request op"},
+		{[]byte("Qshort"), "quote request: unexpected EOF"},
+		{req('Q', 15, make([]byte, 15)), "nonce must be 16..64 bytes, got 15"},
+		{req('Q', 65, nil), "nonce length 65 is over 64"},
+		{req('Q', 16, append(make([]byte, 16), 1)), "non-zero bytes after the nonce"},
+	} {
+		if got := ask(c.req); !strings.Contains(got, c.want) || strings.Contains(got, `"quote"`) {
+			t.Fatalf("request %q: got %q, want an error containing %q", c.req, got, c.want)
+		}
+	}
+}
+
+// The agent cannot get a quote over a REPORTDATA it chooses (the key
+// broker's binding of a runtime-data, which would let it run initd's
+// key-broker exchange itself): whatever it sends, a quote served has
+// REPORTDATA = attestation.ReportData(nonce, spki) of the nonce and SPKI
+// hash sent. Before the fix the request's 64 bytes were the REPORTDATA.
+func TestSocketQuotesOnlyInAgentDomain(t *testing.T) {
+	dir, _ := simState(t)
+	p, _ := quote.OpenSimulator(dir)
+	sock := serve(t, &Server{Provider: p, UID: os.Getuid(), Logf: t.Logf})
+	binding, err := kbs.ReportData(kbs.RuntimeData{Nonce: "broker-challenge", TEEPubKey: kbs.JWK{Kty: "EC", Crv: "P-256", X: "eA", Y: "eQ"}}, "", "sha384")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(req []byte) *quote.SocketResponse {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(req)
+		c.(*net.UnixConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		var resp quote.SocketResponse
+		if len(b) < 4 || json.Unmarshal(b[4:], &resp) != nil {
+			t.Fatalf("request %x: unreadable answer %q", req, b)
+		}
+		return &resp
+	}
+	size := 1 + 1 + attestation.MaxNonce + 32 // op, nonce length, nonce, SPKI hash
+	pad := func(b []byte) []byte { return append(b, make([]byte, size-len(b))...) }
+	reqs := [][]byte{
+		append([]byte{'Q'}, binding[:]...),                                    // REPORTDATA as the request (the old protocol)
+		pad(append([]byte{'Q'}, binding[:]...)),                               // ... padded to the request size
+		pad(append([]byte{'Q', 64}, binding[:]...)),                           // the binding as the nonce
+		pad(append([]byte{'Q', 48}, binding[:48]...)),                         // its hash as the nonce
+		append(append([]byte{'Q', 32}, make([]byte, 64)...), binding[:32]...), // ... as the SPKI hash
+	}
+	served := 0
+	for _, req := range reqs {
+		resp := ask(req)
+		if resp.Quote == nil {
+			continue
+		}
+		served++
+		got, err := sim.ReportData(resp.Quote)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == binding {
+			t.Fatalf("request %x: the socket quoted over the key broker's binding", req)
+		}
+		var h [32]byte
+		copy(h[:], req[2+attestation.MaxNonce:])
+		if want := bound(t, req[2:2+int(req[1])], h); got != want {
+			t.Fatalf("request %x: REPORTDATA %x, want ReportData(nonce, spki) %x", req, got, want)
+		}
+	}
+	if served != 3 {
+		t.Fatalf("%d of the well-formed requests were quoted, want 3", served)
 	}
 }
 
@@ -292,12 +391,12 @@ func TestHardwareConfigfsTSMThroughInitd(t *testing.T) {
 	if c.Name() != quote.NameConfigfsTSM {
 		t.Fatalf("agent reports %q, want %q", c.Name(), quote.NameConfigfsTSM)
 	}
-	q, err := c.Quote(rd(2))
+	q, err := c.Attest(nonce(2), spki(2))
 	if err != nil {
 		t.Fatalf("quote through initd: %v", err)
 	}
-	if got, _ := sim.ReportData(q); got != rd(2) {
-		t.Fatal("REPORTDATA not carried through configfs-tsm and the socket")
+	if got, _ := sim.ReportData(q); got != bound(t, nonce(2), spki(2)) {
+		t.Fatal("REPORTDATA through configfs-tsm and the socket is not ReportData(nonce, spki)")
 	}
 }
 
@@ -309,7 +408,7 @@ func TestHardwareTDXGuestDeviceThroughInitd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := rd(9)
+	want := bound(t, nonce(9), spki(9))
 	q, _ := s.Quote(want)
 	dev, err := tdxtest.TcDevice([]tdxtest.TestCase{{Name: "device", Input: want, Quote: q}})
 	if err != nil {
@@ -320,7 +419,7 @@ func TestHardwareTDXGuestDeviceThroughInitd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := c.Quote(want)
+	got, err := c.Attest(nonce(9), spki(9))
 	if err != nil || !bytes.Equal(got, q) || c.Name() != quote.NameTDXDevice {
 		t.Fatalf("device quote through initd: %v (backend %q)", err, c.Name())
 	}
@@ -369,7 +468,7 @@ func TestUnprivilegedAgentProcess(t *testing.T) {
 	if !bytes.Contains(out, []byte("direct read: open "+filepath.Join(simDir, sim.PKIFile)+": permission denied")) {
 		t.Errorf("the agent's uid could read the simulator's keys:\n%s", out)
 	}
-	if !bytes.Contains(out, []byte("socket quote: simulator ")) || !bytes.HasSuffix(bytes.TrimSpace(out), []byte(" 42")) {
+	if !bytes.Contains(out, []byte("socket quote: simulator ")) || !bytes.HasSuffix(bytes.TrimSpace(out), []byte(" bound=true")) {
 		t.Errorf("the agent's uid got no quote through initd:\n%s", out)
 	}
 	if _, err := quote.OpenSocket(sock); err == nil || !strings.Contains(err.Error(), "uid 0 may not quote") {

@@ -29,9 +29,7 @@ func quoteThroughInitd() (*pb.QuoteV4, error) {
 	if err != nil {
 		return nil, err
 	}
-	var rd [64]byte
-	copy(rd[:], "testsvc")
-	raw, err := c.Quote(rd)
+	raw, err := c.Attest([]byte("testsvc-nonce-16"), [32]byte{})
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,8 @@
 // The simulator is used only when the boot policy says tdx.simulate; Open
 // never falls back to it. In the guest only initd (root) opens a backend:
 // it serves quotes to the agent over a unix socket (socket.go,
-// initd/quoted), and the agent's Provider is the SocketClient.
+// initd/quoted) in the agent's REPORTDATA domain only, and the agent's
+// Attester is the SocketClient.
 package quote
 
 import (

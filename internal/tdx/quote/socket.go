@@ -4,9 +4,18 @@
 // protocol and the agent's client Provider; it is the same in simulation
 // and on hardware.
 //
+// The agent cannot choose REPORTDATA: it sends a nonce and its TLS SPKI
+// hash, and initd quotes over attestation.ReportData(nonce, spkiHash), so
+// every quote the socket serves is in the agent's domain
+// ("tdforge/v1/attest") and none can stand for another binding (the key
+// broker's runtime-data hash, for one, which only initd itself quotes).
+//
 // Protocol, one exchange per connection:
 //
-//	request:  1 byte op ('Q' quote, 'N' backend name) || 64 bytes REPORTDATA
+//	request:  1 byte op ('Q' quote, 'N' backend name) || 1 byte nonce
+//	          length n || 64 bytes nonce (n bytes, then zeros) || 32 bytes
+//	          SPKI hash; for 'Q', attestation.MinNonce <= n <= MaxNonce,
+//	          for 'N' all zero
 //	response: 4-byte big-endian length n (1 <= n <= MaxSocketResponse) ||
 //	          n bytes of JSON SocketResponse
 
@@ -20,6 +29,8 @@ import (
 	"io"
 	"net"
 	"time"
+
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
 )
 
 // What initd publishes for the agent in the guest: the quoting socket, and
@@ -37,8 +48,41 @@ const (
 	OpName  byte = 'N'
 )
 
-// SocketRequestSize is the fixed size of a request: op and REPORTDATA.
-const SocketRequestSize = 1 + 64
+// SocketRequestSize is the fixed size of a request: op, nonce length,
+// nonce field and SPKI hash.
+const SocketRequestSize = 1 + 1 + attestation.MaxNonce + 32
+
+// SocketRequest is one request: an op and, for OpQuote, the nonce and SPKI
+// hash that initd binds into REPORTDATA.
+type SocketRequest struct {
+	Op       byte
+	Nonce    []byte
+	SPKIHash [32]byte
+}
+
+// Attester quotes in the agent's domain: the quote's REPORTDATA is
+// attestation.ReportData(nonce, spkiHash). The agent's SocketClient is
+// one; DomainAttester is one in-process.
+type Attester interface {
+	Name() string
+	Attest(nonce []byte, spkiHash [32]byte) ([]byte, error)
+}
+
+// DomainAttester is an in-process Attester over a backend: initd's socket
+// serves it, and tests use it in place of the socket.
+type DomainAttester struct{ Provider Provider }
+
+// Name implements Attester.
+func (d DomainAttester) Name() string { return d.Provider.Name() }
+
+// Attest implements Attester.
+func (d DomainAttester) Attest(nonce []byte, spkiHash [32]byte) ([]byte, error) {
+	rd, err := attestation.ReportData(nonce, spkiHash)
+	if err != nil {
+		return nil, err
+	}
+	return d.Provider.Quote(rd)
+}
 
 // MaxSocketResponse bounds a response. A TDX quote with its PCK chain is a
 // few KiB; the bound leaves room for larger certification data.
@@ -59,14 +103,39 @@ type SocketResponse struct {
 	Error string `json:"error,omitempty"`
 }
 
-// ReadSocketRequest reads one fixed-size request.
-func ReadSocketRequest(r io.Reader) (op byte, reportData [64]byte, err error) {
+// ReadSocketRequest reads one fixed-size request. It refuses a nonce
+// length over attestation.MaxNonce and non-zero padding; the op and the
+// nonce's lower bound are the server's to check.
+func ReadSocketRequest(r io.Reader) (*SocketRequest, error) {
 	var b [SocketRequestSize]byte
 	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return 0, reportData, fmt.Errorf("quote request: %w", err)
+		return nil, fmt.Errorf("quote request: %w", err)
 	}
-	copy(reportData[:], b[1:])
-	return b[0], reportData, nil
+	n := int(b[1])
+	if n > attestation.MaxNonce {
+		return nil, fmt.Errorf("quote request: nonce length %d is over %d", n, attestation.MaxNonce)
+	}
+	field := b[2 : 2+attestation.MaxNonce]
+	for _, c := range field[n:] {
+		if c != 0 {
+			return nil, errors.New("quote request: non-zero bytes after the nonce")
+		}
+	}
+	req := &SocketRequest{Op: b[0], Nonce: append([]byte(nil), field[:n]...)}
+	copy(req.SPKIHash[:], b[2+attestation.MaxNonce:])
+	return req, nil
+}
+
+// marshal encodes the request; the nonce must be at most MaxNonce bytes.
+func (q *SocketRequest) marshal() ([]byte, error) {
+	if len(q.Nonce) > attestation.MaxNonce {
+		return nil, fmt.Errorf("nonce must be %d..%d bytes, got %d", attestation.MinNonce, attestation.MaxNonce, len(q.Nonce))
+	}
+	b := make([]byte, SocketRequestSize)
+	b[0], b[1] = q.Op, byte(len(q.Nonce))
+	copy(b[2:], q.Nonce)
+	copy(b[2+attestation.MaxNonce:], q.SPKIHash[:])
+	return b, nil
 }
 
 // WriteSocketResponse writes one length-prefixed response.
@@ -105,7 +174,7 @@ func readSocketResponse(r io.Reader) (*SocketResponse, error) {
 	return &resp, nil
 }
 
-// SocketClient is the agent's Provider: it asks initd's quoting socket.
+// SocketClient is the agent's Attester: it asks initd's quoting socket.
 // Name reports the backend initd quotes with, so QuoteProvider stays
 // truthful.
 type SocketClient struct {
@@ -117,7 +186,7 @@ type SocketClient struct {
 // backend it uses.
 func OpenSocket(path string) (*SocketClient, error) {
 	c := &SocketClient{path: path}
-	resp, err := c.exchange(OpName, [64]byte{})
+	resp, err := c.exchange(&SocketRequest{Op: OpName})
 	if err != nil {
 		return nil, err
 	}
@@ -125,12 +194,17 @@ func OpenSocket(path string) (*SocketClient, error) {
 	return c, nil
 }
 
-// Name implements Provider: the backend initd reported.
+// Name implements Attester: the backend initd reported.
 func (c *SocketClient) Name() string { return c.name }
 
-// Quote implements Provider.
-func (c *SocketClient) Quote(reportData [64]byte) ([]byte, error) {
-	resp, err := c.exchange(OpQuote, reportData)
+// Attest implements Attester: initd quotes over
+// attestation.ReportData(nonce, spkiHash).
+func (c *SocketClient) Attest(nonce []byte, spkiHash [32]byte) ([]byte, error) {
+	reportData, err := attestation.ReportData(nonce, spkiHash)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.exchange(&SocketRequest{Op: OpQuote, Nonce: nonce, SPKIHash: spkiHash})
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +214,11 @@ func (c *SocketClient) Quote(reportData [64]byte) ([]byte, error) {
 	return checkQuote(resp.Quote, reportData)
 }
 
-func (c *SocketClient) exchange(op byte, reportData [64]byte) (*SocketResponse, error) {
+func (c *SocketClient) exchange(req *SocketRequest) (*SocketResponse, error) {
+	b, err := req.marshal()
+	if err != nil {
+		return nil, err
+	}
 	conn, err := net.DialTimeout("unix", c.path, 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("initd's quoting socket %s: %w (initd serves it before starting services; is this a tdforge guest?)", c.path, err)
@@ -149,7 +227,7 @@ func (c *SocketClient) exchange(op byte, reportData [64]byte) (*SocketResponse, 
 	conn.SetDeadline(time.Now().Add(SocketTimeout))
 	// initd answers a refused peer before reading its request, so a
 	// failed write may still leave the answer to read.
-	_, werr := conn.Write(append([]byte{op}, reportData[:]...))
+	_, werr := conn.Write(b)
 	resp, err := readSocketResponse(conn)
 	if err != nil {
 		if werr != nil {
