@@ -2,6 +2,9 @@ package volume
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,5 +149,31 @@ func TestBlocking(t *testing.T) {
 	}
 	if got := Blocking(p, "web", "agent", down); got != nil {
 		t.Errorf("web uses an open volume: %v", got)
+	}
+}
+
+// initd checks the MAC of the superblock bytes it reads: a host that
+// answers initd's read with another volume's salt is refused. Before,
+// the salt was taken unchecked.
+func TestSuperblockMAC(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	sb := make([]byte, 512)
+	copy(sb, integrityMagic)
+	binary.LittleEndian.PutUint64(sb[16:], 4096)
+	copy(sb[48:64], bytes.Repeat([]byte{0xa5}, 16))
+	m := hmac.New(sha256.New, key)
+	m.Write(sb[:480])
+	copy(sb[480:], m.Sum(nil))
+	n, salt, err := parseSuperblock(sb, key)
+	if err != nil || n != 4096 || salt[0] != 0xa5 {
+		t.Fatalf("a genuine superblock: %d %x %v", n, salt, err)
+	}
+	forged := bytes.Clone(sb)
+	forged[48] ^= 1
+	if _, _, err := parseSuperblock(forged, key); err == nil || !strings.Contains(err.Error(), "MAC") {
+		t.Fatalf("a superblock with another salt accepted: %v", err)
+	}
+	if _, _, err := parseSuperblock(sb, bytes.Repeat([]byte{8}, 32)); err == nil {
+		t.Fatal("a superblock under another key accepted")
 	}
 }

@@ -23,6 +23,7 @@ package volume
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -143,7 +144,7 @@ func Map(name, uuid, part string, keys Keys) (string, uint64, error) {
 	if _, err := devmapper.Create(iname, "", false, IntegrityTable(partDev, BlockSize/512, keys)); err != nil {
 		return "", 0, fmt.Errorf("dm-integrity refused the volume's header (wrong key or tampered superblock): %v", err)
 	}
-	provided, salt, err := superblock(part)
+	provided, salt, err := superblock(part, keys.JournalMAC)
 	devmapper.Remove(iname)
 	if err != nil {
 		return "", 0, err
@@ -321,13 +322,28 @@ func readHead(dev string) ([]byte, error) {
 // superblock reads provided_data_sectors (le64 at offset 16) and the
 // fix_hmac salt (16 bytes at offset 48) from the dm-integrity superblock
 // on dev, which the kernel has just checked (its MAC covers both).
-func superblock(dev string) (uint64, []byte, error) {
+func superblock(dev string, macKey []byte) (uint64, []byte, error) {
 	b, err := readHead(dev)
 	if err != nil {
 		return 0, nil, fmt.Errorf("reading the dm-integrity superblock: %v", err)
 	}
-	if !bytes.HasPrefix(b, integrityMagic) {
+	return parseSuperblock(b, macKey)
+}
+
+// parseSuperblock checks the dm-integrity superblock b (its first sector)
+// and returns the sectors it provides and its salt. The kernel checked the
+// superblock's MAC on its own read; initd read it again, so it checks the
+// MAC on these bytes too (journal_mac with fix_hmac: HMAC-SHA256 of the
+// sector's first 480 bytes, stored in its last 32): otherwise the host
+// could answer this read with another volume's salt.
+func parseSuperblock(b, macKey []byte) (uint64, []byte, error) {
+	if len(b) < 512 || !bytes.HasPrefix(b, integrityMagic) {
 		return 0, nil, errors.New("dm-integrity wrote no superblock")
+	}
+	m := hmac.New(sha256.New, macKey)
+	m.Write(b[:512-sha256.Size])
+	if !hmac.Equal(m.Sum(nil), b[512-sha256.Size:512]) {
+		return 0, nil, errors.New("the dm-integrity superblock read back does not carry the volume key's MAC (it changed after the kernel checked it)")
 	}
 	n := binary.LittleEndian.Uint64(b[16:])
 	n -= n % (BlockSize / 512)
