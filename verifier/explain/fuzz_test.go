@@ -1,20 +1,13 @@
 package explain
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
+	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 )
 
-func fixture(t testing.TB, name string) []byte {
-	b, err := os.ReadFile(filepath.Join(os.Getenv("HOME"), "go/pkg/mod/github.com/google/go-eventlog@v0.0.2/testdata/eventlogs/ccel", name))
-	if err != nil {
-		t.Fatalf("go-eventlog fixture: %v", err)
-	}
-	return b
-}
+func fixture(t testing.TB, name string) []byte { return testdeps.EventlogFixture(t, name) }
 
 // FuzzAnalyze feeds arbitrary firmware and runtime logs to the replay and
 // diff: no panics, and garbage never replays to a non-zero register.

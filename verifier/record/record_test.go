@@ -2,8 +2,6 @@ package record
 
 import (
 	"encoding/hex"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,6 +9,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/register"
+	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
@@ -41,13 +40,9 @@ func TestReferenceFromSampleQuote(t *testing.T) {
 // A firmware log from another boot (go-eventlog's COS fixture against the
 // sample quote) does not replay, and nothing is recorded.
 func TestReferenceRefusesForeignLogs(t *testing.T) {
-	dir := filepath.Join(os.Getenv("HOME"), "go/pkg/mod/github.com/google/go-eventlog@v0.0.2/testdata/eventlogs/ccel")
-	ccel, err := os.ReadFile(filepath.Join(dir, "cos-113-intel-tdx.bin"))
-	if err != nil {
-		t.Fatalf("go-eventlog fixture missing (run `go mod download github.com/google/go-eventlog`): %v", err)
-	}
-	table, _ := os.ReadFile(filepath.Join(dir, "cos-113-intel-tdx.table.bin"))
-	_, err = Reference(verify.Evidence{Quote: testdata.RawQuote, CCEL: ccel, CCELTable: table}, refvalues.Image{Name: "x"})
+	ccel := testdeps.EventlogFixture(t, "cos-113-intel-tdx.bin")
+	table := testdeps.EventlogFixture(t, "cos-113-intel-tdx.table.bin")
+	_, err := Reference(verify.Evidence{Quote: testdata.RawQuote, CCEL: ccel, CCELTable: table}, refvalues.Image{Name: "x"})
 	if err == nil || !strings.Contains(err.Error(), "refusing to record") || !strings.Contains(err.Error(), "RTMR0") {
 		t.Fatalf("err = %v", err)
 	}

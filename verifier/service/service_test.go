@@ -25,6 +25,7 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/signing"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 	"github.com/tdforge/tdforge/verifier/nonce"
 	"github.com/tdforge/tdforge/verifier/record"
 	"github.com/tdforge/tdforge/verifier/result"
@@ -39,14 +40,7 @@ var cosRTMR = [3]string{
 	"4969684dc87381fc3b3134176c8d8806eaf0a901859f5f70cfae8d17714b46c10a8de219048c9fc09f11f381a6fbe7c1",
 }
 
-func eventlogFixture(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(os.Getenv("HOME"), "go/pkg/mod/github.com/google/go-eventlog@v0.0.2/testdata/eventlogs/ccel", name))
-	if err != nil {
-		t.Fatalf("go-eventlog fixture missing (run `go mod download github.com/google/go-eventlog`): %v", err)
-	}
-	return b
-}
+func eventlogFixture(t testing.TB, name string) []byte { return testdeps.EventlogFixture(t, name) }
 
 // td is a simulated TD: the TDX simulator quotes, the COS firmware log
 // covers RTMR0..2 and a tdforge runtime log RTMR3.

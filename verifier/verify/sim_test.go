@@ -3,14 +3,13 @@ package verify_test
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 	"github.com/tdforge/tdforge/verifier/record"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
@@ -23,15 +22,7 @@ var (
 	cosRTMR2 = []byte("IihM\xc8s\x81\xfc;14\x17l\x8d\x88\x06\xea\xf0\xa9\x01\x85\x9f_pϮ\x8d\x17qKF\xc1\n\x8d\xe2\x19\x04\x8c\x9f\xc0\x9f\x11\xf3\x81\xa6\xfb\xe7\xc1")
 )
 
-func eventlogTestdata(t testing.TB, name string) []byte {
-	t.Helper()
-	p := filepath.Join(os.Getenv("HOME"), "go/pkg/mod/github.com/google/go-eventlog@v0.0.2/testdata/eventlogs/ccel", name)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatalf("go-eventlog fixture missing (run `go mod download github.com/google/go-eventlog`): %v", err)
-	}
-	return b
-}
+func eventlogTestdata(t testing.TB, name string) []byte { return testdeps.EventlogFixture(t, name) }
 
 // simTD is a simulated TD: the COS firmware log for RTMR0..2, a tdforge
 // runtime log for RTMR3 and the TDX simulator for quotes.

@@ -3,9 +3,6 @@ package ccel
 import (
 	"bytes"
 	"crypto/sha512"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,6 +10,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/register"
+	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 )
 
 func digest(s string) *[48]byte {
@@ -136,18 +134,7 @@ func TestReference(t *testing.T) {
 }
 
 // fixture reads a CCEL from go-eventlog's test data.
-func fixture(t *testing.T, name string) []byte {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/google/go-eventlog").Output()
-	if err != nil {
-		t.Skipf("go-eventlog module directory: %v", err)
-	}
-	b, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "testdata", "eventlogs", "ccel", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+func fixture(t *testing.T, name string) []byte { return testdeps.EventlogFixture(t, name) }
 
 // A real CCEL (GCE TDX, from go-eventlog's test data) parses, replays with
 // go-eventlog to what Replay computes, and names its registers.

@@ -7,8 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -27,8 +25,6 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/tdvf"
 )
 
-const eventlogDir = "/root/go/pkg/mod/github.com/google/go-eventlog@v0.0.2/testdata/eventlogs/ccel/"
-
 func readFile(t testing.TB, p, hint string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(p)
@@ -46,13 +42,7 @@ func ovmf(t testing.TB) []byte {
 	return readFile(t, p, "set TDFORGE_OVMF or install Debian's ovmf")
 }
 
-func goEventlogFixture(t testing.TB, name string) []byte {
-	dir := eventlogDir
-	if gm, err := exec.Command("go", "env", "GOMODCACHE").Output(); err == nil {
-		dir = filepath.Join(strings.TrimSpace(string(gm)), "github.com/google/go-eventlog@v0.0.2/testdata/eventlogs/ccel")
-	}
-	return readFile(t, filepath.Join(dir, name), "go-eventlog v0.0.2 in the module cache (go mod download)")
-}
+func goEventlogFixture(t testing.TB, name string) []byte { return testdeps.EventlogFixture(t, name) }
 
 func realEvents(t *testing.T, name string) []tcg.Event {
 	t.Helper()

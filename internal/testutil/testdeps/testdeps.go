@@ -135,3 +135,21 @@ func find(env, name string) (string, error) {
 	}
 	return p, nil
 }
+
+// EventlogFixture returns a file of go-eventlog's test data
+// (testdata/eventlogs/ccel/NAME, e.g. the real GCE TDX CCEL
+// "cos-113-intel-tdx.bin"), from the module the go command resolves for
+// this module, wherever its module cache is.
+func EventlogFixture(t testing.TB, name string) []byte {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/google/go-eventlog").Output()
+	dir := string(bytes.TrimSpace(out))
+	if err != nil || dir == "" {
+		t.Fatalf("locating go-eventlog's test data (run `go mod download github.com/google/go-eventlog`): %v", err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "testdata", "eventlogs", "ccel", name))
+	if err != nil {
+		t.Fatalf("go-eventlog fixture: %v", err)
+	}
+	return b
+}
