@@ -16,25 +16,25 @@ const base = `image {
   source_date_epoch = 0
   dev               = true
 }
-firmware {
-  file { path = "fw.fd" }
-  sha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-}
-kernel {
-  file { path = "vmlinuz" }
-}
-`
+` + bootBlocks
 
+// prodHead is base without dev = true.
 const prodHead = `image {
   name              = "t"
   version           = "1"
   source_date_epoch = 0
 }
-firmware {
+` + bootBlocks
+
+// firmwareBlock and bootBlocks are the firmware and kernel every test
+// manifest names.
+const firmwareBlock = `firmware {
   file { path = "fw.fd" }
   sha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 }
-kernel {
+`
+
+const bootBlocks = firmwareBlock + `kernel {
   file { path = "vmlinuz" }
 }
 `

@@ -221,11 +221,7 @@ image {
   version           = var.v
   source_date_epoch = 0
 }
-firmware {
-  file { path = "fw.fd" }
-  sha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-}
-kernel {
+` + firmwareBlock + `kernel {
   file { path = "vmlinuz" }
   modules = var.mods
   cmdline = "x=${var.secret}"

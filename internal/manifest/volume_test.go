@@ -25,18 +25,18 @@ func loadVolumeManifest(t *testing.T, src string) (*Manifest, *Diagnostics) {
 	return Load(path, LoadOptions{AllowUnknown: true})
 }
 
+// volume returns a volume block; an empty key leaves the key line out.
+func volume(name, size, key, users string) string {
+	b := "volume \"" + name + "\" {\n  size  = \"" + size + "\"\n"
+	if key != "" {
+		b += "  key   = \"" + key + "\"\n"
+	}
+	return b + "  users = [" + users + "]\n}\n"
+}
+
 func TestVolumeBlock(t *testing.T) {
-	m, diags := loadVolumeManifest(t, `volume "state" {
-  size  = "512M"
-  key   = "tdforge/dev/state"
-  users = ["agent", "web"]
-}
-volume "big" {
-  size  = "2G"
-  key   = "tdforge/dev/big"
-  users = ["web"]
-}
-`)
+	m, diags := loadVolumeManifest(t, volume("state", "512M", "tdforge/dev/state", `"agent", "web"`)+
+		volume("big", "2G", "tdforge/dev/big", `"web"`))
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
@@ -53,66 +53,18 @@ volume "big" {
 }
 
 func TestVolumeBadInputs(t *testing.T) {
+	const key, agent = "tdforge/dev/s", `"agent"`
 	for _, tc := range []struct{ name, src, summary, detail string }{
-		{"size unit", `volume "s" {
-  size = "512K"
-  key = "tdforge/dev/s"
-  users = ["agent"]
-}`, "Invalid volume size", `size "512K" is not a size`},
-		{"size small", `volume "s" {
-  size = "1M"
-  key = "tdforge/dev/s"
-  users = ["agent"]
-}`, "Invalid volume size", "out of range: use 16M"},
-		{"key", `volume "s" {
-  size = "64M"
-  key = "../etc/passwd"
-  users = ["agent"]
-}`, "Invalid volume key", "resource id"},
-		{"user", `volume "s" {
-  size = "64M"
-  key = "tdforge/dev/s"
-  users = ["ollama"]
-}`, "Reference to undeclared service", `names user "ollama"`},
-		{"no users", `volume "s" {
-  size = "64M"
-  key = "tdforge/dev/s"
-  users = []
-}`, "Empty users", "users must name"},
-		{"dup user", `volume "s" {
-  size = "64M"
-  key = "tdforge/dev/s"
-  users = ["agent", "agent"]
-}`, "Duplicate user", "twice"},
-		{"name", `volume "State" {
-  size = "64M"
-  key = "tdforge/dev/s"
-  users = ["agent"]
-}`, "Invalid volume name", "must match"},
-		{"dup", `volume "s" {
-  size = "64M"
-  key = "tdforge/dev/s"
-  users = ["agent"]
-}
-volume "s" {
-  size = "64M"
-  key = "tdforge/dev/t"
-  users = ["agent"]
-}`, "Duplicate volume", "already declared"},
-		{"shared key", `volume "s" {
-  size = "64M"
-  key = "tdforge/dev/s"
-  users = ["agent"]
-}
-volume "t" {
-  size = "64M"
-  key = "tdforge/dev/s"
-  users = ["agent"]
-}`, "Key shared by a volume", `volume "t" uses key "tdforge/dev/s"`},
-		{"missing key", `volume "s" {
-  size = "64M"
-  users = ["agent"]
-}`, "Missing required argument", "key"},
+		{"size unit", volume("s", "512K", key, agent), "Invalid volume size", `size "512K" is not a size`},
+		{"size small", volume("s", "1M", key, agent), "Invalid volume size", "out of range: use 16M"},
+		{"key", volume("s", "64M", "../etc/passwd", agent), "Invalid volume key", "resource id"},
+		{"user", volume("s", "64M", key, `"ollama"`), "Reference to undeclared service", `names user "ollama"`},
+		{"no users", volume("s", "64M", key, ""), "Empty users", "users must name"},
+		{"dup user", volume("s", "64M", key, `"agent", "agent"`), "Duplicate user", "twice"},
+		{"name", volume("State", "64M", key, agent), "Invalid volume name", "must match"},
+		{"dup", volume("s", "64M", key, agent) + volume("s", "64M", "tdforge/dev/t", agent), "Duplicate volume", "already declared"},
+		{"shared key", volume("s", "64M", key, agent) + volume("t", "64M", key, agent), "Key shared by a volume", `volume "t" uses key "tdforge/dev/s"`},
+		{"missing key", volume("s", "64M", "", agent), "Missing required argument", "key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, diags := loadVolumeManifest(t, tc.src)
@@ -132,14 +84,11 @@ volume "t" {
 	}
 }
 
-// Ollama logs every prompt at debug level ("chat request ... prompt"), and
-// initd forwards service output to the console the host reads: an image
-// that keeps conversations refuses OLLAMA_DEBUG.
 // A volume's key comes from the key broker: a manifest without one is
 // refused, naming the fix.
 func TestVolumeNeedsKeyBroker(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "m.hcl")
-	src := base + "volume \"s\" {\n  size = \"64M\"\n  key = \"tdforge/dev/s\"\n  users = [\"agent\"]\n}\n"
+	src := base + volume("s", "64M", "tdforge/dev/s", `"agent"`)
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -149,13 +98,11 @@ func TestVolumeNeedsKeyBroker(t *testing.T) {
 	}
 }
 
+// Ollama logs every prompt at debug level ("chat request ... prompt"), and
+// initd forwards service output to the console the host reads: an image
+// that keeps conversations refuses OLLAMA_DEBUG.
 func TestVolumeRefusesPromptLogging(t *testing.T) {
-	const vol = `volume "state" {
-  size  = "64M"
-  key   = "tdforge/dev/state"
-  users = ["agent"]
-}
-`
+	vol := volume("state", "64M", "tdforge/dev/state", `"agent"`)
 	for _, v := range []string{"1", "true", "yes", " 'on' "} {
 		m, diags := loadVolumeManifest(t, vol+`service "ollama" {
   command = "/bin/ollama"
