@@ -16,7 +16,6 @@ import (
 	"testing"
 
 	"github.com/tdforge/tdforge/internal/cli"
-	"github.com/tdforge/tdforge/internal/fsutil"
 	"github.com/tdforge/tdforge/internal/image/imagedir"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/register"
@@ -34,14 +33,6 @@ func tinyManifest(t *testing.T) string {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "site", "index.html"), []byte("<p>hi</p>\n"), 0o644)
-	sum := func(path string) string {
-		s, _, err := fsutil.SHA256(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	ovmf, kernel := testdeps.OVMFDeb(t), testdeps.KernelDeb(t)
 	m := fmt.Sprintf(`variable "extra_url" {
   type = string
 }
@@ -51,21 +42,8 @@ image {
   source_date_epoch = 1
   dev               = true
 }
-firmware {
-  deb {
-    file   = %q
-    sha256 = %q
-    path   = "usr/share/ovmf/OVMF.fd"
-  }
-  sha256 = "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773"
-}
-kernel {
-  deb {
-    file   = %q
-    sha256 = %q
-    path   = "boot/vmlinuz-6.12.117+deb12-cloud-amd64"
-  }
-  cmdline = "console=ttyS0"
+%skernel {
+%s  cmdline = "console=ttyS0"
 }
 vm {
   cpus     = 2
@@ -93,7 +71,7 @@ agent {
   listen = ":8443"
   tls    = true
 }
-`, ovmf, sum(ovmf), kernel, sum(kernel), sha256hex(extraPayload))
+`, testdeps.FirmwareHCL(t), testdeps.DebHCL(t, testdeps.KernelDeb(t), "boot/vmlinuz-6.12.117+deb12-cloud-amd64"), sha256hex(extraPayload))
 	path := filepath.Join(dir, "tiny.hcl")
 	if err := os.WriteFile(path, []byte(m), 0o644); err != nil {
 		t.Fatal(err)

@@ -16,35 +16,14 @@ import (
 // kernelManifest is a manifest booting Debian 12's 6.1 kernel on platform.
 func kernelManifest(t *testing.T, platform, kernelExtra string) *manifest.Manifest {
 	t.Helper()
-	ovmf, kernel := testdeps.OVMFDeb(t), testdeps.Kernel61Deb(t)
-	sum := func(p string) string {
-		s, _, err := fileSHA256(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
 	src := fmt.Sprintf(`image {
   name              = "k"
   version           = "1"
   source_date_epoch = 1
   dev               = %v
 }
-firmware {
-  deb {
-    file   = %q
-    sha256 = %q
-    path   = "usr/share/ovmf/OVMF.fd"
-  }
-  sha256 = "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773"
-}
-kernel {
-  deb {
-    file   = %q
-    sha256 = %q
-    path   = "boot/vmlinuz-6.1.0-56-cloud-amd64"
-  }
-  cmdline = "console=ttyS0"
+%skernel {
+%s  cmdline = "console=ttyS0"
 %s}
 vm {
   platform = %q
@@ -52,7 +31,7 @@ vm {
 tdx {
   simulate = %v
 }
-`, platform == "qemu-7.2-tcg-sim", ovmf, sum(ovmf), kernel, sum(kernel), kernelExtra, platform, platform == "qemu-7.2-tcg-sim")
+`, platform == "qemu-7.2-tcg-sim", testdeps.FirmwareHCL(t), testdeps.DebHCL(t, testdeps.Kernel61Deb(t), "boot/vmlinuz-6.1.0-56-cloud-amd64"), kernelExtra, platform, platform == "qemu-7.2-tcg-sim")
 	path := filepath.Join(t.TempDir(), "k.hcl")
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
