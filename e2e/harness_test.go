@@ -325,12 +325,21 @@ func (v *vm) attestationRTMR3(t *testing.T) string {
 	return fmt.Sprintf("%x", body.Quote[rtmr3:rtmr3+48])
 }
 
-// postJSON posts to the given base URL and returns status and body.
+// postJSON posts body as JSON to url and returns the status and body.
 func postJSON(c *http.Client, url, body string) (int, []byte, error) {
+	return httpDo(c, "", "POST", url, body)
+}
+
+// httpDo sends body as JSON with method to url, with bearer as the
+// Authorization token unless it is empty, and returns the status and body.
+func httpDo(c *http.Client, bearer, method, url, body string) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, nil, err

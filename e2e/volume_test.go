@@ -2,12 +2,10 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -51,25 +49,6 @@ func (v *vm) readyState(t *testing.T) string {
 // conversations (Authorization: Bearer); the host has none.
 const convBearer = "e2e-conversation-owner-0123456789abcdefghij"
 
-// convRequest sends a conversation API request with bearer ("" sends none)
-// and returns the status and body.
-func convRequest(c *http.Client, bearer, method, url, body string) (int, []byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
-
 // createConversation saves a conversation holding content; it returns its
 // id, or "" when the agent did not acknowledge it.
 func (v *vm) createConversation(c *http.Client, content ...string) (string, error) {
@@ -78,7 +57,7 @@ func (v *vm) createConversation(c *http.Client, content ...string) (string, erro
 		msgs = append(msgs, map[string]string{"role": "user", "content": m})
 	}
 	body, _ := json.Marshal(map[string]any{"title": "t", "model": "tiny", "messages": msgs})
-	code, b, err := convRequest(c, convBearer, "POST", v.url("/v1/conversations"), string(body))
+	code, b, err := httpDo(c, convBearer, "POST", v.url("/v1/conversations"), string(body))
 	if err != nil {
 		return "", err
 	}
@@ -97,7 +76,7 @@ func (v *vm) createConversation(c *http.Client, content ...string) (string, erro
 // conversation returns GET /v1/conversations/{id}'s status and body.
 func (v *vm) conversation(t *testing.T, id string) (int, string) {
 	t.Helper()
-	code, b, err := convRequest(insecureClient(30*time.Second), convBearer, "GET", v.url("/v1/conversations/"+id), "")
+	code, b, err := httpDo(insecureClient(30*time.Second), convBearer, "GET", v.url("/v1/conversations/"+id), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,16 +111,16 @@ func TestSealedVolume(t *testing.T) {
 	// The host reaches the agent's port but has not the owner's secret:
 	// 401; another client's secret lists nothing and reads nothing.
 	for _, target := range []string{"/v1/conversations", "/v1/conversations/" + markID} {
-		code, b, err := convRequest(c, "", "GET", v.url(target), "")
+		code, b, err := httpDo(c, "", "GET", v.url(target), "")
 		if err != nil || code != http.StatusUnauthorized || bytes.Contains(b, []byte(marker)) {
 			t.Fatalf("GET %s without the owner's bearer: %d %s %v", target, code, b, err)
 		}
 	}
 	const otherBearer = "e2e-another-client-0123456789abcdefghijklm"
-	if code, b, err := convRequest(c, otherBearer, "GET", v.url("/v1/conversations"), ""); err != nil || code != http.StatusOK || bytes.Contains(b, []byte(markID)) {
+	if code, b, err := httpDo(c, otherBearer, "GET", v.url("/v1/conversations"), ""); err != nil || code != http.StatusOK || bytes.Contains(b, []byte(markID)) {
 		t.Fatalf("another owner lists: %d %s %v", code, b, err)
 	}
-	if code, b, err := convRequest(c, otherBearer, "GET", v.url("/v1/conversations/"+markID), ""); err != nil || code != http.StatusNotFound || bytes.Contains(b, []byte(marker)) {
+	if code, b, err := httpDo(c, otherBearer, "GET", v.url("/v1/conversations/"+markID), ""); err != nil || code != http.StatusNotFound || bytes.Contains(b, []byte(marker)) {
 		t.Fatalf("another owner reads %s: %d %s %v", markID, code, b, err)
 	}
 	var mu sync.Mutex
