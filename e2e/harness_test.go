@@ -84,7 +84,7 @@ type vm struct {
 	// fresh simulator PKI, so this is the only root its quotes chain to.
 	simRoot string
 	// broker is the dev key broker started for this boot (nil: none).
-	broker *brokerProc
+	broker *serveProc
 }
 
 type bootOpts struct {

@@ -2,14 +2,9 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,62 +23,18 @@ import (
 // an independent JOSE implementation, not the project's Go code.
 const joseVersion = "5.10.0"
 
-// serveProc is a running `verifier serve`.
-type serveProc struct {
-	url string
-	dir string
-}
-
 // startService runs the real verifier binary as the attestation service
 // on loopback HTTP for the dev TD v: its reference values (unsigned, so
 // --dev), the launch's simulator root, a throwaway signing key and nonce
 // secret, and the TD's web origin allowed by CORS.
 func startService(t *testing.T, v *vm) *serveProc {
 	t.Helper()
-	dir := t.TempDir()
-	refs := filepath.Join(dir, "refs")
-	os.Mkdir(refs, 0o755)
-	ref, err := os.ReadFile(filepath.Join(v.dir, "reference-values.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(refs, "dev.json"), ref, 0o644)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, _ := x509.MarshalECPrivateKey(key)
-	os.WriteFile(filepath.Join(dir, "result-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	os.WriteFile(filepath.Join(dir, "nonce-secret"), secret, 0o600)
 	addr := "127.0.0.1:" + strconv.Itoa(netutil.FreePort(t))
-	logf, err := os.Create(filepath.Join(artDir, sanitize(t.Name())+"-serve.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(filepath.Join(binDir, "verifier"), "serve", "--insecure-http", "--listen", addr,
-		"--reference-dir", refs, "--dev", "--allow-simulated", "--sim-root", v.simRoot,
-		"--signing-key", filepath.Join(dir, "result-key.pem"), "--nonce-secret", filepath.Join(dir, "nonce-secret"),
-		"--cors-origin", fmt.Sprintf("https://127.0.0.1:%d", v.port))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() })
-	s := &serveProc{url: "http://" + addr, dir: dir}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(s.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logf.Name())
-			t.Fatalf("verifier serve not ready: %v\n%s", err, b)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	s := startServe(t, "serve", filepath.Join(v.dir, "reference-values.json"), v.simRoot,
+		"--insecure-http", "--listen", addr, "--cors-origin", fmt.Sprintf("https://127.0.0.1:%d", v.port))
+	s.url = "http://" + addr
+	s.waitReady(t, http.DefaultClient, "verifier serve")
+	return s
 }
 
 // nonce gets a fresh nonce from the service.
