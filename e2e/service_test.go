@@ -37,6 +37,18 @@ func startService(t *testing.T, v *vm) *serveProc {
 	return s
 }
 
+// wantContraindicated appraises doc (changed as what says) and wants a
+// contraindicated verdict whose failed checks name failure.
+func (s *serveProc) wantContraindicated(t *testing.T, doc map[string]any, what, failure string) {
+	t.Helper()
+	code, o := s.attest(t, doc)
+	fails := strings.Join(o.failed(), "; ")
+	if code != 200 || o.Status != "contraindicated" || !strings.Contains(fails, failure) {
+		t.Fatalf("%s: %d %s (failed: %s) %s", what, code, o.Status, fails, o.Error)
+	}
+	t.Logf("contraindicated: %s", fails)
+}
+
 // nonce gets a fresh nonce from the service.
 func (s *serveProc) nonce(t *testing.T) []byte {
 	t.Helper()
@@ -275,12 +287,7 @@ func TestAttestationService(t *testing.T) {
 		q, _ := base64.StdEncoding.DecodeString(doc["quote"].(string))
 		q[48+0x1a8] ^= 1 // one byte of RTMR2 in the signed TD report body
 		doc["quote"] = base64.StdEncoding.EncodeToString(q)
-		code, o := s.attest(t, doc)
-		fails := strings.Join(o.failed(), "; ")
-		if code != 200 || o.Status != "contraindicated" || !strings.Contains(fails, "quote authenticity") {
-			t.Fatalf("one changed quote byte: %d %s (failed: %s) %s", code, o.Status, fails, o.Error)
-		}
-		t.Logf("contraindicated: %s", fails)
+		s.wantContraindicated(t, doc, "one changed quote byte", "quote authenticity")
 	})
 
 	t.Run("tampered-runtime-log", func(t *testing.T) {
@@ -298,12 +305,7 @@ func TestAttestationService(t *testing.T) {
 		}
 		log[i+len(d)/2] ^= 1
 		doc["runtime_log"] = base64.StdEncoding.EncodeToString(log)
-		code, o := s.attest(t, doc)
-		fails := strings.Join(o.failed(), "; ")
-		if code != 200 || o.Status != "contraindicated" || !strings.Contains(fails, "RTMR3") {
-			t.Fatalf("one changed runtime log byte: %d %s (failed: %s) %s", code, o.Status, fails, o.Error)
-		}
-		t.Logf("contraindicated: %s", fails)
+		s.wantContraindicated(t, doc, "one changed runtime log byte", "RTMR3")
 	})
 
 	t.Run("replayed-nonce", func(t *testing.T) {
