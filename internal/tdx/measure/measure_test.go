@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/google/go-eventlog/register"
 	"github.com/google/go-eventlog/tcg"
 
+	tdxccel "github.com/tdforge/tdforge/internal/tdx/ccel"
 	tdxreg "github.com/tdforge/tdforge/internal/tdx/register"
 
 	"github.com/tdforge/tdforge/internal/tdx/event"
@@ -61,6 +63,11 @@ func byMR(evs []tcg.Event, idx int) []tcg.Event {
 		}
 	}
 	return out
+}
+
+// inRTMR returns the events of evs that extend RTMR rtmr.
+func inRTMR(evs []tdxccel.Event, rtmr int) []tdxccel.Event {
+	return slices.DeleteFunc(slices.Clone(evs), func(e tdxccel.Event) bool { return e.Register.RTMRIndex() != rtmr })
 }
 
 // profileFromRealLog pins ACPI and boot-variable digests taken from the
@@ -111,12 +118,7 @@ func TestRTMR0MatchesRealLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ours := r.FirmwareEvents[:0:0]
-	for _, e := range r.FirmwareEvents {
-		if e.Register.RTMRIndex() == 0 {
-			ours = append(ours, e)
-		}
-	}
+	ours := inRTMR(r.FirmwareEvents, 0)
 	if len(ours) != len(real0) {
 		t.Fatalf("%d RTMR0 events, real log has %d", len(ours), len(real0))
 	}
@@ -174,24 +176,11 @@ func TestRTMR1And2ShapeMatchRealLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ours1, ours2 := r.FirmwareEvents[:0:0], r.FirmwareEvents[:0:0]
-	for _, e := range r.FirmwareEvents {
-		switch e.Register.RTMRIndex() {
-		case 1:
-			ours1 = append(ours1, e)
-		case 2:
-			ours2 = append(ours2, e)
-		}
-	}
+	ours1, ours2 := inRTMR(r.FirmwareEvents, 1), inRTMR(r.FirmwareEvents, 2)
 	// Direct boot log: kernel, Calling, EBS, EBS (its separator went to RTMR0).
 	direct := realEvents(t, "CCEL_unpadded.data.bin")
 	d1 := byMR(direct, 2)
-	oursNoSep := r.FirmwareEvents[:0:0]
-	for _, e := range ours1 {
-		if e.Type != evSeparator {
-			oursNoSep = append(oursNoSep, e)
-		}
-	}
+	oursNoSep := slices.DeleteFunc(slices.Clone(ours1), func(e tdxccel.Event) bool { return e.Type == evSeparator })
 	if len(d1) != len(oursNoSep) {
 		t.Fatalf("RTMR1 without separator: %d events, real direct boot %d", len(oursNoSep), len(d1))
 	}
