@@ -114,19 +114,17 @@ func (e *Encrypter) Finish() error {
 // Encrypt encrypts b (whole sectors) in place; b's first sector is sector
 // number first of the image.
 func Encrypt(key, b []byte, first uint64) error {
-	c, err := newCipher(key)
-	if err != nil {
-		return err
-	}
-	if len(b)%SectorSize != 0 {
-		return fmt.Errorf("dm-crypt: %d bytes is not a whole number of %d-byte sectors", len(b), SectorSize)
-	}
-	xtsSectors(b, first, c.Encrypt)
-	return nil
+	return inPlace(key, b, first, (*xts.Cipher).Encrypt)
 }
 
 // Decrypt reverses Encrypt.
 func Decrypt(key, b []byte, first uint64) error {
+	return inPlace(key, b, first, (*xts.Cipher).Decrypt)
+}
+
+// inPlace applies op (the cipher's Encrypt or Decrypt) to each sector of b
+// in place.
+func inPlace(key, b []byte, first uint64, op func(c *xts.Cipher, dst, src []byte, sector uint64)) error {
 	c, err := newCipher(key)
 	if err != nil {
 		return err
@@ -134,7 +132,7 @@ func Decrypt(key, b []byte, first uint64) error {
 	if len(b)%SectorSize != 0 {
 		return fmt.Errorf("dm-crypt: %d bytes is not a whole number of %d-byte sectors", len(b), SectorSize)
 	}
-	xtsSectors(b, first, c.Decrypt)
+	xtsSectors(b, first, func(dst, src []byte, sector uint64) { op(c, dst, src, sector) })
 	return nil
 }
 
