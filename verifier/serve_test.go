@@ -19,22 +19,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 	"github.com/tdforge/tdforge/verifier/result"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // serveFiles writes a signing key, a nonce secret and a reference
 // directory holding the sample quote's recorded reference.
@@ -90,7 +82,7 @@ func TestServeUsage(t *testing.T) {
 func TestServeAndTokenVerify(t *testing.T) {
 	keyPath, secretPath, refDir, key := serveFiles(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuf
+	var stderr syncbuf.Buffer
 	done := make(chan int)
 	go func() {
 		done <- program.Run(ctx, []string{"serve", "--insecure-http", "--listen", "127.0.0.1:0", "--dev", "--reference-dir", refDir,
@@ -185,7 +177,7 @@ func mustECKey(t *testing.T) *ecdsa.PrivateKey {
 func TestServeRotatesSigningKey(t *testing.T) {
 	keyPath, secretPath, refDir, old := serveFiles(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuf
+	var stderr syncbuf.Buffer
 	done := make(chan int)
 	go func() {
 		done <- program.Run(ctx, []string{"serve", "--insecure-http", "--listen", "127.0.0.1:0", "--dev", "--reference-dir", refDir,
@@ -239,7 +231,7 @@ func TestServeHTTPS(t *testing.T) {
 	os.WriteFile(tlsKeyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuf
+	var stderr syncbuf.Buffer
 	done := make(chan int)
 	go func() {
 		done <- program.Run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--tls-cert", certPath, "--tls-key", tlsKeyPath,

@@ -1,0 +1,29 @@
+package syncbuf
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Writers on many goroutines and a reader at the same time (run with -race)
+// lose no write.
+func TestConcurrentWrites(t *testing.T) {
+	var b Buffer
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				fmt.Fprintf(&b, "%d\n", i)
+				_ = b.String()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := strings.Count(b.String(), "\n"); n != 800 {
+		t.Fatalf("%d lines, want 800", n)
+	}
+}
