@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -173,27 +174,15 @@ func insecureClient(timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 }
 
+// waitHTTP waits up to limit for the agent to answer path with 200; it
+// gives up at once when QEMU exits.
 func (v *vm) waitHTTP(path string, limit time.Duration) error {
-	c := insecureClient(3 * time.Second)
-	deadline := time.Now().Add(limit)
-	var last error
-	for time.Now().Before(deadline) {
+	return netutil.WaitOK(insecureClient(3*time.Second), v.url(path), limit, func() error {
 		if v.pid > 0 && syscall.Kill(v.pid, 0) != nil {
-			return fmt.Errorf("QEMU exited")
+			return errors.New("QEMU exited")
 		}
-		resp, err := c.Get(v.url(path))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-			last = fmt.Errorf("%s: HTTP %d", path, resp.StatusCode)
-		} else {
-			last = err
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	return last
+		return nil
+	})
 }
 
 func (v *vm) tail() string {

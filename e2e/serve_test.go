@@ -6,12 +6,15 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tdforge/tdforge/internal/testutil/netutil"
 )
 
 // serveProc is a running `verifier serve` (the attestation service or the
@@ -67,22 +70,16 @@ func startServe(t testing.TB, role, ref, simRoot string, flags ...string) *serve
 // fails the test, with the log, when the process exits or time runs out.
 func (p *serveProc) waitReady(t testing.TB, c *http.Client, what string) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		resp, err := c.Get(p.url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
+	exited := func() error {
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited:\n%s", what, p.text())
+			return errors.New("exited")
 		default:
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready: %v\n%s", what, err, p.text())
-		}
+	}
+	if err := netutil.WaitOK(c, p.url+"/readyz", 20*time.Second, exited); err != nil {
+		t.Fatalf("%s: %v\n%s", what, err, p.text())
 	}
 }
 

@@ -1,5 +1,5 @@
 // Package netutil has the network helpers tests share: a loopback address
-// nothing listens on, and a plain HTTP GET.
+// nothing listens on, a plain HTTP GET, and a wait for a server to answer.
 package netutil
 
 import (

@@ -1,9 +1,14 @@
 package netutil
 
 import (
+	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestFreeAddr(t *testing.T) {
@@ -22,5 +27,30 @@ func TestFreeAddr(t *testing.T) {
 	l.Close()
 	if p := FreePort(t); p <= 0 || p > 65535 {
 		t.Fatal(p)
+	}
+}
+
+// WaitOK returns once the server answers 200, reports the last status when
+// it never does, and stops at once when alive reports the server gone.
+func TestWaitOK(t *testing.T) {
+	var ready atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	time.AfterFunc(300*time.Millisecond, func() { ready.Store(true) })
+	if err := WaitOK(srv.Client(), srv.URL, 10*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	ready.Store(false)
+	if err := WaitOK(srv.Client(), srv.URL, 300*time.Millisecond, nil); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("never ready: %v, want the 503 named", err)
+	}
+	gone := errors.New("server exited")
+	start := time.Now()
+	if err := WaitOK(srv.Client(), srv.URL, time.Minute, func() error { return gone }); err != gone || time.Since(start) > 5*time.Second {
+		t.Fatalf("exited server: %v after %s", err, time.Since(start))
 	}
 }

@@ -131,19 +131,8 @@ func Start(tb testing.TB) *Server {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(s.stop)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(s.URL + "/api/version")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("Ollama did not start: %v\n%s", err, s.log)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := netutil.WaitOK(http.DefaultClient, s.URL+"/api/version", 60*time.Second, nil); err != nil {
+		tb.Fatalf("Ollama did not start: %v\n%s", err, s.log)
 	}
 	// Load the model once so tests measure generation, not loading.
 	body := fmt.Sprintf(`{"model":%q,"prompt":"hi","stream":false,"options":{"num_predict":1,"temperature":0,"num_thread":1}}`, Model)
