@@ -70,6 +70,20 @@ func inRTMR(evs []tdxccel.Event, rtmr int) []tdxccel.Event {
 	return slices.DeleteFunc(slices.Clone(evs), func(e tdxccel.Event) bool { return e.Register.RTMRIndex() != rtmr })
 }
 
+// sameTypes fails the test unless ours has as many events as the real log
+// and reports each event whose type differs.
+func sameTypes(t *testing.T, what string, ours []tdxccel.Event, real []tcg.Event) {
+	t.Helper()
+	if len(ours) != len(real) {
+		t.Fatalf("%s: %d events, real log has %d", what, len(ours), len(real))
+	}
+	for i, e := range ours {
+		if e.Type != real[i].Type {
+			t.Errorf("%s event %d: type %s, real %s", what, i, e.Type.TCGString(), real[i].Type.TCGString())
+		}
+	}
+}
+
 // profileFromRealLog pins ACPI and boot-variable digests taken from the
 // go-eventlog direct-boot TDX log, so every RTMR0 event except the CFV
 // (a different firmware build) can be compared with a real boot.
@@ -119,14 +133,9 @@ func TestRTMR0MatchesRealLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	ours := inRTMR(r.FirmwareEvents, 0)
-	if len(ours) != len(real0) {
-		t.Fatalf("%d RTMR0 events, real log has %d", len(ours), len(real0))
-	}
+	sameTypes(t, "RTMR0", ours, real0)
 	for i, e := range ours {
 		re := real0[i]
-		if e.Type != re.Type {
-			t.Errorf("event %d: type %s, real %s", i, e.Type.TCGString(), re.Type.TCGString())
-		}
 		if i == 1 { // CFV: same shape, different firmware build
 			if !bytes.Equal(e.Data[:42], re.Data[:42]) || len(e.Data) != len(re.Data) {
 				t.Errorf("CFV event data shape %x, real %x", e.Data, re.Data)
@@ -181,14 +190,9 @@ func TestRTMR1And2ShapeMatchRealLogs(t *testing.T) {
 	direct := realEvents(t, "CCEL_unpadded.data.bin")
 	d1 := byMR(direct, 2)
 	oursNoSep := slices.DeleteFunc(slices.Clone(ours1), func(e tdxccel.Event) bool { return e.Type == evSeparator })
-	if len(d1) != len(oursNoSep) {
-		t.Fatalf("RTMR1 without separator: %d events, real direct boot %d", len(oursNoSep), len(d1))
-	}
+	sameTypes(t, "RTMR1 without separator", oursNoSep, d1)
 	for i, e := range oursNoSep {
 		re := d1[i]
-		if e.Type != re.Type {
-			t.Errorf("RTMR1 event %d type %s, real %s", i, e.Type.TCGString(), re.Type.TCGString())
-		}
 		if e.Type == evEFIAction && (!bytes.Equal(e.Data, re.Data) || !bytes.Equal(e.Digest[:], re.Digest)) {
 			t.Errorf("RTMR1 action %q differs from real %q", e.Data, re.Data)
 		}
