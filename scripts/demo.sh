@@ -59,6 +59,11 @@ wait_url() {
 BRK="$RUN/broker"
 start_broker() {
   stop_pid BROKER_PID
+  # The port is fixed: a broker left by another run would answer this TD.
+  if (exec 3<>"/dev/tcp/${BROKER_ADDR%:*}/${BROKER_ADDR#*:}") 2>/dev/null; then
+    echo "demo: something already listens on $BROKER_ADDR (another make demo or e2e run?); stop it and run again" >&2
+    exit 1
+  fi
   rm -f "$RUN/sim-root.pem"
   service_dir "$BRK"
   (
