@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,6 +24,11 @@ func startBroker(t testing.TB, simRoot, ref string) *serveProc {
 	t.Helper()
 	if current != nil {
 		current.stop()
+	}
+	// The port is fixed: a broker left by another run would answer this TD.
+	if c, err := net.DialTimeout("tcp", brokerAddr, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("something already listens on %s (another e2e or make demo run?): stop it and run again", brokerAddr)
 	}
 	p := startServe(t, "broker", ref, simRoot, "--listen", brokerAddr,
 		"--tls-cert", filepath.Join(repoRoot, "deploy", "dev-broker", "tls.crt"), "--tls-key", filepath.Join(repoRoot, "deploy", "dev-broker", "tls.key"),
