@@ -2,7 +2,6 @@ package quoted
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"testing"
 
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
-	"github.com/google/go-configfs-tsm/configfs/faketsm"
 	tdxtest "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/verify"
 
@@ -29,6 +27,7 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/tsmtest"
 )
 
 // childEnv makes the test binary act as the unprivileged agent (see
@@ -66,31 +65,6 @@ func child(sock, simDir string) int {
 	want, _ := attestation.ReportData(nonce(0x42), spki(0x42))
 	fmt.Printf("socket quote: %s %d bytes bound=%v\n", c.Name(), len(q), got == want)
 	return 0
-}
-
-// simState lays out root-only simulator state as firmware.Init does.
-func simState(t *testing.T) (string, *sim.PKI) {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "tdx-sim")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	pki, err := sim.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	z := hex.EncodeToString(make([]byte, 48))
-	regs := &sim.Registers{Platform: sim.Platform{
-		MRTD: strings.Repeat("ab", 48), RTMR: [3]string{z, z, z}, TDAttributes: "0000000000000000",
-		XFAM: "e700060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16),
-	}, RTMR3: z}
-	if err := sim.SavePKI(dir, pki); err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.SaveRegisters(dir, regs); err != nil {
-		t.Fatal(err)
-	}
-	return dir, pki
 }
 
 // serve starts srv on a socket in a fresh directory and returns its path.
@@ -143,7 +117,7 @@ func bound(t *testing.T, n []byte, h [32]byte) [64]byte {
 }
 
 func TestSocketServesSimulatorQuotes(t *testing.T) {
-	dir, pki := simState(t)
+	dir, pki := tsmtest.SimState(t)
 	p, err := quote.OpenSimulator(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +147,7 @@ func TestSocketServesSimulatorQuotes(t *testing.T) {
 }
 
 func TestSocketRefusesOtherUIDs(t *testing.T) {
-	dir, _ := simState(t)
+	dir, _ := tsmtest.SimState(t)
 	p, _ := quote.OpenSimulator(dir)
 	var logged []string
 	sock := serve(t, &Server{Provider: p, UID: os.Getuid() + 1, Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }})
@@ -192,7 +166,7 @@ func TestSocketReportsMissingBackend(t *testing.T) {
 }
 
 func TestSocketProtocolBounds(t *testing.T) {
-	dir, _ := simState(t)
+	dir, _ := tsmtest.SimState(t)
 	p, _ := quote.OpenSimulator(dir)
 	sock := serve(t, &Server{Provider: p, UID: os.Getuid()})
 	ask := func(req []byte) string {
@@ -234,7 +208,7 @@ func TestSocketProtocolBounds(t *testing.T) {
 // REPORTDATA = attestation.ReportData(nonce, spki) of the nonce and SPKI
 // hash sent. Before the fix the request's 64 bytes were the REPORTDATA.
 func TestSocketQuotesOnlyInAgentDomain(t *testing.T) {
-	dir, _ := simState(t)
+	dir, _ := tsmtest.SimState(t)
 	p, _ := quote.OpenSimulator(dir)
 	sock := serve(t, &Server{Provider: p, UID: os.Getuid(), Logf: t.Logf})
 	binding, err := kbs.ReportData(kbs.RuntimeData{Nonce: "broker-challenge", TEEPubKey: kbs.JWK{Kty: "EC", Crv: "P-256", X: "eA", Y: "eQ"}}, "", "sha384")
@@ -348,35 +322,11 @@ func (r rootOnly) WriteFile(name string, b []byte) error {
 	return r.Client.WriteFile(name, b)
 }
 
-// fakeTDXTSM is the fake report subsystem answering like the kernel's TDX
-// provider: its outblob is a quote over the written inblob.
-func fakeTDXTSM(t *testing.T) configfsi.Client {
-	dir, _ := simState(t)
-	s, err := sim.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := faketsm.Report611(0)
-	base := sub.ReadAttr
-	sub.ReadAttr = func(e *faketsm.ReportEntry, attr string) ([]byte, error) {
-		switch attr {
-		case "provider":
-			return []byte(quote.TSMProviderTDX + "\n"), nil
-		case "outblob":
-			var r [64]byte
-			copy(r[:], e.InAttrs["inblob"].Value)
-			return s.Quote(r)
-		}
-		return base(e, attr)
-	}
-	return &faketsm.Client{Subsystems: map[string]configfsi.Client{"report": sub}}
-}
-
 // The hardware path: configfs-tsm is root-only, so the agent's uid cannot
 // quote directly, while initd (root) quotes for it through the socket and
 // the agent learns the backend's real name.
 func TestHardwareConfigfsTSMThroughInitd(t *testing.T) {
-	tsm := fakeTDXTSM(t)
+	tsm := tsmtest.Report(t, quote.TSMProviderTDX)
 	direct := &quote.ConfigfsTSM{Client: rootOnly{tsm, 1000}}
 	// go-configfs-tsm flattens the error: match its text.
 	if _, err := direct.Quote(rd(1)); err == nil || !strings.Contains(err.Error(), "permission denied") {
@@ -403,7 +353,7 @@ func TestHardwareConfigfsTSMThroughInitd(t *testing.T) {
 // The tdx_guest device path (go-tdx-guest's test device) is served the
 // same way, and named as such.
 func TestHardwareTDXGuestDeviceThroughInitd(t *testing.T) {
-	dir, _ := simState(t)
+	dir, _ := tsmtest.SimState(t)
 	s, err := sim.Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -433,7 +383,7 @@ func TestUnprivilegedAgentProcess(t *testing.T) {
 		t.Skip("needs root to run a child under another uid")
 	}
 	const agentUID = 4242
-	simDir, _ := simState(t)
+	simDir, _ := tsmtest.SimState(t)
 	p, err := quote.OpenSimulator(simDir)
 	if err != nil {
 		t.Fatal(err)
