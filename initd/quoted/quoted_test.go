@@ -116,30 +116,39 @@ func bound(t *testing.T, n []byte, h [32]byte) [64]byte {
 	return r
 }
 
+// attestVia serves srv and asks it, as the agent does, for a quote bound
+// to nonce(n) and spki(n). The client must name backend want and the
+// quote's REPORTDATA must be that binding. It returns the socket and quote.
+func attestVia(t *testing.T, srv *Server, want string, n byte) (string, []byte) {
+	t.Helper()
+	sock := serve(t, srv)
+	c, err := quote.OpenSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name() != want {
+		t.Fatalf("client reports backend %q, want initd's %q", c.Name(), want)
+	}
+	q, err := c.Attest(nonce(n), spki(n))
+	if err != nil {
+		t.Fatalf("quote through initd: %v", err)
+	}
+	if got, _ := sim.ReportData(q); got != bound(t, nonce(n), spki(n)) {
+		t.Fatal("REPORTDATA through the socket is not ReportData(nonce, spki) of the request")
+	}
+	return sock, q
+}
+
 func TestSocketServesSimulatorQuotes(t *testing.T) {
 	dir, pki := tsmtest.SimState(t)
 	p, err := quote.OpenSimulator(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := serve(t, &Server{Provider: p, UID: os.Getuid(), Logf: t.Logf})
+	sock, q := attestVia(t, &Server{Provider: p, UID: os.Getuid(), Logf: t.Logf}, quote.NameSimulator, 5)
 	st, err := os.Stat(sock)
 	if err != nil || st.Mode().Perm() != 0o660 {
 		t.Fatalf("socket mode %v (%v), want 0660", st.Mode(), err)
-	}
-	c, err := quote.OpenSocket(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Name() != quote.NameSimulator {
-		t.Fatalf("client reports backend %q, want initd's %q", c.Name(), quote.NameSimulator)
-	}
-	q, err := c.Attest(nonce(5), spki(5))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := sim.ReportData(q); got != bound(t, nonce(5), spki(5)) {
-		t.Fatal("REPORTDATA is not ReportData(nonce, spki) of the request")
 	}
 	if err := verify.RawTdxQuote(q, &verify.Options{TrustedRoots: sim.RootPool(pki)}); err != nil {
 		t.Fatalf("quote through the socket does not verify: %v", err)
@@ -333,21 +342,7 @@ func TestHardwareConfigfsTSMThroughInitd(t *testing.T) {
 		t.Fatalf("an unprivileged direct configfs-tsm quote: got %v, want permission denied", err)
 	}
 	initd := &quote.ConfigfsTSM{Client: rootOnly{tsm, 0}}
-	sock := serve(t, &Server{Provider: initd, UID: os.Getuid()})
-	c, err := quote.OpenSocket(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Name() != quote.NameConfigfsTSM {
-		t.Fatalf("agent reports %q, want %q", c.Name(), quote.NameConfigfsTSM)
-	}
-	q, err := c.Attest(nonce(2), spki(2))
-	if err != nil {
-		t.Fatalf("quote through initd: %v", err)
-	}
-	if got, _ := sim.ReportData(q); got != bound(t, nonce(2), spki(2)) {
-		t.Fatal("REPORTDATA through configfs-tsm and the socket is not ReportData(nonce, spki)")
-	}
+	attestVia(t, &Server{Provider: initd, UID: os.Getuid()}, quote.NameConfigfsTSM, 2)
 }
 
 // The tdx_guest device path (go-tdx-guest's test device) is served the
@@ -364,14 +359,8 @@ func TestHardwareTDXGuestDeviceThroughInitd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := serve(t, &Server{Provider: &quote.TDXGuestDevice{Source: dev}, UID: os.Getuid()})
-	c, err := quote.OpenSocket(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.Attest(nonce(9), spki(9))
-	if err != nil || !bytes.Equal(got, q) || c.Name() != quote.NameTDXDevice {
-		t.Fatalf("device quote through initd: %v (backend %q)", err, c.Name())
+	if _, got := attestVia(t, &Server{Provider: &quote.TDXGuestDevice{Source: dev}, UID: os.Getuid()}, quote.NameTDXDevice, 9); !bytes.Equal(got, q) {
+		t.Fatal("the device's quote did not come through initd unchanged")
 	}
 }
 
