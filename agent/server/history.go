@@ -219,6 +219,12 @@ func (s *Server) handleConversations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	list, err := c.List(r.Context(), who)
+	s.answerRead(w, r, c, err, func(g uint64) any { return listResponse{list, g} })
+}
+
+// answerRead answers a read of c that returned err: the store's error, or
+// 200 with body(g), g the store's generation read after it.
+func (s *Server) answerRead(w http.ResponseWriter, r *http.Request, c *convstore.Store, err error, body func(g uint64) any) {
 	if err != nil {
 		s.storeError(w, err)
 		return
@@ -228,7 +234,7 @@ func (s *Server) handleConversations(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, listResponse{list, g})
+	writeJSON(w, http.StatusOK, body(g))
 }
 
 // handleConversation serves GET and DELETE /v1/conversations/{id}.
@@ -260,16 +266,7 @@ func (s *Server) handleConversation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conv, err := c.Get(r.Context(), who, id)
-	if err != nil {
-		s.storeError(w, err)
-		return
-	}
-	g, err := c.Generation(r.Context())
-	if err != nil {
-		s.storeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, conversationResponse{conv, g})
+	s.answerRead(w, r, c, err, func(g uint64) any { return conversationResponse{conv, g} })
 }
 
 // decodeStrict decodes one JSON object into v, refusing unknown fields and
