@@ -178,12 +178,19 @@ func crossOrigin(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// apiOwner admits a conversation API request: it refuses other origins
+// (crossOrigin), then returns the owner of the request's bearer secret
+// (owner). It returns false after answering.
+func apiOwner(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if crossOrigin(w, r) {
+		return "", false
+	}
+	return owner(w, r)
+}
+
 // handleConversations serves GET (list) and POST (create) /v1/conversations.
 func (s *Server) handleConversations(w http.ResponseWriter, r *http.Request) {
-	if crossOrigin(w, r) {
-		return
-	}
-	who, ok := owner(w, r)
+	who, ok := apiOwner(w, r)
 	if !ok {
 		return
 	}
@@ -239,10 +246,7 @@ func (s *Server) answerRead(w http.ResponseWriter, r *http.Request, c *convstore
 
 // handleConversation serves GET and DELETE /v1/conversations/{id}.
 func (s *Server) handleConversation(w http.ResponseWriter, r *http.Request) {
-	if crossOrigin(w, r) {
-		return
-	}
-	who, ok := owner(w, r)
+	who, ok := apiOwner(w, r)
 	if !ok {
 		return
 	}

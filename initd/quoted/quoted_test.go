@@ -174,21 +174,25 @@ func TestSocketReportsMissingBackend(t *testing.T) {
 	}
 }
 
+// exchange sends req, raw, on the socket and returns the whole answer.
+func exchange(t *testing.T, sock string, req []byte) []byte {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(req)
+	c.(*net.UnixConn).CloseWrite()
+	b, _ := io.ReadAll(c)
+	return b
+}
+
 func TestSocketProtocolBounds(t *testing.T) {
 	dir, _ := tsmtest.SimState(t)
 	p, _ := quote.OpenSimulator(dir)
 	sock := serve(t, &Server{Provider: p, UID: os.Getuid()})
-	ask := func(req []byte) string {
-		c, err := net.Dial("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.Write(req)
-		c.(*net.UnixConn).CloseWrite()
-		b, _ := io.ReadAll(c)
-		return string(b)
-	}
+	ask := func(req []byte) string { return string(exchange(t, sock, req)) }
 	req := func(op byte, nonceLen int, field []byte) []byte {
 		b := make([]byte, quote.SocketRequestSize)
 		b[0], b[1] = op, byte(nonceLen)
@@ -225,14 +229,7 @@ func TestSocketQuotesOnlyInAgentDomain(t *testing.T) {
 		t.Fatal(err)
 	}
 	ask := func(req []byte) *quote.SocketResponse {
-		c, err := net.Dial("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.Write(req)
-		c.(*net.UnixConn).CloseWrite()
-		b, _ := io.ReadAll(c)
+		b := exchange(t, sock, req)
 		var resp quote.SocketResponse
 		if len(b) < 4 || json.Unmarshal(b[4:], &resp) != nil {
 			t.Fatalf("request %x: unreadable answer %q", req, b)
