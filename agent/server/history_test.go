@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,33 +9,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/tdforge/tdforge/agent/convstore"
 	"github.com/tdforge/tdforge/internal/guest/volstatus"
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/testutil/ollamatest"
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 )
-
-// syncBuffer is a log sink tests read while handlers write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // historyFixture is a server whose agent volume is the directory vol,
 // with initd's status file saying state.
@@ -292,7 +274,7 @@ func TestRequireMount(t *testing.T) {
 // evidence and /readyz report it; no conversation text reaches the log.
 func TestChatSavedAndGeneration(t *testing.T) {
 	up, _ := ollamatest.Fake(t, nil)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, &logs)
 	var c summaryResponse
 	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
@@ -346,21 +328,38 @@ func TestChatSavedAndGeneration(t *testing.T) {
 	}
 }
 
-// An answer that fails or does not complete is not saved; the question is.
-func TestChatIncompleteAnswerNotSaved(t *testing.T) {
-	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, `{"message":{"role":"assistant","content":"half"},"done":false}`+"\n")
-		io.WriteString(w, `{"error":"runner crashed"}`+"\n")
-	})
-	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
-	var c summaryResponse
-	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
-	req := newChatRequest(`{"model":"tiny:latest","messages":[{"role":"user","content":"q"}]}`, c.ID)
-	f.srv.ServeHTTP(httptest.NewRecorder(), req)
-	var got conversationResponse
-	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
-	if len(got.Messages) != 1 || got.Messages[0].Role != "user" {
-		t.Fatalf("messages %+v", got.Messages)
+// What Ollama answers decides what is saved: a non-streamed answer (one
+// JSON object, no trailing newline) is saved whole; an answer that fails
+// or does not complete is not saved, the question is.
+func TestChatAnswerSaved(t *testing.T) {
+	for _, tc := range []struct {
+		name, answer, stream string
+		want                 []string // roles of the saved messages
+	}{
+		{"incomplete", `{"message":{"role":"assistant","content":"half"},"done":false}` + "\n" + `{"error":"runner crashed"}` + "\n", "", []string{"user"}},
+		{"non-streamed", `{"model":"tiny:latest","message":{"role":"assistant","content":"whole answer"},"done":true}`, `"stream":false,`, []string{"user", "assistant:whole answer"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, tc.answer) })
+			f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
+			var c summaryResponse
+			doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
+			req := newChatRequest(`{"model":"tiny:latest",`+tc.stream+`"messages":[{"role":"user","content":"q"}]}`, c.ID)
+			f.srv.ServeHTTP(httptest.NewRecorder(), req)
+			var got conversationResponse
+			doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
+			var saved []string
+			for _, m := range got.Messages {
+				if m.Role == "assistant" {
+					saved = append(saved, m.Role+":"+m.Content)
+				} else {
+					saved = append(saved, m.Role)
+				}
+			}
+			if !slices.Equal(saved, tc.want) {
+				t.Fatalf("saved %q, want %q", saved, tc.want)
+			}
+		})
 	}
 }
 
@@ -372,7 +371,7 @@ func TestChatSavedRealOllamaNoLeak(t *testing.T) {
 		t.Skip("builds or runs Ollama")
 	}
 	ol := ollamatest.Start(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	f := historyFixture(t, ol.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, &logs)
 	ts := httptest.NewServer(f.srv)
 	defer ts.Close()
@@ -419,30 +418,13 @@ func TestChatSavedRealOllamaNoLeak(t *testing.T) {
 	}
 }
 
-// A non-streamed answer (one JSON object, no trailing newline) is saved.
-func TestChatNonStreamedSaved(t *testing.T) {
-	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, `{"model":"tiny:latest","message":{"role":"assistant","content":"whole answer"},"done":true}`)
-	})
-	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
-	var c summaryResponse
-	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
-	req := newChatRequest(`{"model":"tiny:latest","stream":false,"messages":[{"role":"user","content":"q"}]}`, c.ID)
-	f.srv.ServeHTTP(httptest.NewRecorder(), req)
-	var got conversationResponse
-	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
-	if len(got.Messages) != 2 || got.Messages[1].Content != "whole answer" {
-		t.Fatalf("messages %+v", got.Messages)
-	}
-}
-
 // The host forwards the agent's port: a client without the owner's bearer
 // secret (the host) gets 401 with a challenge saying what to send, and a
 // client with another secret lists nothing and gets 404 for the first
 // client's conversation, exactly as for one that does not exist. Before
 // conversations had owners, any client listed and read them all.
 func TestConversationOwner(t *testing.T) {
-	var upAuth syncBuffer // Authorization headers Ollama received
+	var upAuth syncbuf.Buffer // Authorization headers Ollama received
 	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
 		upAuth.Write([]byte(r.Header.Get("Authorization")))
 		io.WriteString(w, `{"message":{"role":"assistant","content":"a"},"done":true}`+"\n")

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/tdforge/tdforge/internal/ollama/gguf"
 	"github.com/tdforge/tdforge/internal/ollama/ollamastore"
 	"github.com/tdforge/tdforge/internal/testutil/netutil"
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 )
 
 // Spec is the pinned Ollama build: the same spec, and so the same cache
@@ -37,26 +37,7 @@ type Server struct {
 	URL    string // http://127.0.0.1:port
 	Binary string
 	cmd    *exec.Cmd
-	log    *lockedBuffer
-}
-
-// lockedBuffer collects the process output; failure messages read it while the
-// process writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log    *syncbuf.Buffer
 }
 
 // Binary builds (or fetches from the cache) Ollama. A first build takes a
@@ -135,7 +116,7 @@ func Start(tb testing.TB) *Server {
 		tb.Fatal(err)
 	}
 	addr := netutil.FreeAddr(tb)
-	s := &Server{URL: "http://" + addr, Binary: bin, log: &lockedBuffer{}}
+	s := &Server{URL: "http://" + addr, Binary: bin, log: &syncbuf.Buffer{}}
 	s.cmd = exec.Command(bin, "serve")
 	s.cmd.Env = []string{
 		"HOME=" + dir, "PATH=/usr/bin:/bin", "OLLAMA_HOST=" + addr, "OLLAMA_MODELS=" + store,
