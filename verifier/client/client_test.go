@@ -85,6 +85,47 @@ func (a *agent) serve(t *testing.T, certs func() tls.Certificate, replay *attest
 	return srv
 }
 
+// serveProxy serves NewProxy(pinned) until the test ends.
+func serveProxy(t *testing.T, pinned *Pinned) (*Proxy, string) {
+	px := NewProxy(pinned)
+	srv := httptest.NewServer(px)
+	t.Cleanup(srv.Close)
+	return px, srv.URL
+}
+
+// chat posts a chat request to the proxy at url: its status and whole answer.
+func chat(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url+"/api/chat", "application/json", strings.NewReader(`{"model":"m"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// relay is a man in the middle: a TLS server with its own key that
+// relays each GET to upstream, whatever its certificate.
+func relay(t *testing.T, upstream string) *httptest.Server {
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resp, err := c.Get(upstream + r.URL.RequestURI())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 func fixed(c tls.Certificate) func() tls.Certificate { return func() tls.Certificate { return c } }
 
 func (a *agent) cfg(t *testing.T) Config {
@@ -139,20 +180,7 @@ func findCheck(r *verify.Report, name string) verify.Check {
 func TestAttestManInTheMiddle(t *testing.T) {
 	a := newAgent(t)
 	real := a.serve(t, fixed(simtd.SelfSigned(t)), nil)
-	relay := http.NewServeMux()
-	relay.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-		resp, err := c.Get(real.URL + r.URL.RequestURI())
-		if err != nil {
-			http.Error(w, err.Error(), 502)
-			return
-		}
-		defer resp.Body.Close()
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
-	})
-	mitm := httptest.NewTLSServer(relay)
-	defer mitm.Close()
+	mitm := relay(t, real.URL)
 	res, err := Attest(context.Background(), mitm.URL, a.cfg(t))
 	if err != nil {
 		t.Fatal(err)
@@ -188,9 +216,8 @@ func TestProxyStreamsAfterAttestation(t *testing.T) {
 	}
 	var attests atomic.Int32
 	pinned.OnAttest = func(*Result, error) { attests.Add(1) }
-	px := httptest.NewServer(NewProxy(pinned))
-	defer px.Close()
-	resp, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{"model":"m"}`))
+	px, url := serveProxy(t, pinned)
+	resp, err := http.Post(url+"/api/chat", "application/json", strings.NewReader(`{"model":"m"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,15 +239,9 @@ func TestProxyStreamsAfterAttestation(t *testing.T) {
 		t.Fatal("no pin")
 	}
 	// A new upstream connection is attested again.
-	px.Config.Handler.(*Proxy).CloseIdleConnections()
-	resp2, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.ReadAll(resp2.Body)
-	resp2.Body.Close()
-	if attests.Load() != 2 || resp2.StatusCode != 200 {
-		t.Fatalf("%d attestations, status %d", attests.Load(), resp2.StatusCode)
+	px.CloseIdleConnections()
+	if code, _ := chat(t, url); attests.Load() != 2 || code != 200 {
+		t.Fatalf("%d attestations, status %d", attests.Load(), code)
 	}
 }
 
@@ -231,17 +252,12 @@ func TestProxyRefusesUntrusted(t *testing.T) {
 	bad := strings.Repeat("ee", 48)
 	cfg.Options.Reference.Registers.MRTD = &bad
 	pinned, _ := NewPinned(srv.URL, cfg)
-	px := httptest.NewServer(NewProxy(pinned))
-	defer px.Close()
-	resp, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{"model":"m"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	_, url := serveProxy(t, pinned)
+	code, b := chat(t, url)
 	var body map[string]string
-	json.NewDecoder(resp.Body).Decode(&body)
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body["error"], "MRTD") || !strings.Contains(body["error"], "refusing to forward") {
-		t.Fatalf("%d %v", resp.StatusCode, body)
+	json.Unmarshal([]byte(b), &body)
+	if code != http.StatusBadGateway || !strings.Contains(body["error"], "MRTD") || !strings.Contains(body["error"], "refusing to forward") {
+		t.Fatalf("%d %s", code, b)
 	}
 	if a.chats.Load() != 0 {
 		t.Fatal("request forwarded to an untrusted agent")
@@ -262,24 +278,13 @@ func TestProxyKeyChange(t *testing.T) {
 	}, nil)
 	pinned, _ := NewPinned(srv.URL, a.cfg(t))
 	close(a.release)
-	px := NewProxy(pinned)
-	hs := httptest.NewServer(px)
-	defer hs.Close()
-	resp, err := http.Post(hs.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("%v %v", resp, err)
+	px, url := serveProxy(t, pinned)
+	if code, b := chat(t, url); code != 200 {
+		t.Fatalf("%d %s", code, b)
 	}
-	io.ReadAll(resp.Body)
-	resp.Body.Close()
 	px.CloseIdleConnections()
-	resp, err = http.Post(hs.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 502 || !strings.Contains(string(b), "TLS key changed") {
-		t.Fatalf("%d %s", resp.StatusCode, b)
+	if code, b := chat(t, url); code != 502 || !strings.Contains(b, "TLS key changed") {
+		t.Fatalf("%d %s", code, b)
 	}
 	if a.chats.Load() != 1 {
 		t.Fatalf("%d chats forwarded", a.chats.Load())

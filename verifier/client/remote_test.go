@@ -99,18 +99,7 @@ func TestServiceCannotVouchForAManInTheMiddle(t *testing.T) {
 	a := newAgent(t)
 	svc := serviceFor(t, a)
 	real := a.serve(t, fixed(simtd.SelfSigned(t)), nil)
-	mitm := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-		resp, err := c.Get(real.URL + r.URL.RequestURI())
-		if err != nil {
-			http.Error(w, err.Error(), 502)
-			return
-		}
-		defer resp.Body.Close()
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
-	}))
-	defer mitm.Close()
+	mitm := relay(t, real.URL)
 	res, err := Attest(context.Background(), mitm.URL, remote(t, svc.URL))
 	if err != nil {
 		t.Fatal(err)
@@ -123,16 +112,9 @@ func TestServiceCannotVouchForAManInTheMiddle(t *testing.T) {
 	}
 	// The proxy refuses to forward through it.
 	pinned, _ := NewPinned(mitm.URL, remote(t, svc.URL))
-	px := httptest.NewServer(NewProxy(pinned))
-	defer px.Close()
-	resp, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), CheckConnBinding) || a.chats.Load() != 0 {
-		t.Fatalf("%d %s (%d chats)", resp.StatusCode, b, a.chats.Load())
+	_, url := serveProxy(t, pinned)
+	if code, b := chat(t, url); code != http.StatusBadGateway || !strings.Contains(b, CheckConnBinding) || a.chats.Load() != 0 {
+		t.Fatalf("%d %s (%d chats)", code, b, a.chats.Load())
 	}
 }
 
@@ -179,16 +161,12 @@ func TestProxyThroughService(t *testing.T) {
 			statuses = append(statuses, r.Service.StatusName())
 		}
 	}
-	px := httptest.NewServer(NewProxy(pinned))
-	defer px.Close()
+	px, url := serveProxy(t, pinned)
 	for range 2 {
-		resp, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("%v %v", resp, err)
+		if code, b := chat(t, url); code != 200 {
+			t.Fatalf("%d %s", code, b)
 		}
-		io.ReadAll(resp.Body)
-		resp.Body.Close()
-		px.Config.Handler.(*Proxy).CloseIdleConnections()
+		px.CloseIdleConnections()
 	}
 	if len(statuses) != 2 || statuses[0] != "warning" {
 		t.Fatalf("attestations through the service: %v", statuses)
