@@ -96,12 +96,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return inputError("serve", stderr, fmt.Errorf("--nonce-secret %s: %v", a.nonceFile, err))
 	}
 	if a.simRoot != "" {
-		raw, err := os.ReadFile(a.simRoot)
-		if err != nil {
-			return inputError("serve", stderr, fmt.Errorf("--sim-root: %v", err))
-		}
-		if cfg.SimRoots, err = rootPool(raw); err != nil {
-			return inputError("serve", stderr, fmt.Errorf("--sim-root %s: %v", a.simRoot, err))
+		var err error
+		if cfg.SimRoots, err = readSimRoot(a.simRoot); err != nil {
+			return inputError("serve", stderr, err)
 		}
 	}
 	if a.coll != "" {

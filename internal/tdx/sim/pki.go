@@ -285,6 +285,19 @@ func NewPKI() (*PKI, error) {
 	}, nil
 }
 
+// ParseRoot returns a pool holding the root certificate of a published
+// sim-root.pem, which must be one PEM certificate and nothing else (a
+// file with the simulator's private keys is not one).
+func ParseRoot(pemCert []byte) (*x509.CertPool, error) {
+	c, err := parseCertPEM("root", string(pemCert))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	return pool, nil
+}
+
 // RootPool returns a pool holding the simulator root certificate, for
 // verify.Options.TrustedRoots. A PKI whose root does not parse yields an
 // empty pool, which trusts nothing.
