@@ -19,6 +19,7 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/netutil"
 	"github.com/tdforge/tdforge/internal/testutil/simtd"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
@@ -96,16 +97,8 @@ func serveProxy(t *testing.T, pinned *Pinned) (*Proxy, string) {
 // chat posts a chat request to the proxy at url: its status and whole answer.
 func chat(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Post(url+"/api/chat", "application/json", strings.NewReader(`{"model":"m"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	code, b := netutil.Post(t, url+"/api/chat", `{"model":"m"}`)
+	return code, string(b)
 }
 
 // relay is a man in the middle: a TLS server with its own key that
