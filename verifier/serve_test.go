@@ -19,22 +19,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/verifier/result"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // serveFiles writes a signing key, a nonce secret and a reference
 // directory holding the sample quote's recorded reference.
@@ -152,10 +145,10 @@ func TestServeAndTokenVerify(t *testing.T) {
 
 // startServe runs `verifier serve args...` until the test ends (it must
 // then exit 0) and returns the URL it announces and its stderr.
-func startServe(t *testing.T, args ...string) (string, *syncBuf) {
+func startServe(t *testing.T, args ...string) (string, *syncbuf.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stderr := new(syncBuf)
+	stderr := new(syncbuf.Buffer)
 	done := make(chan int)
 	go func() { done <- program.Run(ctx, append([]string{"serve"}, args...), io.Discard, stderr) }()
 	t.Cleanup(func() {

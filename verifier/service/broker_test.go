@@ -20,9 +20,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 
 	"github.com/go-jose/go-jose/v4"
 
@@ -39,20 +40,11 @@ import (
 
 const resID = "tdforge/dev/model"
 
-// syncBuf is a log the server writes while the test reads.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 type brokerFixture struct {
 	td    *td
 	srv   *httptest.Server
 	value []byte // the resource's value
-	log   *syncBuf
+	log   *syncbuf.Buffer
 	clock *time.Duration
 	res   string // the resource directory
 }
@@ -72,7 +64,7 @@ func newBroker(t *testing.T, img refvalues.Image, grants []resource.Grant, edits
 	ks, _ := result.NewKeySet([]*ecdsa.PrivateKey{key}, 5*time.Minute)
 	ni, _ := nonce.New([]byte(secret), time.Minute)
 	var skew time.Duration
-	lg := &syncBuf{}
+	lg := &syncbuf.Buffer{}
 	cfg := Config{ReferenceDir: refs, Dev: true, AllowSimulated: true, SimRoots: sim.RootPool(d.pki), Keys: ks, Nonces: ni,
 		Log: log.New(lg, "", 0), Resources: res, Now: func() time.Time { return time.Now().Add(skew) }}
 	for _, e := range edits {
