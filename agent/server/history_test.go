@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,32 +10,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 
 	"github.com/tdforge/tdforge/agent/convstore"
 	"github.com/tdforge/tdforge/internal/guest/volstatus"
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/testutil/ollamatest"
 )
-
-// syncBuffer is a log sink tests read while handlers write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // historyFixture is a server whose agent volume is the directory vol,
 // with initd's status file saying state.
@@ -292,7 +274,7 @@ func TestRequireMount(t *testing.T) {
 // evidence and /readyz report it; no conversation text reaches the log.
 func TestChatSavedAndGeneration(t *testing.T) {
 	up, _ := ollamatest.Fake(t, nil)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, &logs)
 	var c summaryResponse
 	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
@@ -372,7 +354,7 @@ func TestChatSavedRealOllamaNoLeak(t *testing.T) {
 		t.Skip("builds or runs Ollama")
 	}
 	ol := ollamatest.Start(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	f := historyFixture(t, ol.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, &logs)
 	ts := httptest.NewServer(f.srv)
 	defer ts.Close()
@@ -442,7 +424,7 @@ func TestChatNonStreamedSaved(t *testing.T) {
 // client's conversation, exactly as for one that does not exist. Before
 // conversations had owners, any client listed and read them all.
 func TestConversationOwner(t *testing.T) {
-	var upAuth syncBuffer // Authorization headers Ollama received
+	var upAuth syncbuf.Buffer // Authorization headers Ollama received
 	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
 		upAuth.Write([]byte(r.Header.Get("Authorization")))
 		io.WriteString(w, `{"message":{"role":"assistant","content":"a"},"done":true}`+"\n")

@@ -1,7 +1,6 @@
 package supervise
 
 import (
-	"bytes"
 	"os"
 	"strconv"
 	"strings"
@@ -9,17 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
+
 	"golang.org/x/sys/unix"
 )
-
-// syncBuf is a console that tests can read while services write.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 type recorder struct {
 	mu  sync.Mutex
@@ -73,7 +65,7 @@ func TestMain(m *testing.M) {
 
 func TestBackoffDoublesAndCaps(t *testing.T) {
 	rec := &recorder{}
-	con := &syncBuf{}
+	con := &syncbuf.Buffer{}
 	s := &Supervisor{Console: con, MinBackoff: 20 * time.Millisecond, MaxBackoff: 80 * time.Millisecond, ResetAfter: time.Hour, StopTimeout: time.Second, Notify: rec.add}
 	t.Cleanup(s.Stop)
 	if err := s.Start(spec("flaky", OnFailure, "/bin/false")); err != nil {
@@ -102,7 +94,7 @@ func TestBackoffDoublesAndCaps(t *testing.T) {
 
 func TestBackoffResetsAfterHealthyRun(t *testing.T) {
 	rec := &recorder{}
-	s := &Supervisor{Console: &syncBuf{}, MinBackoff: 20 * time.Millisecond, MaxBackoff: time.Second, ResetAfter: 50 * time.Millisecond, Notify: rec.add}
+	s := &Supervisor{Console: &syncbuf.Buffer{}, MinBackoff: 20 * time.Millisecond, MaxBackoff: time.Second, ResetAfter: 50 * time.Millisecond, Notify: rec.add}
 	t.Cleanup(s.Stop)
 	if err := s.Start(spec("steady", Always, "/bin/sleep", "0.1")); err != nil {
 		t.Fatal(err)
@@ -118,7 +110,7 @@ func TestBackoffResetsAfterHealthyRun(t *testing.T) {
 
 func TestRestartPolicies(t *testing.T) {
 	rec := &recorder{}
-	s := &Supervisor{Console: &syncBuf{}, MinBackoff: 10 * time.Millisecond, Notify: rec.add}
+	s := &Supervisor{Console: &syncbuf.Buffer{}, MinBackoff: 10 * time.Millisecond, Notify: rec.add}
 	t.Cleanup(s.Stop)
 	err := s.Start(spec("once", Never, "/bin/false"), spec("okexit", OnFailure, "/bin/true"), spec("missing", OnFailure, "/nonexistent/bin"))
 	if err != nil {
@@ -141,7 +133,7 @@ func TestRestartPolicies(t *testing.T) {
 }
 
 func TestOutputEnvCredsAndFds(t *testing.T) {
-	con := &syncBuf{}
+	con := &syncbuf.Buffer{}
 	rec := &recorder{}
 	s := &Supervisor{Console: con, Notify: rec.add}
 	// An inheritable-looking descriptor in the parent must not leak.
@@ -209,7 +201,7 @@ func zombiesOf(pid int) []string {
 }
 
 func TestReapsOrphansAndStopsInReverse(t *testing.T) {
-	con := &syncBuf{}
+	con := &syncbuf.Buffer{}
 	rec := &recorder{}
 	var orphans sync.Map
 	s := &Supervisor{Console: con, StopTimeout: 300 * time.Millisecond, Notify: rec.add,

@@ -13,10 +13,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 
 	"github.com/tdforge/tdforge/internal/image/fstree"
 	"github.com/tdforge/tdforge/internal/inputs/gobuild"
@@ -37,26 +38,7 @@ type Server struct {
 	URL    string // http://127.0.0.1:port
 	Binary string
 	cmd    *exec.Cmd
-	log    *lockedBuffer
-}
-
-// lockedBuffer collects the process output; failure messages read it while the
-// process writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log    *syncbuf.Buffer
 }
 
 // Binary builds (or fetches from the cache) Ollama. A first build takes a
@@ -135,7 +117,7 @@ func Start(tb testing.TB) *Server {
 		tb.Fatal(err)
 	}
 	addr := netutil.FreeAddr(tb)
-	s := &Server{URL: "http://" + addr, Binary: bin, log: &lockedBuffer{}}
+	s := &Server{URL: "http://" + addr, Binary: bin, log: &syncbuf.Buffer{}}
 	s.cmd = exec.Command(bin, "serve")
 	s.cmd.Env = []string{
 		"HOME=" + dir, "PATH=/usr/bin:/bin", "OLLAMA_HOST=" + addr, "OLLAMA_MODELS=" + store,
