@@ -2,13 +2,15 @@
 // fixed register file under a simulator PKI, the agent's attestation
 // answer (internal/tdx/attestation) it gives for a nonce and TLS key, the
 // reference values that pin exactly its registers, and a TLS certificate
-// for the agent to present.
+// for the agent to present. Logged adds event logs that replay to its
+// registers: a real firmware log and a tdforge runtime log.
 package simtd
 
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -18,8 +20,10 @@ import (
 	"time"
 
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/event"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 	"github.com/tdforge/tdforge/verifier/record"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
@@ -109,4 +113,47 @@ func SelfSigned(t testing.TB) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k, Leaf: leaf}
+}
+
+// COSRTMR is what go-eventlog's COS TDX firmware log fixture
+// (cos-113-intel-tdx.bin) replays RTMR0..2 to, as its ccel/replay_test.go
+// publishes them.
+var COSRTMR = [3]string{
+	"3fa2f61f395b7f5feefb4ec2df61297f109ad8abcd6410c1b7df60f21f37b19297fc35e544039c7e1edece752afd17f6",
+	"f62dbc072bd5d3f3438b7b35c39a727f5aea2ffc2473f43723953f530daf62504f0a7944aa62c41a86e8a878c2b122c1",
+	"4969684dc87381fc3b3134176c8d8806eaf0a901859f5f70cfae8d17714b46c10a8de219048c9fc09f11f381a6fbe7c1",
+}
+
+// Logged is a simulated TD that presents its event logs: go-eventlog's COS
+// firmware log (the CCEL and its ACPI table) covers RTMR0..2, and a
+// tdforge runtime log RTMR3.
+type Logged struct {
+	*TD
+	CCEL, CCELTable, RuntimeLog []byte
+}
+
+// NewLogged returns a Logged TD under a fresh PKI whose runtime log holds
+// events. Its MRTD derives from seed (another seed: another firmware),
+// attrs are its TD attributes (16 hex digits); XFAM, MRSEAM and
+// TEE_TCB_SVN are fixed.
+func NewLogged(t testing.TB, seed, attrs string, events []event.Event) *Logged {
+	t.Helper()
+	l := event.NewLog()
+	var rtmr3 [48]byte
+	for _, e := range events {
+		if err := l.Append(e, func(m [48]byte) error { rtmr3 = event.Extend(rtmr3, m); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rtlog, err := l.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mrtd := sha256.Sum256([]byte(seed))
+	regs := &sim.Registers{Platform: sim.Platform{
+		MRTD: hex.EncodeToString(append(mrtd[:], mrtd[:16]...)), RTMR: COSRTMR, TDAttributes: attrs,
+		XFAM: "e71a060000000000", MRSEAM: strings.Repeat("00", 48), TEETCBSVN: "03000400000000000000000000000000",
+	}, RTMR3: hex.EncodeToString(rtmr3[:])}
+	return &Logged{TD: New(t, nil, regs), CCEL: testdeps.EventlogFixture(t, "cos-113-intel-tdx.bin"),
+		CCELTable: testdeps.EventlogFixture(t, "cos-113-intel-tdx.table.bin"), RuntimeLog: rtlog}
 }
