@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
+
 	"github.com/tdforge/tdforge/agent/convstore"
 	"github.com/tdforge/tdforge/internal/guest/volstatus"
 	"github.com/tdforge/tdforge/internal/tdx/attestation"

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/tdforge/tdforge/internal/testutil/syncbuf"

@@ -20,9 +20,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tdforge/tdforge/internal/testutil/simtd"
+
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 
 	"github.com/go-jose/go-jose/v4"
 
@@ -39,20 +42,11 @@ import (
 
 const resID = "tdforge/dev/model"
 
-// syncBuf is a log the server writes while the test reads.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 type brokerFixture struct {
 	td    *td
 	srv   *httptest.Server
 	value []byte // the resource's value
-	log   *syncBuf
+	log   *syncbuf.Buffer
 	clock *time.Duration
 	res   string // the resource directory
 }
@@ -72,7 +66,7 @@ func newBroker(t *testing.T, img refvalues.Image, grants []resource.Grant, edits
 	ks, _ := result.NewKeySet([]*ecdsa.PrivateKey{key}, 5*time.Minute)
 	ni, _ := nonce.New([]byte(secret), time.Minute)
 	var skew time.Duration
-	lg := &syncBuf{}
+	lg := &syncbuf.Buffer{}
 	cfg := Config{ReferenceDir: refs, Dev: true, AllowSimulated: true, SimRoots: sim.RootPool(d.pki), Keys: ks, Nonces: ni,
 		Log: log.New(lg, "", 0), Resources: res, Now: func() time.Time { return time.Now().Add(skew) }}
 	for _, e := range edits {
@@ -149,11 +143,7 @@ func tampered(t *testing.T, d *td) *sim.Simulator {
 		MRSEAM: hex.EncodeToString(b.GetMrSeam()), TEETCBSVN: hex.EncodeToString(b.GetTeeTcbSvn()),
 		RTMR: [3]string{hex.EncodeToString(rt[0]), hex.EncodeToString(rt[1]), strings.Repeat("ab", 48)},
 	}, RTMR3: hex.EncodeToString(rt[3])}
-	s, err := sim.New(d.pki, func() (*sim.Registers, error) { r := regs; return &r, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return simtd.New(t, d.pki, &regs).Simulator
 }
 
 func TestBrokerRefusesTamperedRTMR2(t *testing.T) {

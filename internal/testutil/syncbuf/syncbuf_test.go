@@ -1,0 +1,28 @@
+package syncbuf
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Concurrent writers and readers (run with -race) lose no write.
+func TestConcurrent(t *testing.T) {
+	var b Buffer
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				fmt.Fprintf(&b, "%d\n", i)
+				_ = b.String()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := strings.Count(b.String(), "\n"); n != 800 {
+		t.Fatalf("%d lines, want 800", n)
+	}
+}
