@@ -19,7 +19,6 @@ import (
 	"github.com/tdforge/tdforge/internal/guest/volstatus"
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/testutil/ollamatest"
-	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 )
 
 // historyFixture is a server whose agent volume is the directory vol,

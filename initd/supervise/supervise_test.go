@@ -11,8 +11,6 @@ import (
 	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 )
 
 type recorder struct {

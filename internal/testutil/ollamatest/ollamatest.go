@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
-
 	"github.com/tdforge/tdforge/internal/image/fstree"
 	"github.com/tdforge/tdforge/internal/inputs/gobuild"
 	"github.com/tdforge/tdforge/internal/ollama/gguf"
