@@ -2,20 +2,15 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,8 +18,8 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/simtd"
 	"github.com/tdforge/tdforge/verifier/client"
-	"github.com/tdforge/tdforge/verifier/record"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
@@ -32,30 +27,16 @@ import (
 // with quotes signed by whatever simulator PKI it holds, over any TLS key,
 // and counts the prompts that reach it.
 type fakeAgent struct {
-	sim     *sim.Simulator
+	*simtd.TD
 	prompts atomic.Int32
 	srv     *httptest.Server
 }
 
 func newFakeAgent(t *testing.T, pki *sim.PKI) *fakeAgent {
 	t.Helper()
-	z := strings.Repeat("00", 48)
-	regs := &sim.Registers{Platform: sim.Platform{MRTD: strings.Repeat("11", 48), RTMR: [3]string{z, z, z},
-		TDAttributes: "0000001000000000", XFAM: "e71a060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16)}, RTMR3: z}
-	s, err := sim.New(pki, func() (*sim.Registers, error) { return regs, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &fakeAgent{sim: s}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	spki := attestation.SPKIHash(leaf.RawSubjectPublicKeyInfo)
-	var mu sync.Mutex
+	a := &fakeAgent{TD: simtd.New(t, pki, simtd.Registers(0x11, 0x00))}
+	cert := simtd.SelfSigned(t)
+	spki := attestation.SPKIHash(cert.Leaf.RawSubjectPublicKeyInfo)
 	mux := http.NewServeMux()
 	mux.HandleFunc(attestation.PathAttestation, func(w http.ResponseWriter, r *http.Request) {
 		nonce, err := hex.DecodeString(r.URL.Query().Get("nonce"))
@@ -63,20 +44,12 @@ func newFakeAgent(t *testing.T, pki *sim.PKI) *fakeAgent {
 			http.Error(w, `{"error":"bad nonce"}`, http.StatusBadRequest)
 			return
 		}
-		rd, err := attestation.ReportData(nonce, spki)
+		resp, err := a.Attest(nonce, spki)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		mu.Lock()
-		q, err := a.sim.Quote(rd)
-		mu.Unlock()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		json.NewEncoder(w).Encode(&attestation.Response{Version: 1, Quote: q, QuoteProvider: sim.Name, Simulated: true,
-			ReportData: attestation.ReportDataInfo{Scheme: attestation.Scheme, Nonce: hex.EncodeToString(nonce), SPKIHash: hex.EncodeToString(spki[:]), Value: hex.EncodeToString(rd[:])}})
+		json.NewEncoder(w).Encode(resp)
 	})
 	mux.HandleFunc("/api/chat", func(w http.ResponseWriter, r *http.Request) {
 		a.prompts.Add(1)
@@ -84,7 +57,7 @@ func newFakeAgent(t *testing.T, pki *sim.PKI) *fakeAgent {
 		io.WriteString(w, `{"message":{"content":"captured"},"done":true}`+"\n")
 	})
 	a.srv = httptest.NewUnstartedServer(mux)
-	a.srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}, NextProtos: []string{"http/1.1"}}
+	a.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
 	a.srv.StartTLS()
 	t.Cleanup(a.srv.Close)
 	return a
@@ -93,16 +66,7 @@ func newFakeAgent(t *testing.T, pki *sim.PKI) *fakeAgent {
 // reference is the impostor's best case: a reference that pins exactly
 // the registers its quotes claim, so only the quote's signer can fail.
 func (a *fakeAgent) reference(t *testing.T) *refvalues.Document {
-	t.Helper()
-	q, err := a.sim.Quote([64]byte{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := record.Reference(verify.Evidence{Quote: q}, refvalues.Image{Name: "tiny", Version: "1", Dev: true, Simulated: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return doc
+	return a.Reference(t, refvalues.Image{Name: "tiny", Version: "1", Dev: true, Simulated: true})
 }
 
 // chatThroughProxy runs the verifier's attested proxy (what `verifier

@@ -25,6 +25,7 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/simtd"
 	"github.com/tdforge/tdforge/verifier/nonce"
 	"github.com/tdforge/tdforge/verifier/record"
 	"github.com/tdforge/tdforge/verifier/result"
@@ -40,17 +41,8 @@ import (
 // key; a contraindicated TD and a token the JWKS does not verify are shown
 // as such.
 func TestWebUIAttestationService(t *testing.T) {
-	pki, err := sim.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	z := strings.Repeat("00", 48)
-	regs := &sim.Registers{Platform: sim.Platform{MRTD: strings.Repeat("11", 48), RTMR: [3]string{strings.Repeat("22", 48), z, z},
-		TDAttributes: "0000001000000000", XFAM: "e71a060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16)}, RTMR3: z}
-	td, err := sim.New(pki, func() (*sim.Registers, error) { return regs, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
+	td := simtd.New(t, nil, simtd.Registers(0x11, 0x22))
+	pki := td.PKI
 	q0, err := td.Quote([64]byte{})
 	if err != nil {
 		t.Fatal(err)

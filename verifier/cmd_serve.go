@@ -17,6 +17,7 @@ import (
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/nonce"
+	"github.com/tdforge/tdforge/verifier/poll"
 	"github.com/tdforge/tdforge/verifier/result"
 	"github.com/tdforge/tdforge/verifier/service"
 )
@@ -95,12 +96,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return inputError("serve", stderr, fmt.Errorf("--nonce-secret %s: %v", a.nonceFile, err))
 	}
 	if a.simRoot != "" {
-		raw, err := os.ReadFile(a.simRoot)
-		if err != nil {
-			return inputError("serve", stderr, fmt.Errorf("--sim-root: %v", err))
-		}
-		if cfg.SimRoots, err = rootPool(raw); err != nil {
-			return inputError("serve", stderr, fmt.Errorf("--sim-root %s: %v", a.simRoot, err))
+		var err error
+		if cfg.SimRoots, err = readSimRoot(a.simRoot); err != nil {
+			return inputError("serve", stderr, err)
 		}
 	}
 	if a.coll != "" {
@@ -216,17 +214,10 @@ func watchSigningKeys(ctx context.Context, path string, every time.Duration, ks 
 		return fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
 	}
 	last := stamp()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	poll.Every(ctx, every, func() {
 		now := stamp()
 		if now == last || now == "" {
-			continue
+			return
 		}
 		last = now
 		keys, err := readSigningKeys(path)
@@ -235,9 +226,9 @@ func watchSigningKeys(ctx context.Context, path string, every time.Duration, ks 
 		}
 		if err != nil {
 			logger.Printf("signing key: keeping the current keys: %v", err)
-			continue
+			return
 		}
 		kid, _ := result.KeyID(&keys[0].PublicKey)
 		logger.Printf("signing key: now signing with %s", kid)
-	}
+	})
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/register"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
 	"github.com/tdforge/tdforge/verifier/client"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/reference"
@@ -226,13 +226,9 @@ func (p *policyFlags) options() (opts verify.Options, refused *verify.Report, er
 		return opts, nil, cli.WithHint(verify.ErrNoSimRoot, "--allow-simulated needs --sim-root FILE (the sim-root.pem of the launch, next to its --pidfile)")
 	}
 	if p.simRoot != "" {
-		raw, err := os.ReadFile(p.simRoot)
+		pool, err := readSimRoot(p.simRoot)
 		if err != nil {
-			return opts, nil, fmt.Errorf("--sim-root: %v", err)
-		}
-		pool, err := rootPool(raw)
-		if err != nil {
-			return opts, nil, fmt.Errorf("--sim-root %s: %v", p.simRoot, err)
+			return opts, nil, err
 		}
 		opts.SimRoots = pool
 	}
@@ -310,21 +306,19 @@ func (e *evidenceFlags) read() (verify.Evidence, error) {
 	return ev, nil
 }
 
-// rootPool reads the simulator root: one PEM certificate, the launch's
-// sim-root.pem. Nothing else is accepted, so a file holding the simulator's
-// private keys is never needed (or handed) to a verifier.
-func rootPool(raw []byte) (*x509.CertPool, error) {
-	b, _ := pem.Decode(raw)
-	if b == nil || b.Type != "CERTIFICATE" {
-		return nil, errors.New("not a PEM certificate: pass the sim-root.pem that 'builder launch --simulate' writes next to its --pidfile")
-	}
-	c, err := x509.ParseCertificate(b.Bytes)
+// readSimRoot reads --sim-root: one PEM certificate, the launch's
+// sim-root.pem (sim.ParseRoot). Nothing else is accepted, so a file holding
+// the simulator's private keys is never needed (or handed) to a verifier.
+func readSimRoot(path string) (*x509.CertPool, error) {
+	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--sim-root: %v", err)
 	}
-	p := x509.NewCertPool()
-	p.AddCert(c)
-	return p, nil
+	pool, err := sim.ParseRoot(raw)
+	if err != nil {
+		return nil, fmt.Errorf("--sim-root %s: %v: pass the sim-root.pem that 'builder launch --simulate' writes next to its --pidfile", path, err)
+	}
+	return pool, nil
 }
 
 // emit prints the report and returns its exit code.

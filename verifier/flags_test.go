@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,8 +13,8 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
-// The simulator root is a certificate only: a pki.json, which holds the
-// simulator's private keys, is refused and the error names sim-root.pem.
+// The simulator root is a certificate only: a pki.json, or a PEM file with
+// a private key after the root, is refused and the error names sim-root.pem.
 func TestSimRootIsACertificateOnly(t *testing.T) {
 	pki, err := sim.NewPKI()
 	if err != nil {
@@ -22,11 +24,27 @@ func TestSimRootIsACertificateOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rootPool(js); err == nil || !strings.Contains(err.Error(), "sim-root.pem") {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if _, err := readSimRoot(write("pki.json", string(js))); err == nil || !strings.Contains(err.Error(), "sim-root.pem") {
 		t.Fatalf("pki.json accepted as --sim-root: %v", err)
 	}
-	if _, err := rootPool([]byte(pki.RootCert)); err != nil {
+	// The root followed by the attestation key is not the root alone
+	// (before sim.ParseRoot, only the first PEM block was looked at).
+	if _, err := readSimRoot(write("root-and-key.pem", pki.RootCert+pki.AttestationKey)); err == nil || !strings.Contains(err.Error(), "sim-root.pem") {
+		t.Fatalf("a root with a private key accepted as --sim-root: %v", err)
+	}
+	if _, err := readSimRoot(write("sim-root.pem", pki.RootCert)); err != nil {
 		t.Fatalf("root certificate refused: %v", err)
+	}
+	if _, err := readSimRoot(filepath.Join(dir, "missing.pem")); err == nil || !strings.Contains(err.Error(), "--sim-root") {
+		t.Fatalf("a missing file: %v", err)
 	}
 }
 

@@ -22,8 +22,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
+
+	"github.com/tdforge/tdforge/internal/cli"
 	"github.com/tdforge/tdforge/verifier/result"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
@@ -81,30 +82,8 @@ func TestServeUsage(t *testing.T) {
 // code.
 func TestServeAndTokenVerify(t *testing.T) {
 	keyPath, secretPath, refDir, key := serveFiles(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncbuf.Buffer
-	done := make(chan int)
-	go func() {
-		done <- program.Run(ctx, []string{"serve", "--insecure-http", "--listen", "127.0.0.1:0", "--dev", "--reference-dir", refDir,
-			"--signing-key", keyPath, "--nonce-secret", secretPath}, io.Discard, &stderr)
-	}()
-	defer func() {
-		cancel()
-		if code := <-done; code != cli.ExitOK {
-			t.Errorf("serve exit %d\n%s", code, stderr.String())
-		}
-	}()
-	addr := regexp.MustCompile(`serving http://(\S+)`)
-	var base string
-	for i := 0; i < 100 && base == ""; i++ {
-		if m := addr.FindStringSubmatch(stderr.String()); m != nil {
-			base = "http://" + m[1]
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if base == "" {
-		t.Fatalf("serve did not start:\n%s", stderr.String())
-	}
+	base, stderr := startServe(t, "--insecure-http", "--listen", "127.0.0.1:0", "--dev", "--reference-dir", refDir,
+		"--signing-key", keyPath, "--nonce-secret", secretPath)
 	resp, err := http.Get(base + "/readyz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("readyz: %v %v\n%s", resp, err, stderr.String())
@@ -164,6 +143,31 @@ func TestServeAndTokenVerify(t *testing.T) {
 	}
 }
 
+// startServe runs `verifier serve args...` until the test ends (it must
+// then exit 0) and returns the URL it announces and its stderr.
+func startServe(t *testing.T, args ...string) (string, *syncbuf.Buffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr := new(syncbuf.Buffer)
+	done := make(chan int)
+	go func() { done <- program.Run(ctx, append([]string{"serve"}, args...), io.Discard, stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != cli.ExitOK {
+			t.Errorf("serve exit %d\n%s", code, stderr.String())
+		}
+	})
+	addr := regexp.MustCompile(`serving (https?://\S+)`)
+	for i := 0; i < 100; i++ {
+		if m := addr.FindStringSubmatch(stderr.String()); m != nil {
+			return m[1], stderr
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("serve did not start:\n%s", stderr.String())
+	return "", nil
+}
+
 func mustECKey(t *testing.T) *ecdsa.PrivateKey {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -176,21 +180,8 @@ func mustECKey(t *testing.T) *ecdsa.PrivateKey {
 // stays in the JWKS while its tokens can still be valid.
 func TestServeRotatesSigningKey(t *testing.T) {
 	keyPath, secretPath, refDir, old := serveFiles(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncbuf.Buffer
-	done := make(chan int)
-	go func() {
-		done <- program.Run(ctx, []string{"serve", "--insecure-http", "--listen", "127.0.0.1:0", "--dev", "--reference-dir", refDir,
-			"--signing-key", keyPath, "--nonce-secret", secretPath, "--reload-interval", "20ms"}, io.Discard, &stderr)
-	}()
-	defer func() { cancel(); <-done }()
-	var base string
-	for i := 0; i < 100 && base == ""; i++ {
-		if m := regexp.MustCompile(`serving http://(\S+)`).FindStringSubmatch(stderr.String()); m != nil {
-			base = "http://" + m[1]
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	base, stderr := startServe(t, "--insecure-http", "--listen", "127.0.0.1:0", "--dev", "--reference-dir", refDir,
+		"--signing-key", keyPath, "--nonce-secret", secretPath, "--reload-interval", "20ms")
 	kids := func() string {
 		resp, err := http.Get(base + "/.well-known/jwks.json")
 		if err != nil {
@@ -230,24 +221,8 @@ func TestServeHTTPS(t *testing.T) {
 	kd, _ := x509.MarshalECPrivateKey(tk)
 	os.WriteFile(tlsKeyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncbuf.Buffer
-	done := make(chan int)
-	go func() {
-		done <- program.Run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--tls-cert", certPath, "--tls-key", tlsKeyPath,
-			"--dev", "--reference-dir", refDir, "--signing-key", keyPath, "--nonce-secret", secretPath}, io.Discard, &stderr)
-	}()
-	defer func() { cancel(); <-done }()
-	var base string
-	for i := 0; i < 100 && base == ""; i++ {
-		if m := regexp.MustCompile(`serving https://(\S+)`).FindStringSubmatch(stderr.String()); m != nil {
-			base = "https://" + m[1]
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if base == "" {
-		t.Fatalf("serve did not start:\n%s", stderr.String())
-	}
+	base, _ := startServe(t, "--listen", "127.0.0.1:0", "--tls-cert", certPath, "--tls-key", tlsKeyPath,
+		"--dev", "--reference-dir", refDir, "--signing-key", keyPath, "--nonce-secret", secretPath)
 	pool := x509.NewCertPool()
 	c, _ := x509.ParseCertificate(der)
 	pool.AddCert(c)

@@ -178,12 +178,19 @@ func crossOrigin(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// apiOwner admits a conversation API request: it refuses other origins
+// (crossOrigin), then returns the owner of the request's bearer secret
+// (owner). It returns false after answering.
+func apiOwner(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if crossOrigin(w, r) {
+		return "", false
+	}
+	return owner(w, r)
+}
+
 // handleConversations serves GET (list) and POST (create) /v1/conversations.
 func (s *Server) handleConversations(w http.ResponseWriter, r *http.Request) {
-	if crossOrigin(w, r) {
-		return
-	}
-	who, ok := owner(w, r)
+	who, ok := apiOwner(w, r)
 	if !ok {
 		return
 	}
@@ -219,6 +226,12 @@ func (s *Server) handleConversations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	list, err := c.List(r.Context(), who)
+	s.answerRead(w, r, c, err, func(g uint64) any { return listResponse{list, g} })
+}
+
+// answerRead answers a read of c that returned err: the store's error, or
+// 200 with body(g), g the store's generation read after it.
+func (s *Server) answerRead(w http.ResponseWriter, r *http.Request, c *convstore.Store, err error, body func(g uint64) any) {
 	if err != nil {
 		s.storeError(w, err)
 		return
@@ -228,15 +241,12 @@ func (s *Server) handleConversations(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, listResponse{list, g})
+	writeJSON(w, http.StatusOK, body(g))
 }
 
 // handleConversation serves GET and DELETE /v1/conversations/{id}.
 func (s *Server) handleConversation(w http.ResponseWriter, r *http.Request) {
-	if crossOrigin(w, r) {
-		return
-	}
-	who, ok := owner(w, r)
+	who, ok := apiOwner(w, r)
 	if !ok {
 		return
 	}
@@ -260,16 +270,7 @@ func (s *Server) handleConversation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conv, err := c.Get(r.Context(), who, id)
-	if err != nil {
-		s.storeError(w, err)
-		return
-	}
-	g, err := c.Generation(r.Context())
-	if err != nil {
-		s.storeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, conversationResponse{conv, g})
+	s.answerRead(w, r, c, err, func(g uint64) any { return conversationResponse{conv, g} })
 }
 
 // decodeStrict decodes one JSON object into v, refusing unknown fields and

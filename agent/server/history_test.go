@@ -9,14 +9,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 
 	"github.com/tdforge/tdforge/agent/convstore"
 	"github.com/tdforge/tdforge/internal/guest/volstatus"
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/testutil/ollamatest"
-	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 )
 
 // historyFixture is a server whose agent volume is the directory vol,
@@ -327,21 +329,38 @@ func TestChatSavedAndGeneration(t *testing.T) {
 	}
 }
 
-// An answer that fails or does not complete is not saved; the question is.
-func TestChatIncompleteAnswerNotSaved(t *testing.T) {
-	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, `{"message":{"role":"assistant","content":"half"},"done":false}`+"\n")
-		io.WriteString(w, `{"error":"runner crashed"}`+"\n")
-	})
-	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
-	var c summaryResponse
-	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
-	req := newChatRequest(`{"model":"tiny:latest","messages":[{"role":"user","content":"q"}]}`, c.ID)
-	f.srv.ServeHTTP(httptest.NewRecorder(), req)
-	var got conversationResponse
-	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
-	if len(got.Messages) != 1 || got.Messages[0].Role != "user" {
-		t.Fatalf("messages %+v", got.Messages)
+// What Ollama answers decides what is saved: a non-streamed answer (one
+// JSON object, no trailing newline) is saved whole; an answer that fails
+// or does not complete is not saved, the question is.
+func TestChatAnswerSaved(t *testing.T) {
+	for _, tc := range []struct {
+		name, answer, stream string
+		want                 []string // roles of the saved messages
+	}{
+		{"incomplete", `{"message":{"role":"assistant","content":"half"},"done":false}` + "\n" + `{"error":"runner crashed"}` + "\n", "", []string{"user"}},
+		{"non-streamed", `{"model":"tiny:latest","message":{"role":"assistant","content":"whole answer"},"done":true}`, `"stream":false,`, []string{"user", "assistant:whole answer"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, tc.answer) })
+			f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
+			var c summaryResponse
+			doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
+			req := newChatRequest(`{"model":"tiny:latest",`+tc.stream+`"messages":[{"role":"user","content":"q"}]}`, c.ID)
+			f.srv.ServeHTTP(httptest.NewRecorder(), req)
+			var got conversationResponse
+			doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
+			var saved []string
+			for _, m := range got.Messages {
+				if m.Role == "assistant" {
+					saved = append(saved, m.Role+":"+m.Content)
+				} else {
+					saved = append(saved, m.Role)
+				}
+			}
+			if !slices.Equal(saved, tc.want) {
+				t.Fatalf("saved %q, want %q", saved, tc.want)
+			}
+		})
 	}
 }
 
@@ -397,23 +416,6 @@ func TestChatSavedRealOllamaNoLeak(t *testing.T) {
 	}
 	if out := ol.Output(); strings.Contains(out, marker) {
 		t.Fatalf("marker in Ollama's output:\n%s", out)
-	}
-}
-
-// A non-streamed answer (one JSON object, no trailing newline) is saved.
-func TestChatNonStreamedSaved(t *testing.T) {
-	up, _ := ollamatest.Fake(t, func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, `{"model":"tiny:latest","message":{"role":"assistant","content":"whole answer"},"done":true}`)
-	})
-	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, nil)
-	var c summaryResponse
-	doJSON(t, f.srv, "POST", "/v1/conversations", "", 201, &c)
-	req := newChatRequest(`{"model":"tiny:latest","stream":false,"messages":[{"role":"user","content":"q"}]}`, c.ID)
-	f.srv.ServeHTTP(httptest.NewRecorder(), req)
-	var got conversationResponse
-	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
-	if len(got.Messages) != 2 || got.Messages[1].Content != "whole answer" {
-		t.Fatalf("messages %+v", got.Messages)
 	}
 }
 

@@ -280,6 +280,23 @@ func (s *Server) quote(nonce []byte) ([]byte, [64]byte, error) {
 	return q, rd, err
 }
 
+// clientQuote quotes nonce for a client's request, within the shared
+// quote rate (allowQuote), and returns the quote and its REPORTDATA. When
+// it cannot, it answers (429 or 503), logs the backend's error after
+// logPrefix, and returns false.
+func (s *Server) clientQuote(w http.ResponseWriter, nonce []byte, logPrefix string) ([]byte, [64]byte, bool) {
+	if !s.allowQuote(w) {
+		return nil, [64]byte{}, false
+	}
+	q, rd, err := s.quote(nonce)
+	if err != nil {
+		s.cfg.Log.Printf("%s: %v", logPrefix, err)
+		writeError(w, http.StatusServiceUnavailable, "quote backend failed: "+err.Error())
+		return nil, rd, false
+	}
+	return q, rd, true
+}
+
 // quoteHealth is the outcome of the last quote when it is younger than
 // QuoteProbeTTL; otherwise it takes a probe quote. Readiness probes thus
 // cost at most one quote per TTL, whatever their rate.
@@ -310,13 +327,8 @@ func (s *Server) handleAttestation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	if !s.allowQuote(w) {
-		return
-	}
-	q, rd, err := s.quote(nonce)
-	if err != nil {
-		s.cfg.Log.Printf("attestation: quote: %v", err)
-		writeError(w, http.StatusServiceUnavailable, "quote backend failed: "+err.Error())
+	q, rd, ok := s.clientQuote(w, nonce, "attestation: quote")
+	if !ok {
 		return
 	}
 	p := s.cfg.Policy
@@ -378,13 +390,8 @@ func (s *Server) handleTEEQuote(w http.ResponseWriter, r *http.Request) {
 	if !fresh {
 		nonce = CompatNoNonce
 	}
-	if !s.allowQuote(w) {
-		return
-	}
-	q, rd, err := s.quote(nonce)
-	if err != nil {
-		s.cfg.Log.Printf("tee quote: %v", err)
-		writeError(w, http.StatusServiceUnavailable, "quote backend failed: "+err.Error())
+	q, rd, ok := s.clientQuote(w, nonce, "tee quote")
+	if !ok {
 		return
 	}
 	id := make([]byte, 16)

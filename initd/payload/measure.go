@@ -130,12 +130,7 @@ func (p *Pass) Run() (*Result, error) {
 	if err := p.extend(res.Log, cfg); err != nil {
 		return res, err
 	}
-	v, err := p.Backend.Read(register.RTMR3)
-	if err != nil {
-		return res, fmt.Errorf("measure: read back RTMR3: %w", err)
-	}
-	res.RTMR3 = v
-	return res, nil
+	return res, p.readBack(res)
 }
 
 // setup maps pl's verity device and, unless pl is encrypted, mounts it.
@@ -208,12 +203,7 @@ func (p *Pass) Open(ctx context.Context, res *Result, u Unlocker) error {
 			return err
 		}
 	}
-	v, err := p.Backend.Read(register.RTMR3)
-	if err != nil {
-		return fmt.Errorf("measure: read back RTMR3: %w", err)
-	}
-	res.RTMR3 = v
-	return nil
+	return p.readBack(res)
 }
 
 // Measure extends RTMR3 and the runtime log with ev after the pass (initd
@@ -223,6 +213,11 @@ func (p *Pass) Measure(res *Result, ev event.Event) error {
 	if err := p.extend(res.Log, ev); err != nil {
 		return err
 	}
+	return p.readBack(res)
+}
+
+// readBack reads RTMR3 into res after the pass's extensions.
+func (p *Pass) readBack(res *Result) error {
 	v, err := p.Backend.Read(register.RTMR3)
 	if err != nil {
 		return fmt.Errorf("measure: read back RTMR3: %w", err)

@@ -84,9 +84,7 @@ func TestPassHealthy(t *testing.T) {
 	if len(res.Mounted) != 3 || len(mounts) != 3 || !strings.HasPrefix(mounts[1], "/dev/mapper/model ") {
 		t.Fatalf("mounted %v via %v", res.Mounted, mounts)
 	}
-	want, _ := p.ExpectedEvents()
-	wantReg, _ := event.Replay(want)
-	if res.RTMR3 != wantReg {
+	if wantReg := healthyRTMR3(t, p); res.RTMR3 != wantReg {
 		t.Fatalf("RTMR3 %x, want ExpectedEvents replay %x", res.RTMR3, wantReg)
 	}
 	raw, err := os.ReadFile(filepath.Join(run, LogCEL))
@@ -100,6 +98,7 @@ func TestPassHealthy(t *testing.T) {
 	if err := l.Replay(res.RTMR3[:]); err != nil {
 		t.Fatalf("log replay against register: %v", err)
 	}
+	want, _ := p.ExpectedEvents()
 	got := l.Events()
 	if len(got) != len(want) {
 		t.Fatalf("%d events, want %d", len(got), len(want))
@@ -165,10 +164,30 @@ func TestPassPayloadFailureIsAttested(t *testing.T) {
 	if evs[1].DigestString() != "verity-sha256:"+strings.Repeat("bb", 32) {
 		t.Fatalf("failed event carries %s, want the policy root hash", evs[1].DigestString())
 	}
-	healthy, _ := p.ExpectedEvents()
-	hv, _ := event.Replay(healthy)
-	if res.RTMR3 == hv {
-		t.Fatal("a failed payload produced the healthy RTMR3")
+	checkMeasuredDeparture(t, p, res, "a failed payload")
+}
+
+// healthyRTMR3 is RTMR3 after the events p predicts for a healthy boot.
+func healthyRTMR3(t *testing.T, p *policy.Policy) [48]byte {
+	t.Helper()
+	evs, err := p.ExpectedEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := event.Replay(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// checkMeasuredDeparture checks that what (a failed or locked payload)
+// moved res's RTMR3 off the healthy boot's, and that res's log replays
+// to it.
+func checkMeasuredDeparture(t *testing.T, p *policy.Policy, res *Result, what string) {
+	t.Helper()
+	if res.RTMR3 == healthyRTMR3(t, p) {
+		t.Fatalf("%s left the healthy RTMR3", what)
 	}
 	if err := res.Log.Replay(res.RTMR3[:]); err != nil {
 		t.Fatal(err)
@@ -239,8 +258,7 @@ func TestPassEncryptedReleased(t *testing.T) {
 	if res.Mounted["model"] || res.Pending["model"] != "/dev/mapper/model" || len(mounts) != 2 {
 		t.Fatalf("after the pass: mounted %v pending %v mounts %v", res.Mounted, res.Pending, mounts)
 	}
-	want, _ := p.ExpectedEvents()
-	wantReg, _ := event.Replay(want)
+	wantReg := healthyRTMR3(t, p)
 	if res.RTMR3 != wantReg {
 		t.Fatal("the pass did not reach the predicted RTMR3 before the key request")
 	}
@@ -254,6 +272,7 @@ func TestPassEncryptedReleased(t *testing.T) {
 	if res.RTMR3 != wantReg {
 		t.Fatal("a released payload changed RTMR3 from the prediction")
 	}
+	want, _ := p.ExpectedEvents()
 	l, err := event.ParseLog(u.logs[0])
 	if err != nil || len(l.Events()) != len(want) {
 		t.Fatalf("the broker got a runtime log of %d events (%v), want all %d", len(l.Events()), err, len(want))
@@ -286,14 +305,7 @@ func TestPassEncryptedLocked(t *testing.T) {
 	if got := strings.Join(labels[3:], ","); !strings.HasPrefix(got, "config:runtime ") || !strings.HasSuffix(got, ",payload-locked:model reason:broker refused: RTMR2 mismatch") {
 		t.Fatalf("events %v", labels)
 	}
-	healthy, _ := p.ExpectedEvents()
-	hv, _ := event.Replay(healthy)
-	if res.RTMR3 == hv {
-		t.Fatal("a locked payload left the healthy RTMR3")
-	}
-	if err := res.Log.Replay(res.RTMR3[:]); err != nil {
-		t.Fatal(err)
-	}
+	checkMeasuredDeparture(t, p, res, "a locked payload")
 	// A key that does not open the payload (its plaintext does not mount)
 	// locks it too, and removes the plaintext mapping.
 	p2 := encryptedPolicy(t)

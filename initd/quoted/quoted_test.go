@@ -2,7 +2,6 @@ package quoted
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"testing"
 
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
-	"github.com/google/go-configfs-tsm/configfs/faketsm"
 	tdxtest "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/verify"
 
@@ -29,6 +27,7 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/tsmtest"
 )
 
 // childEnv makes the test binary act as the unprivileged agent (see
@@ -66,31 +65,6 @@ func child(sock, simDir string) int {
 	want, _ := attestation.ReportData(nonce(0x42), spki(0x42))
 	fmt.Printf("socket quote: %s %d bytes bound=%v\n", c.Name(), len(q), got == want)
 	return 0
-}
-
-// simState lays out root-only simulator state as firmware.Init does.
-func simState(t *testing.T) (string, *sim.PKI) {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "tdx-sim")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	pki, err := sim.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	z := hex.EncodeToString(make([]byte, 48))
-	regs := &sim.Registers{Platform: sim.Platform{
-		MRTD: strings.Repeat("ab", 48), RTMR: [3]string{z, z, z}, TDAttributes: "0000000000000000",
-		XFAM: "e700060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16),
-	}, RTMR3: z}
-	if err := sim.SavePKI(dir, pki); err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.SaveRegisters(dir, regs); err != nil {
-		t.Fatal(err)
-	}
-	return dir, pki
 }
 
 // serve starts srv on a socket in a fresh directory and returns its path.
@@ -142,30 +116,39 @@ func bound(t *testing.T, n []byte, h [32]byte) [64]byte {
 	return r
 }
 
-func TestSocketServesSimulatorQuotes(t *testing.T) {
-	dir, pki := simState(t)
-	p, err := quote.OpenSimulator(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := serve(t, &Server{Provider: p, UID: os.Getuid(), Logf: t.Logf})
-	st, err := os.Stat(sock)
-	if err != nil || st.Mode().Perm() != 0o660 {
-		t.Fatalf("socket mode %v (%v), want 0660", st.Mode(), err)
-	}
+// attestVia serves srv and asks it, as the agent does, for a quote bound
+// to nonce(n) and spki(n). The client must name backend want and the
+// quote's REPORTDATA must be that binding. It returns the socket and quote.
+func attestVia(t *testing.T, srv *Server, want string, n byte) (string, []byte) {
+	t.Helper()
+	sock := serve(t, srv)
 	c, err := quote.OpenSocket(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Name() != quote.NameSimulator {
-		t.Fatalf("client reports backend %q, want initd's %q", c.Name(), quote.NameSimulator)
+	if c.Name() != want {
+		t.Fatalf("client reports backend %q, want initd's %q", c.Name(), want)
 	}
-	q, err := c.Attest(nonce(5), spki(5))
+	q, err := c.Attest(nonce(n), spki(n))
+	if err != nil {
+		t.Fatalf("quote through initd: %v", err)
+	}
+	if got, _ := sim.ReportData(q); got != bound(t, nonce(n), spki(n)) {
+		t.Fatal("REPORTDATA through the socket is not ReportData(nonce, spki) of the request")
+	}
+	return sock, q
+}
+
+func TestSocketServesSimulatorQuotes(t *testing.T) {
+	dir, pki := tsmtest.SimState(t)
+	p, err := quote.OpenSimulator(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := sim.ReportData(q); got != bound(t, nonce(5), spki(5)) {
-		t.Fatal("REPORTDATA is not ReportData(nonce, spki) of the request")
+	sock, q := attestVia(t, &Server{Provider: p, UID: os.Getuid(), Logf: t.Logf}, quote.NameSimulator, 5)
+	st, err := os.Stat(sock)
+	if err != nil || st.Mode().Perm() != 0o660 {
+		t.Fatalf("socket mode %v (%v), want 0660", st.Mode(), err)
 	}
 	if err := verify.RawTdxQuote(q, &verify.Options{TrustedRoots: sim.RootPool(pki)}); err != nil {
 		t.Fatalf("quote through the socket does not verify: %v", err)
@@ -173,7 +156,7 @@ func TestSocketServesSimulatorQuotes(t *testing.T) {
 }
 
 func TestSocketRefusesOtherUIDs(t *testing.T) {
-	dir, _ := simState(t)
+	dir, _ := tsmtest.SimState(t)
 	p, _ := quote.OpenSimulator(dir)
 	var logged []string
 	sock := serve(t, &Server{Provider: p, UID: os.Getuid() + 1, Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }})
@@ -191,21 +174,25 @@ func TestSocketReportsMissingBackend(t *testing.T) {
 	}
 }
 
+// exchange sends req, raw, on the socket and returns the whole answer.
+func exchange(t *testing.T, sock string, req []byte) []byte {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(req)
+	c.(*net.UnixConn).CloseWrite()
+	b, _ := io.ReadAll(c)
+	return b
+}
+
 func TestSocketProtocolBounds(t *testing.T) {
-	dir, _ := simState(t)
+	dir, _ := tsmtest.SimState(t)
 	p, _ := quote.OpenSimulator(dir)
 	sock := serve(t, &Server{Provider: p, UID: os.Getuid()})
-	ask := func(req []byte) string {
-		c, err := net.Dial("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.Write(req)
-		c.(*net.UnixConn).CloseWrite()
-		b, _ := io.ReadAll(c)
-		return string(b)
-	}
+	ask := func(req []byte) string { return string(exchange(t, sock, req)) }
 	req := func(op byte, nonceLen int, field []byte) []byte {
 		b := make([]byte, quote.SocketRequestSize)
 		b[0], b[1] = op, byte(nonceLen)
@@ -234,7 +221,7 @@ func TestSocketProtocolBounds(t *testing.T) {
 // REPORTDATA = attestation.ReportData(nonce, spki) of the nonce and SPKI
 // hash sent. Before the fix the request's 64 bytes were the REPORTDATA.
 func TestSocketQuotesOnlyInAgentDomain(t *testing.T) {
-	dir, _ := simState(t)
+	dir, _ := tsmtest.SimState(t)
 	p, _ := quote.OpenSimulator(dir)
 	sock := serve(t, &Server{Provider: p, UID: os.Getuid(), Logf: t.Logf})
 	binding, err := kbs.ReportData(kbs.RuntimeData{Nonce: "broker-challenge", TEEPubKey: kbs.JWK{Kty: "EC", Crv: "P-256", X: "eA", Y: "eQ"}}, "", "sha384")
@@ -242,14 +229,7 @@ func TestSocketQuotesOnlyInAgentDomain(t *testing.T) {
 		t.Fatal(err)
 	}
 	ask := func(req []byte) *quote.SocketResponse {
-		c, err := net.Dial("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.Write(req)
-		c.(*net.UnixConn).CloseWrite()
-		b, _ := io.ReadAll(c)
+		b := exchange(t, sock, req)
 		var resp quote.SocketResponse
 		if len(b) < 4 || json.Unmarshal(b[4:], &resp) != nil {
 			t.Fatalf("request %x: unreadable answer %q", req, b)
@@ -348,62 +328,24 @@ func (r rootOnly) WriteFile(name string, b []byte) error {
 	return r.Client.WriteFile(name, b)
 }
 
-// fakeTDXTSM is the fake report subsystem answering like the kernel's TDX
-// provider: its outblob is a quote over the written inblob.
-func fakeTDXTSM(t *testing.T) configfsi.Client {
-	dir, _ := simState(t)
-	s, err := sim.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := faketsm.Report611(0)
-	base := sub.ReadAttr
-	sub.ReadAttr = func(e *faketsm.ReportEntry, attr string) ([]byte, error) {
-		switch attr {
-		case "provider":
-			return []byte(quote.TSMProviderTDX + "\n"), nil
-		case "outblob":
-			var r [64]byte
-			copy(r[:], e.InAttrs["inblob"].Value)
-			return s.Quote(r)
-		}
-		return base(e, attr)
-	}
-	return &faketsm.Client{Subsystems: map[string]configfsi.Client{"report": sub}}
-}
-
 // The hardware path: configfs-tsm is root-only, so the agent's uid cannot
 // quote directly, while initd (root) quotes for it through the socket and
 // the agent learns the backend's real name.
 func TestHardwareConfigfsTSMThroughInitd(t *testing.T) {
-	tsm := fakeTDXTSM(t)
+	tsm := tsmtest.Report(t, quote.TSMProviderTDX)
 	direct := &quote.ConfigfsTSM{Client: rootOnly{tsm, 1000}}
 	// go-configfs-tsm flattens the error: match its text.
 	if _, err := direct.Quote(rd(1)); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("an unprivileged direct configfs-tsm quote: got %v, want permission denied", err)
 	}
 	initd := &quote.ConfigfsTSM{Client: rootOnly{tsm, 0}}
-	sock := serve(t, &Server{Provider: initd, UID: os.Getuid()})
-	c, err := quote.OpenSocket(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Name() != quote.NameConfigfsTSM {
-		t.Fatalf("agent reports %q, want %q", c.Name(), quote.NameConfigfsTSM)
-	}
-	q, err := c.Attest(nonce(2), spki(2))
-	if err != nil {
-		t.Fatalf("quote through initd: %v", err)
-	}
-	if got, _ := sim.ReportData(q); got != bound(t, nonce(2), spki(2)) {
-		t.Fatal("REPORTDATA through configfs-tsm and the socket is not ReportData(nonce, spki)")
-	}
+	attestVia(t, &Server{Provider: initd, UID: os.Getuid()}, quote.NameConfigfsTSM, 2)
 }
 
 // The tdx_guest device path (go-tdx-guest's test device) is served the
 // same way, and named as such.
 func TestHardwareTDXGuestDeviceThroughInitd(t *testing.T) {
-	dir, _ := simState(t)
+	dir, _ := tsmtest.SimState(t)
 	s, err := sim.Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -414,14 +356,8 @@ func TestHardwareTDXGuestDeviceThroughInitd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := serve(t, &Server{Provider: &quote.TDXGuestDevice{Source: dev}, UID: os.Getuid()})
-	c, err := quote.OpenSocket(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.Attest(nonce(9), spki(9))
-	if err != nil || !bytes.Equal(got, q) || c.Name() != quote.NameTDXDevice {
-		t.Fatalf("device quote through initd: %v (backend %q)", err, c.Name())
+	if _, got := attestVia(t, &Server{Provider: &quote.TDXGuestDevice{Source: dev}, UID: os.Getuid()}, quote.NameTDXDevice, 9); !bytes.Equal(got, q) {
+		t.Fatal("the device's quote did not come through initd unchanged")
 	}
 }
 
@@ -433,7 +369,7 @@ func TestUnprivilegedAgentProcess(t *testing.T) {
 		t.Skip("needs root to run a child under another uid")
 	}
 	const agentUID = 4242
-	simDir, _ := simState(t)
+	simDir, _ := tsmtest.SimState(t)
 	p, err := quote.OpenSimulator(simDir)
 	if err != nil {
 		t.Fatal(err)

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
+
+	"golang.org/x/sys/unix"
 )
 
 type recorder struct {

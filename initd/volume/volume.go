@@ -31,15 +31,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"golang.org/x/crypto/hkdf"
 	"golang.org/x/sys/unix"
 
+	"github.com/tdforge/tdforge/internal/guest/blockdev"
 	"github.com/tdforge/tdforge/internal/guest/devmapper"
 	"github.com/tdforge/tdforge/internal/guest/volstatus"
-	"github.com/tdforge/tdforge/internal/image/gptdisk/gptread"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
@@ -186,8 +185,8 @@ type Opener struct {
 	StatusDir string
 	// Logf receives progress lines (never key material).
 	Logf func(format string, a ...any)
-	// SysBlock and Dev are /sys/block and /dev (tests override them).
-	SysBlock, Dev string
+	// Devices is where disks are found (the zero Tree: the kernel's).
+	Devices blockdev.Tree
 }
 
 // Result is the outcome of opening one volume.
@@ -397,29 +396,16 @@ func checkHeader(dev string, v policy.Volume) error {
 
 // findPartition returns the device node of the partition whose GPT
 // partition GUID is v.UUID, of the tdforge volume type and v's size, on
-// any disk. None, or more than one, is an error.
+// any disk (disks and nodes come from blockdev). None, or more than one,
+// is an error.
 func (o *Opener) findPartition(v policy.Volume) (string, error) {
-	sysBlock, devDir := or(o.SysBlock, "/sys/block"), or(o.Dev, "/dev")
-	ents, err := os.ReadDir(sysBlock)
+	disks, err := o.Devices.Disks()
 	if err != nil {
 		return "", err
 	}
 	var found []string
-	for _, e := range ents {
-		disk := e.Name()
-		if strings.HasPrefix(disk, "dm-") || strings.HasPrefix(disk, "ram") || strings.HasPrefix(disk, "loop") || strings.HasPrefix(disk, "zram") {
-			continue
-		}
-		node, err := ensureNode(sysBlock, devDir, disk, disk)
-		if err != nil {
-			continue
-		}
-		f, err := os.Open(node)
-		if err != nil {
-			continue
-		}
-		t, err := gptread.Read(f, node, 512)
-		f.Close()
+	for _, d := range disks {
+		t, err := d.GPT()
 		if err != nil {
 			continue
 		}
@@ -427,10 +413,11 @@ func (o *Opener) findPartition(v policy.Volume) (string, error) {
 			if p.GUID != v.UUID {
 				continue
 			}
-			if p.TypeGUID != policy.VolumeTypeGUID || (p.LastLBA-p.FirstLBA+1)*512 != v.SizeBytes {
-				return "", fmt.Errorf("partition %d of %s has the volume's GUID %s but type %s and %d bytes; want type %s and %d bytes", p.Index, disk, v.UUID, p.TypeGUID, (p.LastLBA-p.FirstLBA+1)*512, policy.VolumeTypeGUID, v.SizeBytes)
+			size := (p.LastLBA - p.FirstLBA + 1) * uint64(d.SectorSize)
+			if p.TypeGUID != policy.VolumeTypeGUID || size != v.SizeBytes {
+				return "", fmt.Errorf("partition %d of %s has the volume's GUID %s but type %s and %d bytes; want type %s and %d bytes", p.Index, d.Name, v.UUID, p.TypeGUID, size, policy.VolumeTypeGUID, v.SizeBytes)
 			}
-			pn, err := partitionNode(sysBlock, devDir, disk, p.Index)
+			pn, err := o.Devices.PartitionNode(d.Name, p.Index)
 			if err != nil {
 				return "", err
 			}
@@ -444,47 +431,6 @@ func (o *Opener) findPartition(v policy.Volume) (string, error) {
 		return found[0], nil
 	}
 	return "", fmt.Errorf("partitions %v all carry the volume's GUID %s; refusing to guess", found, v.UUID)
-}
-
-// partitionNode finds partition index of disk in sysfs and returns its
-// device node, created if missing.
-func partitionNode(sysBlock, devDir, disk string, index int) (string, error) {
-	ents, err := os.ReadDir(filepath.Join(sysBlock, disk))
-	if err != nil {
-		return "", err
-	}
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(sysBlock, disk, e.Name(), "partition"))
-		if err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(index) {
-			continue
-		}
-		return ensureNode(sysBlock, devDir, filepath.Join(disk, e.Name()), e.Name())
-	}
-	return "", fmt.Errorf("disk %s has no partition %d in %s", disk, index, sysBlock)
-}
-
-// ensureNode returns devDir/name, created from sysBlock/rel/dev if absent.
-func ensureNode(sysBlock, devDir, rel, name string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(sysBlock, rel, "dev"))
-	if err != nil {
-		return "", err
-	}
-	dev, err := devmapper.ParseMajMin(string(b))
-	if err != nil {
-		return "", err
-	}
-	node := filepath.Join(devDir, name)
-	if err := devmapper.EnsureNode(node, unix.S_IFBLK, dev); err != nil {
-		return "", err
-	}
-	return node, nil
-}
-
-func or(s, def string) string {
-	if s != "" {
-		return s
-	}
-	return def
 }
 
 // Close removes volume name's mappings after its filesystem is unmounted:

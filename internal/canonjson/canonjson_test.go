@@ -145,3 +145,32 @@ func TestReindent(t *testing.T) {
 		t.Errorf("Reindent of the compacted %s does not give it back (%v)", committed, err)
 	}
 }
+
+func TestJCS(t *testing.T) {
+	for _, c := range []struct {
+		in   any
+		want string
+	}{
+		// The vector kbs.Canonical was tested with before it moved here.
+		{map[string]any{"a": []any{1.0, true, nil, "\x01"}}, `{"a":[1,true,null,"\u0001"]}`},
+		// Trustee's runtime data: HTML characters and U+2028 as they are,
+		// only the mandatory escapes; struct fields sorted like map keys.
+		{map[string]any{"nonce": "n<&>\"\n\u2028", "tee-pubkey": struct {
+			Y   string `json:"y"`
+			Kty string `json:"kty"`
+		}{"yy", "EC"}}, `{"nonce":"n<&>\"\n` + "\u2028" + `","tee-pubkey":{"kty":"EC","y":"yy"}}`},
+		// RFC 8785 section 3.2.3: keys in UTF-16 code-unit order (U+1F600
+		// is a surrogate pair, so it sorts before U+FB33).
+		{map[string]any{"\ufb33": 3, "\U0001F600": 2, "\u20ac": 1, "1": 0}, "{\"1\":0,\"\u20ac\":1,\"\U0001F600\":2,\"\ufb33\":3}"},
+		// Numbers in ECMAScript form (RFC 8785 section 3.2.2.3).
+		{[]any{1.5, 1e21, 1e-7, -0.0, 65537}, `[1.5,1e+21,1e-7,0,65537]`},
+	} {
+		got, err := canonjson.JCS(c.in)
+		if err != nil || string(got) != c.want {
+			t.Errorf("JCS(%#v) = %s, %v; want %s", c.in, got, err, c.want)
+		}
+	}
+	if _, err := canonjson.JCS(map[string]any{"f": func() {}}); err == nil {
+		t.Error("a function value encoded")
+	}
+}

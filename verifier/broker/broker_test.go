@@ -20,6 +20,16 @@ import (
 // tests stop before it.
 func newTest(t *testing.T, max int) *httptest.Server {
 	t.Helper()
+	_, mux := newUnappraised(t, max)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// newUnappraised is a broker for at most max sessions whose appraisal
+// fails, and the mux it serves on.
+func newUnappraised(t *testing.T, max int) (*Broker, *http.ServeMux) {
+	t.Helper()
 	b, err := New(Config{ResourceDir: t.TempDir(), MaxSessions: max, MaxBody: 1 << 10, Log: log.New(io.Discard, "", 0),
 		Appraise: func(context.Context, verify.Evidence, []byte, string) (*Appraisal, error) {
 			return nil, errors.New("not reached")
@@ -29,9 +39,7 @@ func newTest(t *testing.T, max int) *httptest.Server {
 	}
 	mux := http.NewServeMux()
 	b.Register(mux)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv
+	return b, mux
 }
 
 func post(t *testing.T, srv *httptest.Server, path, body, cookie string) (int, kbs.ErrorInfo) {
@@ -79,15 +87,7 @@ func TestAuthRefusals(t *testing.T) {
 // auth needs no evidence, so it must store nothing: a flood of auths
 // leaves the session table (attested sessions only) empty.
 func TestAuthStoresNothing(t *testing.T) {
-	b, err := New(Config{ResourceDir: t.TempDir(), MaxSessions: 2, Log: log.New(io.Discard, "", 0),
-		Appraise: func(context.Context, verify.Evidence, []byte, string) (*Appraisal, error) {
-			return nil, errors.New("not reached")
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	b.Register(mux)
+	b, mux := newUnappraised(t, 2)
 	for i := 0; i < 10; i++ {
 		rec := httptest.NewRecorder()
 		mux.ServeHTTP(rec, httptest.NewRequest("POST", kbs.PathAuth, strings.NewReader(`{"version":"0.4.0","tee":"tdx","extra-params":{}}`)))

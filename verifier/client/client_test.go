@@ -2,17 +2,12 @@ package client
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,69 +19,25 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
-	"github.com/tdforge/tdforge/verifier/record"
+	"github.com/tdforge/tdforge/internal/testutil/netutil"
+	"github.com/tdforge/tdforge/internal/testutil/simtd"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
 // agent is a test TD: the simulator quotes the wire contract of
 // internal/tdx/attestation for whatever TLS key the server presents.
 type agent struct {
-	sim     *sim.Simulator
-	pki     *sim.PKI
+	*simtd.TD
 	chats   atomic.Int32
 	release chan struct{}
 }
 
 func newAgent(t *testing.T) *agent {
-	pki, err := sim.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	z := strings.Repeat("00", 48)
-	regs := &sim.Registers{Platform: sim.Platform{MRTD: strings.Repeat("11", 48), RTMR: [3]string{strings.Repeat("22", 48), z, z},
-		TDAttributes: "0000001000000000", XFAM: "e71a060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16)}, RTMR3: z}
-	s, err := sim.New(pki, func() (*sim.Registers, error) { return regs, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &agent{sim: s, pki: pki, release: make(chan struct{})}
+	return &agent{TD: simtd.New(t, nil, simtd.Registers(0x11, 0x22)), release: make(chan struct{})}
 }
 
-func (a *agent) response(nonce []byte, spki [32]byte) (*attestation.Response, error) {
-	rd, err := attestation.ReportData(nonce, spki)
-	if err != nil {
-		return nil, err
-	}
-	q, err := a.sim.Quote(rd)
-	if err != nil {
-		return nil, err
-	}
-	return &attestation.Response{Version: 1, Quote: q, QuoteProvider: "simulator", Simulated: true,
-		ReportData: attestation.ReportDataInfo{Scheme: attestation.Scheme, Nonce: hex.EncodeToString(nonce), SPKIHash: hex.EncodeToString(spki[:]), Value: hex.EncodeToString(rd[:])}}, nil
-}
-
-func (a *agent) reference(t *testing.T) *refvalues.Document {
-	q, err := a.sim.Quote([64]byte{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc, err := record.Reference(verify.Evidence{Quote: q}, refvalues.Image{Name: "dev", Dev: true, Simulated: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return doc
-}
-
-func selfSigned(t *testing.T) tls.Certificate {
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k, Leaf: leaf}
-}
+// devImage is what the agent's reference values describe.
+var devImage = refvalues.Image{Name: "dev", Dev: true, Simulated: true}
 
 // serve starts an agent TLS server whose certificate (chosen per
 // handshake by certs) is what the quote binds.
@@ -107,7 +58,7 @@ func (a *agent) serve(t *testing.T, certs func() tls.Certificate, replay *attest
 		mu.Lock()
 		spki := byConn[r.RemoteAddr]
 		mu.Unlock()
-		resp, err := a.response(nonce, spki)
+		resp, err := a.Attest(nonce, spki)
 		if err != nil {
 			http.Error(w, err.Error(), 400)
 			return
@@ -135,15 +86,48 @@ func (a *agent) serve(t *testing.T, certs func() tls.Certificate, replay *attest
 	return srv
 }
 
+// serveProxy serves NewProxy(pinned) until the test ends.
+func serveProxy(t *testing.T, pinned *Pinned) (*Proxy, string) {
+	px := NewProxy(pinned)
+	srv := httptest.NewServer(px)
+	t.Cleanup(srv.Close)
+	return px, srv.URL
+}
+
+// chat posts a chat request to the proxy at url: its status and whole answer.
+func chat(t *testing.T, url string) (int, string) {
+	t.Helper()
+	code, b := netutil.Post(t, url+"/api/chat", `{"model":"m"}`)
+	return code, string(b)
+}
+
+// relay is a man in the middle: a TLS server with its own key that
+// relays each GET to upstream, whatever its certificate.
+func relay(t *testing.T, upstream string) *httptest.Server {
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resp, err := c.Get(upstream + r.URL.RequestURI())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 func fixed(c tls.Certificate) func() tls.Certificate { return func() tls.Certificate { return c } }
 
 func (a *agent) cfg(t *testing.T) Config {
-	return Config{Options: verify.Options{Reference: a.reference(t), AllowSimulated: true, SimRoots: sim.RootPool(a.pki)}, Timeout: 20 * time.Second}
+	return Config{Options: verify.Options{Reference: a.Reference(t, devImage), AllowSimulated: true, SimRoots: sim.RootPool(a.PKI)}, Timeout: 20 * time.Second}
 }
 
 func TestAttestTrusted(t *testing.T) {
 	a := newAgent(t)
-	srv := a.serve(t, fixed(selfSigned(t)), nil)
+	srv := a.serve(t, fixed(simtd.SelfSigned(t)), nil)
 	res, err := Attest(context.Background(), srv.URL, a.cfg(t))
 	if err != nil {
 		t.Fatal(err)
@@ -157,8 +141,8 @@ func TestAttestTrusted(t *testing.T) {
 
 func TestAttestReplayed(t *testing.T) {
 	a := newAgent(t)
-	cert := selfSigned(t)
-	old, err := a.response([]byte("an old nonce, 32 bytes long ...."), attestation.SPKIHash(cert.Leaf.RawSubjectPublicKeyInfo))
+	cert := simtd.SelfSigned(t)
+	old, err := a.Attest([]byte("an old nonce, 32 bytes long ...."), attestation.SPKIHash(cert.Leaf.RawSubjectPublicKeyInfo))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,21 +172,8 @@ func findCheck(r *verify.Report, name string) verify.Check {
 // agent's attestation (bound to the agent's key).
 func TestAttestManInTheMiddle(t *testing.T) {
 	a := newAgent(t)
-	real := a.serve(t, fixed(selfSigned(t)), nil)
-	relay := http.NewServeMux()
-	relay.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-		resp, err := c.Get(real.URL + r.URL.RequestURI())
-		if err != nil {
-			http.Error(w, err.Error(), 502)
-			return
-		}
-		defer resp.Body.Close()
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
-	})
-	mitm := httptest.NewTLSServer(relay)
-	defer mitm.Close()
+	real := a.serve(t, fixed(simtd.SelfSigned(t)), nil)
+	mitm := relay(t, real.URL)
 	res, err := Attest(context.Background(), mitm.URL, a.cfg(t))
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +188,7 @@ func TestAttestManInTheMiddle(t *testing.T) {
 
 func TestAttestUnreachable(t *testing.T) {
 	a := newAgent(t)
-	srv := a.serve(t, fixed(selfSigned(t)), nil)
+	srv := a.serve(t, fixed(simtd.SelfSigned(t)), nil)
 	url := srv.URL
 	srv.Close()
 	_, err := Attest(context.Background(), url, a.cfg(t))
@@ -231,16 +202,15 @@ func TestAttestUnreachable(t *testing.T) {
 
 func TestProxyStreamsAfterAttestation(t *testing.T) {
 	a := newAgent(t)
-	srv := a.serve(t, fixed(selfSigned(t)), nil)
+	srv := a.serve(t, fixed(simtd.SelfSigned(t)), nil)
 	pinned, err := NewPinned(srv.URL, a.cfg(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var attests atomic.Int32
 	pinned.OnAttest = func(*Result, error) { attests.Add(1) }
-	px := httptest.NewServer(NewProxy(pinned))
-	defer px.Close()
-	resp, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{"model":"m"}`))
+	px, url := serveProxy(t, pinned)
+	resp, err := http.Post(url+"/api/chat", "application/json", strings.NewReader(`{"model":"m"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,36 +232,25 @@ func TestProxyStreamsAfterAttestation(t *testing.T) {
 		t.Fatal("no pin")
 	}
 	// A new upstream connection is attested again.
-	px.Config.Handler.(*Proxy).CloseIdleConnections()
-	resp2, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.ReadAll(resp2.Body)
-	resp2.Body.Close()
-	if attests.Load() != 2 || resp2.StatusCode != 200 {
-		t.Fatalf("%d attestations, status %d", attests.Load(), resp2.StatusCode)
+	px.CloseIdleConnections()
+	if code, _ := chat(t, url); attests.Load() != 2 || code != 200 {
+		t.Fatalf("%d attestations, status %d", attests.Load(), code)
 	}
 }
 
 func TestProxyRefusesUntrusted(t *testing.T) {
 	a := newAgent(t)
-	srv := a.serve(t, fixed(selfSigned(t)), nil)
+	srv := a.serve(t, fixed(simtd.SelfSigned(t)), nil)
 	cfg := a.cfg(t)
 	bad := strings.Repeat("ee", 48)
 	cfg.Options.Reference.Registers.MRTD = &bad
 	pinned, _ := NewPinned(srv.URL, cfg)
-	px := httptest.NewServer(NewProxy(pinned))
-	defer px.Close()
-	resp, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{"model":"m"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	_, url := serveProxy(t, pinned)
+	code, b := chat(t, url)
 	var body map[string]string
-	json.NewDecoder(resp.Body).Decode(&body)
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body["error"], "MRTD") || !strings.Contains(body["error"], "refusing to forward") {
-		t.Fatalf("%d %v", resp.StatusCode, body)
+	json.Unmarshal([]byte(b), &body)
+	if code != http.StatusBadGateway || !strings.Contains(body["error"], "MRTD") || !strings.Contains(body["error"], "refusing to forward") {
+		t.Fatalf("%d %s", code, b)
 	}
 	if a.chats.Load() != 0 {
 		t.Fatal("request forwarded to an untrusted agent")
@@ -302,7 +261,7 @@ func TestProxyRefusesUntrusted(t *testing.T) {
 // even though it would attest.
 func TestProxyKeyChange(t *testing.T) {
 	a := newAgent(t)
-	c1, c2 := selfSigned(t), selfSigned(t)
+	c1, c2 := simtd.SelfSigned(t), simtd.SelfSigned(t)
 	var n atomic.Int32
 	srv := a.serve(t, func() tls.Certificate {
 		if n.Add(1) == 1 {
@@ -312,24 +271,13 @@ func TestProxyKeyChange(t *testing.T) {
 	}, nil)
 	pinned, _ := NewPinned(srv.URL, a.cfg(t))
 	close(a.release)
-	px := NewProxy(pinned)
-	hs := httptest.NewServer(px)
-	defer hs.Close()
-	resp, err := http.Post(hs.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("%v %v", resp, err)
+	px, url := serveProxy(t, pinned)
+	if code, b := chat(t, url); code != 200 {
+		t.Fatalf("%d %s", code, b)
 	}
-	io.ReadAll(resp.Body)
-	resp.Body.Close()
 	px.CloseIdleConnections()
-	resp, err = http.Post(hs.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 502 || !strings.Contains(string(b), "TLS key changed") {
-		t.Fatalf("%d %s", resp.StatusCode, b)
+	if code, b := chat(t, url); code != 502 || !strings.Contains(b, "TLS key changed") {
+		t.Fatalf("%d %s", code, b)
 	}
 	if a.chats.Load() != 1 {
 		t.Fatalf("%d chats forwarded", a.chats.Load())

@@ -26,6 +26,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/simtd"
 	"github.com/tdforge/tdforge/verifier/nonce"
 	"github.com/tdforge/tdforge/verifier/result"
 	"github.com/tdforge/tdforge/verifier/service"
@@ -37,7 +38,7 @@ import (
 func serviceFor(t *testing.T, a *agent) *httptest.Server {
 	t.Helper()
 	dir := t.TempDir()
-	b, err := a.reference(t).Marshal()
+	b, err := a.Reference(t, devImage).Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func serviceFor(t *testing.T, a *agent) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := service.New(service.Config{ReferenceDir: dir, Dev: true, AllowSimulated: true, SimRoots: sim.RootPool(a.pki),
+	s, err := service.New(service.Config{ReferenceDir: dir, Dev: true, AllowSimulated: true, SimRoots: sim.RootPool(a.PKI),
 		Keys: ks, Nonces: ni, Log: log.New(io.Discard, "", 0)})
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +74,7 @@ func remote(t *testing.T, url string) Config {
 func TestAttestThroughService(t *testing.T) {
 	a := newAgent(t)
 	svc := serviceFor(t, a)
-	srv := a.serve(t, fixed(selfSigned(t)), nil)
+	srv := a.serve(t, fixed(simtd.SelfSigned(t)), nil)
 	res, err := Attest(context.Background(), srv.URL, remote(t, svc.URL))
 	if err != nil {
 		t.Fatal(err)
@@ -97,19 +98,8 @@ func TestAttestThroughService(t *testing.T) {
 func TestServiceCannotVouchForAManInTheMiddle(t *testing.T) {
 	a := newAgent(t)
 	svc := serviceFor(t, a)
-	real := a.serve(t, fixed(selfSigned(t)), nil)
-	mitm := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-		resp, err := c.Get(real.URL + r.URL.RequestURI())
-		if err != nil {
-			http.Error(w, err.Error(), 502)
-			return
-		}
-		defer resp.Body.Close()
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
-	}))
-	defer mitm.Close()
+	real := a.serve(t, fixed(simtd.SelfSigned(t)), nil)
+	mitm := relay(t, real.URL)
 	res, err := Attest(context.Background(), mitm.URL, remote(t, svc.URL))
 	if err != nil {
 		t.Fatal(err)
@@ -122,16 +112,9 @@ func TestServiceCannotVouchForAManInTheMiddle(t *testing.T) {
 	}
 	// The proxy refuses to forward through it.
 	pinned, _ := NewPinned(mitm.URL, remote(t, svc.URL))
-	px := httptest.NewServer(NewProxy(pinned))
-	defer px.Close()
-	resp, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), CheckConnBinding) || a.chats.Load() != 0 {
-		t.Fatalf("%d %s (%d chats)", resp.StatusCode, b, a.chats.Load())
+	_, url := serveProxy(t, pinned)
+	if code, b := chat(t, url); code != http.StatusBadGateway || !strings.Contains(b, CheckConnBinding) || a.chats.Load() != 0 {
+		t.Fatalf("%d %s (%d chats)", code, b, a.chats.Load())
 	}
 }
 
@@ -142,13 +125,13 @@ func TestServiceCannotVouchForAManInTheMiddle(t *testing.T) {
 func TestServiceRefusalIsNotANetworkError(t *testing.T) {
 	a := newAgent(t)
 	svc := serviceFor(t, a)
-	cert := selfSigned(t)
+	cert := simtd.SelfSigned(t)
 	cfg := remote(t, svc.URL)
 	n, err := cfg.Service.Nonce(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, err := a.response(n, hashOf(cert))
+	old, err := a.Attest(n, hashOf(cert))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +149,7 @@ func TestServiceRefusalIsNotANetworkError(t *testing.T) {
 func TestProxyThroughService(t *testing.T) {
 	a := newAgent(t)
 	svc := serviceFor(t, a)
-	srv := a.serve(t, fixed(selfSigned(t)), nil)
+	srv := a.serve(t, fixed(simtd.SelfSigned(t)), nil)
 	close(a.release)
 	pinned, err := NewPinned(srv.URL, remote(t, svc.URL))
 	if err != nil {
@@ -178,16 +161,12 @@ func TestProxyThroughService(t *testing.T) {
 			statuses = append(statuses, r.Service.StatusName())
 		}
 	}
-	px := httptest.NewServer(NewProxy(pinned))
-	defer px.Close()
+	px, url := serveProxy(t, pinned)
 	for range 2 {
-		resp, err := http.Post(px.URL+"/api/chat", "application/json", strings.NewReader(`{}`))
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("%v %v", resp, err)
+		if code, b := chat(t, url); code != 200 {
+			t.Fatalf("%d %s", code, b)
 		}
-		io.ReadAll(resp.Body)
-		resp.Body.Close()
-		px.Config.Handler.(*Proxy).CloseIdleConnections()
+		px.CloseIdleConnections()
 	}
 	if len(statuses) != 2 || statuses[0] != "warning" {
 		t.Fatalf("attestations through the service: %v", statuses)
@@ -244,16 +223,8 @@ func TestServiceReportMustMatchTheSignedResult(t *testing.T) {
 	mitm := httptest.NewServer(rp)
 	defer mitm.Close()
 	// The TD runs other code than the service's reference.
-	other := newAgent(t)
-	other.pki = a.pki
-	regs := &sim.Registers{Platform: sim.Platform{MRTD: strings.Repeat("99", 48), RTMR: [3]string{strings.Repeat("22", 48), strings.Repeat("00", 48), strings.Repeat("00", 48)},
-		TDAttributes: "0000001000000000", XFAM: "e71a060000000000", MRSEAM: strings.Repeat("00", 48), TEETCBSVN: strings.Repeat("00", 16)}, RTMR3: strings.Repeat("00", 48)}
-	s, err := sim.New(a.pki, func() (*sim.Registers, error) { return regs, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	other.sim = s
-	srv := other.serve(t, fixed(selfSigned(t)), nil)
+	other := &agent{TD: simtd.New(t, a.PKI, simtd.Registers(0x99, 0x22)), release: make(chan struct{})}
+	srv := other.serve(t, fixed(simtd.SelfSigned(t)), nil)
 	res, err := Attest(context.Background(), srv.URL, remote(t, real.URL))
 	if err != nil || res.Report.Trusted || res.Service.Status != ear.TrustTierContraindicated {
 		t.Fatalf("direct: %v %+v", err, res)

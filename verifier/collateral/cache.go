@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-tdx-guest/verify/trust"
+
+	"github.com/tdforge/tdforge/verifier/poll"
 )
 
 // DefaultRefresh is how long a cached PCS response is used before the
@@ -266,18 +268,11 @@ func (c *Cache) RefreshDue() error {
 
 // Run refreshes due entries every interval until ctx ends.
 func (c *Cache) Run(ctx context.Context, interval time.Duration, logf func(string, ...any)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := c.RefreshDue(); err != nil && logf != nil {
-				logf("collateral refresh failed, serving the cached collateral until its nextUpdate: %v", err)
-			}
+	poll.Every(ctx, interval, func() {
+		if err := c.RefreshDue(); err != nil && logf != nil {
+			logf("collateral refresh failed, serving the cached collateral until its nextUpdate: %v", err)
 		}
-	}
+	})
 }
 
 // Status reports the cached entries and any PCS outage.

@@ -23,6 +23,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/testutil/simtd"
+
+	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
+
 	"github.com/go-jose/go-jose/v4"
 
 	resource "github.com/tdforge/tdforge/internal/inputs/secret"
@@ -30,7 +34,6 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/register"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
-	"github.com/tdforge/tdforge/internal/testutil/syncbuf"
 	"github.com/tdforge/tdforge/verifier/broker"
 	"github.com/tdforge/tdforge/verifier/nonce"
 	"github.com/tdforge/tdforge/verifier/result"
@@ -140,11 +143,7 @@ func tampered(t *testing.T, d *td) *sim.Simulator {
 		MRSEAM: hex.EncodeToString(b.GetMrSeam()), TEETCBSVN: hex.EncodeToString(b.GetTeeTcbSvn()),
 		RTMR: [3]string{hex.EncodeToString(rt[0]), hex.EncodeToString(rt[1]), strings.Repeat("ab", 48)},
 	}, RTMR3: hex.EncodeToString(rt[3])}
-	s, err := sim.New(d.pki, func() (*sim.Registers, error) { r := regs; return &r, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return simtd.New(t, d.pki, &regs).Simulator
 }
 
 func TestBrokerRefusesTamperedRTMR2(t *testing.T) {

@@ -43,6 +43,7 @@ import (
 	"github.com/tdforge/tdforge/verifier/broker"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/nonce"
+	"github.com/tdforge/tdforge/verifier/poll"
 	"github.com/tdforge/tdforge/verifier/result"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
@@ -245,18 +246,11 @@ func (s *Service) Watch(ctx context.Context, interval time.Duration) {
 	if s.cfg.Cache != nil {
 		go s.cfg.Cache.Run(ctx, CollateralCheck, s.cfg.Log.Printf)
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.Reload(); err != nil {
-				s.cfg.Log.Printf("reference directory: reload failed, keeping the documents loaded before: %v", err)
-			}
+	poll.Every(ctx, interval, func() {
+		if err := s.Reload(); err != nil {
+			s.cfg.Log.Printf("reference directory: reload failed, keeping the documents loaded before: %v", err)
 		}
-	}
+	})
 }
 
 func (s *Service) now() time.Time {

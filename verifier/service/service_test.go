@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/testutil/simtd"
+
 	"github.com/veraison/ear"
 
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
@@ -25,28 +27,17 @@ import (
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/signing"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
-	"github.com/tdforge/tdforge/internal/testutil/testdeps"
 	"github.com/tdforge/tdforge/verifier/nonce"
 	"github.com/tdforge/tdforge/verifier/record"
 	"github.com/tdforge/tdforge/verifier/result"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
-// COS TDX RTMRs of go-eventlog's CCEL fixture (its ccel/replay_test.go),
-// so the simulated TD presents a real firmware log.
-var cosRTMR = [3]string{
-	"3fa2f61f395b7f5feefb4ec2df61297f109ad8abcd6410c1b7df60f21f37b19297fc35e544039c7e1edece752afd17f6",
-	"f62dbc072bd5d3f3438b7b35c39a727f5aea2ffc2473f43723953f530daf62504f0a7944aa62c41a86e8a878c2b122c1",
-	"4969684dc87381fc3b3134176c8d8806eaf0a901859f5f70cfae8d17714b46c10a8de219048c9fc09f11f381a6fbe7c1",
-}
-
-func eventlogFixture(t testing.TB, name string) []byte { return testdeps.EventlogFixture(t, name) }
-
 // td is a simulated TD: the TDX simulator quotes, the COS firmware log
 // covers RTMR0..2 and a tdforge runtime log RTMR3.
 type td struct {
 	pki                *sim.PKI
-	sim                *sim.Simulator
+	sim                *simtd.TD
 	ccel, table, rtlog []byte
 	spki               [32]byte
 	image              attestation.Image
@@ -58,52 +49,25 @@ func newTD(t testing.TB) *td { return newTDWith(t, "mrtd") }
 // firmware).
 func newTDWith(t testing.TB, seed string) *td {
 	t.Helper()
-	pki, err := sim.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := event.NewLog()
-	var rtmr3 [48]byte
+	var events []event.Event
 	for _, n := range []string{"ollama", "model"} {
 		d := sha256.Sum256([]byte("root hash of " + n))
-		e := event.Event{Version: event.Version, Kind: event.KindPayload, Name: n, Alg: event.AlgVerity, Digest: d[:]}
-		if err := l.Append(e, func(m [48]byte) error { rtmr3 = event.Extend(rtmr3, m); return nil }); err != nil {
-			t.Fatal(err)
-		}
+		events = append(events, event.Event{Version: event.Version, Kind: event.KindPayload, Name: n, Alg: event.AlgVerity, Digest: d[:]})
 	}
-	rtlog, err := l.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mrtd := sha256.Sum256([]byte(seed))
-	regs := sim.Registers{Platform: sim.Platform{
-		MRTD: hex.EncodeToString(append(mrtd[:], mrtd[:16]...)), RTMR: cosRTMR, TDAttributes: "0000000000000000",
-		XFAM: "e71a060000000000", MRSEAM: strings.Repeat("00", 48), TEETCBSVN: "03000400000000000000000000000000",
-	}, RTMR3: hex.EncodeToString(rtmr3[:])}
-	s, err := sim.New(pki, func() (*sim.Registers, error) { r := regs; return &r, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &td{pki: pki, sim: s, ccel: eventlogFixture(t, "cos-113-intel-tdx.bin"), table: eventlogFixture(t, "cos-113-intel-tdx.table.bin"),
-		rtlog: rtlog, spki: sha256.Sum256([]byte("agent TLS key")), image: attestation.Image{Name: "sim-image", Version: "1", Dev: true, Simulated: true}}
+	c := simtd.NewLogged(t, seed, "0000000000000000", events)
+	return &td{pki: c.PKI, sim: c.TD, ccel: c.CCEL, table: c.CCELTable, rtlog: c.RuntimeLog,
+		spki: sha256.Sum256([]byte("agent TLS key")), image: attestation.Image{Name: "sim-image", Version: "1", Dev: true, Simulated: true}}
 }
 
 // attest is the agent's /v1/attestation document for nonce n.
 func (d *td) attest(t testing.TB, n []byte) *attestation.Response {
 	t.Helper()
-	rd, err := attestation.ReportData(n, d.spki)
+	r, err := d.sim.Attest(n, d.spki)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := d.sim.Quote(rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &attestation.Response{
-		Version: 1, Quote: q, QuoteProvider: "simulator", Simulated: true,
-		ReportData: attestation.ReportDataInfo{Scheme: attestation.Scheme, Nonce: hex.EncodeToString(n), SPKIHash: hex.EncodeToString(d.spki[:]), Value: hex.EncodeToString(rd[:])},
-		RuntimeLog: d.rtlog, CCEL: d.ccel, CCELTable: d.table, Image: d.image, Timestamp: time.Now().UTC().Format(time.RFC3339),
-	}
+	r.RuntimeLog, r.CCEL, r.CCELTable, r.Image, r.Timestamp = d.rtlog, d.ccel, d.table, d.image, time.Now().UTC().Format(time.RFC3339)
+	return r
 }
 
 // writeReference records the TD as reference document name in dir.
@@ -283,7 +247,7 @@ func TestAttestSimulated(t *testing.T) {
 	}
 	ev := *a.VeraisonAnnotatedEvidence
 	img := ev["image"].(map[string]any)
-	if img["name"] != "sim-image" || img["version"] != "1" || ev["rtmr0"] != cosRTMR[0] || len(ev["mrtd"].(string)) != 96 || ev["rtmr3"] == nil {
+	if img["name"] != "sim-image" || img["version"] != "1" || ev["rtmr0"] != simtd.COSRTMR[0] || len(ev["mrtd"].(string)) != 96 || ev["rtmr3"] == nil {
 		t.Fatalf("annotated evidence %v", ev)
 	}
 	if len(ev["checks"].([]any)) != len(rep.Checks) || ev["tcb_status"] == nil {

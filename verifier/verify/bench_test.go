@@ -10,10 +10,8 @@ import (
 	"github.com/google/go-tdx-guest/validate"
 	gverify "github.com/google/go-tdx-guest/verify"
 
-	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/explain"
-	"github.com/tdforge/tdforge/verifier/record"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
@@ -23,10 +21,7 @@ import (
 // getter, revocation on) plus validate.RawTdxQuote with the same
 // expectations. Metric "x-vs-go-tdx-guest" is ours/baseline (goal <= 1.2).
 func BenchmarkVerifyQuote(b *testing.B) {
-	doc, err := record.Reference(verify.Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	doc := sampleReference(b)
 	bundle := sampleBundle(b)
 	vopts := validate.Options{TdQuoteBodyOptions: validate.TdQuoteBodyOptions{}}
 	body := mustRegs(b)

@@ -7,10 +7,8 @@ import (
 
 	"github.com/google/go-tdx-guest/testing/testdata"
 
-	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/collateral/pcstest"
-	"github.com/tdforge/tdforge/verifier/record"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
@@ -18,10 +16,7 @@ import (
 // verdict on the evidence), like the online getter; with the PCS up the
 // cache gives the same appraisal as the offline bundle.
 func TestCacheViewNetworkFailure(t *testing.T) {
-	doc, err := record.Reference(verify.Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	doc := sampleReference(t)
 	pcs := pcstest.New(t)
 	now := sampleTime
 	cache := &collateral.Cache{Upstream: pcs.Online(), Now: func() time.Time { return now }}

@@ -6,8 +6,6 @@ import (
 
 	"github.com/google/go-tdx-guest/testing/testdata"
 
-	"github.com/tdforge/tdforge/internal/tdx/refvalues"
-	"github.com/tdforge/tdforge/verifier/record"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
 
@@ -17,10 +15,7 @@ func FuzzVerifyQuote(f *testing.F) {
 	f.Add(testdata.RawQuote)
 	f.Add(testdata.RawQuote[:0x30+0x248])
 	f.Add([]byte{4, 0, 2, 0, 0x81, 0, 0, 0})
-	doc, err := record.Reference(verify.Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
-	if err != nil {
-		f.Fatal(err)
-	}
+	doc := sampleReference(f)
 	bundle := sampleBundle(f)
 	f.Fuzz(func(t *testing.T, q []byte) {
 		r := verify.Verify(context.Background(), verify.Evidence{Quote: q}, verify.Options{Reference: doc, Getter: bundle, Now: sampleTime})

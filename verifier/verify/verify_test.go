@@ -27,6 +27,16 @@ import (
 // sampleTime is when go-tdx-guest's sample collateral is valid.
 var sampleTime = time.Date(2023, 7, 1, 1, 0, 0, 0, time.UTC)
 
+// sampleReference pins the registers of go-tdx-guest's sample quote.
+func sampleReference(t testing.TB) *refvalues.Document {
+	t.Helper()
+	doc, err := record.Reference(verify.Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
 func sampleBundle(t testing.TB) *collateral.Bundle {
 	t.Helper()
 	dir := t.TempDir()
@@ -78,10 +88,7 @@ func wantCause(t *testing.T, r *verify.Report, name string, cause error) {
 // older than every level of the (newer) sample TCB info, so it is NOT
 // TRUSTED for that reason alone. Registers match a recorded reference.
 func TestSampleQuoteOffline(t *testing.T) {
-	doc, err := record.Reference(verify.Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	doc := sampleReference(t)
 	r := verify.Verify(context.Background(), verify.Evidence{Quote: testdata.RawQuote}, verify.Options{Reference: doc, Getter: sampleBundle(t), Now: sampleTime})
 	want(t, r, verify.CheckAuthenticity, verify.Pass, "Intel SGX Root CA")
 	want(t, r, verify.CheckTCB, verify.Fail, "no matching TCB level")
@@ -99,7 +106,7 @@ func TestSampleQuoteOffline(t *testing.T) {
 }
 
 func TestSampleQuoteChangedRTMR(t *testing.T) {
-	doc, _ := record.Reference(verify.Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
+	doc := sampleReference(t)
 	orig := *doc.Registers.RTMR1
 	changed := strings.Repeat("ab", 48)
 	doc.Registers.RTMR1 = &changed
@@ -126,7 +133,7 @@ func TestSampleQuoteChangedRTMR(t *testing.T) {
 }
 
 func TestBadQuotes(t *testing.T) {
-	doc, _ := record.Reference(verify.Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
+	doc := sampleReference(t)
 	garbage := make([]byte, 5000)
 	rand.Read(garbage)
 	flipped := bytes.Clone(testdata.RawQuote)
@@ -157,7 +164,7 @@ func TestBadQuotes(t *testing.T) {
 // Without a bundle the collateral is fetched online; with no network that
 // is exit 3 with advice.
 func TestNetworkFailure(t *testing.T) {
-	doc, _ := record.Reference(verify.Evidence{Quote: testdata.RawQuote}, refvalues.Image{Name: "sample"})
+	doc := sampleReference(t)
 	r := verify.Verify(context.Background(), verify.Evidence{Quote: testdata.RawQuote}, verify.Options{Reference: doc, Now: sampleTime})
 	if r.ExitCode() != 3 {
 		t.Skipf("collateral service reachable from here (exit %d); the offline path is covered elsewhere", r.ExitCode())

@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/guest/blockdev"
 	"github.com/tdforge/tdforge/internal/guest/devmapper"
 	"github.com/tdforge/tdforge/internal/image/fstree"
 	"github.com/tdforge/tdforge/internal/image/gptdisk"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
+	"github.com/tdforge/tdforge/internal/testutil/fakeblock"
 )
 
 func testDisk(t *testing.T, dir string) (string, *gptdisk.Layout) {
@@ -65,30 +67,18 @@ func TestTable(t *testing.T) {
 	}
 }
 
-// fakeSys builds a sysfs/dev tree: vdb holds the payload disk, vda has no
-// GPT, and vdc is empty.
+// fakeSys builds a sysfs/dev tree: vdb holds the payload disk and vda
+// has no GPT.
 func fakeSys(t *testing.T, dir, disk string) {
 	t.Helper()
-	sys, dev := filepath.Join(dir, "sys", "block"), filepath.Join(dir, "dev")
-	sysBlock, devDir = sys, dev
-	t.Cleanup(func() { sysBlock, devDir = "/sys/block", "/dev" })
-	mk := func(p, content string) {
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mk(filepath.Join(sys, "vdb", "dev"), "254:16\n")
-	mk(filepath.Join(sys, "vdb", "queue", "logical_block_size"), "512\n")
-	mk(filepath.Join(sys, "vdb", "vdb1", "partition"), "1\n")
-	mk(filepath.Join(sys, "vdb", "vdb2", "partition"), "2\n")
-	mk(filepath.Join(sys, "vda", "dev"), "254:0\n")
-	mk(filepath.Join(dev, "vda"), strings.Repeat("x", 8192))
-	mk(filepath.Join(dev, "vdb1"), "")
-	mk(filepath.Join(dev, "vdb2"), "")
-	if err := os.Symlink(disk, filepath.Join(dev, "vdb")); err != nil {
+	devices = fakeblock.New(t)
+	t.Cleanup(func() { devices = blockdev.Tree{} })
+	fakeblock.AddDisk(t, devices, "vdb", disk, 1, 2)
+	noGPT := filepath.Join(dir, "vda.raw")
+	if err := os.WriteFile(noGPT, bytes.Repeat([]byte("x"), 8192), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	fakeblock.AddDisk(t, devices, "vda", noGPT)
 }
 
 func TestFindPartition(t *testing.T) {
@@ -96,7 +86,7 @@ func TestFindPartition(t *testing.T) {
 	disk, l := testDisk(t, dir)
 	fakeSys(t, dir, disk)
 	got, err := FindPartition(strings.ToUpper(l.DiskGUID), 2)
-	if err != nil || got != filepath.Join(devDir, "vdb2") {
+	if err != nil || got != filepath.Join(devices.Dev, "vdb2") {
 		t.Fatalf("FindPartition = %q, %v", got, err)
 	}
 	if _, err := FindPartition("00000000-0000-0000-0000-000000000001", 1); err == nil || !strings.Contains(err.Error(), "no disk") {
@@ -109,7 +99,7 @@ func TestFindPartition(t *testing.T) {
 	b, _ := os.ReadFile(disk)
 	b[512+40] ^= 1
 	os.WriteFile(disk, b, 0o644)
-	if _, err := FindPartition(l.DiskGUID, 2); err == nil || !strings.Contains(err.Error(), "refused: GPT of "+filepath.Join(devDir, "vdb")+": header CRC32 mismatch") {
+	if _, err := FindPartition(l.DiskGUID, 2); err == nil || !strings.Contains(err.Error(), "refused: GPT of "+filepath.Join(devices.Dev, "vdb")+": header CRC32 mismatch") {
 		t.Errorf("header with a bad CRC: %v", err)
 	}
 	b[512+40] ^= 1
@@ -117,8 +107,13 @@ func TestFindPartition(t *testing.T) {
 	// Two disks with the same GUID (host cloned the disk): refuse.
 	cp := filepath.Join(dir, "clone.raw")
 	os.WriteFile(cp, b, 0o644)
-	os.MkdirAll(filepath.Join(sysBlock, "vdc", "vdc1"), 0o755)
-	os.Symlink(cp, filepath.Join(devDir, "vdc"))
+	// A loop device (guest-made, never host-attached) is not a candidate:
+	// it may map a guest file that holds a copy of the disk.
+	fakeblock.AddDisk(t, devices, "loop0", cp, 1, 2)
+	if got, err := FindPartition(l.DiskGUID, 2); err != nil || got != filepath.Join(devices.Dev, "vdb2") {
+		t.Errorf("with a loop device holding a copy: %q, %v", got, err)
+	}
+	fakeblock.AddDisk(t, devices, "vdc", cp)
 	if _, err := FindPartition(l.DiskGUID, 2); err == nil || !strings.Contains(err.Error(), "refusing") {
 		t.Errorf("duplicate disks: %v", err)
 	}
@@ -166,9 +161,11 @@ func TestSetupLive(t *testing.T) {
 	p := l.Partitions[1]
 	// losetup -P asks the kernel to scan the partition table; the
 	// partitions appear in sysfs shortly after, not before losetup returns.
+	// FindPartition skips loop devices (never a host-attached disk), so the
+	// partition is looked up on the loop device itself.
 	var dev string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if dev, err = FindPartition(l.DiskGUID, p.Index); err == nil || time.Now().After(deadline) {
+		if dev, err = (blockdev.Tree{}).PartitionNode(filepath.Base(loop), p.Index); err == nil || time.Now().After(deadline) {
 			break
 		}
 	}

@@ -14,17 +14,14 @@
 package kbs
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash"
-	"sort"
-	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/tdforge/tdforge/internal/canonjson"
 )
 
 // Protocol constants.
@@ -156,15 +153,7 @@ func ReportData(rd RuntimeData, additional, hashName string) ([64]byte, error) {
 	if err != nil {
 		return out, err
 	}
-	key, err := json.Marshal(rd.TEEPubKey)
-	if err != nil {
-		return out, err
-	}
-	var keyObj any
-	if err := json.Unmarshal(key, &keyObj); err != nil {
-		return out, err
-	}
-	c, err := Canonical(map[string]any{"additional-evidence": additional, "nonce": rd.Nonce, "tee-pubkey": keyObj})
+	c, err := canonjson.JCS(map[string]any{"additional-evidence": additional, "nonce": rd.Nonce, "tee-pubkey": rd.TEEPubKey})
 	if err != nil {
 		return out, err
 	}
@@ -172,100 +161,4 @@ func ReportData(rd RuntimeData, additional, hashName string) ([64]byte, error) {
 	hh.Write(c)
 	copy(out[:], hh.Sum(nil))
 	return out, nil
-}
-
-// Canonical encodes a JSON value (as encoding/json decodes into any, plus
-// map[string]any and []any) in RFC 8785 form: sorted keys, no whitespace,
-// minimal string escapes. Numbers must be integers.
-func Canonical(v any) ([]byte, error) {
-	var b bytes.Buffer
-	if err := canon(&b, v); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
-}
-
-func canon(b *bytes.Buffer, v any) error {
-	switch x := v.(type) {
-	case nil:
-		b.WriteString("null")
-	case bool:
-		b.WriteString(strconv.FormatBool(x))
-	case string:
-		return canonString(b, x)
-	case float64:
-		if x != float64(int64(x)) {
-			return fmt.Errorf("canonical JSON: non-integer number %v", x)
-		}
-		b.WriteString(strconv.FormatInt(int64(x), 10))
-	case []any:
-		b.WriteByte('[')
-		for i, e := range x {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			if err := canon(b, e); err != nil {
-				return err
-			}
-		}
-		b.WriteByte(']')
-	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		// RFC 8785 orders by UTF-16 code units; byte order agrees for
-		// the BMP below the surrogates, which is all the protocol uses.
-		sort.Strings(keys)
-		b.WriteByte('{')
-		for i, k := range keys {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			if err := canonString(b, k); err != nil {
-				return err
-			}
-			b.WriteByte(':')
-			if err := canon(b, x[k]); err != nil {
-				return err
-			}
-		}
-		b.WriteByte('}')
-	default:
-		return fmt.Errorf("canonical JSON: unsupported type %T", v)
-	}
-	return nil
-}
-
-func canonString(b *bytes.Buffer, s string) error {
-	if !utf8.ValidString(s) {
-		return errors.New("canonical JSON: invalid UTF-8 in a string")
-	}
-	b.WriteByte('"')
-	for _, r := range s {
-		switch r {
-		case '"':
-			b.WriteString(`\"`)
-		case '\\':
-			b.WriteString(`\\`)
-		case '\b':
-			b.WriteString(`\b`)
-		case '\f':
-			b.WriteString(`\f`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\t':
-			b.WriteString(`\t`)
-		default:
-			if r < 0x20 {
-				fmt.Fprintf(b, `\u%04x`, r)
-			} else {
-				b.WriteRune(r)
-			}
-		}
-	}
-	b.WriteByte('"')
-	return nil
 }

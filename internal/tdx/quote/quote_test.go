@@ -2,7 +2,6 @@ package quote
 
 import (
 	"bytes"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,30 +13,8 @@ import (
 	"github.com/google/go-tdx-guest/verify"
 
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/tsmtest"
 )
-
-type configfsiClient = configfsi.Client
-
-func simDir(t *testing.T) (string, *sim.PKI) {
-	t.Helper()
-	dir := t.TempDir()
-	pki, err := sim.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	z := hex.EncodeToString(make([]byte, 48))
-	regs := &sim.Registers{Platform: sim.Platform{
-		MRTD: strings.Repeat("ab", 48), RTMR: [3]string{z, z, z}, TDAttributes: "0000000000000000",
-		XFAM: "e700060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16),
-	}, RTMR3: z}
-	if err := sim.SavePKI(dir, pki); err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.SaveRegisters(dir, regs); err != nil {
-		t.Fatal(err)
-	}
-	return dir, pki
-}
 
 func rd(b byte) [64]byte {
 	var r [64]byte
@@ -48,7 +25,7 @@ func rd(b byte) [64]byte {
 }
 
 func TestSimulatorReadsLiveRegisters(t *testing.T) {
-	dir, pki := simDir(t)
+	dir, pki := tsmtest.SimState(t)
 	p, err := OpenSimulator(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -102,32 +79,8 @@ func TestOpenNeverFallsBackToSimulator(t *testing.T) {
 	}
 }
 
-// fakeTSM is go-configfs-tsm's fake report subsystem whose outblob is a
-// simulated quote over the written inblob, as the kernel's TDX provider does.
-func fakeTSM(t *testing.T, provider string) *faketsm.Client {
-	dir, _ := simDir(t)
-	s, err := OpenSimulator(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := faketsm.Report611(0)
-	base := sub.ReadAttr
-	sub.ReadAttr = func(e *faketsm.ReportEntry, attr string) ([]byte, error) {
-		switch attr {
-		case "provider":
-			return []byte(provider + "\n"), nil
-		case "outblob":
-			var r [64]byte
-			copy(r[:], e.InAttrs["inblob"].Value)
-			return s.Quote(r)
-		}
-		return base(e, attr)
-	}
-	return &faketsm.Client{Subsystems: map[string]configfsiClient{"report": sub}}
-}
-
 func TestConfigfsTSM(t *testing.T) {
-	p := &ConfigfsTSM{Client: fakeTSM(t, TSMProviderTDX)}
+	p := &ConfigfsTSM{Client: tsmtest.Report(t, TSMProviderTDX)}
 	if p.Name() != NameConfigfsTSM {
 		t.Fatal(p.Name())
 	}
@@ -138,7 +91,7 @@ func TestConfigfsTSM(t *testing.T) {
 	if got, _ := sim.ReportData(q); got != rd(7) {
 		t.Fatal("REPORTDATA not passed through configfs-tsm")
 	}
-	wrong := &ConfigfsTSM{Client: fakeTSM(t, "sev_guest")}
+	wrong := &ConfigfsTSM{Client: tsmtest.Report(t, "sev_guest")}
 	if _, err := wrong.Quote(rd(7)); err == nil || !strings.Contains(err.Error(), `"sev_guest"`) {
 		t.Fatalf("wrong provider accepted: %v", err)
 	}
@@ -146,14 +99,14 @@ func TestConfigfsTSM(t *testing.T) {
 
 func TestConfigfsTSMRejectsNonQuote(t *testing.T) {
 	// The stock fake returns a text outblob: not a quote.
-	p := &ConfigfsTSM{Client: &faketsm.Client{Subsystems: map[string]configfsiClient{"report": faketsm.Report611(0)}}, WantProvider: "fake"}
+	p := &ConfigfsTSM{Client: &faketsm.Client{Subsystems: map[string]configfsi.Client{"report": faketsm.Report611(0)}}, WantProvider: "fake"}
 	if _, err := p.Quote(rd(1)); err == nil || !strings.Contains(err.Error(), "malformed quote") {
 		t.Fatalf("got %v", err)
 	}
 }
 
 func TestTDXGuestDevice(t *testing.T) {
-	dir, _ := simDir(t)
+	dir, _ := tsmtest.SimState(t)
 	s, _ := OpenSimulator(dir)
 	want := rd(9)
 	q, _ := s.Quote(want)

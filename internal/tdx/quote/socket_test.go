@@ -8,6 +8,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/tsmtest"
 )
 
 // A request carries a nonce and an SPKI hash, never REPORTDATA, and reads
@@ -33,7 +34,7 @@ func TestSocketRequestRoundTrip(t *testing.T) {
 // ReportData(nonce, spki) and refuses nonces out of bounds; the client
 // refuses them before asking initd.
 func TestDomainAttester(t *testing.T) {
-	dir, _ := simDir(t)
+	dir, _ := tsmtest.SimState(t)
 	p, err := OpenSimulator(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -194,6 +194,20 @@ func certTemplate(cn string, key *ecdsa.PrivateKey) (*x509.Certificate, error) {
 	}, nil
 }
 
+// caTemplate is certTemplate for a CA that signs certificates and CRLs
+// with at most maxPathLen CAs below it.
+func caTemplate(cn string, key *ecdsa.PrivateKey, maxPathLen int) (*x509.Certificate, error) {
+	tmpl, err := certTemplate(cn, key)
+	if err != nil {
+		return nil, err
+	}
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+	tmpl.IsCA = true
+	tmpl.MaxPathLen = maxPathLen
+	tmpl.MaxPathLenZero = maxPathLen == 0
+	return tmpl, nil
+}
+
 // issue signs tmpl for key with the parent certificate's key signer.
 func issue(what string, tmpl, parent *x509.Certificate, key, signer *ecdsa.PrivateKey) ([]byte, error) {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
@@ -218,27 +232,20 @@ func NewPKI() (*PKI, error) {
 	}
 	rootKey, interKey, pckKey, attKey := keys["root"], keys["intermediate"], keys["pck"], keys["attestation"]
 
-	rootTmpl, err := certTemplate(rootCN, rootKey)
+	rootTmpl, err := caTemplate(rootCN, rootKey, 1)
 	if err != nil {
 		return nil, err
 	}
-	rootTmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
-	rootTmpl.IsCA = true
-	rootTmpl.MaxPathLen = 1
 	rootDER, err := issue("root", rootTmpl, rootTmpl, rootKey, rootKey)
 	if err != nil {
 		return nil, err
 	}
 	root, _ := x509.ParseCertificate(rootDER)
 
-	interTmpl, err := certTemplate(intermediateCN, interKey)
+	interTmpl, err := caTemplate(intermediateCN, interKey, 0)
 	if err != nil {
 		return nil, err
 	}
-	interTmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
-	interTmpl.IsCA = true
-	interTmpl.MaxPathLen = 0
-	interTmpl.MaxPathLenZero = true
 	interDER, err := issue("intermediate", interTmpl, root, interKey, rootKey)
 	if err != nil {
 		return nil, err
@@ -283,6 +290,19 @@ func NewPKI() (*PKI, error) {
 		PCKKey:           pckPEM,
 		AttestationKey:   attPEM,
 	}, nil
+}
+
+// ParseRoot returns a pool holding the root certificate of a published
+// sim-root.pem, which must be one PEM certificate and nothing else (a
+// file with the simulator's private keys is not one).
+func ParseRoot(pemCert []byte) (*x509.CertPool, error) {
+	c, err := parseCertPEM("root", string(pemCert))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	return pool, nil
 }
 
 // RootPool returns a pool holding the simulator root certificate, for

@@ -1,5 +1,6 @@
 // Package netutil has the network helpers tests share: a loopback address
-// nothing listens on, a plain HTTP GET, and a wait for a server to answer.
+// nothing listens on, a plain HTTP GET and JSON POST, and a wait for a
+// server to answer.
 package netutil
 
 import (
@@ -7,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -26,14 +28,33 @@ func FreeAddr(tb testing.TB) string {
 // fails to complete fails the test.
 func Get(tb testing.TB, url string) (int, []byte) {
 	tb.Helper()
-	resp, err := http.Get(url)
+	return do(tb, http.MethodGet, url, nil)
+}
+
+// Post sends body to url as application/json and returns the status code
+// and the answer's body; a request that fails to complete fails the test.
+func Post(tb testing.TB, url, body string) (int, []byte) {
+	tb.Helper()
+	return do(tb, http.MethodPost, url, strings.NewReader(body))
+}
+
+func do(tb testing.TB, method, url string, body io.Reader) (int, []byte) {
+	tb.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		tb.Fatalf("GET %s: %v", url, err)
+		tb.Fatalf("%s %s: %v", method, url, err)
 	}
 	return resp.StatusCode, b
 }

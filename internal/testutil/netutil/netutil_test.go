@@ -2,6 +2,8 @@ package netutil
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -52,5 +54,21 @@ func TestWaitOK(t *testing.T) {
 	start := time.Now()
 	if err := WaitOK(srv.Client(), srv.URL, time.Minute, func() error { return gone }); err != gone || time.Since(start) > 5*time.Second {
 		t.Fatalf("exited server: %v after %s", err, time.Since(start))
+	}
+}
+
+// Get and Post send what they say and return the status and whole body.
+func TestGetPost(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusTeapot)
+		fmt.Fprintf(w, "%s %s %q %s", r.Method, r.URL.Path, r.Header.Get("Content-Type"), b)
+	}))
+	defer srv.Close()
+	if code, b := Get(t, srv.URL+"/g"); code != http.StatusTeapot || string(b) != `GET /g "" ` {
+		t.Errorf("Get: %d %s", code, b)
+	}
+	if code, b := Post(t, srv.URL+"/p", `{"a":1}`); code != http.StatusTeapot || string(b) != `POST /p "application/json" {"a":1}` {
+		t.Errorf("Post: %d %s", code, b)
 	}
 }

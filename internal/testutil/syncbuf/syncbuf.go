@@ -1,6 +1,5 @@
-// Package syncbuf has the buffer tests give to code that writes from other
-// goroutines (a console, a server's log, a child process's output) while
-// the test reads it.
+// Package syncbuf is a byte buffer that tests read while other goroutines
+// or processes write to it (logs, consoles, a child's output).
 package syncbuf
 
 import (
@@ -8,8 +7,8 @@ import (
 	"sync"
 )
 
-// Buffer is a bytes.Buffer that is safe for concurrent Write and String.
-// The zero value is ready to use.
+// Buffer is a bytes.Buffer safe for concurrent Write and String. The zero
+// value is ready to use.
 type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

@@ -7,9 +7,8 @@ import (
 	"testing"
 )
 
-// Writers on many goroutines and a reader at the same time (run with -race)
-// lose no write.
-func TestConcurrentWrites(t *testing.T) {
+// Concurrent writers and readers (run with -race) lose no write.
+func TestConcurrent(t *testing.T) {
 	var b Buffer
 	var wg sync.WaitGroup
 	for i := range 8 {

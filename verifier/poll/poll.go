@@ -1,0 +1,25 @@
+// Package poll runs the verifier service's periodic work: reloading the
+// reference directory, refreshing the collateral cache and rotating the
+// signing key all call Every.
+package poll
+
+import (
+	"context"
+	"time"
+)
+
+// Every calls f every interval, the first time one interval from now,
+// until ctx ends. A call that overruns the interval delays the next one
+// (ticks are dropped, never queued up).
+func Every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
