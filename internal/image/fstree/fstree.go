@@ -6,7 +6,9 @@ package fstree
 import (
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -82,5 +84,42 @@ func (t *Tree) Normalize() error {
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Path < out[b].Path })
 	t.Entries = out
+	return nil
+}
+
+// WriteDir writes t's entries as files under dir (which may exist): the
+// inverse of a filesystem image, for checking one against its tree. Times
+// and owners are left as the host sets them. A File whose content is not
+// Size bytes is an error.
+func (t *Tree) WriteDir(dir string) error {
+	for _, e := range t.Entries {
+		p := filepath.Join(dir, filepath.FromSlash(e.Path))
+		switch e.Type {
+		case Dir:
+			if err := os.MkdirAll(p, e.Mode); err != nil {
+				return err
+			}
+		case File:
+			data := e.Data
+			if e.Source != "" {
+				var err error
+				if data, err = os.ReadFile(e.Source); err != nil {
+					return err
+				}
+			}
+			if int64(len(data)) != e.Size {
+				return fmt.Errorf("fstree: %s: content is %d bytes, the entry says %d", e.Path, len(data), e.Size)
+			}
+			if err := os.WriteFile(p, data, e.Mode); err != nil {
+				return err
+			}
+		case Symlink:
+			if err := os.Symlink(e.Target, p); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("fstree: %s: unknown type %d", e.Path, e.Type)
+		}
+	}
 	return nil
 }

@@ -49,34 +49,20 @@ func tinyModel(p string) Model {
 	}
 }
 
-// writeTree materializes a tree under dir.
-func writeTree(t *testing.T, tr *fstree.Tree, dir string) {
+// tinyStore lays out the tiny model as a store in a fresh directory and
+// returns the directory, the tree and the manifest digest.
+func tinyStore(t *testing.T) (string, *fstree.Tree, string) {
 	t.Helper()
-	for _, e := range tr.Entries {
-		p := filepath.Join(dir, filepath.FromSlash(e.Path))
-		switch e.Type {
-		case fstree.Dir:
-			if err := os.MkdirAll(p, e.Mode); err != nil {
-				t.Fatal(err)
-			}
-		case fstree.File:
-			data := e.Data
-			if e.Source != "" {
-				var err error
-				if data, err = os.ReadFile(e.Source); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if int64(len(data)) != e.Size {
-				t.Fatalf("%s: size %d, entry says %d", e.Path, len(data), e.Size)
-			}
-			if err := os.WriteFile(p, data, e.Mode); err != nil {
-				t.Fatal(err)
-			}
-		default:
-			t.Fatalf("unexpected entry type %v at %s", e.Type, e.Path)
-		}
+	p, _ := tinyFile(t)
+	tr, dig, err := Layout(tinyModel(p))
+	if err != nil {
+		t.Fatal(err)
 	}
+	dir := t.TempDir()
+	if err := tr.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir, tr, dig
 }
 
 func file(t *testing.T, tr *fstree.Tree, p string) []byte {
@@ -248,13 +234,7 @@ func TestPinnedBlobs(t *testing.T) {
 }
 
 func TestLayoutManifestRoundTrip(t *testing.T) {
-	p, _ := tinyFile(t)
-	tr, dig, err := Layout(tinyModel(p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	writeTree(t, tr, dir)
+	dir, tr, dig := tinyStore(t)
 	var blobs []Blob
 	ents, _ := os.ReadDir(filepath.Join(dir, "blobs"))
 	for _, e := range ents {
@@ -324,13 +304,7 @@ func TestRealOllama(t *testing.T) {
 	if err != nil {
 		t.Fatalf("building ollama: %v\n%s", err, blog.String())
 	}
-	p, _ := tinyFile(t)
-	tr, _, err := Layout(tinyModel(p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := t.TempDir()
-	writeTree(t, tr, store)
+	store, _, _ := tinyStore(t)
 	home := t.TempDir()
 	addr := netutil.FreeAddr(t)
 	cmd := exec.Command(res.Binary, "serve")

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tdforge/tdforge/internal/image/fstree"
 	"github.com/tdforge/tdforge/internal/inputs/gobuild"
 	"github.com/tdforge/tdforge/internal/ollama/gguf"
 	"github.com/tdforge/tdforge/internal/ollama/ollamastore"
@@ -80,28 +79,7 @@ func WriteStore(dir string) error {
 	if err != nil {
 		return err
 	}
-	for _, e := range tree.Entries {
-		p := filepath.Join(dir, filepath.FromSlash(e.Path))
-		switch e.Type {
-		case fstree.Dir:
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				return err
-			}
-		case fstree.File:
-			data := e.Data
-			if e.Source != "" {
-				if data, err = os.ReadFile(e.Source); err != nil {
-					return err
-				}
-			}
-			if err := os.WriteFile(p, data, 0o644); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("ollama store: unexpected entry type %v at %s", e.Type, e.Path)
-		}
-	}
-	return nil
+	return tree.WriteDir(dir)
 }
 
 // Start runs `ollama serve` on a free loopback port over a fresh store and
