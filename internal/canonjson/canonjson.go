@@ -5,7 +5,8 @@
 // values and their exports, measurement results, --json output): struct
 // fields in declaration order, map keys sorted, no HTML escaping, two-space
 // indent, one trailing newline. The same value always encodes to the same
-// bytes. Use them for any document tdforge defines.
+// bytes. Use them for any document tdforge defines, and Decode to read one
+// (unknown fields and trailing data are errors).
 //
 // JCS is RFC 8785 (the JSON Canonicalization Scheme): for hashes another
 // party recomputes under that RFC, such as Trustee's KBS runtime data.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"regexp"
@@ -70,10 +69,8 @@ func ReadLayout(path string) (*Layout, error) {
 	if err != nil {
 		return nil, fmt.Errorf("payload layout: %w", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var l Layout
-	if err := dec.Decode(&l); err != nil {
+	if err := canonjson.Decode(bytes.NewReader(b), &l); err != nil {
 		return nil, fmt.Errorf("payload layout %s: %w", path, err)
 	}
 	if err := l.Validate(); err != nil {

@@ -22,7 +22,6 @@ package secret
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -102,10 +101,8 @@ func Load(dir, id string) (*Resource, error) {
 
 // Decode strictly parses and validates a resource file.
 func Decode(raw []byte) (*Resource, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
 	var r Resource
-	if err := dec.Decode(&r); err != nil {
+	if err := canonjson.Decode(bytes.NewReader(raw), &r); err != nil {
 		return nil, fmt.Errorf("resource: %w", err)
 	}
 	if r.Schema != Schema {

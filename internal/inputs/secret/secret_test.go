@@ -84,6 +84,7 @@ func TestBadInput(t *testing.T) {
 		{`{"schema":"tdforge.resource/v1","id":"a/b/c","value":"AAAA","allow":[{"image":"i","versions":["~1"]}]}`, "OP VERSION"},
 		{`{"schema":"tdforge.resource/v1","id":"a/b/d","value":"AAAA","allow":[{"image":"i"}]}`, "not \"a/b/c\""},
 		{`{"schema":"tdforge.resource/v1","id":"a/b/c","value":"AAAA","allow":[{"image":"i"}],"extra":1}`, "unknown field"},
+		{`{"schema":"tdforge.resource/v1","id":"a/b/c","value":"AAAA","allow":[{"image":"i"}]}{}`, "trailing data"},
 	} {
 		os.WriteFile(p, []byte(c.body), 0o600)
 		if _, err := Load(dir, "a/b/c"); err == nil || !strings.Contains(err.Error(), c.want) {

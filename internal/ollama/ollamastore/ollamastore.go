@@ -15,6 +15,7 @@ import (
 	"path"
 	"regexp"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/image/fstree"
 	"github.com/tdforge/tdforge/internal/ollama/gguf"
 )
@@ -362,9 +363,7 @@ func LayoutManifest(name, tag string, manifest Blob, blobs []Blob, epoch int64) 
 		return nil, "", fmt.Errorf("ollamastore: manifest %s hashes to %x, pinned %s", manifest.Path, sum, manifest.SHA256)
 	}
 	var man Manifest
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&man); err != nil {
+	if err := canonjson.Decode(bytes.NewReader(raw), &man); err != nil {
 		return nil, "", fmt.Errorf("ollamastore: manifest %s: %v", manifest.Path, err)
 	}
 	if man.SchemaVersion != 2 || man.MediaType != ManifestMediaType || man.Config.MediaType != ConfigMediaType {

@@ -8,11 +8,12 @@ import (
 	"bytes"
 	"embed"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/tdforge/tdforge/internal/canonjson"
 )
 
 //go:embed profiles/*.json
@@ -206,10 +207,8 @@ func mustLoad() map[string]*Profile {
 
 // Decode strictly parses and validates one profile.
 func Decode(b []byte) (*Profile, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var p Profile
-	if err := dec.Decode(&p); err != nil {
+	if err := canonjson.Decode(bytes.NewReader(b), &p); err != nil {
 		return nil, fmt.Errorf("platform profile: %w", err)
 	}
 	if err := p.Validate(); err != nil {

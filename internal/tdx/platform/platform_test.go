@@ -78,6 +78,9 @@ func TestShapeAndValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := Decode([]byte(ok + `{"name":"y"}`)); err == nil || !strings.Contains(err.Error(), "trailing data") {
+		t.Errorf("a second profile after the first: %v", err)
+	}
 	d, err := p.ACPI.Digests()
 	if err != nil || d[2][0] != 0xef {
 		t.Errorf("digests %x %v", d, err)

@@ -9,7 +9,6 @@ package policy
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -242,18 +241,9 @@ func (l Limits) validate() error {
 
 // Decode strictly parses and validates a policy.
 func Decode(r io.Reader) (*Policy, error) {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
 	var p Policy
-	if err := dec.Decode(&p); err != nil {
+	if err := canonjson.Decode(r, &p); err != nil {
 		return nil, fmt.Errorf("boot policy: %w", err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("boot policy: trailing data after the JSON object")
-	}
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); err != io.EOF {
-		return nil, fmt.Errorf("boot policy: trailing data after the JSON object")
 	}
 	if err := p.Validate(); err != nil {
 		return nil, err

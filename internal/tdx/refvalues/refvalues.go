@@ -6,7 +6,6 @@ package refvalues
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -246,10 +245,8 @@ func (d *Document) Marshal() ([]byte, error) {
 // Decode strictly parses a document and checks its schema and register
 // encodings.
 func Decode(r io.Reader) (*Document, error) {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
 	var d Document
-	if err := dec.Decode(&d); err != nil {
+	if err := canonjson.Decode(r, &d); err != nil {
 		return nil, fmt.Errorf("reference values: %w", err)
 	}
 	if d.Schema != Schema {

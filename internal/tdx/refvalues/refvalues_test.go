@@ -31,6 +31,7 @@ func TestRoundTripAndStrictDecode(t *testing.T) {
 		{strings.Replace(string(b), Schema, "other/v9", 1), "not supported"},
 		{strings.Replace(string(b), `"source"`, `"extra": 1, "source"`, 1), "unknown field"},
 		{strings.Replace(string(b), strings.Repeat("01", 48), "0102", 1), "96 hex digits"},
+		{string(b) + `{"schema": "other"}`, "trailing data"},
 	} {
 		if _, err := Decode(strings.NewReader(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("error %v, want %q", err, tc.want)

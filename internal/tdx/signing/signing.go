@@ -24,6 +24,7 @@ import (
 
 	intoto "github.com/in-toto/attestation/go/v1"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 )
 
@@ -305,9 +306,7 @@ func Verify(envelope []byte, pubPEM []byte) ([]byte, error) {
 		return nil, err
 	}
 	var env dsse.Envelope
-	dec := json.NewDecoder(bytes.NewReader(envelope))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&env); err != nil {
+	if err := canonjson.Decode(bytes.NewReader(envelope), &env); err != nil {
 		if _, _, derr := canonical(envelope); derr == nil {
 			return nil, ErrPlainDocument
 		}
