@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/tdforge/tdforge/internal/canonjson"
+
 	"github.com/tdforge/tdforge/agent/convstore"
 	"github.com/tdforge/tdforge/internal/guest/volstatus"
 )
@@ -276,13 +278,8 @@ func (s *Server) handleConversation(w http.ResponseWriter, r *http.Request) {
 // decodeStrict decodes one JSON object into v, refusing unknown fields and
 // trailing data.
 func decodeStrict(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := canonjson.Decode(bytes.NewReader(b), v); err != nil {
 		return fmt.Errorf("body is not valid JSON: %v", err)
-	}
-	if dec.More() {
-		return errors.New("body has trailing data after the JSON object")
 	}
 	return nil
 }

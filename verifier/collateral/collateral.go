@@ -16,6 +16,7 @@
 package collateral
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tdforge/tdforge/internal/canonjson"
 
 	"github.com/google/go-tdx-guest/pcs"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
@@ -177,9 +180,7 @@ func Open(dir string) (*Bundle, error) {
 		return nil, fmt.Errorf("collateral bundle %s: %w", dir, err)
 	}
 	var idx Index
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&idx); err != nil {
+	if err := canonjson.Decode(bytes.NewReader(raw), &idx); err != nil {
 		return nil, fmt.Errorf("collateral bundle %s: %s: %w", dir, IndexFile, err)
 	}
 	if idx.Schema != Schema {

@@ -6,7 +6,6 @@
 package volstatus
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -102,9 +101,7 @@ func Read(dir, name string) Status {
 	}
 	defer f.Close()
 	var s Status
-	dec := json.NewDecoder(&limited{f, MaxReason + 256})
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
+	if err := canonjson.Decode(&limited{f, MaxReason + 256}, &s); err != nil {
 		return Status{State: Failed, Reason: fmt.Sprintf("volume status %s is not valid: %v", p, err)}
 	}
 	if err := s.validate(); err != nil {

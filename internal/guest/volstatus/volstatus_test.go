@@ -36,6 +36,7 @@ func TestBadInput(t *testing.T) {
 	for name, body := range map[string]string{
 		"junk":    "not json",
 		"unknown": `{"state":"mounted","extra":1}`,
+		"two":     `{"state":"mounted"}{"state":"failed"}`,
 		"state":   `{"state":"open"}`,
 		"huge":    `{"state":"failed","reason":"` + strings.Repeat("a", 4096) + `"}`,
 	} {

@@ -6,6 +6,7 @@
 package firmware
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -37,9 +38,7 @@ func Init(fw fwcfg.Reader, dir string) (*sim.Registers, error) {
 		return nil, err
 	}
 	var plat sim.Platform
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&plat); err != nil {
+	if err := canonjson.Decode(bytes.NewReader(raw), &plat); err != nil {
 		return nil, fmt.Errorf("fw_cfg %s: %w", sim.FWCfgPlatform, err)
 	}
 	if err := checkPlatform(plat); err != nil {
