@@ -32,8 +32,7 @@ var (
 	debVersionRE  = regexp.MustCompile(`^[0-9A-Za-z.+~:-]+$`)
 	moduleNameRE  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,55}$`)
 	platformRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
-	memoryRE      = regexp.MustCompile(`^([0-9]{1,7})([MG])$`)
-	modelTagRE    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+	sizeRE        = regexp.MustCompile(`^([0-9]{1,7})([MG])$`)
 	generatorsSet = map[string]bool{"tiny-llama": true}
 )
 
@@ -281,11 +280,8 @@ func (l *loader) decodeVM(hb *hcl.Block) VM {
 	vm.CPUs = int(b.integer("cpus", 2, 1, MaxCPUs))
 	vm.Memory = b.str("memory", "2G")
 	vm.MemoryMB = 2048
-	if mem := memoryRE.FindStringSubmatch(vm.Memory); mem != nil {
-		n, _ := strconv.Atoi(mem[1])
-		if mem[2] == "G" {
-			n *= 1024
-		}
+	if mib, ok := sizeMiB(vm.Memory); ok {
+		n := int(mib)
 		if b.check("memory", n >= MinMemoryMB && n <= MaxMemoryMB, "Invalid memory size",
 			"memory = %q is out of range: use %dM to %dG.", vm.Memory, MinMemoryMB, MaxMemoryMB/1024) {
 			vm.MemoryMB = n
@@ -703,7 +699,7 @@ func (l *loader) decodeModel(hb *hcl.Block, p string) Source {
 	m := &OllamaModel{Name: b.str("name", ""), Tag: b.str("tag", "latest"), Range: hb.DefRange}
 	b.check("name", ollamastore.ValidModelName(m.Name), "Invalid model name",
 		"Model name %q must be lowercase letters, digits, . _ - (starting with a letter or digit), e.g. \"deepseek-r1\".", m.Name)
-	b.check("tag", modelTagRE.MatchString(m.Tag), "Invalid model tag", "Model tag %q must be letters, digits, . _ -, e.g. \"7b\" or \"latest\".", m.Tag)
+	b.check("tag", ollamastore.ValidTag(m.Tag), "Invalid model tag", "Model tag %q must be letters, digits, . _ -, e.g. \"7b\" or \"latest\".", m.Tag)
 	if gb := b.single("gguf"); gb != nil {
 		l.decodeGGUF(gb, p+".gguf", m)
 	} else {
@@ -861,4 +857,18 @@ func (m *Manifest) Payload(name string) *Payload {
 		}
 	}
 	return nil
+}
+
+// sizeMiB parses a size written as a whole number of MiB or GiB ("1536M",
+// "2G"), the one form the manifest takes for memory and volume sizes.
+func sizeMiB(s string) (uint64, bool) {
+	m := sizeRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, false
+	}
+	n, _ := strconv.ParseUint(m[1], 10, 64)
+	if m[2] == "G" {
+		n *= 1024
+	}
+	return n, true
 }

@@ -2,7 +2,6 @@ package manifest
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -25,18 +24,13 @@ type Volume struct {
 
 var (
 	volumeSchema = &hcl.BodySchema{Attributes: attrs("size!", "key!", "users!")}
-	volumeSizeRE = regexp.MustCompile(`^([0-9]{1,7})([MG])$`)
 )
 
 // parseVolumeSize parses "512M" or "2G" into bytes.
 func parseVolumeSize(s string) (uint64, error) {
-	m := volumeSizeRE.FindStringSubmatch(s)
-	if m == nil {
+	n, ok := sizeMiB(s)
+	if !ok {
 		return 0, fmt.Errorf("size %q is not a size: write a whole number with an M or G suffix, e.g. \"512M\" or \"2G\"", s)
-	}
-	n, _ := strconv.ParseUint(m[1], 10, 64)
-	if m[2] == "G" {
-		n *= 1024
 	}
 	n <<= 20
 	if n < policy.MinVolumeSize || n > policy.MaxVolumeSize {

@@ -96,7 +96,7 @@ func Build(ctx context.Context, out string, payloads []Payload, opts Options) (*
 			return nil, fmt.Errorf("payload disk: volume %q: name must be unique and match %s", v.Name, policy.NamePattern)
 		}
 		seen["volume "+v.Name] = true
-		if !guidRE.MatchString(v.UUID) || v.SizeBytes == 0 || v.SizeBytes%align != 0 {
+		if !policy.ValidGUID(v.UUID) || v.SizeBytes == 0 || v.SizeBytes%align != 0 {
 			return nil, fmt.Errorf("payload disk: volume %q: uuid %q must be a lowercase dashed UUID and size %d a positive multiple of 1 MiB", v.Name, v.UUID, v.SizeBytes)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"regexp"
 
 	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/image/hashtree"
@@ -53,8 +52,6 @@ type Layout struct {
 	Volumes    []VolumePartition `json:"volumes,omitempty"`
 }
 
-var guidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
-
 // Marshal returns the layout as indented JSON with a trailing newline.
 func (l *Layout) Marshal() ([]byte, error) {
 	if err := l.Validate(); err != nil {
@@ -81,7 +78,7 @@ func ReadLayout(path string) (*Layout, error) {
 
 // Validate checks that the layout is self-consistent.
 func (l *Layout) Validate() error {
-	if !guidRE.MatchString(l.DiskGUID) {
+	if !policy.ValidGUID(l.DiskGUID) {
 		return fmt.Errorf("disk_guid %q is not a lowercase dashed GUID", l.DiskGUID)
 	}
 	var end uint64 = firstLBA * sector
@@ -94,7 +91,7 @@ func (l *Layout) Validate() error {
 			return fmt.Errorf("partition %d: name %q must be unique and match %s", p.Index, p.Name, policy.NamePattern)
 		}
 		names[p.Name] = true
-		if !guidRE.MatchString(p.GUID) {
+		if !policy.ValidGUID(p.GUID) {
 			return fmt.Errorf("partition %q: guid %q is not a lowercase dashed GUID", p.Name, p.GUID)
 		}
 		if p.StartLBA*sector < end || p.StartLBA*sector%align != 0 || p.SizeBytes%align != 0 {
@@ -112,7 +109,7 @@ func (l *Layout) Validate() error {
 		end = p.StartLBA*sector + p.SizeBytes
 	}
 	for i, v := range l.Volumes {
-		if v.Index != len(l.Partitions)+i+1 || !policy.ValidName(v.Name) || !guidRE.MatchString(v.GUID) {
+		if v.Index != len(l.Partitions)+i+1 || !policy.ValidName(v.Name) || !policy.ValidGUID(v.GUID) {
 			return fmt.Errorf("volume %d: index %d, name %q and guid %q must follow the payloads, match %s and be a lowercase dashed GUID", i+1, v.Index, v.Name, v.GUID, policy.NamePattern)
 		}
 		if v.StartLBA*sector < end || v.StartLBA*sector%align != 0 || v.SizeBytes == 0 || v.SizeBytes%align != 0 {

@@ -99,6 +99,10 @@ const ModelNamePattern = `^[a-z0-9][a-z0-9._-]{0,79}$`
 // ValidModelName reports whether name matches ModelNamePattern.
 func ValidModelName(name string) bool { return nameRE.MatchString(name) }
 
+// ValidTag reports whether tag is a valid model tag (letters, digits, '.',
+// '_' or '-', at most 128, not starting with '.' or '-').
+func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
+
 var (
 	nameRE = regexp.MustCompile(ModelNamePattern)
 	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
@@ -180,7 +184,7 @@ func CheckName(name, tag string) error {
 	if !nameRE.MatchString(name) {
 		return fmt.Errorf("ollamastore: model name %q must be lowercase letters, digits, '.', '_' or '-' (at most 80, starting with a letter or digit)", name)
 	}
-	if !tagRE.MatchString(tag) {
+	if !ValidTag(tag) {
 		return fmt.Errorf("ollamastore: model tag %q must be letters, digits, '.', '_' or '-' (at most 128)", tag)
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/image/hashtree"
+	"github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/tdx/event"
 )
 
@@ -80,15 +81,12 @@ const (
 	EncryptionSectorSize = 4096
 )
 
-// resourceRE is a key-broker resource path <repo>/<type>/<tag>.
-var resourceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
 func (e *Encryption) validate() error {
 	if e.Cipher != EncryptionCipher || e.KeyBits != EncryptionKeyBits || e.SectorSize != EncryptionSectorSize || !e.IVLargeSectors {
 		return fmt.Errorf("encryption must be %s, key_bits %d, sector_size %d, iv_large_sectors true", EncryptionCipher, EncryptionKeyBits, EncryptionSectorSize)
 	}
-	if !resourceRE.MatchString(e.Resource) || strings.Contains(e.Resource, "..") {
-		return fmt.Errorf("encryption resource %q must be <repo>/<type>/<tag>", e.Resource)
+	if err := secret.CheckID(e.Resource); err != nil {
+		return fmt.Errorf("encryption resource: %w", err)
 	}
 	return nil
 }

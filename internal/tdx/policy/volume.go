@@ -58,7 +58,11 @@ func VolumeUUID(image, name string) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", d[0:4], d[4:6], d[6:8], d[8:10], d[10:16])
 }
 
-var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+var guidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// ValidGUID reports whether s is a GUID in the one form tdforge writes and
+// compares GPT GUIDs in: lowercase hex, dashed.
+func ValidGUID(s string) bool { return guidRE.MatchString(s) }
 
 // HasUser reports whether service user may write the volume.
 func (v Volume) HasUser(user string) bool { return slices.Contains(v.Users, user) }
@@ -98,7 +102,7 @@ func (p *Policy) validateVolumes(services map[string]bool) error {
 				return fmt.Errorf("volume %q: user %q names no service", v.Name, u)
 			}
 		}
-		if !uuidRE.MatchString(v.UUID) {
+		if !ValidGUID(v.UUID) {
 			return fmt.Errorf("volume %q: uuid %q must be a lowercase dashed UUID", v.Name, v.UUID)
 		}
 		if v.Mount != VolumeMount(v.Name) {

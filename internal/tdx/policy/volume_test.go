@@ -42,7 +42,7 @@ func TestVolumeUUID(t *testing.T) {
 	if a != b || a == VolumeUUID("img2", "state") || a == VolumeUUID("img", "other") {
 		t.Fatal("VolumeUUID is not a deterministic function of image and volume name")
 	}
-	if !uuidRE.MatchString(a) || a[14] != '8' {
+	if !ValidGUID(a) || a[14] != '8' {
 		t.Fatalf("VolumeUUID = %q, want a version 8 UUID", a)
 	}
 }
