@@ -16,6 +16,7 @@ import (
 	"github.com/tdforge/tdforge/internal/inputs/cache"
 	"github.com/tdforge/tdforge/internal/inputs/fetch"
 	"github.com/tdforge/tdforge/internal/inputs/lockfile"
+	"github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/manifest"
 )
 
@@ -149,6 +150,10 @@ func withHints(err error) error {
 		return cli.WithHint(err, "give each variable a value with -var NAME=VALUE or -var-file FILE")
 	case errors.As(err, &notBuild):
 		return cli.WithHint(err, "build one with 'builder build -o %s MANIFEST'", notBuild.Dir)
+	case errors.Is(err, build.ErrNoSecrets):
+		return cli.WithHint(err, "pass --secrets DIR, the directory of key-broker resource files that holds (or receives) the key as DIR/<key id>; `verifier serve --resources` serves the same directory")
+	case errors.Is(err, secret.ErrDevSecret):
+		return cli.WithHint(err, "give --secrets a directory of real keys")
 	case errors.Is(err, build.ErrNoRepoRoot):
 		return cli.WithHint(err, "run builder inside the tdforge repository or pass -repo DIR")
 	}

@@ -15,11 +15,13 @@ import (
 	"time"
 
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/verifier/broker"
 	"github.com/tdforge/tdforge/verifier/collateral"
 	"github.com/tdforge/tdforge/verifier/nonce"
 	"github.com/tdforge/tdforge/verifier/poll"
 	"github.com/tdforge/tdforge/verifier/result"
 	"github.com/tdforge/tdforge/verifier/service"
+	"github.com/tdforge/tdforge/verifier/verify"
 )
 
 // serveArgs are the flags of `verifier serve`.
@@ -123,7 +125,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cfg.VerifierBuild = "tdforge verifier serve"
 	svc, err := service.New(cfg)
 	if err != nil {
-		return inputError("serve", stderr, err)
+		return inputError("serve", stderr, serveHint(err))
 	}
 
 	var tlsCfg *tls.Config
@@ -231,4 +233,21 @@ func watchSigningKeys(ctx context.Context, path string, every time.Duration, ks 
 		kid, _ := result.KeyID(&keys[0].PublicKey)
 		logger.Printf("signing key: now signing with %s", kid)
 	})
+}
+
+// serveHint adds the flag that fixes a service configuration error.
+func serveHint(err error) error {
+	switch {
+	case errors.Is(err, service.ErrNoReferenceDir):
+		return cli.WithHint(err, "add --reference-dir DIR")
+	case errors.Is(err, service.ErrNoReferenceKey):
+		return cli.WithHint(err, "give --reference-key PEM (or --dev for unsigned dev references)")
+	case errors.Is(err, service.ErrBadReferenceKey):
+		return cli.WithHint(err, "--reference-key takes the publisher's PEM public key from `builder sign -generate-key`")
+	case errors.Is(err, verify.ErrNoSimRoot):
+		return cli.WithHint(err, "--allow-simulated needs --sim-root FILE (the sim-root.pem of the launch, next to its --pidfile)")
+	case errors.Is(err, broker.ErrNoResourceDir):
+		return cli.WithHint(err, "--resources takes the directory `builder build --secrets` writes the resource files into")
+	}
+	return err
 }

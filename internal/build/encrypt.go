@@ -85,7 +85,7 @@ func (p *pipeline) resourceKey(what, id string) ([]byte, error) {
 
 func noSecrets(pl manifest.Payload) error {
 	id := pl.Encryption.Key
-	return fmt.Errorf("payload %q is encrypted with key %q: %w; pass --secrets DIR, the directory of key-broker resource files that holds (or receives) DIR/%s, the same directory verifier serve --resources uses", pl.Name, id, ErrNoSecrets, id)
+	return fmt.Errorf("payload %q is encrypted with key %q: %w", pl.Name, id, ErrNoSecrets)
 }
 
 // compatibleVersions is the default "allow" constraint of a new key: the

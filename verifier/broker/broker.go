@@ -112,18 +112,22 @@ type session struct {
 	keyAlg   jose.KeyAlgorithm
 }
 
+// ErrNoResourceDir is returned by New when Config.ResourceDir is not a
+// directory.
+var ErrNoResourceDir = errors.New("not a directory of resource files (<repo>/<type>/<tag>)")
+
 // New checks cfg.
 func New(cfg Config) (*Broker, error) {
 	if cfg.ResourceDir == "" || cfg.Appraise == nil {
-		return nil, errors.New("key broker: a resource directory (--resources DIR) and an appraisal are required")
+		return nil, errors.New("key broker: a resource directory and an appraisal are required")
 	}
 	if cfg.Log == nil {
 		cfg.Log = log.New(log.Writer(), "key broker: ", log.LstdFlags)
 	}
 	if fi, err := os.Stat(cfg.ResourceDir); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("--resources %s: not a directory of resource files (<repo>/<type>/<tag>, as `builder build --secrets` writes them)", cfg.ResourceDir)
+		return nil, fmt.Errorf("resource directory %s: %w", cfg.ResourceDir, ErrNoResourceDir)
 	} else if fi.Mode().Perm()&0o077 != 0 {
-		cfg.Log.Printf("warning: --resources %s is open to other users (mode %v): its files are keys; chmod 700 it", cfg.ResourceDir, fi.Mode().Perm())
+		cfg.Log.Printf("warning: resource directory %s is open to other users (mode %v): its files are keys; chmod 700 it", cfg.ResourceDir, fi.Mode().Perm())
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = DefaultSessionTTL

@@ -64,16 +64,16 @@ type RemoteService struct {
 func NewRemoteService(rawURL string, roots *x509.CertPool) (*RemoteService, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("--attestation-service %q: %v", rawURL, err)
+		return nil, fmt.Errorf("attestation service URL %q: %v", rawURL, err)
 	}
 	if u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return nil, fmt.Errorf("--attestation-service %q: want the service's base URL, https://HOST[:PORT]", rawURL)
+		return nil, fmt.Errorf("attestation service URL %q: want the service's base URL, https://HOST[:PORT]", rawURL)
 	}
 	switch ip := net.ParseIP(u.Hostname()); {
 	case u.Scheme == "https":
 	case u.Scheme == "http" && (u.Hostname() == "localhost" || (ip != nil && ip.IsLoopback())):
 	default:
-		return nil, fmt.Errorf("--attestation-service %q: want an https:// URL (plain http only to a loopback address)", rawURL)
+		return nil, fmt.Errorf("attestation service URL %q: want an https:// URL (plain http only to a loopback address)", rawURL)
 	}
 	u.Path = ""
 	tr := http.DefaultTransport.(*http.Transport).Clone()

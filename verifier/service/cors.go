@@ -12,13 +12,13 @@ import (
 // key set to check the token itself.
 var corsPaths = []string{PathNonce, PathAttest, PathJWKS}
 
-// CheckOrigin validates a --cors-origin value: an exact origin,
+// CheckOrigin validates a CORS origin: an exact origin,
 // scheme://host[:port], with nothing after it ("*" is refused: a result
 // any page may request is not what an operator means to allow).
 func CheckOrigin(o string) error {
 	u, err := url.Parse(o)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("--cors-origin %q: want an exact origin such as https://agent.example:8443 (scheme, host, port; no path, no wildcard)", o)
+		return fmt.Errorf("origin %q: want an exact origin such as https://agent.example:8443 (scheme, host, port; no path, no wildcard)", o)
 	}
 	return nil
 }

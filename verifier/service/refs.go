@@ -91,12 +91,12 @@ func dirFingerprint(dir string) (string, error) {
 func loadRefs(dir, keyPath string) (*refSet, error) {
 	fp, err := dirFingerprint(dir)
 	if err != nil {
-		return nil, fmt.Errorf("--reference-dir: %v", err)
+		return nil, fmt.Errorf("reference directory: %w", err)
 	}
 	rs := &refSet{fingerprint: fp}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("--reference-dir: %v", err)
+		return nil, fmt.Errorf("reference directory: %w", err)
 	}
 	for _, e := range ents {
 		name := e.Name()

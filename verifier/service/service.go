@@ -119,15 +119,22 @@ type Service struct {
 // a refresh.
 const CollateralCheck = time.Minute
 
+// Errors of New that name a setting the caller must change.
+var (
+	ErrNoReferenceDir  = errors.New("no reference directory")
+	ErrNoReferenceKey  = errors.New("reference documents must be signed, and no reference key was given")
+	ErrBadReferenceKey = errors.New("not the publisher's PEM public key")
+)
+
 // New checks cfg and loads the reference directory.
 func New(cfg Config) (*Service, error) {
 	switch {
 	case cfg.ReferenceDir == "":
-		return nil, errors.New("no reference directory given (--reference-dir DIR)")
+		return nil, ErrNoReferenceDir
 	case cfg.ReferenceKey == "" && !cfg.Dev:
-		return nil, errors.New("reference documents must be signed: give --reference-key PEM (or --dev for unsigned dev references)")
+		return nil, ErrNoReferenceKey
 	case cfg.AllowSimulated && cfg.SimRoots == nil:
-		return nil, errors.New("--allow-simulated needs --sim-root FILE (the simulator root certificate of the launch)")
+		return nil, verify.ErrNoSimRoot
 	case cfg.Keys == nil || cfg.Nonces == nil:
 		return nil, errors.New("a signing key and a nonce secret are required")
 	}
@@ -142,7 +149,7 @@ func New(cfg Config) (*Service, error) {
 			_, err = signing.ParsePublicKey(pub)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("--reference-key %s: %v (want the publisher's PEM public key from `builder sign -generate-key`)", cfg.ReferenceKey, err)
+			return nil, fmt.Errorf("reference key %s: %v: %w", cfg.ReferenceKey, err, ErrBadReferenceKey)
 		}
 	}
 	if cfg.MaxBody <= 0 {

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"log"
 	"net/http"
@@ -379,10 +380,10 @@ func TestSignedReferences(t *testing.T) {
 
 	ks, _ := result.NewKeySet([]*ecdsa.PrivateKey{mustKey(t)}, time.Minute)
 	ni, _ := nonce.New([]byte(secret), 0)
-	if _, err := New(Config{ReferenceDir: dir, Keys: ks, Nonces: ni}); err == nil || !strings.Contains(err.Error(), "--reference-key") {
+	if _, err := New(Config{ReferenceDir: dir, Keys: ks, Nonces: ni}); !errors.Is(err, ErrNoReferenceKey) {
 		t.Fatalf("no key, no --dev: %v", err)
 	}
-	if _, err := New(Config{ReferenceDir: dir, ReferenceKey: filepath.Join(dir, "plain.json"), Keys: ks, Nonces: ni}); err == nil || !strings.Contains(err.Error(), "--reference-key") {
+	if _, err := New(Config{ReferenceDir: dir, ReferenceKey: filepath.Join(dir, "plain.json"), Keys: ks, Nonces: ni}); !errors.Is(err, ErrBadReferenceKey) {
 		t.Fatalf("a reference key that is not a key: %v", err)
 	}
 	s, err := New(Config{ReferenceDir: dir, ReferenceKey: keyPath, Keys: ks, Nonces: ni, Log: log.New(io.Discard, "", 0)})

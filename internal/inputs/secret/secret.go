@@ -48,6 +48,9 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za
 // ErrNotExist is returned by Load when the resource has no file.
 var ErrNotExist = errors.New("no such resource")
 
+// ErrDevSecret is returned by Check for a dev secret and a non-dev image.
+var ErrDevSecret = errors.New("a fixed dev secret (\"dev\": true) is for dev images only")
+
 // Resource is one resource file.
 type Resource struct {
 	Schema string  `json:"schema"`
@@ -193,7 +196,7 @@ func (r *Resource) Key() ([]byte, error) {
 // Check refuses a dev secret for a non-dev image.
 func (r *Resource) Check(devImage bool) error {
 	if r.Dev && !devImage {
-		return fmt.Errorf("resource %s is a fixed dev secret (\"dev\": true) and a non-dev image may not use it; give --secrets a directory of real keys", r.ID)
+		return fmt.Errorf("resource %s: %w", r.ID, ErrDevSecret)
 	}
 	return nil
 }

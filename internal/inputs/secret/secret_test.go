@@ -51,7 +51,7 @@ func TestCreateLoadAllows(t *testing.T) {
 
 func TestDevSecret(t *testing.T) {
 	r := &Resource{Schema: Schema, ID: "tdforge/dev/model", Value: make([]byte, KeySize), Allow: []Grant{{Image: "tdforge-dev"}}, Dev: true}
-	if err := r.Check(false); err == nil || !strings.Contains(err.Error(), "non-dev image") {
+	if err := r.Check(false); !errors.Is(err, ErrDevSecret) {
 		t.Fatalf("dev secret accepted for a non-dev image: %v", err)
 	}
 	if err := r.Check(true); err != nil {
