@@ -114,19 +114,19 @@ func wantTampered(t *testing.T, err error, what string) {
 	}
 }
 
-// The host puts back the old copy of every page a delete, an append and a
-// create changed, except the page holding the meta row: SQLite opens the
-// result, with the deleted conversation back and the generation current.
-// Open must refuse it. (Before the store digest, it opened.)
-func TestPartialRollbackAtRest(t *testing.T) {
-	dir := t.TempDir()
+// twoStates stores conversations gone and kept, closes the store and
+// returns the database file then (old); then it deletes gone, appends to
+// kept, creates another and closes the store again, at generation gen.
+func twoStates(t *testing.T, dir string) (old []byte, gone, kept *Summary, gen uint64) {
+	t.Helper()
 	s := open(t, dir)
-	gone := mustCreate(t, s, "to delete", "first secret", strings.Repeat("x", 5000))
-	kept := mustCreate(t, s, "kept", "hello")
+	gone = mustCreate(t, s, "to delete", "first secret", strings.Repeat("x", 5000))
+	kept = mustCreate(t, s, "kept", "hello")
 	s.Close()
-	old := dbFile(t, dir)
+	old = dbFile(t, dir)
 
 	s = open(t, dir)
+	defer s.Close()
 	if _, err := s.Delete(ctx, alice, gone.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,16 @@ func TestPartialRollbackAtRest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
+	return old, gone, kept, gen
+}
+
+// The host puts back the old copy of every page a delete, an append and a
+// create changed, except the page holding the meta row: SQLite opens the
+// result, with the deleted conversation back and the generation current.
+// Open must refuse it. (Before the store digest, it opened.)
+func TestPartialRollbackAtRest(t *testing.T) {
+	dir := t.TempDir()
+	old, gone, kept, gen := twoStates(t, dir)
 	cur := dbFile(t, dir)
 
 	raw := rawDB(t, dir)
@@ -318,23 +327,17 @@ func TestTamperWhileOpen(t *testing.T) {
 // reports the older generation, which the client's floor catches.
 func TestWholeVolumeReplayOpens(t *testing.T) {
 	dir := t.TempDir()
-	s := open(t, dir)
-	gone := mustCreate(t, s, "t", "one")
-	s.Close()
-	old := dbFile(t, dir)
-	s = open(t, dir)
-	if _, err := s.Delete(ctx, alice, gone.ID); err != nil {
-		t.Fatal(err)
-	}
-	mustCreate(t, s, "new", "two")
-	s.Close()
+	old, gone, kept, _ := twoStates(t, dir)
 	putFile(t, dir, old)
-	s = open(t, dir)
+	s := open(t, dir)
 	defer s.Close()
-	if g, err := s.Generation(ctx); err != nil || g != 1 {
-		t.Fatalf("generation after replay = %d, %v; want the old 1", g, err)
+	if g, err := s.Generation(ctx); err != nil || g != 2 {
+		t.Fatalf("generation after replay = %d, %v; want the old 2", g, err)
 	}
-	if c, err := s.Get(ctx, alice, gone.ID); err != nil || len(c.Messages) != 1 {
+	if c, err := s.Get(ctx, alice, gone.ID); err != nil || len(c.Messages) != 2 {
+		t.Fatalf("replayed conversation: %+v, %v", c, err)
+	}
+	if c, err := s.Get(ctx, alice, kept.ID); err != nil || len(c.Messages) != 1 {
 		t.Fatalf("replayed conversation: %+v, %v", c, err)
 	}
 }
