@@ -4,7 +4,10 @@
 // succeed survives a crash of the process or the TD. Every committed write
 // also increments a generation number, which the agent reports in its
 // attestation evidence so that a client can notice the host replaying an
-// older copy of the volume (see docs/threat-model.md).
+// older copy of the volume (see docs/threat-model.md). A digest over every
+// conversation, kept with the generation, binds the generation to the
+// content: Open and every read refuse rows the host rolled back or changed
+// (ErrTampered; seal.go).
 //
 // Every conversation has an owner: the hex SHA-256 of a secret its client
 // holds (the agent's API takes it as a bearer token). Every read and write
@@ -17,7 +20,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"database/sql"
 	"encoding/hex"
 	"errors"
@@ -26,6 +28,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -102,19 +105,28 @@ type Conversation struct {
 	Messages []Message `json:"messages"`
 }
 
-// Store is an open conversation database.
+// Store is an open conversation database. Its methods may be called
+// concurrently; they run one at a time.
 type Store struct {
 	db  *sql.DB
 	now func() time.Time
+
+	mu     sync.Mutex
+	gen    uint64           // the generation this process last read or wrote
+	convs  map[string]entry // every conversation's digests, by id
+	ids    []string         // the keys of convs, sorted
+	failed error            // the first tamper error seen: every call returns it
 }
 
+// schema is a new database's; meta holds the generation (an integer) and
+// the store digest (a blob).
 const schema = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
 INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', 0);
 CREATE TABLE IF NOT EXISTS conversations (
   id TEXT PRIMARY KEY, title TEXT NOT NULL, model TEXT NOT NULL,
   created INTEGER NOT NULL, updated INTEGER NOT NULL, messages INTEGER NOT NULL DEFAULT 0,
-  owner TEXT NOT NULL DEFAULT ''
+  owner TEXT NOT NULL DEFAULT '', digest BLOB
 ) STRICT;
 CREATE TABLE IF NOT EXISTS messages (
   conversation TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
@@ -130,7 +142,18 @@ const ownerMigration = `ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL
 
 const ownerIndex = `CREATE INDEX IF NOT EXISTS conversations_owner ON conversations(owner, updated)`
 
-// Open opens (creating if needed) the database in dir.
+// metaMigration gives a database made before digests existed a meta table
+// whose values may be blobs (STRICT tables cannot change a column's type).
+const metaMigration = `
+CREATE TABLE meta_any (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
+INSERT INTO meta_any SELECT key, value FROM meta;
+DROP TABLE meta;
+ALTER TABLE meta_any RENAME TO meta;`
+
+// Open opens (creating if needed) the database in dir, and checks every
+// conversation and the generation against their digests: a database the
+// host rolled back in part or changed is ErrTampered. A database written
+// before digests existed gets them here, trusting what it holds.
 func Open(dir string) (*Store, error) {
 	p := filepath.Join(dir, FileName)
 	q := url.Values{}
@@ -158,7 +181,35 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("conversation store %s: journal mode is %q, want wal (%v)", p, mode, err)
 	}
-	return &Store{db: db, now: time.Now}, nil
+	s := &Store{db: db, now: time.Now, convs: map[string]entry{}}
+	if err := s.open(context.Background()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("conversation store %s: %w", p, err)
+	}
+	return s, nil
+}
+
+// open migrates the meta table if needed and seals or checks the database
+// (seal), in one transaction.
+func (s *Store) open(ctx context.Context) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var typ string
+	if err := tx.QueryRowContext(ctx, "SELECT type FROM pragma_table_info('meta') WHERE name = 'value'").Scan(&typ); err != nil {
+		return fmt.Errorf("reading the meta table: %w", err)
+	}
+	if typ != "ANY" {
+		if _, err := tx.ExecContext(ctx, metaMigration); err != nil {
+			return fmt.Errorf("adding the store digest: %w", err)
+		}
+	}
+	if err := s.seal(ctx, tx); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // migrateOwner adds the owner column and its index unless they exist.
@@ -176,51 +227,70 @@ func migrateOwner(db *sql.DB) error {
 	return err
 }
 
-// owned reports ErrNotFound unless conversation id exists and belongs to
-// owner; the owner hashes are compared in constant time.
-func owned(ctx context.Context, q interface {
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, id, owner string) error {
-	var o string
-	err := q.QueryRowContext(ctx, "SELECT owner FROM conversations WHERE id = ?", id).Scan(&o)
-	if errors.Is(err, sql.ErrNoRows) {
-		return ErrNotFound
-	}
-	if err != nil {
-		return err
-	}
-	if o == "" || subtle.ConstantTimeCompare([]byte(o), []byte(owner)) != 1 {
-		return ErrNotFound
-	}
-	return nil
-}
-
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Generation is the number of committed writes.
+// Generation is the number of committed writes. It reads the database's
+// and refuses one that differs from what this process last wrote.
 func (s *Store) Generation(ctx context.Context) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return 0, s.failed
+	}
 	var g uint64
-	err := s.db.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'generation'").Scan(&g)
-	return g, err
+	if err := s.db.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'generation'").Scan(&g); err != nil {
+		return 0, err
+	}
+	if g != s.gen {
+		return 0, s.fail(tampered("the generation in the database is %d, the agent last wrote %d", g, s.gen))
+	}
+	return g, nil
 }
 
-// write runs fn in a transaction that also increments the generation, and
-// returns the new generation once committed.
-func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) (uint64, error) {
+// write runs fn in a transaction that also increments the generation and
+// updates the store digest, and returns the new generation once
+// committed. fn changes conversation id, whose new digests are e (nil:
+// deleted).
+func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) (id string, e *entry, err error)) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return 0, s.failed
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		return 0, err
+	id, e, err := fn(tx)
+	if err != nil {
+		return 0, s.fail(err)
 	}
 	var g uint64
 	if err := tx.QueryRowContext(ctx, "UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value").Scan(&g); err != nil {
 		return 0, err
 	}
-	return g, tx.Commit()
+	if g != s.gen+1 {
+		return 0, s.fail(tampered("the generation in the database is %d, the agent last wrote %d", g-1, s.gen))
+	}
+	old, had := s.convs[id]
+	s.set(id, e)
+	sum := s.storeDigest(g)
+	_, err = tx.ExecContext(ctx, "UPDATE meta SET value = ? WHERE key = 'digest'", sum[:])
+	if err == nil {
+		err = tx.Commit()
+	}
+	if err != nil {
+		if had {
+			s.set(id, &old)
+		} else {
+			s.set(id, nil)
+		}
+		return 0, err
+	}
+	s.gen = g
+	return g, nil
 }
 
 func checkMessage(m Message) error {
@@ -250,31 +320,46 @@ func (s *Store) Create(ctx context.Context, owner, title, model string, msgs []M
 		}
 	}
 	now := s.now().UnixMilli()
-	sum := &Summary{ID: NewID(), Title: title, Model: model, Created: now, Updated: now, Messages: len(msgs)}
-	g, err := s.write(ctx, func(tx *sql.Tx) error {
-		var n int
-		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM conversations WHERE owner = ?", owner).Scan(&n); err != nil {
-			return err
-		}
-		if n >= MaxConversations {
-			return fmt.Errorf("%w: you have %d conversations, the most this agent keeps per owner; delete some first", ErrFull, n)
-		}
-		if _, err := tx.ExecContext(ctx, "INSERT INTO conversations(id, owner, title, model, created, updated, messages) VALUES (?, ?, ?, ?, ?, ?, ?)",
-			sum.ID, owner, title, model, now, now, len(msgs)); err != nil {
-			return err
-		}
-		for i, m := range msgs {
-			if _, err := tx.ExecContext(ctx, "INSERT INTO messages(conversation, seq, role, content, created) VALUES (?, ?, ?, ?, ?)",
-				sum.ID, i, m.Role, m.Content, now); err != nil {
-				return err
+	r := row{Summary{ID: NewID(), Title: title, Model: model, Created: now, Updated: now, Messages: len(msgs)}, owner}
+	msgs = append([]Message(nil), msgs...) // their creation times are set below
+	g, err := s.write(ctx, func(tx *sql.Tx) (string, *entry, error) {
+		n := 0
+		for _, e := range s.convs {
+			if e.owner == owner {
+				n++
 			}
 		}
-		return nil
+		if n >= MaxConversations {
+			return "", nil, fmt.Errorf("%w: you have %d conversations, the most this agent keeps per owner; delete some first", ErrFull, n)
+		}
+		h := newConvHash(r)
+		for i := range msgs {
+			msgs[i].Created = now
+			h.add(int64(i), msgs[i])
+		}
+		conv := h.d.sum()
+		if _, err := tx.ExecContext(ctx, "INSERT INTO conversations(id, owner, title, model, created, updated, messages, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+			r.ID, owner, title, model, now, now, len(msgs), conv[:]); err != nil {
+			return "", nil, err
+		}
+		for i, m := range msgs {
+			if err := insertMessage(ctx, tx, r.ID, i, m); err != nil {
+				return "", nil, err
+			}
+		}
+		e := newEntry(r, conv)
+		return r.ID, &e, nil
 	})
 	if err != nil {
 		return nil, 0, err
 	}
-	return sum, g, nil
+	return &r.Summary, g, nil
+}
+
+func insertMessage(ctx context.Context, tx *sql.Tx, id string, seq int, m Message) error {
+	_, err := tx.ExecContext(ctx, "INSERT INTO messages(conversation, seq, role, content, created) VALUES (?, ?, ?, ?, ?)",
+		id, seq, m.Role, m.Content, m.Created)
+	return err
 }
 
 // Append adds messages to conversation id of owner; a conversation without a title
@@ -293,34 +378,43 @@ func (s *Store) Append(ctx context.Context, owner, id, model string, msgs ...Mes
 		}
 	}
 	now := s.now().UnixMilli()
-	return s.write(ctx, func(tx *sql.Tx) error {
-		if err := owned(ctx, tx, id, owner); err != nil {
-			return err
-		}
-		var n int
-		var title string
-		err := tx.QueryRowContext(ctx, "SELECT messages, title FROM conversations WHERE id = ?", id).Scan(&n, &title)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
+	return s.write(ctx, func(tx *sql.Tx) (string, *entry, error) {
+		// The new digest covers every message, so Append reads (and
+		// checks) the whole conversation.
+		c, err := s.load(ctx, tx, owner, id)
 		if err != nil {
-			return err
+			return "", nil, err
 		}
+		n := len(c.Messages)
 		if n+len(msgs) > MaxMessages {
-			return fmt.Errorf("%w: conversation %s holds %d messages, at most %d; start a new conversation", ErrFull, id, n, MaxMessages)
+			return "", nil, fmt.Errorf("%w: conversation %s holds %d messages, at most %d; start a new conversation", ErrFull, id, n, MaxMessages)
 		}
 		for i, m := range msgs {
-			if _, err := tx.ExecContext(ctx, "INSERT INTO messages(conversation, seq, role, content, created) VALUES (?, ?, ?, ?, ?)",
-				id, n+i, m.Role, m.Content, now); err != nil {
-				return err
+			m.Created = now
+			if err := insertMessage(ctx, tx, id, n+i, m); err != nil {
+				return "", nil, err
 			}
-			if title == "" && m.Role == "user" {
-				title = Title(m.Content)
+			if c.Title == "" && m.Role == "user" {
+				c.Title = Title(m.Content)
 			}
+			c.Messages = append(c.Messages, m)
 		}
-		_, err = tx.ExecContext(ctx, "UPDATE conversations SET messages = ?, updated = ?, title = ?, model = CASE WHEN ? = '' THEN model ELSE ? END WHERE id = ?",
-			n+len(msgs), now, title, model, model, id)
-		return err
+		if model != "" {
+			c.Model = model
+		}
+		c.Updated, c.Summary.Messages = now, len(c.Messages)
+		r := row{c.Summary, owner}
+		h := newConvHash(r)
+		for i, m := range c.Messages {
+			h.add(int64(i), m)
+		}
+		conv := h.d.sum()
+		if _, err := tx.ExecContext(ctx, "UPDATE conversations SET messages = ?, updated = ?, title = ?, model = ?, digest = ? WHERE id = ?",
+			r.Messages, now, r.Title, r.Model, conv[:], id); err != nil {
+			return "", nil, err
+		}
+		e := newEntry(r, conv)
+		return id, &e, nil
 	})
 }
 
@@ -336,59 +430,73 @@ func Title(content string) string {
 	return t
 }
 
-// List returns owner's conversations, most recently updated first. The
-// lookup by owner hash is not constant-time; it need not be, as the hash
-// tells nothing of the secret it came from.
+// List returns owner's conversations, most recently updated first. Each
+// row is checked against its remembered digest, and the ids against the
+// conversations of owner this process knows. The lookup by owner hash is
+// not constant-time; it need not be, as the hash tells nothing of the
+// secret it came from.
 func (s *Store) List(ctx context.Context, owner string) ([]Summary, error) {
 	if err := checkOwner(owner); err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, "SELECT id, title, model, created, updated, messages FROM conversations WHERE owner = ? ORDER BY updated DESC, id", owner)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return nil, s.failed
+	}
+	out, err := s.list(ctx, owner)
+	return out, s.fail(err)
+}
+
+func (s *Store) list(ctx context.Context, owner string) ([]Summary, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+rowColumns+" FROM conversations WHERE owner = ? ORDER BY updated DESC, id", owner)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	out := []Summary{}
 	for rows.Next() {
-		var c Summary
-		if err := rows.Scan(&c.ID, &c.Title, &c.Model, &c.Created, &c.Updated, &c.Messages); err != nil {
+		r, err := scanRow(rows)
+		if err != nil {
 			return nil, err
 		}
-		out = append(out, c)
+		e, ok := s.convs[r.ID]
+		if !ok {
+			return nil, tampered("the database holds a conversation the agent does not keep (a deleted conversation brought back)")
+		}
+		if r.rowDigest() != e.row {
+			return nil, tampered("a conversation's row does not match its digest")
+		}
+		out = append(out, r.Summary)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	n := 0
+	for _, e := range s.convs {
+		if e.owner == owner {
+			n++
+		}
+	}
+	if n != len(out) {
+		return nil, tampered("the database lists %d of the owner's conversations, the agent keeps %d", len(out), n)
+	}
+	return out, nil
 }
 
-// Get returns conversation id of owner with its messages.
+// Get returns conversation id of owner with its messages, checked against
+// the remembered digest.
 func (s *Store) Get(ctx context.Context, owner, id string) (*Conversation, error) {
 	if err := checkOwner(owner); err != nil {
 		return nil, err
 	}
-	if err := owned(ctx, s.db, id, owner); err != nil {
-		return nil, err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return nil, s.failed
 	}
-	c := &Conversation{Messages: []Message{}}
-	err := s.db.QueryRowContext(ctx, "SELECT id, title, model, created, updated, messages FROM conversations WHERE id = ?", id).
-		Scan(&c.ID, &c.Title, &c.Model, &c.Created, &c.Updated, &c.Summary.Messages)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.db.QueryContext(ctx, "SELECT role, content, created FROM messages WHERE conversation = ? ORDER BY seq", id)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var m Message
-		if err := rows.Scan(&m.Role, &m.Content, &m.Created); err != nil {
-			return nil, err
-		}
-		c.Messages = append(c.Messages, m)
-	}
-	return c, rows.Err()
+	c, err := s.load(ctx, s.db, owner, id)
+	return c, s.fail(err)
 }
 
 // Delete removes conversation id of owner and its messages.
@@ -396,17 +504,17 @@ func (s *Store) Delete(ctx context.Context, owner, id string) (uint64, error) {
 	if err := checkOwner(owner); err != nil {
 		return 0, err
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
-		if err := owned(ctx, tx, id, owner); err != nil {
-			return err
+	return s.write(ctx, func(tx *sql.Tx) (string, *entry, error) {
+		if _, err := s.readRow(ctx, tx, owner, id); err != nil {
+			return "", nil, err
 		}
 		r, err := tx.ExecContext(ctx, "DELETE FROM conversations WHERE id = ?", id)
 		if err != nil {
-			return err
+			return "", nil, err
 		}
-		if n, _ := r.RowsAffected(); n == 0 {
-			return ErrNotFound
+		if n, _ := r.RowsAffected(); n != 1 {
+			return "", nil, tampered("a conversation the agent keeps is missing from the database")
 		}
-		return nil
+		return id, nil, nil
 	})
 }

@@ -18,7 +18,7 @@ var ctx = context.Background()
 // alice is the owner the tests store conversations under.
 var alice = Owner("alice-secret-0123456789abcdefghijklmnop")
 
-func open(t *testing.T, dir string) *Store {
+func open(t testing.TB, dir string) *Store {
 	t.Helper()
 	s, err := Open(dir)
 	if err != nil {
@@ -117,14 +117,9 @@ func TestOwnerIsolation(t *testing.T) {
 // its conversations are kept but listed to, and readable by, nobody.
 func TestOwnerMigration(t *testing.T) {
 	dir := t.TempDir()
+	old := strings.Repeat("ab", 16)
+	preDigestDB(t, dir, false, "INSERT INTO conversations(id, title, model, created, updated) VALUES ('"+old+"', 'old', '', 1, 1)")
 	s := open(t, dir)
-	// Recreate the table as it was before owners: drop the column.
-	if _, err := s.db.Exec("DROP INDEX conversations_owner; ALTER TABLE conversations DROP COLUMN owner; " +
-		"INSERT INTO conversations(id, title, model, created, updated) VALUES ('" + strings.Repeat("ab", 16) + "', 'old', '', 1, 1)"); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	s = open(t, dir)
 	defer s.Close()
 	var n int
 	if err := s.db.QueryRow("SELECT count(*) FROM conversations WHERE owner = ''").Scan(&n); err != nil || n != 1 {
@@ -133,7 +128,7 @@ func TestOwnerMigration(t *testing.T) {
 	if list, err := s.List(ctx, alice); err != nil || len(list) != 0 {
 		t.Fatalf("alice lists an ownerless conversation: %+v, %v", list, err)
 	}
-	if _, err := s.Get(ctx, alice, strings.Repeat("ab", 16)); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Get(ctx, alice, old); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("get of an ownerless conversation: %v", err)
 	}
 	if _, _, err := s.Create(ctx, alice, "new", "", nil); err != nil {

@@ -61,6 +61,9 @@ func (s *Server) store() (*convstore.Store, error) {
 	if s.conv != nil {
 		return s.conv, nil
 	}
+	if s.convTampered != nil {
+		return nil, s.convTampered
+	}
 	st := volstatus.Read(h.StatusDir, h.Volume)
 	if st.State != volstatus.Mounted {
 		return nil, &historyError{fmt.Sprintf("conversation history is unavailable: volume %q is %s", h.Volume, st)}
@@ -72,7 +75,14 @@ func (s *Server) store() (*convstore.Store, error) {
 	}
 	c, err := convstore.Open(h.Dir)
 	if err != nil {
-		return nil, &historyError{fmt.Sprintf("conversation history is unavailable: volume %q is mounted but %v", h.Volume, err)}
+		he := &historyError{fmt.Sprintf("conversation history is unavailable: volume %q is mounted but %v", h.Volume, err)}
+		if errors.Is(err, convstore.ErrTampered) {
+			// Never retried: the store stays failed until the agent
+			// restarts, and is never repaired.
+			s.cfg.Log.Printf("%s", he.msg)
+			s.convTampered = he
+		}
+		return nil, he
 	}
 	s.conv = c
 	return c, nil
@@ -140,6 +150,11 @@ func (s *Server) storeError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, convstore.ErrInvalid):
 		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, convstore.ErrTampered):
+		// The store refuses every later call too; /readyz and the
+		// evidence report it failed.
+		s.cfg.Log.Printf("%v", err)
+		writeError(w, http.StatusInternalServerError, err.Error())
 	default:
 		s.cfg.Log.Printf("conversation store: %v", err)
 		writeError(w, http.StatusInternalServerError, "conversation store failed; see the agent's log")

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -513,5 +514,60 @@ func TestConversationOwner(t *testing.T) {
 	}
 	if upAuth.String() != "" {
 		t.Fatalf("Ollama received the bearer: %q", upAuth.String())
+	}
+}
+
+// A conversation store whose rows the host changed (pages rolled back):
+// while open, the read that meets them answers 500 and serves nothing of
+// them; at open, the API answers 503. Either way /readyz and the evidence
+// report the store failed, the log says why without conversation text or
+// ids, and the database is left as found.
+func TestTamperedStore(t *testing.T) {
+	vol := t.TempDir()
+	var logs syncbuf.Buffer
+	f := historyFixture(t, "http://127.0.0.1:1", vol, volstatus.Status{State: volstatus.Mounted}, &logs)
+	var c summaryResponse
+	doJSON(t, f.srv, "POST", "/v1/conversations", `{"messages":[{"role":"user","content":"genuine"}]}`, 201, &c)
+	raw, err := sql.Open("sqlite", filepath.Join(vol, convstore.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec("UPDATE messages SET content = 'FORGED-by-host'"); err != nil {
+		t.Fatal(err)
+	}
+	checkFailed := func(f *fixture, target string, code int) {
+		t.Helper()
+		rec := doAs(t, f.srv, testBearer, "GET", target, nil)
+		if rec.Code != code || !strings.Contains(errBody(t, rec), "conversation store tampered with") || strings.Contains(rec.Body.String(), "FORGED") {
+			t.Fatalf("GET %s: %d %s", target, rec.Code, rec.Body)
+		}
+		var ready map[string]any
+		rec = doAs(t, f.srv, testBearer, "GET", "/readyz", nil)
+		json.Unmarshal(rec.Body.Bytes(), &ready)
+		if s, _ := ready["state"].(string); !strings.HasPrefix(s, "failed (") || !strings.Contains(s, "tampered with") || ready["state_generation"] != nil {
+			t.Fatalf("readyz: %s", rec.Body)
+		}
+		var ev attestation.Response
+		doJSON(t, f.srv, "GET", "/v1/attestation?nonce="+strings.Repeat("ab", 32), "", 200, &ev)
+		if !strings.HasPrefix(ev.State, "failed (") || ev.StateGeneration != nil {
+			t.Fatalf("evidence state %q generation %v", ev.State, ev.StateGeneration)
+		}
+		if l := logs.String(); !strings.Contains(l, "tampered with") || strings.Contains(l, "FORGED") || strings.Contains(l, c.ID) {
+			t.Fatalf("agent log:\n%s", l)
+		}
+	}
+	checkFailed(f, "/v1/conversations/"+c.ID, 500)
+	checkFailed(f, "/v1/conversations", 500)
+	if err := f.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	g := historyFixture(t, "http://127.0.0.1:1", vol, volstatus.Status{State: volstatus.Mounted}, &logs)
+	checkFailed(g, "/v1/conversations", 503)
+	checkFailed(g, "/v1/conversations/"+c.ID, 503)
+	var content string
+	if err := raw.QueryRow("SELECT content FROM messages").Scan(&content); err != nil || content != "FORGED-by-host" {
+		t.Fatalf("the store was changed after the tamper error: %q, %v", content, err)
 	}
 }

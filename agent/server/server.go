@@ -89,6 +89,9 @@ type Server struct {
 	models    modelHealth
 	historyMu sync.Mutex
 	conv      *convstore.Store // nil until the volume is open
+	// convTampered is why the store failed its check at open
+	// (convstore.ErrTampered): never retried.
+	convTampered *historyError
 }
 
 // New builds the handler.

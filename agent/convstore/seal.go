@@ -1,0 +1,372 @@
+package convstore
+
+// The seal binds the generation to the content, so that the host, which
+// can put back older copies of single disk blocks (dm-integrity does not
+// bind a block to a version), cannot roll back part of the database
+// unnoticed:
+//
+//   - every conversation row keeps a digest over the row and its messages
+//     (convDigest), written in the transaction that changes either;
+//   - the meta table keeps, beside the generation and in the same
+//     transaction, a digest over the generation and every (id, conversation
+//     digest) in id order (storeDigest);
+//   - Open recomputes both from the rows and refuses a database where
+//     either differs (ErrTampered);
+//   - after Open the Store keeps every conversation's digests and the
+//     generation in memory (TD memory is trusted) and checks every row it
+//     reads against them, so pages the host rolls back while the agent runs
+//     are refused too.
+//
+// Every field is length-prefixed (8 bytes, big-endian) and every digest
+// starts with its own domain string, so no two different contents encode
+// alike.
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sort"
+)
+
+// ErrTampered is the error (errors.Is) of a store whose rows do not match
+// their digests: the host rolled back or changed pages of the volume.
+var ErrTampered = errors.New("conversation store tampered with")
+
+// TamperError says what did not match. Its text names no conversation
+// (the agent logs it to the console, which the host reads).
+type TamperError struct{ What string }
+
+func (e *TamperError) Error() string {
+	return "conversation store tampered with: " + e.What + " (pages of the volume were rolled back or changed by the host; the agent serves no history from this store and never repairs it: boot the TD with the volume's latest state, or reformat the volume, losing its conversations)"
+}
+
+// Is makes errors.Is(err, ErrTampered) true.
+func (e *TamperError) Is(target error) bool { return target == ErrTampered }
+
+func tampered(format string, args ...any) error {
+	return &TamperError{What: fmt.Sprintf(format, args...)}
+}
+
+const (
+	rowDomain   = "tdforge convstore row v1"
+	convDomain  = "tdforge convstore conversation v1"
+	storeDomain = "tdforge convstore store v1"
+)
+
+// digest hashes length-prefixed fields after a domain string.
+type digest struct{ h hash.Hash }
+
+func newDigest(domain string) digest {
+	d := digest{sha256.New()}
+	d.str(domain)
+	return d
+}
+
+func (d digest) str(s string) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+	d.h.Write(n[:])
+	io.WriteString(d.h, s)
+}
+
+func (d digest) sum32(s [32]byte) {
+	var b [40]byte
+	binary.BigEndian.PutUint64(b[:8], 32)
+	copy(b[8:], s[:])
+	d.h.Write(b[:])
+}
+
+func (d digest) int(v int64) {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], 8)
+	binary.BigEndian.PutUint64(b[8:], uint64(v))
+	d.h.Write(b[:])
+}
+
+func (d digest) sum() (s [32]byte) {
+	d.h.Sum(s[:0])
+	return s
+}
+
+// row is a conversation's row.
+type row struct {
+	Summary
+	Owner string
+}
+
+const rowColumns = "id, owner, title, model, created, updated, messages"
+
+func scanRow(sc interface{ Scan(...any) error }, extra ...any) (row, error) {
+	var r row
+	err := sc.Scan(append([]any{&r.ID, &r.Owner, &r.Title, &r.Model, &r.Created, &r.Updated, &r.Messages}, extra...)...)
+	return r, err
+}
+
+func (r row) fields(d digest) {
+	d.str(r.ID)
+	d.str(r.Owner)
+	d.str(r.Title)
+	d.str(r.Model)
+	d.int(r.Created)
+	d.int(r.Updated)
+	d.int(int64(r.Messages))
+}
+
+// rowDigest covers the row alone (List checks it).
+func (r row) rowDigest() [32]byte {
+	d := newDigest(rowDomain)
+	r.fields(d)
+	return d.sum()
+}
+
+// convHash computes a conversation digest: the row, then each message's
+// seq, role, content and creation time in seq order.
+type convHash struct{ d digest }
+
+func newConvHash(r row) convHash {
+	d := newDigest(convDomain)
+	r.fields(d)
+	return convHash{d}
+}
+
+func (c convHash) add(seq int64, m Message) {
+	c.d.int(seq)
+	c.d.str(m.Role)
+	c.d.str(m.Content)
+	c.d.int(m.Created)
+}
+
+// entry is what the Store remembers of a conversation.
+type entry struct {
+	owner string
+	row   [32]byte // rowDigest
+	conv  [32]byte // conversation digest (the row's digest column)
+}
+
+func newEntry(r row, conv [32]byte) entry {
+	return entry{owner: r.Owner, row: r.rowDigest(), conv: conv}
+}
+
+// set records e as conversation id's entry (nil: id is gone), keeping ids
+// sorted.
+func (s *Store) set(id string, e *entry) {
+	i := sort.SearchStrings(s.ids, id)
+	_, had := s.convs[id]
+	switch {
+	case e == nil && had:
+		delete(s.convs, id)
+		s.ids = append(s.ids[:i], s.ids[i+1:]...)
+	case e != nil && !had:
+		s.ids = append(s.ids, "")
+		copy(s.ids[i+1:], s.ids[i:])
+		s.ids[i] = id
+		fallthrough
+	case e != nil:
+		s.convs[id] = *e
+	}
+}
+
+// storeDigest covers generation g and every remembered conversation.
+func (s *Store) storeDigest(g uint64) [32]byte {
+	d := newDigest(storeDomain)
+	d.int(int64(g))
+	d.int(int64(len(s.ids)))
+	for _, id := range s.ids {
+		e := s.convs[id]
+		d.str(id)
+		d.sum32(e.conv)
+	}
+	return d.sum()
+}
+
+// fail remembers the first tamper error: every later call returns it.
+func (s *Store) fail(err error) error {
+	if s.failed == nil && errors.Is(err, ErrTampered) {
+		s.failed = err
+	}
+	return err
+}
+
+type querier interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}
+
+// readRow reads conversation id's row, checks it against the remembered
+// digest and returns it if owner owns it (else ErrNotFound).
+func (s *Store) readRow(ctx context.Context, q querier, owner, id string) (row, error) {
+	r, err := scanRow(q.QueryRowContext(ctx, "SELECT "+rowColumns+" FROM conversations WHERE id = ?", id))
+	e, known := s.convs[id]
+	switch {
+	case errors.Is(err, sql.ErrNoRows) && known:
+		return r, tampered("a conversation the agent keeps is missing from the database")
+	case errors.Is(err, sql.ErrNoRows):
+		return r, ErrNotFound
+	case err != nil:
+		return r, err
+	case !known:
+		return r, tampered("the database holds a conversation the agent does not keep (a deleted conversation brought back)")
+	case r.rowDigest() != e.row:
+		return r, tampered("a conversation's row does not match its digest")
+	case r.Owner == "" || subtle.ConstantTimeCompare([]byte(r.Owner), []byte(owner)) != 1:
+		return r, ErrNotFound
+	}
+	return r, nil
+}
+
+// load reads conversation id of owner with its messages and checks them
+// against the remembered digest.
+func (s *Store) load(ctx context.Context, q querier, owner, id string) (*Conversation, error) {
+	r, err := s.readRow(ctx, q, owner, id)
+	if err != nil {
+		return nil, err
+	}
+	c := &Conversation{Summary: r.Summary, Messages: []Message{}}
+	h := newConvHash(r)
+	rows, err := q.QueryContext(ctx, "SELECT seq, role, content, created FROM messages WHERE conversation = ? ORDER BY seq", id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		var m Message
+		if err := rows.Scan(&seq, &m.Role, &m.Content, &m.Created); err != nil {
+			return nil, err
+		}
+		h.add(seq, m)
+		c.Messages = append(c.Messages, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if h.d.sum() != s.convs[id].conv {
+		return nil, tampered("a conversation's messages do not match its digest")
+	}
+	return c, nil
+}
+
+// seal checks the database against its digests, or computes them once for
+// a database written before digests existed, and loads them into s. It
+// runs in Open's transaction.
+func (s *Store) seal(ctx context.Context, tx *sql.Tx) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM meta WHERE key = 'digest'").Scan(&n); err != nil {
+		return err
+	}
+	sealed := n == 1
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('conversations') WHERE name = 'digest'").Scan(&n); err != nil {
+		return err
+	}
+	switch {
+	case n == 0 && sealed:
+		return tampered("the conversations table has lost its digest column")
+	case n == 0:
+		if _, err := tx.ExecContext(ctx, "ALTER TABLE conversations ADD COLUMN digest BLOB"); err != nil {
+			return err
+		}
+	}
+	if err := tx.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'generation'").Scan(&s.gen); err != nil {
+		return fmt.Errorf("reading the generation: %w", err)
+	}
+	var convs []row
+	var stored [][]byte
+	rows, err := tx.QueryContext(ctx, "SELECT "+rowColumns+", digest FROM conversations ORDER BY id")
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var d []byte
+		r, err := scanRow(rows, &d)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		convs = append(convs, r)
+		stored = append(stored, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	sums, err := convDigests(ctx, tx, convs)
+	if err != nil {
+		return err
+	}
+	for i, r := range convs {
+		if sealed && subtle.ConstantTimeCompare(stored[i], sums[i][:]) != 1 {
+			return tampered("a conversation's row or messages do not match its digest")
+		}
+		e := newEntry(r, sums[i])
+		s.convs[r.ID] = e
+		s.ids = append(s.ids, r.ID)
+		if !sealed {
+			if _, err := tx.ExecContext(ctx, "UPDATE conversations SET digest = ? WHERE id = ?", sums[i][:], r.ID); err != nil {
+				return err
+			}
+		}
+	}
+	sum := s.storeDigest(s.gen)
+	if !sealed {
+		_, err := tx.ExecContext(ctx, "INSERT INTO meta(key, value) VALUES ('digest', ?)", sum[:])
+		return err
+	}
+	var d []byte
+	if err := tx.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'digest'").Scan(&d); err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare(d, sum[:]) != 1 {
+		return tampered("the store digest does not match the rows: a partial rollback or a change by the host")
+	}
+	return nil
+}
+
+// convDigests computes the digest of each of convs (sorted by id) from
+// one pass over the messages table.
+func convDigests(ctx context.Context, tx *sql.Tx, convs []row) ([][32]byte, error) {
+	sums := make([][32]byte, len(convs))
+	rows, err := tx.QueryContext(ctx, "SELECT conversation, seq, role, content, created FROM messages ORDER BY conversation, seq")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	i := 0
+	var h convHash
+	if len(convs) > 0 {
+		h = newConvHash(convs[0])
+	}
+	next := func() {
+		sums[i] = h.d.sum()
+		if i++; i < len(convs) {
+			h = newConvHash(convs[i])
+		}
+	}
+	for rows.Next() {
+		var id string
+		var seq int64
+		var m Message
+		if err := rows.Scan(&id, &seq, &m.Role, &m.Content, &m.Created); err != nil {
+			return nil, err
+		}
+		for i < len(convs) && convs[i].ID < id {
+			next()
+		}
+		if i == len(convs) || convs[i].ID != id {
+			return nil, tampered("the database holds messages of a conversation that does not exist")
+		}
+		h.add(seq, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for i < len(convs) {
+		next()
+	}
+	return sums, nil
+}
