@@ -252,31 +252,30 @@ func (s *Store) load(ctx context.Context, q querier, owner, id string) (*Convers
 	return c, nil
 }
 
-// seal checks the database against its digests, or computes them once for
-// a database written before digests existed, and loads them into s. It
-// runs in Open's transaction.
+// seal checks an existing database against its digests and loads them
+// into s. It runs in Open's transaction. A database without the digest
+// column or the store digest is refused: no database is sealed as found,
+// since the host may have written it.
 func (s *Store) seal(ctx context.Context, tx *sql.Tx) error {
 	var n int
-	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM meta WHERE key = 'digest'").Scan(&n); err != nil {
-		return err
-	}
-	sealed := n == 1
 	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('conversations') WHERE name = 'digest'").Scan(&n); err != nil {
 		return err
 	}
-	switch {
-	case n == 0 && sealed:
-		return tampered("the conversations table has lost its digest column")
-	case n == 0:
-		if _, err := tx.ExecContext(ctx, "ALTER TABLE conversations ADD COLUMN digest BLOB"); err != nil {
-			return err
-		}
+	if n == 0 {
+		return tampered("the conversations table has lost its digest column" + preSeal)
+	}
+	var stored []byte
+	switch err := tx.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'digest'").Scan(&stored); {
+	case errors.Is(err, sql.ErrNoRows):
+		return tampered("the database has no store digest" + preSeal)
+	case err != nil:
+		return fmt.Errorf("reading the store digest: %w", err)
 	}
 	if err := tx.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'generation'").Scan(&s.gen); err != nil {
-		return fmt.Errorf("reading the generation: %w", err)
+		return tampered("the database has no readable generation (%v)", err)
 	}
 	var convs []row
-	var stored [][]byte
+	var digests [][]byte
 	rows, err := tx.QueryContext(ctx, "SELECT "+rowColumns+", digest FROM conversations ORDER BY id")
 	if err != nil {
 		return err
@@ -289,7 +288,7 @@ func (s *Store) seal(ctx context.Context, tx *sql.Tx) error {
 			return err
 		}
 		convs = append(convs, r)
-		stored = append(stored, d)
+		digests = append(digests, d)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -300,32 +299,23 @@ func (s *Store) seal(ctx context.Context, tx *sql.Tx) error {
 		return err
 	}
 	for i, r := range convs {
-		if sealed && subtle.ConstantTimeCompare(stored[i], sums[i][:]) != 1 {
+		if subtle.ConstantTimeCompare(digests[i], sums[i][:]) != 1 {
 			return tampered("a conversation's row or messages do not match its digest")
 		}
-		e := newEntry(r, sums[i])
-		s.convs[r.ID] = e
-		s.ids = append(s.ids, r.ID)
-		if !sealed {
-			if _, err := tx.ExecContext(ctx, "UPDATE conversations SET digest = ? WHERE id = ?", sums[i][:], r.ID); err != nil {
-				return err
-			}
-		}
+		s.set(r.ID, ptr(newEntry(r, sums[i])))
 	}
 	sum := s.storeDigest(s.gen)
-	if !sealed {
-		_, err := tx.ExecContext(ctx, "INSERT INTO meta(key, value) VALUES ('digest', ?)", sum[:])
-		return err
-	}
-	var d []byte
-	if err := tx.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'digest'").Scan(&d); err != nil {
-		return err
-	}
-	if subtle.ConstantTimeCompare(d, sum[:]) != 1 {
+	if subtle.ConstantTimeCompare(stored, sum[:]) != 1 {
 		return tampered("the store digest does not match the rows: a partial rollback or a change by the host")
 	}
 	return nil
 }
+
+// preSeal says what to do with a database written before the seal (or
+// made to look like one by the host).
+const preSeal = "; a database written by an agent from before the seal is refused as well, as the host can make one: reformat the volume (docs/volume.md, \"Reformatting\")"
+
+func ptr[T any](v T) *T { return &v }
 
 // convDigests computes the digest of each of convs (sorted by id) from
 // one pass over the messages table.

@@ -31,43 +31,6 @@ func rawExec(t testing.TB, db *sql.DB, q string, args ...any) {
 	}
 }
 
-// preDigestSchema is the schema before digests existed (and, without the
-// owner column, before owners existed).
-const preDigestSchema = `
-PRAGMA journal_mode = WAL;
-CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
-INSERT INTO meta(key, value) VALUES ('generation', 0);
-CREATE TABLE conversations (
-  id TEXT PRIMARY KEY, title TEXT NOT NULL, model TEXT NOT NULL,
-  created INTEGER NOT NULL, updated INTEGER NOT NULL, messages INTEGER NOT NULL DEFAULT 0%s
-) STRICT;
-CREATE TABLE messages (
-  conversation TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-  seq INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, created INTEGER NOT NULL,
-  PRIMARY KEY (conversation, seq)
-) STRICT;
-CREATE INDEX conversations_updated ON conversations(updated);
-`
-
-// preDigestDB writes a database in dir as the agent wrote it before
-// digests existed (with owners or not), then runs stmts on it.
-func preDigestDB(t testing.TB, dir string, owners bool, stmts ...string) {
-	t.Helper()
-	col := ""
-	if owners {
-		col = ",\n  owner TEXT NOT NULL DEFAULT ''"
-	}
-	db := rawDB(t, dir)
-	defer db.Close()
-	rawExec(t, db, fmt.Sprintf(preDigestSchema, col))
-	if owners {
-		rawExec(t, db, ownerIndex)
-	}
-	for _, q := range stmts {
-		rawExec(t, db, q)
-	}
-}
-
 // dbFile returns the database file of a closed store, whose WAL Close
 // has checkpointed into it.
 func dbFile(t *testing.T, dir string) []byte {
@@ -214,6 +177,11 @@ func TestTamperAtRest(t *testing.T) {
 		{"orphan messages", "DELETE FROM conversations", "messages of a conversation that does not exist"},
 		{"generation", "UPDATE meta SET value = value + 5 WHERE key = 'generation'", "store digest does not match the rows"},
 		{"digest column", "ALTER TABLE conversations DROP COLUMN digest", "lost its digest column"},
+		// Without its digest row the store was resealed from whatever rows
+		// the host left: a forged message at generation 0 opened.
+		{"digest row", "DELETE FROM meta WHERE key = 'digest'", "has no store digest"},
+		{"digest row and forged content", "DELETE FROM meta WHERE key = 'digest'; UPDATE messages SET content = 'forged' WHERE seq = 1; UPDATE meta SET value = 0 WHERE key = 'generation'",
+			"has no store digest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -342,59 +310,63 @@ func TestWholeVolumeReplayOpens(t *testing.T) {
 	}
 }
 
-// A database written before digests existed gets them at its first Open
-// (trusting it), and is checked from then on.
-func TestDigestMigration(t *testing.T) {
+// An empty file (what a fresh volume gives, or no file at all) is a new
+// database, at generation 0.
+func TestEmptyFileIsNew(t *testing.T) {
 	dir := t.TempDir()
-	id := strings.Repeat("cd", 16)
-	preDigestDB(t, dir, true,
-		"INSERT INTO conversations(id, owner, title, model, created, updated, messages) VALUES ('"+id+"', '"+alice+"', 'old', 'tiny', 1, 2, 2)",
-		"INSERT INTO messages VALUES ('"+id+"', 0, 'user', 'hi', 1), ('"+id+"', 1, 'assistant', 'hello', 2)",
-		"UPDATE meta SET value = 7 WHERE key = 'generation'")
+	if err := os.WriteFile(filepath.Join(dir, FileName), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s := open(t, dir)
-	c, err := s.Get(ctx, alice, id)
-	if err != nil || c.Title != "old" || len(c.Messages) != 2 || c.Messages[1].Content != "hello" {
-		t.Fatalf("migrated conversation: %+v, %v", c, err)
+	if g, err := s.Generation(ctx); err != nil || g != 0 {
+		t.Fatalf("generation of a new database = %d, %v", g, err)
 	}
-	if g, err := s.Generation(ctx); err != nil || g != 7 {
-		t.Fatalf("generation after migration = %d, %v", g, err)
-	}
-	if g, err := s.Append(ctx, alice, id, "", Message{Role: "user", Content: "again"}); err != nil || g != 8 {
-		t.Fatalf("append after migration: %d, %v", g, err)
-	}
+	mustCreate(t, s, "t", "one")
 	s.Close()
-	s = open(t, dir) // the digests it wrote check
-	s.Close()
-	raw := rawDB(t, dir)
-	rawExec(t, raw, "UPDATE messages SET content = 'forged' WHERE seq = 0")
-	raw.Close()
-	_, err = Open(dir)
-	wantTampered(t, err, "do not match its digest")
+	open(t, dir).Close()
 }
 
 // bigStore makes a store in dir with n conversations (over n/1000+1
-// owners) of m messages each, written as a pre-digest database and sealed
-// by Open.
+// owners) of m messages each, written through a second connection and
+// sealed as the store would have.
 func bigStore(b testing.TB, dir string, n, m int) {
-	preDigestDB(b, dir, true)
+	open(b, dir).Close()
 	db := rawDB(b, dir)
 	defer db.Close()
 	tx, err := db.Begin()
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer tx.Rollback()
 	content := strings.Repeat("m", 500)
+	var convs []row
 	for i := range n {
-		id := fmt.Sprintf("%032x", i)
-		if _, err := tx.Exec("INSERT INTO conversations(id, owner, title, model, created, updated, messages) VALUES (?, ?, 't', 'tiny', 1, 1, ?)",
-			id, Owner(fmt.Sprint(i/1000)), m); err != nil {
+		r := row{Summary{ID: fmt.Sprintf("%032x", i), Title: "t", Model: "tiny", Created: 1, Updated: 1, Messages: m}, Owner(fmt.Sprint(i / 1000))}
+		convs = append(convs, r)
+		if _, err := tx.Exec("INSERT INTO conversations(id, owner, title, model, created, updated, messages) VALUES (?, ?, ?, ?, ?, ?, ?)",
+			r.ID, r.Owner, r.Title, r.Model, r.Created, r.Updated, r.Messages); err != nil {
 			b.Fatal(err)
 		}
 		for j := range m {
-			if _, err := tx.Exec("INSERT INTO messages VALUES (?, ?, 'user', ?, 1)", id, j, content); err != nil {
+			if _, err := tx.Exec("INSERT INTO messages VALUES (?, ?, 'user', ?, 1)", r.ID, j, content); err != nil {
 				b.Fatal(err)
 			}
 		}
+	}
+	sums, err := convDigests(ctx, tx, convs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &Store{convs: map[string]entry{}}
+	for i, r := range convs {
+		if _, err := tx.Exec("UPDATE conversations SET digest = ? WHERE id = ?", sums[i][:], r.ID); err != nil {
+			b.Fatal(err)
+		}
+		s.set(r.ID, ptr(newEntry(r, sums[i])))
+	}
+	sum := s.storeDigest(0)
+	if _, err := tx.Exec("UPDATE meta SET value = ? WHERE key = 'digest'", sum[:]); err != nil {
+		b.Fatal(err)
 	}
 	if err := tx.Commit(); err != nil {
 		b.Fatal(err)

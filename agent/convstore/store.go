@@ -12,8 +12,7 @@
 // Every conversation has an owner: the hex SHA-256 of a secret its client
 // holds (the agent's API takes it as a bearer token). Every read and write
 // names the owner, and a conversation of another owner is ErrNotFound, so
-// nobody learns that it exists. Conversations stored before owners existed
-// have the empty owner, which no caller has: they are listed to nobody.
+// nobody learns that it exists.
 package convstore
 
 import (
@@ -119,41 +118,31 @@ type Store struct {
 }
 
 // schema is a new database's; meta holds the generation (an integer) and
-// the store digest (a blob).
+// the store digest (a blob). Open runs it, with the first store digest, in
+// one transaction, and only on a database that has no tables yet.
 const schema = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
-INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', 0);
-CREATE TABLE IF NOT EXISTS conversations (
+CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
+INSERT INTO meta(key, value) VALUES ('generation', 0);
+CREATE TABLE conversations (
   id TEXT PRIMARY KEY, title TEXT NOT NULL, model TEXT NOT NULL,
   created INTEGER NOT NULL, updated INTEGER NOT NULL, messages INTEGER NOT NULL DEFAULT 0,
-  owner TEXT NOT NULL DEFAULT '', digest BLOB
+  owner TEXT NOT NULL, digest BLOB
 ) STRICT;
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE messages (
   conversation TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
   seq INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, created INTEGER NOT NULL,
   PRIMARY KEY (conversation, seq)
 ) STRICT;
-CREATE INDEX IF NOT EXISTS conversations_updated ON conversations(updated);
+CREATE INDEX conversations_updated ON conversations(updated);
+CREATE INDEX conversations_owner ON conversations(owner, updated);
 `
-
-// ownerMigration adds the owner column to a database made before owners
-// existed; its conversations get the empty owner and are listed to nobody.
-const ownerMigration = `ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT ''`
-
-const ownerIndex = `CREATE INDEX IF NOT EXISTS conversations_owner ON conversations(owner, updated)`
-
-// metaMigration gives a database made before digests existed a meta table
-// whose values may be blobs (STRICT tables cannot change a column's type).
-const metaMigration = `
-CREATE TABLE meta_any (key TEXT PRIMARY KEY, value ANY NOT NULL) STRICT;
-INSERT INTO meta_any SELECT key, value FROM meta;
-DROP TABLE meta;
-ALTER TABLE meta_any RENAME TO meta;`
 
 // Open opens (creating if needed) the database in dir, and checks every
 // conversation and the generation against their digests: a database the
-// host rolled back in part or changed is ErrTampered. A database written
-// before digests existed gets them here, trusting what it holds.
+// host rolled back in part or changed is ErrTampered. A database is
+// created only where the file holds no table at all (a fresh volume);
+// one that has tables but no store digest (written before digests
+// existed, or the host removed it) is refused, never sealed as found.
 func Open(dir string) (*Store, error) {
 	p := filepath.Join(dir, FileName)
 	q := url.Values{}
@@ -168,14 +157,6 @@ func Open(dir string) (*Store, error) {
 	// One connection: writes serialize in SQLite anyway, and a single
 	// connection never sees SQLITE_BUSY from itself.
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("conversation store %s: %w", p, err)
-	}
-	if err := migrateOwner(db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("conversation store %s: adding conversation owners: %w", p, err)
-	}
 	var mode string
 	if err := db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
 		db.Close()
@@ -189,42 +170,33 @@ func Open(dir string) (*Store, error) {
 	return s, nil
 }
 
-// open migrates the meta table if needed and seals or checks the database
-// (seal), in one transaction.
+// open creates the database if it has no table yet, else checks it
+// against its digests (seal), in one transaction.
 func (s *Store) open(ctx context.Context) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	var typ string
-	if err := tx.QueryRowContext(ctx, "SELECT type FROM pragma_table_info('meta') WHERE name = 'value'").Scan(&typ); err != nil {
-		return fmt.Errorf("reading the meta table: %w", err)
-	}
-	if typ != "ANY" {
-		if _, err := tx.ExecContext(ctx, metaMigration); err != nil {
-			return fmt.Errorf("adding the store digest: %w", err)
-		}
-	}
-	if err := s.seal(ctx, tx); err != nil {
-		return err
-	}
-	return tx.Commit()
-}
-
-// migrateOwner adds the owner column and its index unless they exist.
-func migrateOwner(db *sql.DB) error {
+	// "New" is decided from the schema before anything is created: an
+	// empty file (a fresh volume) has none. Row counts would not do: the
+	// host writes the rows.
 	var n int
-	if err := db.QueryRow("SELECT count(*) FROM pragma_table_info('conversations') WHERE name = 'owner'").Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&n); err != nil {
 		return err
 	}
 	if n == 0 {
-		if _, err := db.Exec(ownerMigration); err != nil {
-			return err
+		if _, err := tx.ExecContext(ctx, schema); err != nil {
+			return fmt.Errorf("creating the database: %w", err)
 		}
+		sum := s.storeDigest(0)
+		if _, err := tx.ExecContext(ctx, "INSERT INTO meta(key, value) VALUES ('digest', ?)", sum[:]); err != nil {
+			return fmt.Errorf("creating the database: %w", err)
+		}
+	} else if err := s.seal(ctx, tx); err != nil {
+		return err
 	}
-	_, err := db.Exec(ownerIndex)
-	return err
+	return tx.Commit()
 }
 
 // Close closes the database.

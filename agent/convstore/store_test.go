@@ -113,29 +113,6 @@ func TestOwnerIsolation(t *testing.T) {
 	}
 }
 
-// A database made before owners existed gets the owner column on Open;
-// its conversations are kept but listed to, and readable by, nobody.
-func TestOwnerMigration(t *testing.T) {
-	dir := t.TempDir()
-	old := strings.Repeat("ab", 16)
-	preDigestDB(t, dir, false, "INSERT INTO conversations(id, title, model, created, updated) VALUES ('"+old+"', 'old', '', 1, 1)")
-	s := open(t, dir)
-	defer s.Close()
-	var n int
-	if err := s.db.QueryRow("SELECT count(*) FROM conversations WHERE owner = ''").Scan(&n); err != nil || n != 1 {
-		t.Fatalf("old conversation after migration: %d, %v", n, err)
-	}
-	if list, err := s.List(ctx, alice); err != nil || len(list) != 0 {
-		t.Fatalf("alice lists an ownerless conversation: %+v, %v", list, err)
-	}
-	if _, err := s.Get(ctx, alice, old); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("get of an ownerless conversation: %v", err)
-	}
-	if _, _, err := s.Create(ctx, alice, "new", "", nil); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestMessageLimit(t *testing.T) {
 	s := open(t, t.TempDir())
 	defer s.Close()
