@@ -6,7 +6,9 @@ package convstore
 // unnoticed:
 //
 //   - every conversation row keeps a digest over the row and its messages
-//     (convDigest), written in the transaction that changes either;
+//     (convDigest), written in the transaction that changes either; the
+//     messages enter it as a running hash chained over them in order
+//     (chain), so an append extends it without reading the messages;
 //   - the meta table keeps, beside the generation and in the same
 //     transaction, a digest over the generation and every (id, conversation
 //     digest) in id order (storeDigest);
@@ -55,7 +57,8 @@ func tampered(format string, args ...any) error {
 
 const (
 	rowDomain   = "tdforge convstore row v1"
-	convDomain  = "tdforge convstore conversation v1"
+	msgDomain   = "tdforge convstore message v1"
+	convDomain  = "tdforge convstore conversation v2"
 	storeDomain = "tdforge convstore store v1"
 )
 
@@ -125,32 +128,38 @@ func (r row) rowDigest() [32]byte {
 	return d.sum()
 }
 
-// convHash computes a conversation digest: the row, then each message's
-// seq, role, content and creation time in seq order.
-type convHash struct{ d digest }
-
-func newConvHash(r row) convHash {
-	d := newDigest(convDomain)
-	r.fields(d)
-	return convHash{d}
+// chain extends the running hash of a conversation's messages, prev
+// (zero before the first), by message m at seq: H(domain, prev, seq, role,
+// content, creation time).
+func chain(prev [32]byte, seq int64, m Message) [32]byte {
+	d := newDigest(msgDomain)
+	d.sum32(prev)
+	d.int(seq)
+	d.str(m.Role)
+	d.str(m.Content)
+	d.int(m.Created)
+	return d.sum()
 }
 
-func (c convHash) add(seq int64, m Message) {
-	c.d.int(seq)
-	c.d.str(m.Role)
-	c.d.str(m.Content)
-	c.d.int(m.Created)
+// convDigest is a conversation's digest: its row, then the running hash
+// of its messages.
+func convDigest(r row, msgs [32]byte) [32]byte {
+	d := newDigest(convDomain)
+	r.fields(d)
+	d.sum32(msgs)
+	return d.sum()
 }
 
 // entry is what the Store remembers of a conversation.
 type entry struct {
 	owner string
 	row   [32]byte // rowDigest
+	msgs  [32]byte // the running hash of its messages (chain)
 	conv  [32]byte // conversation digest (the row's digest column)
 }
 
-func newEntry(r row, conv [32]byte) entry {
-	return entry{owner: r.Owner, row: r.rowDigest(), conv: conv}
+func newEntry(r row, msgs [32]byte) entry {
+	return entry{owner: r.Owner, row: r.rowDigest(), msgs: msgs, conv: convDigest(r, msgs)}
 }
 
 // set records e as conversation id's entry (nil: id is gone), keeping ids
@@ -228,7 +237,7 @@ func (s *Store) load(ctx context.Context, q querier, owner, id string) (*Convers
 		return nil, err
 	}
 	c := &Conversation{Summary: r.Summary, Messages: []Message{}}
-	h := newConvHash(r)
+	var h [32]byte
 	rows, err := q.QueryContext(ctx, "SELECT seq, role, content, created FROM messages WHERE conversation = ? ORDER BY seq", id)
 	if err != nil {
 		return nil, err
@@ -240,13 +249,13 @@ func (s *Store) load(ctx context.Context, q querier, owner, id string) (*Convers
 		if err := rows.Scan(&seq, &m.Role, &m.Content, &m.Created); err != nil {
 			return nil, err
 		}
-		h.add(seq, m)
+		h = chain(h, seq, m)
 		c.Messages = append(c.Messages, m)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	if h.d.sum() != s.convs[id].conv {
+	if convDigest(r, h) != s.convs[id].conv {
 		return nil, tampered("a conversation's messages do not match its digest")
 	}
 	return c, nil
@@ -294,15 +303,16 @@ func (s *Store) seal(ctx context.Context, tx *sql.Tx) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	sums, err := convDigests(ctx, tx, convs)
+	hashes, err := messageHashes(ctx, tx, convs)
 	if err != nil {
 		return err
 	}
 	for i, r := range convs {
-		if subtle.ConstantTimeCompare(digests[i], sums[i][:]) != 1 {
+		e := newEntry(r, hashes[i])
+		if subtle.ConstantTimeCompare(digests[i], e.conv[:]) != 1 {
 			return tampered("a conversation's row or messages do not match its digest")
 		}
-		s.set(r.ID, ptr(newEntry(r, sums[i])))
+		s.set(r.ID, &e)
 	}
 	sum := s.storeDigest(s.gen)
 	if subtle.ConstantTimeCompare(stored, sum[:]) != 1 {
@@ -315,28 +325,16 @@ func (s *Store) seal(ctx context.Context, tx *sql.Tx) error {
 // made to look like one by the host).
 const preSeal = "; a database written by an agent from before the seal is refused as well, as the host can make one: reformat the volume (docs/volume.md, \"Reformatting\")"
 
-func ptr[T any](v T) *T { return &v }
-
-// convDigests computes the digest of each of convs (sorted by id) from
-// one pass over the messages table.
-func convDigests(ctx context.Context, tx *sql.Tx, convs []row) ([][32]byte, error) {
-	sums := make([][32]byte, len(convs))
+// messageHashes computes the running hash of the messages of each of
+// convs (sorted by id) from one pass over the messages table.
+func messageHashes(ctx context.Context, tx *sql.Tx, convs []row) ([][32]byte, error) {
+	hashes := make([][32]byte, len(convs))
 	rows, err := tx.QueryContext(ctx, "SELECT conversation, seq, role, content, created FROM messages ORDER BY conversation, seq")
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	i := 0
-	var h convHash
-	if len(convs) > 0 {
-		h = newConvHash(convs[0])
-	}
-	next := func() {
-		sums[i] = h.d.sum()
-		if i++; i < len(convs) {
-			h = newConvHash(convs[i])
-		}
-	}
 	for rows.Next() {
 		var id string
 		var seq int64
@@ -345,18 +343,12 @@ func convDigests(ctx context.Context, tx *sql.Tx, convs []row) ([][32]byte, erro
 			return nil, err
 		}
 		for i < len(convs) && convs[i].ID < id {
-			next()
+			i++
 		}
 		if i == len(convs) || convs[i].ID != id {
 			return nil, tampered("the database holds messages of a conversation that does not exist")
 		}
-		h.add(seq, m)
+		hashes[i] = chain(hashes[i], seq, m)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	for i < len(convs) {
-		next()
-	}
-	return sums, nil
+	return hashes, rows.Err()
 }

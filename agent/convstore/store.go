@@ -304,14 +304,14 @@ func (s *Store) Create(ctx context.Context, owner, title, model string, msgs []M
 		if n >= MaxConversations {
 			return "", nil, fmt.Errorf("%w: you have %d conversations, the most this agent keeps per owner; delete some first", ErrFull, n)
 		}
-		h := newConvHash(r)
+		var h [32]byte
 		for i := range msgs {
 			msgs[i].Created = now
-			h.add(int64(i), msgs[i])
+			h = chain(h, int64(i), msgs[i])
 		}
-		conv := h.d.sum()
+		e := newEntry(r, h)
 		if _, err := tx.ExecContext(ctx, "INSERT INTO conversations(id, owner, title, model, created, updated, messages, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-			r.ID, owner, title, model, now, now, len(msgs), conv[:]); err != nil {
+			r.ID, owner, title, model, now, now, len(msgs), e.conv[:]); err != nil {
 			return "", nil, err
 		}
 		for i, m := range msgs {
@@ -319,7 +319,6 @@ func (s *Store) Create(ctx context.Context, owner, title, model string, msgs []M
 				return "", nil, err
 			}
 		}
-		e := newEntry(r, conv)
 		return r.ID, &e, nil
 	})
 	if err != nil {
@@ -351,41 +350,44 @@ func (s *Store) Append(ctx context.Context, owner, id, model string, msgs ...Mes
 	}
 	now := s.now().UnixMilli()
 	return s.write(ctx, func(tx *sql.Tx) (string, *entry, error) {
-		// The new digest covers every message, so Append reads (and
-		// checks) the whole conversation.
-		c, err := s.load(ctx, tx, owner, id)
+		// The new digest extends the running hash the Store keeps, so
+		// Append reads only the row (checked against its digest) and
+		// counts the messages in the index; Get and the next Open check
+		// their content.
+		r, err := s.readRow(ctx, tx, owner, id)
 		if err != nil {
 			return "", nil, err
 		}
-		n := len(c.Messages)
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE conversation = ?", id).Scan(&n); err != nil {
+			return "", nil, err
+		}
+		if n != r.Messages {
+			return "", nil, tampered("a conversation's messages do not match its digest (the database holds %d, its row says %d)", n, r.Messages)
+		}
 		if n+len(msgs) > MaxMessages {
 			return "", nil, fmt.Errorf("%w: conversation %s holds %d messages, at most %d; start a new conversation", ErrFull, id, n, MaxMessages)
 		}
+		h := s.convs[id].msgs
 		for i, m := range msgs {
 			m.Created = now
 			if err := insertMessage(ctx, tx, id, n+i, m); err != nil {
 				return "", nil, err
 			}
-			if c.Title == "" && m.Role == "user" {
-				c.Title = Title(m.Content)
+			if r.Title == "" && m.Role == "user" {
+				r.Title = Title(m.Content)
 			}
-			c.Messages = append(c.Messages, m)
+			h = chain(h, int64(n+i), m)
 		}
 		if model != "" {
-			c.Model = model
+			r.Model = model
 		}
-		c.Updated, c.Summary.Messages = now, len(c.Messages)
-		r := row{c.Summary, owner}
-		h := newConvHash(r)
-		for i, m := range c.Messages {
-			h.add(int64(i), m)
-		}
-		conv := h.d.sum()
+		r.Updated, r.Messages = now, n+len(msgs)
+		e := newEntry(r, h)
 		if _, err := tx.ExecContext(ctx, "UPDATE conversations SET messages = ?, updated = ?, title = ?, model = ?, digest = ? WHERE id = ?",
-			r.Messages, now, r.Title, r.Model, conv[:], id); err != nil {
+			r.Messages, now, r.Title, r.Model, e.conv[:], id); err != nil {
 			return "", nil, err
 		}
-		e := newEntry(r, conv)
 		return id, &e, nil
 	})
 }
@@ -469,6 +471,22 @@ func (s *Store) Get(ctx context.Context, owner, id string) (*Conversation, error
 	}
 	c, err := s.load(ctx, s.db, owner, id)
 	return c, s.fail(err)
+}
+
+// Check returns nil if owner has conversation id, else ErrNotFound (or
+// the error of a row that does not match its digest). It reads only the
+// row, not the messages.
+func (s *Store) Check(ctx context.Context, owner, id string) error {
+	if err := checkOwner(owner); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return s.failed
+	}
+	_, err := s.readRow(ctx, s.db, owner, id)
+	return s.fail(err)
 }
 
 // Delete removes conversation id of owner and its messages.

@@ -242,3 +242,35 @@ func TestConversationLimitPerOwner(t *testing.T) {
 		t.Fatalf("another owner blocked by alice's conversations: %v", err)
 	}
 }
+
+// Append extends the running hash the store keeps instead of re-reading
+// the messages: content the host forged under an Append does not enter
+// the digest, so the next Get and the next Open refuse it; untouched,
+// appends reopen cleanly.
+func TestAppendKeepsTrustedChain(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	c := mustCreate(t, s, "t", "one", "two")
+	for i := range 5 {
+		if _, err := s.Append(ctx, alice, c.ID, "m2", Message{Role: "assistant", Content: fmt.Sprint("answer ", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = open(t, dir)
+	got, err := s.Get(ctx, alice, c.ID)
+	if err != nil || len(got.Messages) != 7 || got.Messages[6].Content != "answer 4" || got.Model != "m2" {
+		t.Fatalf("after appends and a reopen: %+v, %v", got, err)
+	}
+	raw := rawDB(t, dir)
+	defer raw.Close()
+	rawExec(t, raw, "UPDATE messages SET content = 'forged' WHERE seq = 0")
+	if _, err := s.Append(ctx, alice, c.ID, "", Message{Role: "user", Content: "more"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Get(ctx, alice, c.ID)
+	wantTampered(t, err, "messages do not match its digest")
+	s.Close()
+	_, err = Open(dir)
+	wantTampered(t, err, "do not match its digest")
+}

@@ -346,7 +346,7 @@ func (s *Server) beginSave(w http.ResponseWriter, r *http.Request, body []byte) 
 			s.storeError(w, err)
 			return nil, false
 		}
-	} else if _, err := c.Get(r.Context(), who, id); err != nil {
+	} else if err := c.Check(r.Context(), who, id); err != nil {
 		s.storeError(w, err)
 		return nil, false
 	}
