@@ -366,7 +366,8 @@ func (s *Store) Append(ctx context.Context, owner, id, model string, msgs ...Mes
 			return "", nil, tampered("a conversation's messages do not match its digest (the database holds %d, its row says %d)", n, r.Messages)
 		}
 		if n+len(msgs) > MaxMessages {
-			return "", nil, fmt.Errorf("%w: conversation %s holds %d messages, at most %d; start a new conversation", ErrFull, id, n, MaxMessages)
+			// No id in the text: callers log it to the console.
+			return "", nil, fmt.Errorf("%w: the conversation holds %d messages, at most %d; start a new conversation", ErrFull, n, MaxMessages)
 		}
 		h := s.convs[id].msgs
 		for i, m := range msgs {

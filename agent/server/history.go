@@ -442,6 +442,21 @@ func (c *chatCapture) finish(ctx context.Context, logf func(string, ...any)) {
 	// The client's context may be gone (it disconnected after the last
 	// line); the answer is complete, so it is saved regardless.
 	if _, err := c.store.Append(context.WithoutCancel(ctx), c.owner, c.id, c.model, convstore.Message{Role: "assistant", Content: c.content.String()}); err != nil {
-		logf("conversation store: saving an answer: %v", err)
+		logf("conversation store: saving an answer: %s", errorClass(err))
 	}
+}
+
+// errorClass is what the console may show of a store error: the class of
+// the store's own errors (their text may name limits the client set), the
+// tamper error (which names no conversation), or SQLite's error text.
+func errorClass(err error) string {
+	switch {
+	case errors.Is(err, convstore.ErrFull):
+		return convstore.ErrFull.Error() + " (the conversation is full; the answer was not saved)"
+	case errors.Is(err, convstore.ErrNotFound):
+		return convstore.ErrNotFound.Error() + " (deleted while the answer streamed)"
+	case errors.Is(err, convstore.ErrInvalid):
+		return convstore.ErrInvalid.Error()
+	}
+	return err.Error()
 }

@@ -571,3 +571,40 @@ func TestTamperedStore(t *testing.T) {
 		t.Fatalf("the store was changed after the tamper error: %q, %v", content, err)
 	}
 }
+
+// An answer that does not fit (the question filled the conversation) is
+// not saved, and the console log says so without the conversation's id
+// (the host reads the console). Before, the log held ErrFull's text,
+// which named the conversation.
+func TestChatAnswerFullLogsNoID(t *testing.T) {
+	up, _ := ollamatest.Fake(t, nil)
+	var logs syncbuf.Buffer
+	f := historyFixture(t, up.URL, t.TempDir(), volstatus.Status{State: volstatus.Mounted}, &logs)
+	msgs := make([]convstore.Message, convstore.MaxMessages-1)
+	for i := range msgs {
+		msgs[i] = convstore.Message{Role: "user", Content: "q"}
+	}
+	body, err := json.Marshal(createRequest{Messages: msgs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c summaryResponse
+	doJSON(t, f.srv, "POST", "/v1/conversations", string(body), 201, &c)
+	rec := httptest.NewRecorder()
+	f.srv.ServeHTTP(rec, newChatRequest(`{"model":"tiny:latest","messages":[{"role":"user","content":"last"}]}`, c.ID))
+	if rec.Code != 200 {
+		t.Fatalf("chat: %d %s", rec.Code, rec.Body)
+	}
+	var got conversationResponse
+	doJSON(t, f.srv, "GET", "/v1/conversations/"+c.ID, "", 200, &got)
+	if len(got.Messages) != convstore.MaxMessages || got.Messages[len(got.Messages)-1].Content != "last" {
+		t.Fatalf("%d messages, the last %+v", len(got.Messages), got.Messages[len(got.Messages)-1])
+	}
+	l := logs.String()
+	if !strings.Contains(l, "saving an answer") || !strings.Contains(l, "limit reached") {
+		t.Fatalf("the log does not say the answer was not saved:\n%s", l)
+	}
+	if strings.Contains(l, c.ID) {
+		t.Fatalf("the conversation id is in the agent's log:\n%s", l)
+	}
+}
