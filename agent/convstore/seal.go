@@ -163,10 +163,18 @@ func newEntry(r row, msgs [32]byte) entry {
 }
 
 // set records e as conversation id's entry (nil: id is gone), keeping ids
-// sorted.
+// sorted and the count of each owner's conversations.
 func (s *Store) set(id string, e *entry) {
 	i := sort.SearchStrings(s.ids, id)
-	_, had := s.convs[id]
+	old, had := s.convs[id]
+	if had {
+		if s.perOwner[old.owner]--; s.perOwner[old.owner] == 0 {
+			delete(s.perOwner, old.owner)
+		}
+	}
+	if e != nil {
+		s.perOwner[e.owner]++
+	}
 	switch {
 	case e == nil && had:
 		delete(s.convs, id)

@@ -357,7 +357,7 @@ func bigStore(b testing.TB, dir string, n, m int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := &Store{convs: map[string]entry{}}
+	s := &Store{convs: map[string]entry{}, perOwner: map[string]int{}}
 	for i, r := range convs {
 		e := newEntry(r, hashes[i])
 		if _, err := tx.Exec("UPDATE conversations SET digest = ? WHERE id = ?", e.conv[:], r.ID); err != nil {

@@ -110,11 +110,12 @@ type Store struct {
 	db  *sql.DB
 	now func() time.Time
 
-	mu     sync.Mutex
-	gen    uint64           // the generation this process last read or wrote
-	convs  map[string]entry // every conversation's digests, by id
-	ids    []string         // the keys of convs, sorted
-	failed error            // the first tamper error seen: every call returns it
+	mu       sync.Mutex
+	gen      uint64           // the generation this process last read or wrote
+	convs    map[string]entry // every conversation's digests, by id
+	ids      []string         // the keys of convs, sorted
+	perOwner map[string]int   // how many conversations each owner has (set keeps it)
+	failed   error            // the first tamper error seen: every call returns it
 }
 
 // schema is a new database's; meta holds the generation (an integer) and
@@ -162,7 +163,7 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("conversation store %s: journal mode is %q, want wal (%v)", p, mode, err)
 	}
-	s := &Store{db: db, now: time.Now, convs: map[string]entry{}}
+	s := &Store{db: db, now: time.Now, convs: map[string]entry{}, perOwner: map[string]int{}}
 	if err := s.open(context.Background()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("conversation store %s: %w", p, err)
@@ -295,13 +296,7 @@ func (s *Store) Create(ctx context.Context, owner, title, model string, msgs []M
 	r := row{Summary{ID: NewID(), Title: title, Model: model, Created: now, Updated: now, Messages: len(msgs)}, owner}
 	msgs = append([]Message(nil), msgs...) // their creation times are set below
 	g, err := s.write(ctx, func(tx *sql.Tx) (string, *entry, error) {
-		n := 0
-		for _, e := range s.convs {
-			if e.owner == owner {
-				n++
-			}
-		}
-		if n >= MaxConversations {
+		if n := s.perOwner[owner]; n >= MaxConversations {
 			return "", nil, fmt.Errorf("%w: you have %d conversations, the most this agent keeps per owner; delete some first", ErrFull, n)
 		}
 		var h [32]byte
@@ -447,13 +442,7 @@ func (s *Store) list(ctx context.Context, owner string) ([]Summary, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	n := 0
-	for _, e := range s.convs {
-		if e.owner == owner {
-			n++
-		}
-	}
-	if n != len(out) {
+	if n := s.perOwner[owner]; n != len(out) {
 		return nil, tampered("the database lists %d of the owner's conversations, the agent keeps %d", len(out), n)
 	}
 	return out, nil

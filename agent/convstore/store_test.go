@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"strconv"
@@ -273,4 +274,30 @@ func TestAppendKeepsTrustedChain(t *testing.T) {
 	s.Close()
 	_, err = Open(dir)
 	wantTampered(t, err, "do not match its digest")
+}
+
+// The per-owner counts the store keeps follow creates and deletes, and
+// Open rebuilds them.
+func TestPerOwnerCount(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	bob := Owner("bob-secret-0123456789abcdefghijklmnopqrs")
+	a := mustCreate(t, s, "a1")
+	mustCreate(t, s, "a2")
+	if _, _, err := s.Create(ctx, bob, "b", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(ctx, alice, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{alice: 1, bob: 1}
+	if !maps.Equal(s.perOwner, want) {
+		t.Fatalf("per-owner counts %v, want %v", s.perOwner, want)
+	}
+	s.Close()
+	s = open(t, dir)
+	defer s.Close()
+	if !maps.Equal(s.perOwner, want) {
+		t.Fatalf("per-owner counts after reopen %v, want %v", s.perOwner, want)
+	}
 }
