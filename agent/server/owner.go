@@ -20,10 +20,10 @@ const (
 	bearerRealm = `Bearer realm="tdforge conversations"`
 )
 
-var bearerRE = regexp.MustCompile(`^[A-Za-z0-9_-]{32,128}$`)
+var bearerRE = regexp.MustCompile(fmt.Sprintf(`^[A-Za-z0-9_-]{%d,%d}$`, minBearer, maxBearer))
 
 // bearerHelp says what to send; every 401 carries it.
-const bearerHelp = "send \"Authorization: Bearer <secret>\", a secret of 32 to 128 characters [A-Za-z0-9_-] that only you hold " +
+var bearerHelp = fmt.Sprintf("send \"Authorization: Bearer <secret>\", a secret of %d to %d characters [A-Za-z0-9_-] that only you hold ", minBearer, maxBearer) +
 	"(for example 32 random bytes in base64url: head -c32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\\n'); " +
 	"your conversations are those saved with the same secret"
 
