@@ -14,19 +14,14 @@ import (
 	"github.com/google/go-tdx-guest/verify"
 
 	"github.com/tdforge/tdforge/internal/tdx/attestation"
+	"github.com/tdforge/tdforge/internal/tdx/quote"
 	"github.com/tdforge/tdforge/internal/tdx/sim"
 )
 
 // attestWith quotes with s over ReportData(nonce, spkiHash), as initd's
-// quoting socket does.
+// quoting socket does (it serves quote.DomainAttester).
 func attestWith(s *sim.Simulator) func([]byte, [32]byte) ([]byte, error) {
-	return func(nonce []byte, spkiHash [32]byte) ([]byte, error) {
-		rd, err := attestation.ReportData(nonce, spkiHash)
-		if err != nil {
-			return nil, err
-		}
-		return s.Quote(rd)
-	}
+	return quote.DomainAttester{Provider: s}.Attest
 }
 
 func simulator(t *testing.T) (*sim.Simulator, *sim.PKI) {
