@@ -380,7 +380,7 @@ func (s *Service) handleAttest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := &appraisal{
-		ev:             verify.Evidence{Quote: resp.Quote, CCEL: resp.CCEL, CCELTable: resp.CCELTable, RuntimeLog: resp.RuntimeLog, Claimed: &resp.ReportData},
+		ev:             verify.Evidence{Quote: resp.Quote, CCEL: resp.CCEL, CCELTable: resp.CCELTable, CCELAbsent: resp.CCELAbsent, RuntimeLog: resp.RuntimeLog, Claimed: &resp.ReportData},
 		nonceHex:       resp.ReportData.Nonce,
 		spkiHex:        resp.ReportData.SPKIHash,
 		simulatedClaim: resp.Simulated || resp.QuoteProvider == "simulator",

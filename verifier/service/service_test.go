@@ -262,6 +262,26 @@ func TestAttestSimulated(t *testing.T) {
 	wantError(t, code, b, 400, "report_data.nonce", "already used")
 }
 
+// A TD that sends no CCEL: the report carries the agent's reason on the
+// CCEL replay line, as the in-process path and the broker do. Before the
+// fix the service dropped ccel_absent.
+func TestAttestCCELAbsent(t *testing.T) {
+	f := newFixture(t, nil)
+	doc := f.td.attest(t, f.nonce(t))
+	doc.CCEL, doc.CCELTable = nil, nil
+	doc.CCELAbsent = "no CCEL ACPI table: /sys/firmware/acpi/tables/CCEL does not exist"
+	_, rep := f.attestOK(t, doc)
+	for _, c := range rep.Checks {
+		if c.Name == "CCEL replay (RTMR0..2)" {
+			if c.Status != verify.Skipped || !strings.Contains(c.Reason, "(the agent says: "+doc.CCELAbsent+")") {
+				t.Fatalf("CCEL replay %s %q, want SKIPPED with the agent's reason", c.Status, c.Reason)
+			}
+			return
+		}
+	}
+	t.Fatalf("no CCEL replay check in %+v", rep.Checks)
+}
+
 // One changed byte of the quote or of the runtime log gives
 // contraindicated, naming the failing check.
 func TestTampering(t *testing.T) {
