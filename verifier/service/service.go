@@ -525,11 +525,12 @@ func (s *Service) run(ctx context.Context, a *appraisal, start time.Time) (*Outc
 		return nil, badField(a.fieldNonce, "%v", err)
 	}
 
-	r, ref, e := s.match(ctx, a, policy{
+	pol := policy{
 		allowSimulated: s.cfg.AllowSimulated, simRoots: s.cfg.SimRoots,
 		getter: s.getter(), now: s.now(), nonce: n, spkiHash: [32]byte(spki),
 		acceptUnpinned: s.cfg.AcceptUnpinned,
-	})
+	}
+	r, ref, e := s.match(ctx, a, pol)
 	if e != nil {
 		return nil, e
 	}
@@ -551,7 +552,7 @@ func (s *Service) run(ctx context.Context, a *appraisal, start time.Time) (*Outc
 	for k, v := range regs {
 		in.Registers[k] = hex.EncodeToString(v)
 	}
-	ar, err := result.New(r, in, time.Now())
+	ar, err := result.New(r, in, pol.now)
 	if err != nil {
 		return nil, &apiError{status: http.StatusServiceUnavailable, msg: "building the result: " + err.Error()}
 	}

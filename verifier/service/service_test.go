@@ -2,6 +2,7 @@ package service
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -280,6 +281,27 @@ func TestAttestCCELAbsent(t *testing.T) {
 		}
 	}
 	t.Fatalf("no CCEL replay check in %+v", rep.Checks)
+}
+
+// Results are issued at Config.Now, by /v1/attest and by the key broker's
+// appraisal alike. Before the fix both used the wall clock.
+func TestResultsIssuedAtConfigNow(t *testing.T) {
+	at := time.Now().Add(-2 * time.Minute).Truncate(time.Second)
+	f := newFixture(t, func(c *Config) { c.Now = func() time.Time { return at } })
+	c, _ := f.attestOK(t, f.td.attest(t, f.nonce(t)))
+	if !c.IssuedAt.Equal(at) {
+		t.Fatalf("/v1/attest result issued at %v, want %v", c.IssuedAt, at)
+	}
+	doc := f.td.attest(t, make([]byte, 32))
+	ap, err := f.svc.appraiseRCAR(context.Background(), verify.Evidence{Quote: doc.Quote, CCEL: doc.CCEL, CCELTable: doc.CCELTable, RuntimeLog: doc.RuntimeLog}, make([]byte, 32), "bound by the broker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, jwks := f.get(t, PathJWKS)
+	bc, err := result.Verify([]byte(ap.Token), jwks)
+	if err != nil || !bc.IssuedAt.Equal(at) {
+		t.Fatalf("broker result issued at %v (%v), want %v", bc, err, at)
+	}
 }
 
 // One changed byte of the quote or of the runtime log gives
