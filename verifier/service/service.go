@@ -163,7 +163,7 @@ func New(cfg Config) (*Service, error) {
 		s.cfg.Cache = collateral.NewCache()
 		s.cfg.Cache.Now = s.now
 	}
-	s.metrics = newMetrics(s.collateralFetched, s.now, s.collateralErrors)
+	s.metrics = newMetrics(s.collateralFetched, s.now, s.collateralErrors, func() float64 { return float64(s.cfg.Nonces.Remembered()) })
 	rs, err := loadRefs(cfg.ReferenceDir, cfg.ReferenceKey)
 	if err != nil {
 		return nil, err
