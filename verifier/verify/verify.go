@@ -318,6 +318,7 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 
 	// Registers and events: explain compares each once.
 	a := explain.Analyze(opts.Reference, regs, ev.CCEL, ev.CCELTable, ev.RuntimeLog)
+	_, r.Unpinned = SplitUnpinned(a, opts.AcceptUnpinned)
 	for _, st := range a.Registers {
 		res := st.Result()
 		if !st.Unpinned() {
@@ -325,8 +326,7 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 			continue
 		}
 		reg, _ := register.Parse(st.Name)
-		if slices.Contains(opts.AcceptUnpinned, reg) {
-			r.Unpinned = append(r.Unpinned, st.Name)
+		if slices.Contains(r.Unpinned, st.Name) {
 			r.add(res.Name, Skipped, "NOT PINNED, accepted by the options: %s (%s)", Unchecked[reg], st.Reason)
 			continue
 		}
@@ -601,7 +601,7 @@ func (r *Report) policy(q *pb.QuoteV4, opts Options) error {
 	} {
 		what := "all zero, as the reference expects (it pins no owner value)"
 		if f.pinned {
-			what = "equal to the reference " + abbrevHex(f.want)
+			what = "equal to the reference " + explain.Abbrev(hex.EncodeToString(f.want))
 		}
 		if bytes.Equal(f.got, f.want) {
 			r.add(f.name, Pass, "%s", what)
@@ -614,14 +614,6 @@ func (r *Report) policy(q *pb.QuoteV4, opts Options) error {
 		r.add(f.name, Fail, "the quote's %s is %s, the reference expects %s", f.name, hex.EncodeToString(f.got), expect)
 	}
 	return nil
-}
-
-func abbrevHex(b []byte) string {
-	h := hex.EncodeToString(b)
-	if len(h) > 16 {
-		return h[:16] + "…"
-	}
-	return h
 }
 
 func debugNote(debug bool) string {
