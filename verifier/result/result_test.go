@@ -190,8 +190,6 @@ func TestRotation(t *testing.T) {
 func TestStatusAndVector(t *testing.T) {
 	sim := trusted()
 	sim.Simulated, sim.Verdict = true, verify.VerdictSimulated
-	exception := trusted()
-	exception.Verdict = "TRUSTED, RTMR0 NOT PINNED"
 	// What verify reports for --accept-unpinned rtmr0: verdict TRUSTED,
 	// the register listed in Unpinned (it was affirming before).
 	unpinned := trusted()
@@ -224,7 +222,6 @@ func TestStatusAndVector(t *testing.T) {
 	}{
 		{"trusted", trusted(), ear.TrustTierAffirming, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 2, RuntimeOpaque: 2}},
 		{"simulated", sim, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 32}},
-		{"exception", exception, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 2, RuntimeOpaque: 2}},
 		{"accepted unpinned", unpinned, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 33, Hardware: 2, RuntimeOpaque: 2}},
 		{"accepted unpinned rtmr1", unpinned1, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 33, Hardware: 2, RuntimeOpaque: 2}},
 		{"accepted unpinned rtmr3", unpinned3, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 3, Hardware: 2, RuntimeOpaque: 2}},
