@@ -652,8 +652,11 @@ func (s *Service) match(ctx context.Context, a *appraisal, p policy) (*verify.Re
 		}
 		return n
 	}
+	// The quote is parsed and its signatures, collateral and binding are
+	// checked once; each document then checks registers, logs and policy.
+	cq := checkQuote(ctx, a.ev, p)
 	for _, d := range docs {
-		r := appraise(ctx, a.ev, d, p)
+		r := appraise(cq, d, p)
 		if r.ErrorKind != "" {
 			return r, d, nil // the evidence or the network failed, not the match
 		}
