@@ -102,7 +102,7 @@ func TestHardwareProfileRehearsal(t *testing.T) {
 
 	// Record RTMR0 from the running TD, merge it as an accepted value, sign.
 	rec := filepath.Join(dir, "recorded.json")
-	tool(t, "verifier", "record", "--evidence", ev, "--dev", "--simulated", "-o", rec)
+	tool(t, "verifier", "record", "--evidence", ev, "--dev", "--simulated", "--allow-simulated", "--sim-root", v.simRoot, "-o", rec)
 	merged := filepath.Join(dir, "merged.json")
 	tool(t, "verifier", "reference", "merge", "--reference", ref, "--recorded", rec, "--shape", "tcg-2G-2cpu", "-o", merged)
 	key := filepath.Join(dir, "signing")

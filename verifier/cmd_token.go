@@ -3,13 +3,9 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -18,6 +14,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/canonjson"
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/verifier/client"
 	"github.com/tdforge/tdforge/verifier/result"
 )
 
@@ -46,8 +43,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	jwks, err := readJWKS(ctx, *jwksArg)
 	if err != nil {
 		cli.PrintError(stderr, "verifier token verify", err)
-		var ne *jwksNetworkError
-		if errors.As(err, &ne) {
+		if errors.As(err, new(*client.NetworkError)) {
 			return cli.ExitNetwork
 		}
 		return cli.ExitUsage
@@ -116,14 +112,8 @@ func readToken(arg string) ([]byte, error) {
 	return []byte(strings.TrimSpace(string(b))), err
 }
 
-type jwksNetworkError struct{ err error }
-
-func (e *jwksNetworkError) Error() string { return e.err.Error() }
-func (e *jwksNetworkError) Unwrap() error { return e.err }
-
-// readJWKS reads the key set from a file or fetches it: over HTTPS, or
-// plain HTTP to a loopback address only (a key set fetched in the clear
-// could be anyone's).
+// readJWKS reads the key set from a file or fetches it
+// (client.FetchJWKS: over HTTPS, or plain HTTP to a loopback address only).
 func readJWKS(ctx context.Context, arg string) ([]byte, error) {
 	if !strings.Contains(arg, "://") {
 		b, err := os.ReadFile(arg)
@@ -132,36 +122,15 @@ func readJWKS(ctx context.Context, arg string) ([]byte, error) {
 		}
 		return b, nil
 	}
-	u, err := url.Parse(arg)
-	if err != nil {
-		return nil, fmt.Errorf("--jwks %q: %v", arg, err)
-	}
-	switch ip := net.ParseIP(u.Hostname()); {
-	case u.Scheme == "https":
-	case u.Scheme == "http" && (u.Hostname() == "localhost" || (ip != nil && ip.IsLoopback())):
-	default:
-		return nil, cli.WithHint(fmt.Errorf("--jwks %q: want an https:// URL (plain http only on loopback) or a file", arg), "https://SERVICE/.well-known/jwks.json")
-	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	b, err := client.FetchJWKS(ctx, arg, nil)
 	if err != nil {
+		err = fmt.Errorf("--jwks %s: %w", arg, err)
+		if !errors.As(err, new(*client.NetworkError)) && !errors.As(err, new(*client.ServiceError)) {
+			err = cli.WithHint(err, "https://SERVICE/.well-known/jwks.json, or a file")
+		}
 		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, &jwksNetworkError{fmt.Errorf("--jwks: %v", err)}
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, &jwksNetworkError{fmt.Errorf("--jwks: %v", err)}
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, &jwksNetworkError{fmt.Errorf("--jwks %s: HTTP %s", arg, resp.Status)}
-	}
-	if !json.Valid(b) {
-		return nil, fmt.Errorf("--jwks %s: not JSON", arg)
 	}
 	return b, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -311,13 +312,36 @@ func readSaved(path string) (verify.Evidence, error) {
 	if err := json.Unmarshal(raw, &resp); err != nil {
 		return verify.Evidence{}, cli.WithHint(fmt.Errorf("%s: not a saved /v1/attestation response: %v", path, err), "save one with `verifier attest --save FILE`")
 	}
-	return verify.Evidence{Quote: resp.Quote, CCEL: resp.CCEL, CCELTable: resp.CCELTable, CCELAbsent: resp.CCELAbsent, RuntimeLog: resp.RuntimeLog}, nil
+	ev := verify.Evidence{Quote: resp.Quote, CCEL: resp.CCEL, CCELTable: resp.CCELTable, CCELAbsent: resp.CCELAbsent, RuntimeLog: resp.RuntimeLog}
+	if resp.ReportData.Nonce != "" {
+		ev.Claimed = &resp.ReportData
+	}
+	return ev, nil
+}
+
+// claimedBinding is the nonce and TLS key a saved response says its
+// REPORTDATA binds, for record to check; nil, nil when it names none.
+func claimedBinding(c *attestation.ReportDataInfo) ([]byte, *[32]byte, error) {
+	if c == nil || c.Nonce == "" {
+		return nil, nil, nil
+	}
+	nonce, err := hex.DecodeString(c.Nonce)
+	if err != nil || len(nonce) == 0 {
+		return nil, nil, fmt.Errorf("report_data.nonce %q: not hex", c.Nonce)
+	}
+	spki, err := hex.DecodeString(c.SPKIHash)
+	if err != nil || len(spki) != 32 {
+		return nil, nil, fmt.Errorf("report_data.spki_hash %q: want 64 hex digits", c.SPKIHash)
+	}
+	return nonce, (*[32]byte)(spki), nil
 }
 
 func cmdRecord(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("record", "", stderr)
 	var ef evidenceFlags
 	ef.add(fs)
+	var tf trustFlags
+	tf.add(fs)
 	fs.Lookup("quote").Usage = "known-good raw TDX quote `FILE`"
 	saved := fs.String("evidence", "", "known-good saved attestation response `FILE` (`verifier attest --save`) instead of --quote and the log files")
 	out := fs.String("o", "", "output reference-values `FILE`")
@@ -354,6 +378,32 @@ func cmdRecord(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err != nil {
 		return inputError("record", stderr, err)
 	}
+	// The recording becomes an accepted value for every future TD: only
+	// an authentic quote (and, for a saved response, one bound to the
+	// nonce and TLS key it names) may be recorded.
+	var opts verify.Options
+	if err := tf.apply(&opts); err != nil {
+		return inputError("record", stderr, err)
+	}
+	if opts.Nonce, opts.SPKIHash, err = claimedBinding(ev.Claimed); err != nil {
+		return inputError("record", stderr, fmt.Errorf("%s: %w", *saved, err))
+	}
+	r, err := record.Authenticate(ctx, ev, doc, opts)
+	if err != nil {
+		if h := checkHint(errors.Unwrap(err)); h != "" {
+			err = cli.WithHint(err, "%s", h)
+		}
+		cli.PrintError(stderr, "verifier record", err)
+		if code := r.ExitCode(); code == cli.ExitNetwork || code == cli.ExitUsage {
+			return code
+		}
+		return cli.ExitFail
+	}
+	for _, c := range r.Checks {
+		if c.Name == verify.CheckTCB && c.Status == verify.Fail {
+			fmt.Fprintf(stderr, "verifier record: warning: %s: %s\n", c.Name, c.Reason)
+		}
+	}
 	b, err := doc.Marshal()
 	if err != nil {
 		return inputError("record", stderr, err)
@@ -361,7 +411,7 @@ func cmdRecord(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := fsutil.WriteFile(*out, b, 0o644); err != nil {
 		return inputError("record", stderr, err)
 	}
-	fmt.Fprintf(stderr, "verifier record: wrote %s (registers of the quote; %d event lists)\n", *out, len(doc.Events))
+	fmt.Fprintf(stderr, "verifier record: wrote %s (registers of the authenticated quote; %d event lists)\n", *out, len(doc.Events))
 	return cli.ExitOK
 }
 

@@ -148,13 +148,59 @@ func errWantURL(cmd string) error {
 // policyFlags are the flags shared by the verifying commands.
 type policyFlags struct {
 	reference, referenceKey string
-	allowSimulated          bool
-	simRoot                 string
-	allowDebug              bool
-	collateral              string
-	now                     string
-	json                    bool
-	accept                  acceptFlag
+	trustFlags
+	allowDebug bool
+	json       bool
+	accept     acceptFlag
+}
+
+// trustFlags say what a quote's signature chain may verify to and with
+// which collateral, at what time: the verifying commands' and record's.
+type trustFlags struct {
+	allowSimulated bool
+	simRoot        string
+	collateral     string
+	now            string
+}
+
+func (t *trustFlags) add(fs *flag.FlagSet) {
+	fs.BoolVar(&t.allowSimulated, "allow-simulated", false, "accept quotes from the TDX simulator (dev images only; needs --sim-root)")
+	fs.StringVar(&t.simRoot, "sim-root", "", "simulator root certificate `FILE` (PEM: the sim-root.pem 'builder launch --simulate' writes next to its --pidfile)")
+	fs.StringVar(&t.collateral, "collateral", "", "offline Intel PCS collateral `DIR` (from `verifier collateral fetch`); default: fetch online")
+	fs.StringVar(&t.now, "now", "", "verify certificates and collateral at this RFC 3339 `TIME` instead of now")
+}
+
+// apply sets opts' simulator roots, collateral getter and time.
+func (t *trustFlags) apply(opts *verify.Options) error {
+	opts.AllowSimulated = t.allowSimulated
+	if t.allowSimulated && t.simRoot == "" {
+		return cli.WithHint(verify.ErrNoSimRoot, "--allow-simulated needs --sim-root FILE (the sim-root.pem of the launch, next to its --pidfile)")
+	}
+	if t.simRoot != "" {
+		pool, err := readSimRoot(t.simRoot)
+		if err != nil {
+			return err
+		}
+		opts.SimRoots = pool
+	}
+	if t.collateral != "" {
+		b, err := collateral.Open(t.collateral)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = cli.WithHint(err, "write one with `verifier collateral fetch -o %s --quote FILE`", t.collateral)
+		}
+		if err != nil {
+			return err
+		}
+		opts.Getter = b
+	}
+	if t.now != "" {
+		tm, err := time.Parse(time.RFC3339, t.now)
+		if err != nil {
+			return fmt.Errorf("--now %q: want RFC 3339, e.g. 2023-07-01T00:00:00Z", t.now)
+		}
+		opts.Now = tm
+	}
+	return nil
 }
 
 // acceptFlag is --accept-unpinned: register keys, repeatable or comma
@@ -190,11 +236,8 @@ func addAccept(fs *flag.FlagSet, a *acceptFlag) {
 func (p *policyFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&p.reference, "reference", "", "reference-values `FILE` (JSON, or a signed DSSE envelope)")
 	fs.StringVar(&p.referenceKey, "reference-key", "", "public key `PEM` the reference values must be signed with")
-	fs.BoolVar(&p.allowSimulated, "allow-simulated", false, "accept quotes from the TDX simulator (dev images only; needs --sim-root)")
-	fs.StringVar(&p.simRoot, "sim-root", "", "simulator root certificate `FILE` (PEM: the sim-root.pem 'builder launch --simulate' writes next to its --pidfile)")
+	p.trustFlags.add(fs)
 	fs.BoolVar(&p.allowDebug, "allow-debug", false, "accept a TD with the DEBUG attribute")
-	fs.StringVar(&p.collateral, "collateral", "", "offline Intel PCS collateral `DIR` (from `verifier collateral fetch`); default: fetch online")
-	fs.StringVar(&p.now, "now", "", "verify certificates and collateral at this RFC 3339 `TIME` instead of now")
 	fs.BoolVar(&p.json, "json", false, "print the report as JSON")
 	addAccept(fs, &p.accept)
 }
@@ -220,34 +263,9 @@ func (p *policyFlags) options() (opts verify.Options, refused *verify.Report, er
 	opts.Reference = doc
 	opts.ReferenceCheck = &chk
 	opts.AllowDebug = p.allowDebug
-	opts.AllowSimulated = p.allowSimulated
 	opts.AcceptUnpinned = p.accept
-	if p.allowSimulated && p.simRoot == "" {
-		return opts, nil, cli.WithHint(verify.ErrNoSimRoot, "--allow-simulated needs --sim-root FILE (the sim-root.pem of the launch, next to its --pidfile)")
-	}
-	if p.simRoot != "" {
-		pool, err := readSimRoot(p.simRoot)
-		if err != nil {
-			return opts, nil, err
-		}
-		opts.SimRoots = pool
-	}
-	if p.collateral != "" {
-		b, err := collateral.Open(p.collateral)
-		if errors.Is(err, fs.ErrNotExist) {
-			err = cli.WithHint(err, "write one with `verifier collateral fetch -o %s --quote FILE`", p.collateral)
-		}
-		if err != nil {
-			return opts, nil, err
-		}
-		opts.Getter = b
-	}
-	if p.now != "" {
-		t, err := time.Parse(time.RFC3339, p.now)
-		if err != nil {
-			return opts, nil, fmt.Errorf("--now %q: want RFC 3339, e.g. 2023-07-01T00:00:00Z", p.now)
-		}
-		opts.Now = t
+	if err := p.trustFlags.apply(&opts); err != nil {
+		return opts, nil, err
 	}
 	return opts, nil, nil
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,8 +15,11 @@ import (
 	"github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/tdforge/tdforge/internal/cli"
+	"github.com/tdforge/tdforge/internal/tdx/attestation"
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/signing"
+	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/simtd"
 	"github.com/tdforge/tdforge/verifier/collateral"
 )
 
@@ -34,7 +39,7 @@ func newFixture(t *testing.T) fixture {
 		t.Fatal(err)
 	}
 	// A dev reference: only dev references may be used unsigned.
-	if code, _, stderr := runCLI("record", "--dev", "--quote", f.quote, "-o", f.ref); code != cli.ExitOK {
+	if code, _, stderr := runCLI("record", "--dev", "--quote", f.quote, "--collateral", f.coll, "--now", "2023-07-01T01:00:00Z", "-o", f.ref); code != cli.ExitOK {
 		t.Fatalf("record: exit %d\n%s", code, stderr)
 	}
 	return f
@@ -232,5 +237,82 @@ func TestAcceptUnpinnedAndMergeCLI(t *testing.T) {
 	}
 	if code, _, stderr := runCLI("reference", "merge", "--reference", f.ref, "--recorded", f.ref, "--shape", "x", "-o", out); code != cli.ExitUsage || !strings.Contains(stderr, "already pins RTMR0") {
 		t.Fatalf("merge into a pinned RTMR0: exit %d\n%s", code, stderr)
+	}
+}
+
+// record refuses evidence whose quote is not authentic: its recording
+// would become an accepted value for every future TD. Before the fix a
+// forged quote (RTMR0 edited after signing) was recorded with exit 0.
+func TestRecordRefusesForgedEvidence(t *testing.T) {
+	f := newFixture(t)
+	offline := []string{"--collateral", f.coll, "--now", "2023-07-01T01:00:00Z"}
+	forged := append([]byte(nil), testdata.RawQuote...)
+	forged[48+328+4] ^= 0xff // a byte of RTMR0 in the TD quote body
+	fq := filepath.Join(f.dir, "forged.dat")
+	os.WriteFile(fq, forged, 0o644)
+	out := filepath.Join(f.dir, "rec.json")
+	code, _, stderr := runCLI(append([]string{"record", "--quote", fq, "-o", out}, offline...)...)
+	if code != cli.ExitFail || !strings.Contains(stderr, "refusing to record: quote authenticity") {
+		t.Fatalf("forged quote: exit %d\n%s", code, stderr)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("forged quote recorded")
+	}
+	// The genuine quote is recorded; its out-of-date TCB is a warning.
+	code, _, stderr = runCLI(append([]string{"record", "--quote", f.quote, "-o", out}, offline...)...)
+	if code != cli.ExitOK || !strings.Contains(stderr, "warning: TCB status") {
+		t.Fatalf("genuine quote: exit %d\n%s", code, stderr)
+	}
+
+	// A saved response from a simulated TD: recorded only with the
+	// simulator root allowed, as a dev simulated image, and with
+	// REPORTDATA binding the nonce and TLS key the response names.
+	td := simtd.New(t, nil, simtd.Registers(0x11, 0x22))
+	nonce := []byte("a nonce of thirty-two bytes ....")
+	resp, err := td.Attest(nonce, attestation.SPKIHash(simtd.SelfSigned(t).Leaf.RawSubjectPublicKeyInfo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	save := func(name string, r *attestation.Response) string {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(f.dir, name)
+		os.WriteFile(p, b, 0o644)
+		return p
+	}
+	ev := save("ev.json", resp)
+	root := filepath.Join(f.dir, "sim-root.pem")
+	os.WriteFile(root, []byte(td.PKI.RootCert), 0o644)
+	other, err := sim.NewPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherRoot := filepath.Join(f.dir, "other-root.pem")
+	os.WriteFile(otherRoot, []byte(other.RootCert), 0o644)
+	replayed := *resp
+	replayed.ReportData.Nonce = hex.EncodeToString([]byte("another nonce of 32 bytes ......"))
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no simulator root", []string{"--evidence", ev, "--dev", "--simulated"}, cli.ExitFail, "hint: a simulated quote? for dev images pass --allow-simulated --sim-root FILE"},
+		{"another simulator root", []string{"--evidence", ev, "--dev", "--simulated", "--allow-simulated", "--sim-root", otherRoot}, cli.ExitFail, "refusing to record: quote authenticity"},
+		{"not a simulated image", []string{"--evidence", ev, "--allow-simulated", "--sim-root", root}, cli.ExitFail, "refusing to record: simulated platform"},
+		{"nonce not bound", []string{"--evidence", save("replayed.json", &replayed), "--dev", "--simulated", "--allow-simulated", "--sim-root", root}, cli.ExitFail, "refusing to record: freshness and TLS binding"},
+		{"simulated without root", []string{"--evidence", ev, "--dev", "--simulated", "--allow-simulated"}, cli.ExitUsage, "--allow-simulated needs --sim-root"},
+		{"authentic", []string{"--evidence", ev, "--dev", "--simulated", "--allow-simulated", "--sim-root", root}, cli.ExitOK, "wrote"},
+	} {
+		os.Remove(out)
+		code, _, stderr := runCLI(append([]string{"record", "-o", out}, tc.args...)...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%s: exit %d, want %d and %q\n%s", tc.name, code, tc.code, tc.want, stderr)
+		}
+		if _, err := os.Stat(out); (err == nil) != (tc.code == cli.ExitOK) {
+			t.Errorf("%s: output written: %v", tc.name, err == nil)
+		}
 	}
 }

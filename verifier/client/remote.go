@@ -69,16 +69,47 @@ func NewRemoteService(rawURL string, roots *x509.CertPool) (*RemoteService, erro
 	if u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 		return nil, fmt.Errorf("attestation service URL %q: want the service's base URL, https://HOST[:PORT]", rawURL)
 	}
-	switch ip := net.ParseIP(u.Hostname()); {
-	case u.Scheme == "https":
-	case u.Scheme == "http" && (u.Hostname() == "localhost" || (ip != nil && ip.IsLoopback())):
-	default:
+	if !AllowedServiceURL(u) {
 		return nil, fmt.Errorf("attestation service URL %q: want an https:// URL (plain http only to a loopback address)", rawURL)
 	}
 	u.Path = ""
+	return newRemote(u, roots), nil
+}
+
+func newRemote(u *url.URL, roots *x509.CertPool) *RemoteService {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	return &RemoteService{URL: u, HTTP: &http.Client{Transport: tr, Timeout: 60 * time.Second}}, nil
+	return &RemoteService{URL: u, HTTP: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
+}
+
+// AllowedServiceURL reports whether a service's answers (results, key
+// sets) may be fetched from u: over HTTPS, or plain HTTP to a loopback
+// address only (anything fetched in the clear could be anyone's).
+func AllowedServiceURL(u *url.URL) bool {
+	ip := net.ParseIP(u.Hostname())
+	return u.Scheme == "https" || (u.Scheme == "http" && (u.Hostname() == "localhost" || (ip != nil && ip.IsLoopback())))
+}
+
+// FetchJWKS fetches a service's result-signing key set from its full URL
+// (e.g. https://SERVICE/.well-known/jwks.json; see AllowedServiceURL),
+// checking the server's certificate against roots (nil: the system
+// roots). Transport failures and 5xx answers are a *NetworkError.
+func FetchJWKS(ctx context.Context, rawURL string, roots *x509.CertPool) ([]byte, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if u.Host == "" || !AllowedServiceURL(u) {
+		return nil, errors.New("want an https:// URL (plain http only to a loopback address)")
+	}
+	b, err := newRemote(u, roots).doURL(ctx, http.MethodGet, u, u.Path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if !json.Valid(b) {
+		return nil, errors.New("not JSON")
+	}
+	return b, nil
 }
 
 // ServiceResult is what the client verified of a service's answer.
@@ -96,11 +127,16 @@ type ServiceResult struct {
 func (r *ServiceResult) StatusName() string { return ear.TrustTierToString[r.Status] }
 
 func (s *RemoteService) do(ctx context.Context, method, path string, body []byte) ([]byte, error) {
+	return s.doURL(ctx, method, s.URL.JoinPath(path), path, body)
+}
+
+// doURL sends a request to u; path names it in errors.
+func (s *RemoteService) doURL(ctx context.Context, method string, u *url.URL, path string, body []byte) ([]byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, s.URL.JoinPath(path).String(), rd)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return nil, err
 	}

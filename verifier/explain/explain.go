@@ -151,7 +151,7 @@ func (s RegisterState) Result() Result {
 		if s.Accepted != "" {
 			return Result{name, Pass, fmt.Sprintf("%s matches accepted value %s", name, s.Accepted)}
 		}
-		return Result{name, Pass, "matches the reference " + abbrev(s.Reference)}
+		return Result{name, Pass, "matches the reference " + Abbrev(s.Reference)}
 	case Fail:
 		if s.AcceptedSet > 0 {
 			return Result{name, Fail, fmt.Sprintf("the quote's %s is %s, none of the %d accepted values of the reference (%s)", name, s.Quote, s.AcceptedSet, s.Reason)}
@@ -161,7 +161,8 @@ func (s RegisterState) Result() Result {
 	return Result{name, Skipped, "reference value is null: " + s.Reason}
 }
 
-func abbrev(h string) string {
+// Abbrev shortens a hex value for people to its first 16 digits and "…".
+func Abbrev(h string) string {
 	if len(h) <= 16 {
 		return h
 	}

@@ -149,7 +149,8 @@ func (is *Issuer) sweep(now time.Time) {
 	is.nextSweep = now.Add(time.Second)
 }
 
-// Remembered is the size of the replay set (for tests and metrics).
+// Remembered is the size of the replay set (the service's
+// tdforge_nonces_remembered gauge).
 func (is *Issuer) Remembered() int {
 	is.mu.Lock()
 	defer is.mu.Unlock()

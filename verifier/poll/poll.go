@@ -19,6 +19,11 @@ func Every(ctx context.Context, interval time.Duration, f func()) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			// A tick and the end of ctx may be ready together, and
+			// select picks either: never call f once ctx has ended.
+			if ctx.Err() != nil {
+				return
+			}
 			f()
 		}
 	}

@@ -4,7 +4,9 @@ package record
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
@@ -16,7 +18,8 @@ import (
 // Reference pins a reference-values document to the registers and TD
 // attributes of a known-good quote. When logs are given they must replay
 // to the quote, and their events become the document's expected events.
-// The quote's signature is not checked here: the operator vouches for it.
+// The quote's signature is not checked here: call Authenticate before the
+// document is written or trusted.
 func Reference(ev verify.Evidence, img refvalues.Image) (*refvalues.Document, error) {
 	q, regs, err := verify.ParseQuote(ev.Quote)
 	if err != nil {
@@ -80,3 +83,46 @@ func Reference(ev verify.Evidence, img refvalues.Image) (*refvalues.Document, er
 	}
 	return doc, nil
 }
+
+// Authenticate checks that the quote of ev, from which doc was recorded,
+// is authentic: it verifies ev against doc (so the simulated-platform
+// check reads doc's image flags) under opts' trust anchors, collateral and
+// time, and, when opts carries a nonce and TLS key, that REPORTDATA binds
+// them. It returns the report, and an error unless the quote parsed, its
+// signature chain verified (to Intel's root, or to a simulator root that
+// opts allows), and neither the simulated-platform check nor the binding
+// check failed. A TCB that is not up to date does not refuse: the document
+// does not pin the TCB status, and each appraisal checks it again.
+func Authenticate(ctx context.Context, ev verify.Evidence, doc *refvalues.Document, opts verify.Options) (*verify.Report, error) {
+	opts.Reference = doc
+	opts.ReferenceCheck = nil
+	opts.AcceptUnpinned = nil
+	r := verify.Verify(ctx, ev, opts)
+	for _, name := range []string{verify.CheckFormat, verify.CheckAuthenticity, verify.CheckSimulated, verify.CheckBinding} {
+		for _, c := range r.Checks {
+			if c.Name == name && c.Status == verify.Fail {
+				err := fmt.Errorf("refusing to record: %s: %s", c.Name, c.Reason)
+				if c.Cause != nil {
+					err = &refused{err: err, cause: c.Cause}
+				}
+				return r, err
+			}
+		}
+	}
+	for _, c := range r.Checks {
+		if c.Name == verify.CheckAuthenticity && c.Status == verify.Pass {
+			return r, nil
+		}
+	}
+	return r, errors.New("refusing to record: the quote's authenticity was not established")
+}
+
+// refused is Authenticate's error with the failed check's cause, so
+// callers can match it (errors.Is) and hint at the flag that helps.
+type refused struct {
+	err   error
+	cause error
+}
+
+func (e *refused) Error() string { return e.err.Error() }
+func (e *refused) Unwrap() error { return e.cause }

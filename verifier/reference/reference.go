@@ -5,10 +5,12 @@ package reference
 
 import (
 	"bytes"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/tdforge/tdforge/internal/tdx/refvalues"
 	"github.com/tdforge/tdforge/internal/tdx/signing"
@@ -39,13 +41,55 @@ var (
 // document is used with a SKIPPED check when it describes a dev image, and
 // yields a FAIL check (Cause ErrUnsignedRelease) otherwise.
 func Load(path, keyPath string) (*refvalues.Document, verify.Check, error) {
-	chk := verify.Check{Name: verify.CheckReference}
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, chk, fmt.Errorf("%w: reference values: %v", ErrInput, err)
+		return nil, verify.Check{Name: verify.CheckReference}, fmt.Errorf("%w: reference values: %v", ErrInput, err)
 	}
+	var key *Key
+	if keyPath != "" {
+		if key, err = ReadKey(keyPath); err != nil {
+			return nil, verify.Check{Name: verify.CheckReference}, err
+		}
+	}
+	return Decode(path, raw, key)
+}
+
+// Key is a publisher's public key, read once and parsed on first use, for
+// checking many documents.
+type Key struct {
+	path string
+	pem  []byte
+	once sync.Once
+	pub  crypto.PublicKey
+	err  error
+}
+
+// ReadKey reads the public key PEM at path; errors wrap ErrInput. It is
+// parsed when a signed document is first checked with it.
+func ReadKey(path string) (*Key, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reference key: %v", ErrInput, err)
+	}
+	return &Key{path: path, pem: pem}, nil
+}
+
+func (k *Key) public() (crypto.PublicKey, error) {
+	k.once.Do(func() {
+		k.pub, k.err = signing.ParsePublicKey(k.pem)
+		if k.err != nil {
+			k.err = fmt.Errorf("%w: reference key %s: %v", ErrInput, k.path, k.err)
+		}
+	})
+	return k.pub, k.err
+}
+
+// Decode is Load of a document already read (raw, from path, which names
+// it in reasons) with key, nil for none.
+func Decode(path string, raw []byte, key *Key) (*refvalues.Document, verify.Check, error) {
+	chk := verify.Check{Name: verify.CheckReference}
 	env := IsEnvelope(raw)
-	if keyPath == "" {
+	if key == nil {
 		if env {
 			return nil, chk, fmt.Errorf("%w: %s is %w", ErrInput, path, ErrNoKey)
 		}
@@ -61,22 +105,19 @@ func Load(path, keyPath string) (*refvalues.Document, verify.Check, error) {
 		chk.Status, chk.Reason = verify.Skipped, "no reference key given: the reference document is trusted as read"
 		return doc, chk, nil
 	}
-	pub, err := os.ReadFile(keyPath)
-	if err != nil {
-		return nil, chk, fmt.Errorf("%w: reference key: %v", ErrInput, err)
-	}
 	chk.Status = verify.Fail
 	if !env {
 		chk.Cause = ErrUnsigned
 		chk.Reason = fmt.Sprintf("%s: %v", path, ErrUnsigned)
 		return nil, chk, nil
 	}
-	if _, err := signing.ParsePublicKey(pub); err != nil {
-		return nil, chk, fmt.Errorf("%w: reference key %s: %v", ErrInput, keyPath, err)
-	}
-	docRaw, err := signing.Verify(raw, pub)
+	pub, err := key.public()
 	if err != nil {
-		chk.Reason = fmt.Sprintf("%s: signature check with %s failed: %v", path, keyPath, err)
+		return nil, chk, err
+	}
+	docRaw, err := signing.VerifyKey(raw, pub)
+	if err != nil {
+		chk.Reason = fmt.Sprintf("%s: signature check with %s failed: %v", path, key.path, err)
 		return nil, chk, nil
 	}
 	doc, err := refvalues.Decode(bytes.NewReader(docRaw))
@@ -84,7 +125,7 @@ func Load(path, keyPath string) (*refvalues.Document, verify.Check, error) {
 		chk.Reason = fmt.Sprintf("%s: signed content is not a reference document: %v", path, err)
 		return nil, chk, nil
 	}
-	chk.Status, chk.Reason = verify.Pass, "signed by "+keyPath
+	chk.Status, chk.Reason = verify.Pass, "signed by "+key.path
 	return doc, chk, nil
 }
 

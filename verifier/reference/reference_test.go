@@ -88,3 +88,49 @@ func TestLoad(t *testing.T) {
 		t.Error("junk key accepted")
 	}
 }
+
+// One Key checks many documents: the key is parsed once, a junk key
+// fails each signed document as an input error, and an unsigned document
+// is still refused as unsigned before the key is parsed (as Load does).
+func TestDecodeWithOneKey(t *testing.T) {
+	dir := t.TempDir()
+	priv, pub, err := signing.GenerateKey("ed25519")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPath := filepath.Join(dir, "pub.pem")
+	os.WriteFile(keyPath, pub, 0o644)
+	key, err := ReadKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"1", "2"} {
+		raw, _ := (&refvalues.Document{Schema: refvalues.Schema, Image: refvalues.Image{Name: "img", Version: v}, Events: map[string][]refvalues.Event{}, Source: "builder"}).Marshal()
+		env, err := signing.Sign(raw, priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, c, err := Decode("ref-"+v+".json", env, key)
+		if err != nil || d == nil || d.Image.Version != v || c.Status != verify.Pass || c.Reason != "signed by "+keyPath {
+			t.Fatalf("document %s: %v %+v", v, err, c)
+		}
+		if key.pub == nil {
+			t.Fatal("key not kept parsed")
+		}
+		junkPath := filepath.Join(dir, "junk.pem")
+		os.WriteFile(junkPath, []byte("junk"), 0o644)
+		junk, err := ReadKey(junkPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := Decode("ref.json", env, junk); !errors.Is(err, ErrInput) {
+			t.Fatalf("junk key: %v", err)
+		}
+		if d, c, err := Decode("plain.json", raw, junk); err != nil || d != nil || !errors.Is(c.Cause, ErrUnsigned) {
+			t.Fatalf("unsigned with a junk key: %v %+v", err, c)
+		}
+	}
+	if _, err := ReadKey(filepath.Join(dir, "missing.pem")); !errors.Is(err, ErrInput) {
+		t.Fatalf("missing key: %v", err)
+	}
+}

@@ -54,14 +54,14 @@ type Input struct {
 
 // Status maps a report to ear.status: affirming for TRUSTED, warning for a
 // trusted verdict that rests on something the operator accepted (a
-// simulated TD the service was told to accept, registers accepted
-// unpinned, or any verdict other than plain TRUSTED), contraindicated for
-// anything else.
+// simulated TD the service was told to accept, or registers accepted
+// unpinned), contraindicated for anything else. (verify's trusted verdict
+// is TRUSTED (SIMULATED) exactly when r.Simulated.)
 func Status(r *verify.Report) ear.TrustTier {
 	switch {
 	case r == nil || !r.Trusted:
 		return ear.TrustTierContraindicated
-	case r.Simulated || r.Verdict != verify.VerdictTrusted || len(r.Unpinned) > 0:
+	case r.Simulated || len(r.Unpinned) > 0:
 		return ear.TrustTierWarning
 	}
 	return ear.TrustTierAffirming

@@ -190,12 +190,14 @@ func TestRotation(t *testing.T) {
 func TestStatusAndVector(t *testing.T) {
 	sim := trusted()
 	sim.Simulated, sim.Verdict = true, verify.VerdictSimulated
-	exception := trusted()
-	exception.Verdict = "TRUSTED, RTMR0 NOT PINNED"
 	// What verify reports for --accept-unpinned rtmr0: verdict TRUSTED,
 	// the register listed in Unpinned (it was affirming before).
 	unpinned := trusted()
 	unpinned.Unpinned = []string{"rtmr0"}
+	unpinned1 := trusted()
+	unpinned1.Unpinned = []string{"rtmr1"}
+	unpinned3 := trusted()
+	unpinned3.Unpinned = []string{"rtmr3"}
 	tcb := &verify.Report{Verdict: verify.VerdictNotTrusted, Checks: []verify.Check{
 		{Name: verify.CheckAuthenticity, Status: verify.Pass},
 		{Name: verify.CheckTCB, Status: verify.Fail, Reason: "OutOfDate"},
@@ -220,8 +222,9 @@ func TestStatusAndVector(t *testing.T) {
 	}{
 		{"trusted", trusted(), ear.TrustTierAffirming, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 2, RuntimeOpaque: 2}},
 		{"simulated", sim, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 32}},
-		{"exception", exception, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 2, RuntimeOpaque: 2}},
-		{"accepted unpinned", unpinned, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 2, FileSystem: 2, Hardware: 2, RuntimeOpaque: 2}},
+		{"accepted unpinned", unpinned, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 33, Hardware: 2, RuntimeOpaque: 2}},
+		{"accepted unpinned rtmr1", unpinned1, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 33, Hardware: 2, RuntimeOpaque: 2}},
+		{"accepted unpinned rtmr3", unpinned3, ear.TrustTierWarning, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 3, Hardware: 2, RuntimeOpaque: 2}},
 		{"tcb+rtmr3+debug", tcb, ear.TrustTierContraindicated, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 33, FileSystem: 32, Hardware: 32, RuntimeOpaque: 96}},
 		{"boot chain differs", boot, ear.TrustTierContraindicated, ear.TrustVector{InstanceIdentity: 2, Configuration: 2, Executables: 33, Hardware: 2, RuntimeOpaque: 2}},
 		{"forged", forged, ear.TrustTierContraindicated, ear.TrustVector{InstanceIdentity: 99, Hardware: 97}},
@@ -240,8 +243,14 @@ func TestStatusAndVector(t *testing.T) {
 		}
 		before := *ar.Submods[Submod].Status
 		ev := *ar.Submods[Submod].VeraisonAnnotatedEvidence
-		if un, _ := ev["accepted_unpinned"].(map[string]any); len(un) != len(tc.r.Unpinned) || (len(un) > 0 && un["rtmr0"] != verify.Unchecked[register.RTMR0]) {
+		un, _ := ev["accepted_unpinned"].(map[string]any)
+		if len(un) != len(tc.r.Unpinned) {
 			t.Errorf("%s: annotated accepted_unpinned %v, want %v", tc.name, ev["accepted_unpinned"], tc.r.Unpinned)
+		}
+		for _, k := range tc.r.Unpinned {
+			if reg, err := register.Parse(k); err != nil || un[k] != verify.Unchecked[reg] {
+				t.Errorf("%s: annotated accepted_unpinned[%s] %v, want %q", tc.name, k, un[k], verify.Unchecked[reg])
+			}
 		}
 		if ev["verdict"] != tc.r.Headline() {
 			t.Errorf("%s: annotated verdict %v, want %q", tc.name, ev["verdict"], tc.r.Headline())

@@ -25,12 +25,15 @@ const CheckRevoked = "reference revocation"
 //     minimum TEE TCB SVN equal the reference; 96 when one differs.
 //   - executables 2 (approved runtime): MRTD and RTMR0..3, and the event
 //     logs replayed into them, equal the reference (firmware, kernel,
-//     command line, initrd, payloads); 33 (unrecognized) when one differs,
-//     96 when the matching reference is revoked.
+//     command line, initrd, payloads); 33 (unrecognized) when one differs
+//     or when MRTD or one of RTMR0..2 was accepted unpinned (unchecked
+//     boot code), 3 (approved boot) when only RTMR3 was accepted unpinned
+//     (payloads unchecked), 96 when the matching reference is revoked.
 //   - file-system 2 (approved files): the payload file systems are
 //     dm-verity volumes whose root hashes RTMR3 carries and the reference
 //     pins; 32 when RTMR3 or its events differ; no claim when MRTD or
-//     RTMR0..2 differ (unrecognized boot code measured the payloads).
+//     RTMR0..2 differ (unrecognized boot code measured the payloads) or
+//     when any register was accepted unpinned.
 //   - hardware 2 (genuine): Intel's chain and collateral verify and the TCB
 //     is up to date; 32 when the TCB is out of date (needs patches) or for
 //     a simulated TD the operator accepted (no TDX hardware); 96 when a
@@ -70,6 +73,26 @@ func vector(r *verify.Report) ear.TrustVector {
 	worse := func(c *ear.TrustClaim, v ear.TrustClaim) {
 		if *c == ear.NoClaim || v.GetTier() > c.GetTier() || (v.GetTier() == c.GetTier() && v > *c) {
 			*c = v
+		}
+	}
+	if authentic && len(r.Unpinned) > 0 {
+		// Registers accepted unpinned went unchecked: MRTD or RTMR0..2
+		// leave the boot code unrecognized; RTMR3 alone leaves the boot
+		// chain approved but the payloads unchecked. Either way the
+		// payload measurements vouch for nothing.
+		boot := false
+		for _, k := range r.Unpinned {
+			if !strings.EqualFold(k, "rtmr3") {
+				boot = true
+			}
+		}
+		if boot {
+			worse(&tv.Executables, ear.UnrecognizedRuntimeClaim)
+		} else {
+			worse(&tv.Executables, ear.ApprovedBootClaim)
+		}
+		if tv.FileSystem == ear.ApprovedFilesClaim {
+			tv.FileSystem = ear.NoClaim
 		}
 	}
 	for _, c := range r.Checks {

@@ -22,19 +22,16 @@ type policy struct {
 	acceptUnpinned []register.Register
 }
 
-// appraise is the service's one call into package verify: the evidence
-// against one reference document. (Keep it the only one, so that changes
-// to verify.Options land here.)
-func appraise(ctx context.Context, ev verify.Evidence, ref *refDoc, p policy) *verify.Report {
-	chk := ref.check
+// options are the verify.Options of p with reference ref (nil: none yet).
+// (Keep this the only place that fills verify.Options, so that changes to
+// them land here.)
+func (p policy) options(ref *refDoc) verify.Options {
 	var spki *[32]byte
 	if p.nonce != nil { // nil: the caller checked REPORTDATA (key broker)
 		h := p.spkiHash
 		spki = &h
 	}
-	return verify.Verify(ctx, ev, verify.Options{
-		Reference:      ref.doc,
-		ReferenceCheck: &chk,
+	opts := verify.Options{
 		AllowSimulated: p.allowSimulated,
 		SimRoots:       p.simRoots,
 		Getter:         p.getter,
@@ -42,7 +39,23 @@ func appraise(ctx context.Context, ev verify.Evidence, ref *refDoc, p policy) *v
 		Nonce:          p.nonce,
 		SPKIHash:       spki,
 		AcceptUnpinned: p.acceptUnpinned,
-	})
+	}
+	if ref != nil {
+		chk := ref.check
+		opts.Reference, opts.ReferenceCheck = ref.doc, &chk
+	}
+	return opts
+}
+
+// checkQuote checks the evidence's quote once for all reference
+// documents: format, authenticity, TCB and REPORTDATA binding.
+func checkQuote(ctx context.Context, ev verify.Evidence, p policy) *verify.CheckedQuote {
+	return verify.CheckQuote(ctx, ev, p.options(nil))
+}
+
+// appraise is the checked evidence against one reference document.
+func appraise(cq *verify.CheckedQuote, ref *refDoc, p policy) *verify.Report {
+	return cq.Against(p.options(ref))
 }
 
 // quoteFields opens a quote as verify does and returns its REPORTDATA and

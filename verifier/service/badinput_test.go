@@ -177,6 +177,7 @@ func TestOperationalEndpoints(t *testing.T) {
 		`tdforge_collateral_age_seconds -1`,
 		`tdforge_collateral_fetch_errors_total 0`,
 		`tdforge_reference_documents{state="active"} 1`,
+		`tdforge_nonces_remembered 1`,
 	} {
 		if !strings.Contains(string(m), want) {
 			t.Errorf("metrics lack %q", want)

@@ -22,7 +22,8 @@ import (
 func (s *Service) appraiseRCAR(ctx context.Context, ev verify.Evidence, nonce []byte, binding string) (*broker.Appraisal, error) {
 	start := time.Now()
 	a := &appraisal{ev: ev, fieldQuote: "tee-evidence.primary_evidence.quote"}
-	r, ref, e := s.match(ctx, a, policy{allowSimulated: s.cfg.AllowSimulated, simRoots: s.cfg.SimRoots, getter: s.getter(), now: s.now(), acceptUnpinned: s.cfg.AcceptUnpinned})
+	now := s.now()
+	r, ref, e := s.match(ctx, a, policy{allowSimulated: s.cfg.AllowSimulated, simRoots: s.cfg.SimRoots, getter: s.getter(), now: now, acceptUnpinned: s.cfg.AcceptUnpinned})
 	if e != nil {
 		return nil, &broker.Refusal{Status: e.status, Reason: e.Error()}
 	}
@@ -63,7 +64,7 @@ func (s *Service) appraiseRCAR(ctx context.Context, ev verify.Evidence, nonce []
 			in.Registers[k] = hex.EncodeToString(v)
 		}
 	}
-	ar, err := result.New(r, in, time.Now())
+	ar, err := result.New(r, in, now)
 	if err == nil {
 		var tok []byte
 		tok, _, err = s.cfg.Keys.Sign(ar)

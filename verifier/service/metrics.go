@@ -14,7 +14,7 @@ type metrics struct {
 	references *prometheus.GaugeVec
 }
 
-func newMetrics(collateralFetched func() (time.Time, bool), now func() time.Time, fetchErrors func() float64) *metrics {
+func newMetrics(collateralFetched func() (time.Time, bool), now func() time.Time, fetchErrors, noncesRemembered func() float64) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		appraisals: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -46,6 +46,10 @@ func newMetrics(collateralFetched func() (time.Time, bool), now func() time.Time
 		}
 		return now().Sub(t).Seconds()
 	}))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tdforge_nonces_remembered",
+		Help: "Used nonces the service remembers, to refuse their replay until they expire.",
+	}, noncesRemembered))
 	for _, s := range []string{"affirming", "warning", "contraindicated", "refused", "error"} {
 		m.appraisals.WithLabelValues(s)
 	}

@@ -98,16 +98,31 @@ func loadRefs(dir, keyPath string) (*refSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reference directory: %w", err)
 	}
+	// The key is read once and parsed at most once for all documents.
+	var key *reference.Key
+	var keyErr error
+	if keyPath != "" {
+		key, keyErr = reference.ReadKey(keyPath)
+	}
 	for _, e := range ents {
 		name := e.Name()
 		if e.IsDir() || !isReferenceFile(name) {
 			continue
 		}
 		path := filepath.Join(dir, name)
-		if !looksLikeReference(path) {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			rs.problems = append(rs.problems, fmt.Sprintf("%s: %v", name, err))
 			continue
 		}
-		doc, chk, err := reference.Load(path, keyPath)
+		if !looksLikeReference(raw) {
+			continue
+		}
+		var doc *refvalues.Document
+		var chk verify.Check
+		if err = keyErr; err == nil {
+			doc, chk, err = reference.Decode(path, raw, key)
+		}
 		switch {
 		case err != nil:
 			rs.problems = append(rs.problems, fmt.Sprintf("%s: %v", name, err))
@@ -142,13 +157,10 @@ func loadRefs(dir, keyPath string) (*refSet, error) {
 	return rs, nil
 }
 
-// looksLikeReference reports whether a JSON file is a reference-values
-// document or a DSSE envelope (not another export of the builder).
-func looksLikeReference(path string) bool {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return true // let the loader report it
-	}
+// looksLikeReference reports whether a JSON file's content b is a
+// reference-values document or a DSSE envelope (not another export of the
+// builder).
+func looksLikeReference(b []byte) bool {
 	return bytes.Contains(b, []byte(refvalues.Schema)) || bytes.Contains(b, []byte(`"payloadType"`))
 }
 

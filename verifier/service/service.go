@@ -163,7 +163,7 @@ func New(cfg Config) (*Service, error) {
 		s.cfg.Cache = collateral.NewCache()
 		s.cfg.Cache.Now = s.now
 	}
-	s.metrics = newMetrics(s.collateralFetched, s.now, s.collateralErrors)
+	s.metrics = newMetrics(s.collateralFetched, s.now, s.collateralErrors, func() float64 { return float64(s.cfg.Nonces.Remembered()) })
 	rs, err := loadRefs(cfg.ReferenceDir, cfg.ReferenceKey)
 	if err != nil {
 		return nil, err
@@ -380,7 +380,7 @@ func (s *Service) handleAttest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := &appraisal{
-		ev:             verify.Evidence{Quote: resp.Quote, CCEL: resp.CCEL, CCELTable: resp.CCELTable, RuntimeLog: resp.RuntimeLog, Claimed: &resp.ReportData},
+		ev:             verify.Evidence{Quote: resp.Quote, CCEL: resp.CCEL, CCELTable: resp.CCELTable, CCELAbsent: resp.CCELAbsent, RuntimeLog: resp.RuntimeLog, Claimed: &resp.ReportData},
 		nonceHex:       resp.ReportData.Nonce,
 		spkiHex:        resp.ReportData.SPKIHash,
 		simulatedClaim: resp.Simulated || resp.QuoteProvider == "simulator",
@@ -525,11 +525,12 @@ func (s *Service) run(ctx context.Context, a *appraisal, start time.Time) (*Outc
 		return nil, badField(a.fieldNonce, "%v", err)
 	}
 
-	r, ref, e := s.match(ctx, a, policy{
+	pol := policy{
 		allowSimulated: s.cfg.AllowSimulated, simRoots: s.cfg.SimRoots,
 		getter: s.getter(), now: s.now(), nonce: n, spkiHash: [32]byte(spki),
 		acceptUnpinned: s.cfg.AcceptUnpinned,
-	})
+	}
+	r, ref, e := s.match(ctx, a, pol)
 	if e != nil {
 		return nil, e
 	}
@@ -551,7 +552,7 @@ func (s *Service) run(ctx context.Context, a *appraisal, start time.Time) (*Outc
 	for k, v := range regs {
 		in.Registers[k] = hex.EncodeToString(v)
 	}
-	ar, err := result.New(r, in, time.Now())
+	ar, err := result.New(r, in, pol.now)
 	if err != nil {
 		return nil, &apiError{status: http.StatusServiceUnavailable, msg: "building the result: " + err.Error()}
 	}
@@ -651,8 +652,11 @@ func (s *Service) match(ctx context.Context, a *appraisal, p policy) (*verify.Re
 		}
 		return n
 	}
+	// The quote is parsed and its signatures, collateral and binding are
+	// checked once; each document then checks registers, logs and policy.
+	cq := checkQuote(ctx, a.ev, p)
 	for _, d := range docs {
-		r := appraise(ctx, a.ev, d, p)
+		r := appraise(cq, d, p)
 		if r.ErrorKind != "" {
 			return r, d, nil // the evidence or the network failed, not the match
 		}

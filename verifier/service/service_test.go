@@ -2,6 +2,7 @@ package service
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -260,6 +261,47 @@ func TestAttestSimulated(t *testing.T) {
 	// Replay of the same document.
 	code, b := f.post(t, PathAttest, mustJSON(t, doc))
 	wantError(t, code, b, 400, "report_data.nonce", "already used")
+}
+
+// A TD that sends no CCEL: the report carries the agent's reason on the
+// CCEL replay line, as the in-process path and the broker do. Before the
+// fix the service dropped ccel_absent.
+func TestAttestCCELAbsent(t *testing.T) {
+	f := newFixture(t, nil)
+	doc := f.td.attest(t, f.nonce(t))
+	doc.CCEL, doc.CCELTable = nil, nil
+	doc.CCELAbsent = "no CCEL ACPI table: /sys/firmware/acpi/tables/CCEL does not exist"
+	_, rep := f.attestOK(t, doc)
+	for _, c := range rep.Checks {
+		if c.Name == "CCEL replay (RTMR0..2)" {
+			if c.Status != verify.Skipped || !strings.Contains(c.Reason, "(the agent says: "+doc.CCELAbsent+")") {
+				t.Fatalf("CCEL replay %s %q, want SKIPPED with the agent's reason", c.Status, c.Reason)
+			}
+			return
+		}
+	}
+	t.Fatalf("no CCEL replay check in %+v", rep.Checks)
+}
+
+// Results are issued at Config.Now, by /v1/attest and by the key broker's
+// appraisal alike. Before the fix both used the wall clock.
+func TestResultsIssuedAtConfigNow(t *testing.T) {
+	at := time.Now().Add(-2 * time.Minute).Truncate(time.Second)
+	f := newFixture(t, func(c *Config) { c.Now = func() time.Time { return at } })
+	c, _ := f.attestOK(t, f.td.attest(t, f.nonce(t)))
+	if !c.IssuedAt.Equal(at) {
+		t.Fatalf("/v1/attest result issued at %v, want %v", c.IssuedAt, at)
+	}
+	doc := f.td.attest(t, make([]byte, 32))
+	ap, err := f.svc.appraiseRCAR(context.Background(), verify.Evidence{Quote: doc.Quote, CCEL: doc.CCEL, CCELTable: doc.CCELTable, RuntimeLog: doc.RuntimeLog}, make([]byte, 32), "bound by the broker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, jwks := f.get(t, PathJWKS)
+	bc, err := result.Verify([]byte(ap.Token), jwks)
+	if err != nil || !bc.IssuedAt.Equal(at) {
+		t.Fatalf("broker result issued at %v (%v), want %v", bc, err, at)
+	}
 }
 
 // One changed byte of the quote or of the runtime log gives

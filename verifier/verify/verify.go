@@ -258,41 +258,64 @@ const (
 )
 
 // Verify checks ev against opts and returns the report; it never returns
-// nil. ctx bounds nothing yet beyond early cancellation.
-func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
-	r := &Report{}
+// nil. ctx bounds nothing yet beyond early cancellation. It is CheckQuote
+// followed by Against.
+func Verify(ctx context.Context, ev Evidence, opts Options) *Report {
+	if opts.Reference == nil {
+		return new(CheckedQuote).Against(opts)
+	}
+	return CheckQuote(ctx, ev, opts).Against(opts)
+}
+
+// CheckedQuote is evidence whose quote was checked once, whatever the
+// reference: its format, authenticity (signature chain, collateral, TCB)
+// and the binding of REPORTDATA. Against appraises it with a reference, as
+// often as there are references to try.
+type CheckedQuote struct {
+	ev   Evidence
+	q    *pb.QuoteV4
+	regs explain.Quote
+	// part holds the checks so far, the error kind, Simulated and the
+	// quote summary; binding the REPORTDATA check, which a report lists
+	// after the reference's simulated-platform check.
+	part    Report
+	binding []Check
+	// ok: the checks so far let the appraisal go on to a reference.
+	ok bool
+}
+
+// CheckQuote runs the reference-independent checks of Verify on ev, with
+// opts' Nonce, SPKIHash, AllowSimulated, SimRoots, Getter and Now (its
+// reference fields are not used).
+func CheckQuote(ctx context.Context, ev Evidence, opts Options) (c *CheckedQuote) {
+	c = &CheckedQuote{ev: ev}
+	r := &c.part
 	// Evidence is untrusted input parsed by third-party code: a crash there
 	// is a failed check, never a crashed verifier.
 	defer func() {
 		if p := recover(); p != nil {
-			r.Trusted = false
-			out = r.fail(ErrInput, CheckFormat, "malformed evidence: a parser failed (%v)", p)
+			c.ok = false
+			r.fail(ErrInput, CheckFormat, "malformed evidence: a parser failed (%v)", p)
 		}
 	}()
-	if opts.Reference == nil {
-		return r.fail(ErrInput, "reference values", "no reference values given")
-	}
-	img := opts.Reference.Image
-	r.Image = &img
-	if opts.ReferenceCheck != nil {
-		r.Checks = append(r.Checks, *opts.ReferenceCheck)
-	} else {
-		r.add(CheckReference, Skipped, "no reference key given: the reference document is trusted as read")
-	}
 	if err := ctx.Err(); err != nil {
-		return r.fail(ErrInput, CheckFormat, "cancelled: %v", err)
+		r.fail(ErrInput, CheckFormat, "cancelled: %v", err)
+		return c
 	}
 	if (opts.Nonce == nil) != (opts.SPKIHash == nil) {
-		return r.failCause(ErrInput, CheckBinding, ErrHalfBinding, "%v", ErrHalfBinding)
+		r.failCause(ErrInput, CheckBinding, ErrHalfBinding, "%v", ErrHalfBinding)
+		return c
 	}
 	if opts.AllowSimulated && opts.SimRoots == nil {
-		return r.failCause(ErrInput, CheckAuthenticity, ErrNoSimRoot, "%v", ErrNoSimRoot)
+		r.failCause(ErrInput, CheckAuthenticity, ErrNoSimRoot, "%v", ErrNoSimRoot)
+		return c
 	}
 
 	// Quote format.
 	q, regs, err := ParseQuote(ev.Quote)
 	if err != nil {
-		return r.fail(ErrInput, CheckFormat, "%v (%d bytes)", err, len(ev.Quote))
+		r.fail(ErrInput, CheckFormat, "%v (%d bytes)", err, len(ev.Quote))
+		return c
 	}
 	body := q.GetTdQuoteBody()
 	r.Quote = &QuoteInfo{
@@ -310,14 +333,61 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 		now = time.Now()
 	}
 	if fail := r.authenticate(q, opts, now); fail {
-		return r.finish()
+		return c
 	}
 
 	// Freshness and binding.
-	r.binding(body.GetReportData(), ev.Claimed, opts)
+	var b Report
+	b.binding(body.GetReportData(), ev.Claimed, opts)
+	c.binding = b.Checks
+	c.q, c.regs, c.ok = q, regs, true
+	return c
+}
+
+// Against appraises the checked quote and its logs with opts' Reference,
+// ReferenceCheck, AllowDebug and AcceptUnpinned (the quote-level options
+// were CheckQuote's) and returns the report; it never returns nil and
+// does not change c.
+func (c *CheckedQuote) Against(opts Options) (out *Report) {
+	r := &Report{}
+	defer func() {
+		if p := recover(); p != nil {
+			r.Trusted = false
+			out = r.fail(ErrInput, CheckFormat, "malformed evidence: a parser failed (%v)", p)
+		}
+	}()
+	if opts.Reference == nil {
+		return r.fail(ErrInput, "reference values", "no reference values given")
+	}
+	img := opts.Reference.Image
+	r.Image = &img
+	if opts.ReferenceCheck != nil {
+		r.Checks = append(r.Checks, *opts.ReferenceCheck)
+	} else {
+		r.add(CheckReference, Skipped, "no reference key given: the reference document is trusted as read")
+	}
+	r.Checks = append(r.Checks, c.part.Checks...)
+	r.ErrorKind, r.Simulated = c.part.ErrorKind, c.part.Simulated
+	if c.part.Quote != nil {
+		qi := *c.part.Quote
+		r.Quote = &qi
+	}
+	if !c.ok {
+		return r.finish()
+	}
+	if r.Simulated {
+		if !img.Dev || !img.Simulated {
+			r.add(CheckSimulated, Fail, "simulated quote, but the reference image %q is not marked dev and simulated", img.Name)
+		} else {
+			r.add(CheckSimulated, Pass, "reference image %q is a dev image built for the simulator", img.Name)
+		}
+	}
+	r.Checks = append(r.Checks, c.binding...)
+	ev, q, regs := c.ev, c.q, c.regs
 
 	// Registers and events: explain compares each once.
 	a := explain.Analyze(opts.Reference, regs, ev.CCEL, ev.CCELTable, ev.RuntimeLog)
+	_, r.Unpinned = SplitUnpinned(a, opts.AcceptUnpinned)
 	for _, st := range a.Registers {
 		res := st.Result()
 		if !st.Unpinned() {
@@ -325,8 +395,7 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (out *Report) {
 			continue
 		}
 		reg, _ := register.Parse(st.Name)
-		if slices.Contains(opts.AcceptUnpinned, reg) {
-			r.Unpinned = append(r.Unpinned, st.Name)
+		if slices.Contains(r.Unpinned, st.Name) {
 			r.add(res.Name, Skipped, "NOT PINNED, accepted by the options: %s (%s)", Unchecked[reg], st.Reason)
 			continue
 		}
@@ -455,14 +524,11 @@ func (r *Report) authenticate(q *pb.QuoteV4, opts Options, now time.Time) bool {
 			r.add(CheckAuthenticity, Fail, "simulated quote does not verify against the simulator root: %v", err)
 			return true
 		}
+		// Against adds the simulated-platform check, which depends on
+		// the reference image.
 		r.Simulated = true
 		r.add(CheckAuthenticity, Pass, "signature chain verifies to the simulator root (SIMULATED: no TDX hardware)")
 		r.add(CheckTCB, Skipped, "a simulated platform has no Intel TCB")
-		if img := opts.Reference.Image; !img.Dev || !img.Simulated {
-			r.add(CheckSimulated, Fail, "simulated quote, but the reference image %q is not marked dev and simulated", img.Name)
-		} else {
-			r.add(CheckSimulated, Pass, "reference image %q is a dev image built for the simulator", img.Name)
-		}
 		return false
 	}
 
@@ -601,7 +667,7 @@ func (r *Report) policy(q *pb.QuoteV4, opts Options) error {
 	} {
 		what := "all zero, as the reference expects (it pins no owner value)"
 		if f.pinned {
-			what = "equal to the reference " + abbrevHex(f.want)
+			what = "equal to the reference " + explain.Abbrev(hex.EncodeToString(f.want))
 		}
 		if bytes.Equal(f.got, f.want) {
 			r.add(f.name, Pass, "%s", what)
@@ -614,14 +680,6 @@ func (r *Report) policy(q *pb.QuoteV4, opts Options) error {
 		r.add(f.name, Fail, "the quote's %s is %s, the reference expects %s", f.name, hex.EncodeToString(f.got), expect)
 	}
 	return nil
-}
-
-func abbrevHex(b []byte) string {
-	h := hex.EncodeToString(b)
-	if len(h) > 16 {
-		return h[:16] + "…"
-	}
-	return h
 }
 
 func debugNote(debug bool) string {

@@ -301,6 +301,12 @@ func Verify(envelope []byte, pubPEM []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return VerifyKey(envelope, pub)
+}
+
+// VerifyKey is Verify with a parsed public key (ParsePublicKey), for
+// callers that check many envelopes with one key.
+func VerifyKey(envelope []byte, pub crypto.PublicKey) ([]byte, error) {
 	id, err := KeyID(pub)
 	if err != nil {
 		return nil, err
