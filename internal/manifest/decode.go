@@ -147,7 +147,7 @@ func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 		m.Network = l.decodeNetwork(b)
 	}
 	if b := seen["key_broker"]; b != nil {
-		m.KeyBroker = l.decodeKeyBroker(b)
+		m.KeyBroker = l.decodeKeyBroker(b, m.Image.Dev || !devKnown)
 	}
 	payloadNames := map[string]hcl.Range{}
 	for _, b := range payloadBlocks {

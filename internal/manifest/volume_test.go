@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 const volumeServices = `service "web" {
@@ -106,7 +108,8 @@ func TestRefusesPromptLogging(t *testing.T) {
 	load := func(head, extra, v string) (*Manifest, *Diagnostics) {
 		t.Helper()
 		path := filepath.Join(t.TempDir(), "m.hcl")
-		src := head + volumeServices + extra + `service "ollama" {
+		// An own broker's pin: a non-dev image may not pin the DEV broker.
+		src := head + strings.Replace(volumeServices, policy.DevBrokerCASHA256, strings.Repeat("0f", 32), 1) + extra + `service "ollama" {
   command = "/bin/ollama"
   env = { OLLAMA_DEBUG = "` + v + `" }
 }

@@ -91,6 +91,23 @@ func (e *Encryption) validate() error {
 	return nil
 }
 
+// DevBrokerCASHA256 is the SHA-256 of the DER of deploy/dev-broker/tls.crt,
+// the certificate of the DEV key broker. Its private key is published in
+// the repository, so anyone, the untrusted host included, can serve it:
+// a TD that pins it hands its attestation to, and takes its keys from,
+// whoever asks. Only a dev image may pin it (CheckKeyBrokerCA). A test
+// derives it from the certificate.
+const DevBrokerCASHA256 = "2aad06e1a3273f6bf713b5330b3953383d8cb1f0a4be054024c210144be3de48"
+
+// CheckKeyBrokerCA refuses the DEV broker's certificate (DevBrokerCASHA256)
+// as the key broker's ca_sha256 of an image that is not a dev image.
+func CheckKeyBrokerCA(caSHA256 string, dev bool) error {
+	if caSHA256 == DevBrokerCASHA256 && !dev {
+		return fmt.Errorf("key_broker ca_sha256 %s pins the DEV broker certificate deploy/dev-broker/tls.crt, whose private key is public: the host could act as the broker and release or receive this image's keys. Pin your own broker's certificate (openssl x509 -in tls.crt -outform DER | sha256sum), or mark the image dev", caSHA256)
+	}
+	return nil
+}
+
 func (k *KeyBroker) validate() error {
 	u, err := url.Parse(k.URL)
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
@@ -365,6 +382,9 @@ func (p *Policy) Validate() error {
 	}
 	if p.KeyBroker != nil {
 		if err := p.KeyBroker.validate(); err != nil {
+			return errf("%w", err)
+		}
+		if err := CheckKeyBrokerCA(p.KeyBroker.CASHA256, p.Image.Dev); err != nil {
 			return errf("%w", err)
 		}
 	}
