@@ -108,10 +108,26 @@ func CheckKeyBrokerCA(caSHA256 string, dev bool) error {
 	return nil
 }
 
+// CheckKeyBrokerURL checks a key broker URL: https://host[:port], as the
+// guest reaches the broker, with no user, path, query or fragment. The
+// manifest's key_broker block and the boot policy both use it.
+func CheckKeyBrokerURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || !isBaseURL(u) {
+		return fmt.Errorf("key_broker url %q must be https://host:port as the guest reaches the broker (no user, path, query or fragment)", s)
+	}
+	return nil
+}
+
+// isBaseURL reports whether u names a host and nothing under it: no user,
+// path, query or fragment.
+func isBaseURL(u *url.URL) bool {
+	return u.Host != "" && u.User == nil && (u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == ""
+}
+
 func (k *KeyBroker) validate() error {
-	u, err := url.Parse(k.URL)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("key_broker url %q must be https://host[:port]", k.URL)
+	if err := CheckKeyBrokerURL(k.URL); err != nil {
+		return err
 	}
 	if b, err := hex.DecodeString(k.CASHA256); err != nil || len(b) != 32 || strings.ToLower(k.CASHA256) != k.CASHA256 {
 		return fmt.Errorf("key_broker ca_sha256 must be 64 lowercase hex digits")
@@ -220,7 +236,7 @@ func CheckServiceURL(s string, dev bool) error {
 		return fmt.Errorf("attestation_service %q: %v", s, err)
 	case u.Scheme == "http" && !dev:
 		return fmt.Errorf("attestation_service %q: plain http is allowed only in a dev image; use https", s)
-	case (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+	case (u.Scheme != "https" && u.Scheme != "http") || !isBaseURL(u):
 		return fmt.Errorf("attestation_service %q must be the service's base URL, https://HOST[:PORT]", s)
 	}
 	return nil

@@ -200,3 +200,18 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckKeyBrokerURL: the one key broker URL rule, shared by the
+// manifest and the boot policy.
+func TestCheckKeyBrokerURL(t *testing.T) {
+	for _, ok := range []string{"https://10.0.2.2:8444", "https://kbs.example/", "https://[fd00::2]:8444"} {
+		if err := CheckKeyBrokerURL(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"http://10.0.2.2:8444", "https://10.0.2.2:8444/kbs", "https://u:p@10.0.2.2", "https://10.0.2.2?x=1", "https://10.0.2.2#f", "https://", "10.0.2.2:8444", "https://%zz"} {
+		if err := CheckKeyBrokerURL(bad); err == nil || !strings.Contains(err.Error(), "must be https://host:port") {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+}
