@@ -74,14 +74,18 @@ type Encryption struct {
 	Resource       string `json:"resource"` // key-broker resource id <repo>/<type>/<tag>
 }
 
-// The only supported encryption.
+// The only supported encryption. The key size is secret.KeySize, the size
+// of every key-broker resource.
 const (
 	EncryptionCipher     = "aes-xts-plain64"
-	EncryptionKeyBits    = 512
+	EncryptionKeyBits    = secret.KeySize * 8
 	EncryptionSectorSize = 4096
 )
 
-func (e *Encryption) validate() error {
+// Validate checks that e is the only supported encryption and names a
+// valid resource. Policy.Validate calls it for each encrypted payload, and
+// crypt.Table before it builds a dm-crypt table.
+func (e *Encryption) Validate() error {
 	if e.Cipher != EncryptionCipher || e.KeyBits != EncryptionKeyBits || e.SectorSize != EncryptionSectorSize || !e.IVLargeSectors {
 		return fmt.Errorf("encryption must be %s, key_bits %d, sector_size %d, iv_large_sectors true", EncryptionCipher, EncryptionKeyBits, EncryptionSectorSize)
 	}
@@ -381,7 +385,7 @@ func (p *Policy) Validate() error {
 			return errf("payload %q: partition_guid is required", pl.Name)
 		}
 		if pl.Encryption != nil {
-			if err := pl.Encryption.validate(); err != nil {
+			if err := pl.Encryption.Validate(); err != nil {
 				return errf("payload %q: %w", pl.Name, err)
 			}
 			if p.KeyBroker == nil {
