@@ -3,7 +3,6 @@ package build
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"golang.org/x/mod/semver"
@@ -68,14 +67,6 @@ func (p *pipeline) resourceKey(what, id string) ([]byte, error) {
 	}
 	if err := r.Check(img.Dev); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	// A real key readable by others is refused, as ssh refuses such a
-	// private key; the public dev secrets are exempt (git checks them out
-	// 0644).
-	if st, err := os.Stat(secret.Path(p.o.Secrets, id)); err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	} else if !r.Dev && st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s: key file %s is readable or writable by others (mode %04o); run chmod 600 %s", what, secret.Path(p.o.Secrets, id), st.Mode().Perm(), secret.Path(p.o.Secrets, id))
 	}
 	if ok, why := r.Allows(img.Name, img.Version, img.Dev); !ok {
 		return nil, fmt.Errorf("%s: the broker would never release its key to this image: %s; add this image to the file's \"allow\" list", what, why)
