@@ -102,9 +102,11 @@ func compatibleVersions(version string) []string {
 	return []string{">=" + strings.TrimPrefix(semver.Canonical(v), "v"), "<" + upper}
 }
 
-// encryptPolicy adds the key broker and each encrypted payload's
-// parameters to the boot policy.
+// encryptPolicy adds each encrypted payload's parameters to the boot
+// policy and, when a payload is encrypted or a sealed volume takes its key
+// from the broker, the key broker (once).
 func (p *pipeline) encryptPolicy(pol *policy.Policy) {
+	needBroker := len(p.m.Volumes) > 0
 	for i := range pol.Payloads {
 		mp := p.m.Payload(pol.Payloads[i].Name)
 		if mp == nil || mp.Encryption == nil {
@@ -112,12 +114,9 @@ func (p *pipeline) encryptPolicy(pol *policy.Policy) {
 		}
 		e := crypt.Params(mp.Encryption.Key)
 		pol.Payloads[i].Encryption = &e
-		if kb := p.m.KeyBroker; kb != nil {
-			pol.KeyBroker = &policy.KeyBroker{URL: kb.URL, CASHA256: kb.CASHA256}
-		}
+		needBroker = true
 	}
-	// Sealed volumes take their keys from the same broker.
-	if kb := p.m.KeyBroker; kb != nil && len(p.m.Volumes) > 0 {
+	if kb := p.m.KeyBroker; kb != nil && needBroker {
 		pol.KeyBroker = &policy.KeyBroker{URL: kb.URL, CASHA256: kb.CASHA256}
 	}
 }
