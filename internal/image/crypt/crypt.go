@@ -113,13 +113,9 @@ func (e *Encrypter) Finish() error {
 	return nil
 }
 
-// Encrypt encrypts b (whole sectors) in place; b's first sector is sector
-// number first of the image.
-func Encrypt(key, b []byte, first uint64) error {
-	return inPlace(key, b, first, (*xts.Cipher).Encrypt)
-}
-
-// Decrypt reverses Encrypt.
+// Decrypt decrypts b (whole sectors of an image Encrypter encrypted) in
+// place; b's first sector is sector number first of the image. Tests use
+// it to check ciphertext.
 func Decrypt(key, b []byte, first uint64) error {
 	return inPlace(key, b, first, (*xts.Cipher).Decrypt)
 }
@@ -209,7 +205,7 @@ func Table(e policy.Encryption, key []byte, device string, dataSize uint64) (len
 	}
 	// <cipher> <key> <iv_offset> <device> <offset> <#opt> <opts...>;
 	// sector_size and iv_large_sectors make the IV the 4096-byte sector
-	// number, as Encrypt uses.
+	// number, as Encrypter uses.
 	params = fmt.Sprintf("%s %s 0 %s 0 2 sector_size:%d iv_large_sectors", Cipher, hex.EncodeToString(key), device, SectorSize)
 	return dataSize / 512, params, nil
 }
