@@ -48,6 +48,7 @@ func simulatedPlatform(dir string, info *imagedir.Info, cmdline string) (files [
 	res, err := measure.Compute(measure.Inputs{
 		Firmware: fw, Kernel: kernel, Initrd: initrd, Cmdline: cmdline,
 		MemoryMB: info.VM.MemoryMB, CPUs: info.VM.CPUs, Profile: prof, RTMR3Events: nil,
+		CCMeasurement: info.Kernel.CCMeasurement,
 	})
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("simulating the firmware's measurements: %w", err)

@@ -39,11 +39,13 @@ import (
 	"github.com/tdforge/tdforge/internal/guest/blockdev"
 	"github.com/tdforge/tdforge/internal/guest/devmapper"
 	"github.com/tdforge/tdforge/internal/guest/volstatus"
+	"github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
-// KeySize is the size of the value the key broker releases for a volume.
-const KeySize = 64
+// KeySize is the size of the value the key broker releases for a volume:
+// that of every key-broker resource.
+const KeySize = secret.KeySize
 
 // HKDF info strings of the derived keys (the salt is the volume UUID).
 const (

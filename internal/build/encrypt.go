@@ -3,7 +3,6 @@ package build
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"golang.org/x/mod/semver"
@@ -69,14 +68,6 @@ func (p *pipeline) resourceKey(what, id string) ([]byte, error) {
 	if err := r.Check(img.Dev); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	// A real key readable by others is refused, as ssh refuses such a
-	// private key; the public dev secrets are exempt (git checks them out
-	// 0644).
-	if st, err := os.Stat(secret.Path(p.o.Secrets, id)); err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	} else if !r.Dev && st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s: key file %s is readable or writable by others (mode %04o); run chmod 600 %s", what, secret.Path(p.o.Secrets, id), st.Mode().Perm(), secret.Path(p.o.Secrets, id))
-	}
 	if ok, why := r.Allows(img.Name, img.Version, img.Dev); !ok {
 		return nil, fmt.Errorf("%s: the broker would never release its key to this image: %s; add this image to the file's \"allow\" list", what, why)
 	}
@@ -111,9 +102,11 @@ func compatibleVersions(version string) []string {
 	return []string{">=" + strings.TrimPrefix(semver.Canonical(v), "v"), "<" + upper}
 }
 
-// encryptPolicy adds the key broker and each encrypted payload's
-// parameters to the boot policy.
+// encryptPolicy adds each encrypted payload's parameters to the boot
+// policy and, when a payload is encrypted or a sealed volume takes its key
+// from the broker, the key broker (once).
 func (p *pipeline) encryptPolicy(pol *policy.Policy) {
+	needBroker := len(p.m.Volumes) > 0
 	for i := range pol.Payloads {
 		mp := p.m.Payload(pol.Payloads[i].Name)
 		if mp == nil || mp.Encryption == nil {
@@ -121,12 +114,9 @@ func (p *pipeline) encryptPolicy(pol *policy.Policy) {
 		}
 		e := crypt.Params(mp.Encryption.Key)
 		pol.Payloads[i].Encryption = &e
-		if kb := p.m.KeyBroker; kb != nil {
-			pol.KeyBroker = &policy.KeyBroker{URL: kb.URL, CASHA256: kb.CASHA256}
-		}
+		needBroker = true
 	}
-	// Sealed volumes take their keys from the same broker.
-	if kb := p.m.KeyBroker; kb != nil && len(p.m.Volumes) > 0 {
+	if kb := p.m.KeyBroker; kb != nil && needBroker {
 		pol.KeyBroker = &policy.KeyBroker{URL: kb.URL, CASHA256: kb.CASHA256}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/manifest"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 func keyPipeline(dir string, img manifest.Image, publishing bool) *pipeline {
@@ -84,6 +85,40 @@ func TestCompatibleVersions(t *testing.T) {
 	} {
 		if got := compatibleVersions(v); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: %v, want %v", v, got, want)
+		}
+	}
+}
+
+// TestEncryptPolicy: the broker reaches the policy when a payload is
+// encrypted or a volume is sealed, and not otherwise.
+func TestEncryptPolicy(t *testing.T) {
+	kb := &manifest.KeyBroker{URL: "https://10.0.2.2:8444", CASHA256: strings.Repeat("0f", 32)}
+	plain := manifest.Payload{Name: "ui"}
+	vol := []manifest.Volume{{Name: "state", Key: "acme/state/v", Users: []string{"agent"}}}
+	for _, c := range []struct {
+		name     string
+		payloads []manifest.Payload
+		volumes  []manifest.Volume
+		broker   bool
+	}{
+		{"nothing encrypted", []manifest.Payload{plain}, nil, false},
+		{"encrypted payload", []manifest.Payload{plain, encModel}, nil, true},
+		{"volume only", []manifest.Payload{plain}, vol, true},
+		{"both", []manifest.Payload{encModel}, vol, true},
+	} {
+		p := &pipeline{m: &manifest.Manifest{Payloads: c.payloads, Volumes: c.volumes, KeyBroker: kb}}
+		pol := &policy.Policy{}
+		for _, pl := range c.payloads {
+			pol.Payloads = append(pol.Payloads, policy.Payload{Name: pl.Name})
+		}
+		p.encryptPolicy(pol)
+		if got := pol.KeyBroker != nil; got != c.broker || (got && (pol.KeyBroker.URL != kb.URL || pol.KeyBroker.CASHA256 != kb.CASHA256)) {
+			t.Errorf("%s: key broker %+v", c.name, pol.KeyBroker)
+		}
+		for i, pl := range c.payloads {
+			if enc := pol.Payloads[i].Encryption; (enc != nil) != (pl.Encryption != nil) || (enc != nil && enc.Resource != pl.Encryption.Key) {
+				t.Errorf("%s: payload %s encryption %+v", c.name, pl.Name, enc)
+			}
 		}
 	}
 }

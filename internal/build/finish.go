@@ -20,6 +20,7 @@ func (p *pipeline) writeInfo(ctx context.Context) error {
 			SourceDateEpoch: p.m.Image.SourceDateEpoch, Manifest: filepath.Base(p.m.Path)},
 		VM:        imagedir.VMInfo{CPUs: p.m.VM.CPUs, MemoryMB: p.m.VM.MemoryMB, Platform: p.m.VM.Platform},
 		TDX:       imagedir.TDXInfo{Simulate: p.m.TDX.Simulate, Debug: p.m.TDX.Debug},
+		Kernel:    imagedir.KernelInfo{CCMeasurement: p.m.Kernel.CCMeasurement},
 		Agent:     imagedir.AgentInfo{HTTPSPort: listenPort(p.m.Agent.Listen), HTTPPort: listenPort(p.m.Agent.PlainHTTP)},
 		Artifacts: map[string]string{},
 		Toolchain: map[string]string{"go": p.goVersion, "gcc": gccVersion()},

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 // base is a minimal valid manifest; bad cases are appended to it unless
@@ -106,6 +108,7 @@ var badCases = []badCase{
 	{name: "encryption key shared", src: "key_broker {\n  url       = \"https://10.0.2.2:8444\"\n  ca_sha256 = \"" + h64 + "\"\n}\npayload \"a\" {\n  dir { path = \"a\" }\n  encryption { key = \"o/m/k\" }\n}\npayload \"b\" {\n  dir { path = \"b\" }\n  encryption { key = \"o/m/k\" }\n}\n", summary: "Key shared by two payloads", detail: `payloads "a" and "b" are both encrypted with key "o/m/k"`, pos: "11:3"},
 	{name: "key broker over http", src: "key_broker {\n  url       = \"http://10.0.2.2:8444\"\n  ca_sha256 = \"" + h64 + "\"\n}\n", summary: "Invalid key broker URL", detail: `url "http://10.0.2.2:8444" must be https://host:port`, pos: "2:15"},
 	{name: "key broker pin", src: "key_broker {\n  url       = \"https://10.0.2.2:8444\"\n  ca_sha256 = \"AB\"\n}\n", summary: "Invalid ca_sha256", detail: `ca_sha256 must be the 64 lowercase hex digit SHA-256 of the DER`, pos: "3:15"},
+	{name: "DEV key broker needs dev", full: true, src: prodHead + "key_broker {\n  url       = \"https://10.0.2.2:8444\"\n  ca_sha256 = \"" + policy.DevBrokerCASHA256 + "\"\n}\n", summary: "DEV key broker in a non-dev image", detail: "whose private key is public", pos: "15:15"},
 	{name: "key broker twice", src: "key_broker {\n  url       = \"https://10.0.2.2:8444\"\n  ca_sha256 = \"" + h64 + "\"\n}\nkey_broker {\n  url       = \"https://10.0.2.2:8444\"\n  ca_sha256 = \"" + h64 + "\"\n}\n", summary: "Duplicate key_broker block", detail: "Only one key_broker block is allowed", pos: "5:1"},
 	{name: "model num_ctx above agent limit", src: "payload \"model\" {\n  ollama_model {\n    name = \"tiny\"\n    gguf {\n      generate = \"tiny-llama\"\n    }\n    params = { num_ctx = 4096 }\n  }\n}\nagent {\n  max_num_ctx = 2048\n}\n", summary: "Model context above the agent limit", detail: `payload "model" sets params num_ctx = 4096, above agent.max_num_ctx = 2048`, pos: "2:3"},
 	{name: "agent attestation_service path", src: "agent {\n  attestation_service = \"https://attest.example/v1/attest\"\n}\n", summary: "Invalid attestation_service", detail: "base URL, https://HOST[:PORT]", pos: "2:25"},

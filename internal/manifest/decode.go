@@ -147,7 +147,7 @@ func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 		m.Network = l.decodeNetwork(b)
 	}
 	if b := seen["key_broker"]; b != nil {
-		m.KeyBroker = l.decodeKeyBroker(b)
+		m.KeyBroker = l.decodeKeyBroker(b, m.Image.Dev || !devKnown)
 	}
 	payloadNames := map[string]hcl.Range{}
 	for _, b := range payloadBlocks {
@@ -174,6 +174,7 @@ func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 		serviceBodies = append(serviceBodies, body)
 	}
 	l.checkServiceGraph(serviceBodies, serviceNames)
+	l.checkPromptLogging()
 	m.Volumes = l.decodeVolumes(volumeBlocks, serviceNames)
 	m.Agent = Agent{Listen: DefaultAgentListen, TLS: true, Upstream: DefaultAgentUpstream, WebUIPath: "/"}
 	if b := seen["agent"]; b != nil {
@@ -181,6 +182,27 @@ func (l *loader) decodeBlocks(c *hcl.BodyContent) {
 	}
 	l.checkModelContext(m)
 	l.checkEncryption(m)
+}
+
+// checkPromptLogging refuses OLLAMA_DEBUG in every image, dev images
+// included (a dev image carries users' words as well): Ollama then logs
+// every prompt ("chat request ... prompt=..."), whether or not the image
+// keeps conversations, and initd forwards service output to the serial
+// console, which the host reads. The value is read the way Ollama reads it: any
+// non-empty value but a false boolean turns it on.
+func (l *loader) checkPromptLogging() {
+	for _, s := range l.m.Services {
+		v, ok := s.Env["OLLAMA_DEBUG"]
+		if !ok {
+			continue
+		}
+		v = strings.Trim(strings.TrimSpace(v), `"'`)
+		if b, err := strconv.ParseBool(v); v == "" || (err == nil && !b) {
+			continue
+		}
+		l.diags.add(errorf(rangePtr(s.Range), "OLLAMA_DEBUG logs conversations",
+			"service %q sets OLLAMA_DEBUG = %q: Ollama then logs every prompt, and initd forwards service output to the serial console, which the host reads. No image may log prompts; remove OLLAMA_DEBUG (or set it to \"0\").", s.Name, s.Env["OLLAMA_DEBUG"]))
+	}
 }
 
 // checkModelContext refuses an inline model parameter num_ctx above

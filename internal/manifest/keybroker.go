@@ -1,11 +1,10 @@
 package manifest
 
 import (
-	"net/url"
-
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/tdforge/tdforge/internal/inputs/secret"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 // KeyBroker is the `key_broker` block: the key broker (Trustee's KBS
@@ -27,14 +26,18 @@ var (
 	encryptionSchema = &hcl.BodySchema{Attributes: attrs("key!")}
 )
 
-func (l *loader) decodeKeyBroker(hb *hcl.Block) *KeyBroker {
+// decodeKeyBroker decodes the key_broker block; dev says whether the image
+// is (or may be) a dev image, the only kind that may pin the DEV broker.
+func (l *loader) decodeKeyBroker(hb *hcl.Block, dev bool) *KeyBroker {
 	b := l.open(hb, "key_broker", keyBrokerSchema)
 	k := &KeyBroker{Range: hb.DefRange, URL: b.str("url", ""), CASHA256: b.str("ca_sha256", "")}
-	u, err := url.Parse(k.URL)
-	b.check("url", err == nil && u.Scheme == "https" && u.Host != "" && u.User == nil && (u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == "",
-		"Invalid key broker URL", "url %q must be https://host:port as the guest reaches the broker, e.g. \"https://10.0.2.2:8444\" (the host under QEMU user networking); no path.", k.URL)
-	b.check("ca_sha256", sha256RE.MatchString(k.CASHA256), "Invalid ca_sha256",
-		"ca_sha256 must be the 64 lowercase hex digit SHA-256 of the DER of the broker's TLS certificate or of a CA certificate in its chain (openssl x509 -in tls.crt -outform DER | sha256sum); got %q.", k.CASHA256)
+	err := policy.CheckKeyBrokerURL(k.URL)
+	b.check("url", err == nil, "Invalid key broker URL", "%v, e.g. \"https://10.0.2.2:8444\" (the host under QEMU user networking).", err)
+	if b.check("ca_sha256", sha256RE.MatchString(k.CASHA256), "Invalid ca_sha256",
+		"ca_sha256 must be the 64 lowercase hex digit SHA-256 of the DER of the broker's TLS certificate or of a CA certificate in its chain (openssl x509 -in tls.crt -outform DER | sha256sum); got %q.", k.CASHA256) {
+		err := policy.CheckKeyBrokerCA(k.CASHA256, dev)
+		b.check("ca_sha256", err == nil, "DEV key broker in a non-dev image", "%v (image { dev = true }).", err)
+	}
 	return k
 }
 

@@ -2,8 +2,6 @@ package manifest
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -84,28 +82,5 @@ func (l *loader) decodeVolumes(hbs []*hcl.Block, services map[string]hcl.Range) 
 		}
 		out = append(out, v)
 	}
-	if len(hbs) > 0 {
-		l.checkPromptLogging()
-	}
 	return out
-}
-
-// checkPromptLogging refuses OLLAMA_DEBUG in an image that keeps
-// conversations: Ollama then logs every prompt ("chat request ...
-// prompt=..."), and initd forwards service output to the serial console,
-// which the host reads. The value is read the way Ollama reads it: any
-// non-empty value but a false boolean turns it on.
-func (l *loader) checkPromptLogging() {
-	for _, s := range l.m.Services {
-		v, ok := s.Env["OLLAMA_DEBUG"]
-		if !ok {
-			continue
-		}
-		v = strings.Trim(strings.TrimSpace(v), `"'`)
-		if b, err := strconv.ParseBool(v); v == "" || (err == nil && !b) {
-			continue
-		}
-		l.diags.add(errorf(rangePtr(s.Range), "OLLAMA_DEBUG logs conversations",
-			"service %q sets OLLAMA_DEBUG = %q: Ollama then logs every prompt, and initd forwards service output to the serial console, which the host reads. This image keeps conversations in a sealed volume; remove OLLAMA_DEBUG (or set it to \"0\").", s.Name, s.Env["OLLAMA_DEBUG"]))
-	}
 }

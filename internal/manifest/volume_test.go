@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 const volumeServices = `service "web" {
@@ -99,27 +101,37 @@ func TestVolumeNeedsKeyBroker(t *testing.T) {
 }
 
 // Ollama logs every prompt at debug level ("chat request ... prompt"), and
-// initd forwards service output to the console the host reads: an image
-// that keeps conversations refuses OLLAMA_DEBUG.
-func TestVolumeRefusesPromptLogging(t *testing.T) {
+// initd forwards service output to the console the host reads: every
+// image refuses OLLAMA_DEBUG, with or without a volume, dev or not.
+func TestRefusesPromptLogging(t *testing.T) {
 	vol := volume("state", "64M", "tdforge/dev/state", `"agent"`)
-	for _, v := range []string{"1", "true", "yes", " 'on' "} {
-		m, diags := loadVolumeManifest(t, vol+`service "ollama" {
+	load := func(head, extra, v string) (*Manifest, *Diagnostics) {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "m.hcl")
+		// An own broker's pin: a non-dev image may not pin the DEV broker.
+		src := head + strings.Replace(volumeServices, policy.DevBrokerCASHA256, strings.Repeat("0f", 32), 1) + extra + `service "ollama" {
   command = "/bin/ollama"
-  env = { OLLAMA_DEBUG = "`+v+`" }
+  env = { OLLAMA_DEBUG = "` + v + `" }
 }
-`)
-		if m != nil || !strings.Contains(diags.Error(), "OLLAMA_DEBUG") || !strings.Contains(diags.Error(), "console") {
-			t.Fatalf("OLLAMA_DEBUG=%q with a volume: manifest %v, diagnostics %s", v, m != nil, diags.Error())
+`
+		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
 		}
+		return Load(path, LoadOptions{AllowUnknown: true})
 	}
-	for _, v := range []string{"", "0", "false"} {
-		if _, diags := loadVolumeManifest(t, vol+`service "ollama" {
-  command = "/bin/ollama"
-  env = { OLLAMA_DEBUG = "`+v+`" }
-}
-`); diags.HasErrors() {
-			t.Fatalf("OLLAMA_DEBUG=%q refused: %s", v, diags.Error())
+	for _, c := range []struct{ name, head, extra string }{
+		{"dev, volume", base, vol}, {"dev, no volume", base, ""}, {"non-dev, no volume", prodHead, ""},
+	} {
+		for _, v := range []string{"1", "true", "yes", " 'on' "} {
+			m, diags := load(c.head, c.extra, v)
+			if m != nil || !strings.Contains(diags.Error(), "OLLAMA_DEBUG") || !strings.Contains(diags.Error(), "console") {
+				t.Fatalf("%s: OLLAMA_DEBUG=%q: manifest %v, diagnostics %s", c.name, v, m != nil, diags.Error())
+			}
+		}
+		for _, v := range []string{"", "0", "false"} {
+			if _, diags := load(c.head, c.extra, v); diags.HasErrors() {
+				t.Fatalf("%s: OLLAMA_DEBUG=%q refused: %s", c.name, v, diags.Error())
+			}
 		}
 	}
 }

@@ -63,10 +63,8 @@ func Merge(ref, rec *refvalues.Document, shape Shape) (replaced bool, err error)
 	if m.Events == nil {
 		m.Events = []refvalues.Event{}
 	}
-	for _, e := range m.Events {
-		if !e.Pinned() {
-			return false, fmt.Errorf("recorded RTMR0 event %q is not pinned: record from a TD's event log", e.Description)
-		}
+	if err := (&refvalues.Accepted{RTMR0: []refvalues.AcceptedValue{m}}).Check(); err != nil {
+		return false, fmt.Errorf("recorded RTMR0: %w", err)
 	}
 	if ref.Accepted == nil {
 		ref.Accepted = &refvalues.Accepted{}

@@ -82,6 +82,7 @@ func TestMerge(t *testing.T) {
 		"not recorded":   {func(_, rec *refvalues.Document, _ *Shape) { rec.Source = "builder" }, "verifier record"},
 		"other image":    {func(_, rec *refvalues.Document, _ *Shape) { rec.Registers.Set(register.RTMR1, make([]byte, 48)) }, "does not run this reference's image: its RTMR1"},
 		"other platform": {func(_, _ *refvalues.Document, s *Shape) { s.Platform = "qemu-7.2-tcg-sim" }, "is not the reference's"},
+		"unpinned event": {func(_, rec *refvalues.Document, _ *Shape) { rec.Events["rtmr0"][0].Digest = refvalues.NotPinned }, "is not pinned"},
 	} {
 		ref, rec := mergeDocs()
 		s := Shape{Name: "x"}

@@ -23,14 +23,16 @@ import (
 
 	"golang.org/x/crypto/xts"
 
+	"github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
-// The format's fixed parameters (policy.Encryption holds them per payload).
+// The format's fixed parameters (policy.Encryption holds them per payload),
+// defined once by the policy and the key-broker resource format.
 const (
-	Cipher     = "aes-xts-plain64"
-	KeySize    = 64 // bytes
-	SectorSize = 4096
+	Cipher     = policy.EncryptionCipher
+	KeySize    = secret.KeySize // bytes; policy.EncryptionKeyBits / 8
+	SectorSize = policy.EncryptionSectorSize
 )
 
 // Params returns the policy encryption parameters for a payload whose key is
@@ -111,13 +113,9 @@ func (e *Encrypter) Finish() error {
 	return nil
 }
 
-// Encrypt encrypts b (whole sectors) in place; b's first sector is sector
-// number first of the image.
-func Encrypt(key, b []byte, first uint64) error {
-	return inPlace(key, b, first, (*xts.Cipher).Encrypt)
-}
-
-// Decrypt reverses Encrypt.
+// Decrypt decrypts b (whole sectors of an image Encrypter encrypted) in
+// place; b's first sector is sector number first of the image. Tests use
+// it to check ciphertext.
 func Decrypt(key, b []byte, first uint64) error {
 	return inPlace(key, b, first, (*xts.Cipher).Decrypt)
 }
@@ -193,8 +191,8 @@ func newCipher(key []byte) (*xts.Cipher, error) {
 // dataSize bytes. The parameters hold the key in hex: the table must only
 // ever reach the kernel (DM_TABLE_LOAD), never a file or a log.
 func Table(e policy.Encryption, key []byte, device string, dataSize uint64) (length uint64, params string, err error) {
-	if e.Cipher != Cipher || e.KeyBits != KeySize*8 || e.SectorSize != SectorSize || !e.IVLargeSectors {
-		return 0, "", fmt.Errorf("dm-crypt: unsupported encryption %s/%d bits/%d-byte sectors/iv_large_sectors=%v", e.Cipher, e.KeyBits, e.SectorSize, e.IVLargeSectors)
+	if err := e.Validate(); err != nil {
+		return 0, "", fmt.Errorf("dm-crypt: %w", err)
 	}
 	if len(key) != KeySize {
 		return 0, "", fmt.Errorf("dm-crypt: resource %s released %d bytes; a %s key is %d", e.Resource, len(key), Cipher, KeySize)
@@ -207,7 +205,7 @@ func Table(e policy.Encryption, key []byte, device string, dataSize uint64) (len
 	}
 	// <cipher> <key> <iv_offset> <device> <offset> <#opt> <opts...>;
 	// sector_size and iv_large_sectors make the IV the 4096-byte sector
-	// number, as Encrypt uses.
+	// number, as Encrypter uses.
 	params = fmt.Sprintf("%s %s 0 %s 0 2 sector_size:%d iv_large_sectors", Cipher, hex.EncodeToString(key), device, SectorSize)
 	return dataSize / 512, params, nil
 }

@@ -12,6 +12,9 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/xts"
+
+	"github.com/tdforge/tdforge/internal/inputs/secret"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 func testKey() []byte {
@@ -123,6 +126,13 @@ func TestTable(t *testing.T) {
 	}
 	if _, _, err := Table(Params("a/b/c"), testKey()[:32], "253:0", 4096); err == nil {
 		t.Fatal("short key accepted")
+	}
+	// Table checks the parameters with the policy's own rule.
+	if _, _, err := Table(Params("../model"), testKey(), "253:0", 4096); err == nil || !strings.Contains(err.Error(), "encryption resource") {
+		t.Fatalf("invalid resource id: %v", err)
+	}
+	if KeySize*8 != policy.EncryptionKeyBits || KeySize != secret.KeySize {
+		t.Fatalf("key size %d bytes; the policy says %d bits, the resource format %d bytes", KeySize, policy.EncryptionKeyBits, secret.KeySize)
 	}
 }
 

@@ -58,16 +58,12 @@ type Options struct {
 
 // Volume is a sealed volume's region: SizeBytes of zeros in a partition
 // whose unique GUID is UUID (the policy's volume UUID, by which initd
-// finds it) and whose type GUID is VolumeTypeGUID.
+// finds it) and whose type GUID is policy.VolumeTypeGUID.
 type Volume struct {
 	Name      string
 	UUID      string
 	SizeBytes uint64
 }
-
-// VolumeTypeGUID is the GPT partition type of a sealed volume region
-// (policy.VolumeTypeGUID; it is nameUUID("volume-type"), a test checks).
-const VolumeTypeGUID = policy.VolumeTypeGUID
 
 // Build writes the disk image to out (atomically: temp file + rename) and
 // returns its layout.
@@ -279,7 +275,7 @@ func writeGPT(f *fsutil.File, l *Layout) error {
 	for _, v := range l.Volumes {
 		t.Partitions = append(t.Partitions, &gpt.Partition{
 			Index: v.Index, Start: v.StartLBA, Size: v.SizeBytes,
-			Type: gpt.Type(strings.ToUpper(VolumeTypeGUID)), Name: "volume-" + v.Name, GUID: v.GUID,
+			Type: gpt.Type(strings.ToUpper(policy.VolumeTypeGUID)), Name: "volume-" + v.Name, GUID: v.GUID,
 		})
 	}
 	if err := t.Write(f.File, int64(l.SizeBytes)); err != nil {

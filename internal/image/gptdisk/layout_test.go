@@ -42,7 +42,7 @@ func TestPartitionPolicy(t *testing.T) {
 }
 
 func TestVolumeTypeGUID(t *testing.T) {
-	if got := nameUUID("volume-type"); got != VolumeTypeGUID {
-		t.Fatalf("nameUUID(volume-type) = %s, VolumeTypeGUID = %s", got, VolumeTypeGUID)
+	if got := nameUUID("volume-type"); got != policy.VolumeTypeGUID {
+		t.Fatalf("nameUUID(volume-type) = %s, policy.VolumeTypeGUID = %s", got, policy.VolumeTypeGUID)
 	}
 }

@@ -10,10 +10,11 @@ import (
 	"testing"
 
 	"github.com/tdforge/tdforge/internal/image/gptdisk/gptread"
+	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 // TestVolumeRegion: a volume gets a partition after the payloads whose
-// GUID is its UUID and type VolumeTypeGUID, holding zeros that take no
+// GUID is its UUID and type policy.VolumeTypeGUID, holding zeros that take no
 // disk space, in both build paths, reproducibly.
 func TestVolumeRegion(t *testing.T) {
 	dir := t.TempDir()
@@ -41,7 +42,7 @@ func TestVolumeRegion(t *testing.T) {
 			t.Fatal(err)
 		}
 		last := tab.Partitions[len(tab.Partitions)-1]
-		if last.GUID != vols[0].UUID || last.TypeGUID != VolumeTypeGUID || last.Name != "volume-state" {
+		if last.GUID != vols[0].UUID || last.TypeGUID != policy.VolumeTypeGUID || last.Name != "volume-state" {
 			t.Fatalf("volume partition entry %+v", last)
 		}
 		if (last.LastLBA-last.FirstLBA+1)*512 != vols[0].SizeBytes {

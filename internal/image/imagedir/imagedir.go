@@ -34,6 +34,7 @@ type Info struct {
 	Image     ImageInfo         `json:"image"`
 	VM        VMInfo            `json:"vm"`
 	TDX       TDXInfo           `json:"tdx"`
+	Kernel    KernelInfo        `json:"kernel"`
 	Agent     AgentInfo         `json:"agent"`
 	Artifacts map[string]string `json:"artifacts"` // file name -> sha256
 	Toolchain map[string]string `json:"toolchain"` // go, gcc, builder
@@ -60,6 +61,16 @@ type VMInfo struct {
 type TDXInfo struct {
 	Simulate bool `json:"simulate"`
 	Debug    bool `json:"debug"`
+}
+
+// KernelInfo is what the manifest states about the kernel that the
+// measurement needs again at launch.
+type KernelInfo struct {
+	// CCMeasurement is the manifest's kernel.cc_measurement: whether the
+	// kernel's EFI stub measures the command line and the initrd into
+	// RTMR2; nil = detected from the kernel's version. `builder launch
+	// --simulate` measures with it, as the build's reference values did.
+	CCMeasurement *bool `json:"cc_measurement,omitempty"`
 }
 
 // AgentInfo says which guest ports the agent listens on.

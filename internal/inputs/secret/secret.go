@@ -24,6 +24,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -80,15 +81,28 @@ func CheckID(id string) error {
 func Path(dir, id string) string { return filepath.Join(dir, filepath.FromSlash(id)) }
 
 // Load reads resource id from dir; ErrNotExist (wrapped) when it has no file.
+// A real key in a file readable or writable by others is refused, as ssh
+// refuses such a private key, for the builder and the key broker alike;
+// the public dev secrets ("dev": true) are exempt (git checks them out
+// 0644).
 func Load(dir, id string) (*Resource, error) {
 	if err := CheckID(id); err != nil {
 		return nil, err
 	}
 	p := Path(dir, id)
-	raw, err := os.ReadFile(p)
+	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", p, ErrNotExist)
 	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := io.ReadAll(f)
 	if err != nil {
 		return nil, err
 	}
@@ -98,6 +112,10 @@ func Load(dir, id string) (*Resource, error) {
 	}
 	if r.ID != id {
 		return nil, fmt.Errorf("%s: the file holds resource %q, not %q (files are named by their id)", p, r.ID, id)
+	}
+	if perm := st.Mode().Perm(); !r.Dev && perm&0o077 != 0 {
+		clear(r.Value)
+		return nil, fmt.Errorf("key file %s is readable or writable by others (mode %04o); run chmod 600 %s", p, perm, p)
 	}
 	return r, nil
 }

@@ -65,6 +65,41 @@ func TestDevSecret(t *testing.T) {
 	}
 }
 
+// TestLoadRefusesOpenKeyFile: Load, which the builder and the key broker
+// share, refuses a real key that others may read or write; a dev secret
+// (public anyway, checked out 0644) is exempt.
+func TestLoadRefusesOpenKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Create(dir, "acme/models/llm", []Grant{{Image: "acme-ai"}}); err != nil {
+		t.Fatal(err)
+	}
+	p := Path(dir, "acme/models/llm")
+	for _, mode := range []os.FileMode{0o640, 0o604, 0o620} {
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(dir, "acme/models/llm"); err == nil || !strings.Contains(err.Error(), "run chmod 600 "+p) {
+			t.Errorf("mode %04o: %v", mode, err)
+		}
+	}
+	if err := os.Chmod(p, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir, "acme/models/llm"); err != nil {
+		t.Errorf("mode 0400: %v", err)
+	}
+	dev := &Resource{Schema: Schema, ID: "tdforge/dev/model", Value: make([]byte, KeySize), Allow: []Grant{{Image: "tdforge-dev"}}, Dev: true}
+	if err := os.MkdirAll(filepath.Dir(Path(dir, dev.ID)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(Path(dir, dev.ID), mustJSON(dev), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir, dev.ID); err != nil {
+		t.Errorf("dev secret 0644: %v", err)
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	for _, c := range []struct{ id, want string }{
 		{"../etc/passwd", "must be <repo>/<type>/<tag>"},

@@ -85,9 +85,9 @@ func (s Stub) Why() string {
 		s.Name(), ccMeasurementMajor, ccMeasurementMinor)
 }
 
-// KernelVersion returns a bzImage's kernel_version string: the setup
+// kernelVersion returns a bzImage's kernel_version string: the setup
 // header's pointer at 0x20E, plus 0x200, locates a NUL-terminated string.
-func KernelVersion(bz []byte) (string, error) {
+func kernelVersion(bz []byte) (string, error) {
 	if len(bz) < kernelVersionOff+2 || string(bz[setupHeaderMagicOff:setupHeaderMagicOff+4]) != "HdrS" {
 		return "", errors.New("not a bzImage (no \"HdrS\" setup header at 0x202)")
 	}
@@ -125,7 +125,7 @@ func KernelVersion(bz []byte) (string, error) {
 // cannot be told apart, and guessing either way would mispredict RTMR2.
 func DetectStub(kernel []byte, stated *bool) (Stub, error) {
 	s := Stub{Tagged: bytes.Contains(kernel, []byte(stubLoadOptionsMarker))}
-	v, verr := KernelVersion(kernel)
+	v, verr := kernelVersion(kernel)
 	if verr == nil {
 		s.Version = v
 		if m := kernelVersionRE.FindStringSubmatch(v); m != nil {

@@ -17,7 +17,7 @@ import (
 func withVersion(t *testing.T, v string) []byte {
 	t.Helper()
 	k := testdeps.Vmlinuz61(t)
-	old, err := KernelVersion(k)
+	old, err := kernelVersion(k)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,8 +91,8 @@ func TestDetectStubVersions(t *testing.T) {
 	if s, err := DetectStub(untagged, nil); err != nil || s.Measures || s.Tagged || !strings.Contains(s.Why(), "no LoadOptions tagged event") {
 		t.Errorf("untagged stub: %+v %v (%s)", s, err, s.Why())
 	}
-	if _, err := KernelVersion([]byte("MZ not a bzImage")); err == nil {
-		t.Error("KernelVersion accepted a non-bzImage")
+	if _, err := kernelVersion([]byte("MZ not a bzImage")); err == nil {
+		t.Error("kernelVersion accepted a non-bzImage")
 	}
 }
 

@@ -74,14 +74,18 @@ type Encryption struct {
 	Resource       string `json:"resource"` // key-broker resource id <repo>/<type>/<tag>
 }
 
-// The only supported encryption.
+// The only supported encryption. The key size is secret.KeySize, the size
+// of every key-broker resource.
 const (
 	EncryptionCipher     = "aes-xts-plain64"
-	EncryptionKeyBits    = 512
+	EncryptionKeyBits    = secret.KeySize * 8
 	EncryptionSectorSize = 4096
 )
 
-func (e *Encryption) validate() error {
+// Validate checks that e is the only supported encryption and names a
+// valid resource. Policy.Validate calls it for each encrypted payload, and
+// crypt.Table before it builds a dm-crypt table.
+func (e *Encryption) Validate() error {
 	if e.Cipher != EncryptionCipher || e.KeyBits != EncryptionKeyBits || e.SectorSize != EncryptionSectorSize || !e.IVLargeSectors {
 		return fmt.Errorf("encryption must be %s, key_bits %d, sector_size %d, iv_large_sectors true", EncryptionCipher, EncryptionKeyBits, EncryptionSectorSize)
 	}
@@ -91,10 +95,43 @@ func (e *Encryption) validate() error {
 	return nil
 }
 
+// DevBrokerCASHA256 is the SHA-256 of the DER of deploy/dev-broker/tls.crt,
+// the certificate of the DEV key broker. Its private key is published in
+// the repository, so anyone, the untrusted host included, can serve it:
+// a TD that pins it hands its attestation to, and takes its keys from,
+// whoever asks. Only a dev image may pin it (CheckKeyBrokerCA). A test
+// derives it from the certificate.
+const DevBrokerCASHA256 = "2aad06e1a3273f6bf713b5330b3953383d8cb1f0a4be054024c210144be3de48"
+
+// CheckKeyBrokerCA refuses the DEV broker's certificate (DevBrokerCASHA256)
+// as the key broker's ca_sha256 of an image that is not a dev image.
+func CheckKeyBrokerCA(caSHA256 string, dev bool) error {
+	if caSHA256 == DevBrokerCASHA256 && !dev {
+		return fmt.Errorf("key_broker ca_sha256 %s pins the DEV broker certificate deploy/dev-broker/tls.crt, whose private key is public: the host could act as the broker and release or receive this image's keys. Pin your own broker's certificate (openssl x509 -in tls.crt -outform DER | sha256sum), or mark the image dev", caSHA256)
+	}
+	return nil
+}
+
+// CheckKeyBrokerURL checks a key broker URL: https://host[:port], as the
+// guest reaches the broker, with no user, path, query or fragment. The
+// manifest's key_broker block and the boot policy both use it.
+func CheckKeyBrokerURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || !isBaseURL(u) {
+		return fmt.Errorf("key_broker url %q must be https://host:port as the guest reaches the broker (no user, path, query or fragment)", s)
+	}
+	return nil
+}
+
+// isBaseURL reports whether u names a host and nothing under it: no user,
+// path, query or fragment.
+func isBaseURL(u *url.URL) bool {
+	return u.Host != "" && u.User == nil && (u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == ""
+}
+
 func (k *KeyBroker) validate() error {
-	u, err := url.Parse(k.URL)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("key_broker url %q must be https://host[:port]", k.URL)
+	if err := CheckKeyBrokerURL(k.URL); err != nil {
+		return err
 	}
 	if b, err := hex.DecodeString(k.CASHA256); err != nil || len(b) != 32 || strings.ToLower(k.CASHA256) != k.CASHA256 {
 		return fmt.Errorf("key_broker ca_sha256 must be 64 lowercase hex digits")
@@ -203,7 +240,7 @@ func CheckServiceURL(s string, dev bool) error {
 		return fmt.Errorf("attestation_service %q: %v", s, err)
 	case u.Scheme == "http" && !dev:
 		return fmt.Errorf("attestation_service %q: plain http is allowed only in a dev image; use https", s)
-	case (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+	case (u.Scheme != "https" && u.Scheme != "http") || !isBaseURL(u):
 		return fmt.Errorf("attestation_service %q must be the service's base URL, https://HOST[:PORT]", s)
 	}
 	return nil
@@ -348,7 +385,7 @@ func (p *Policy) Validate() error {
 			return errf("payload %q: partition_guid is required", pl.Name)
 		}
 		if pl.Encryption != nil {
-			if err := pl.Encryption.validate(); err != nil {
+			if err := pl.Encryption.Validate(); err != nil {
 				return errf("payload %q: %w", pl.Name, err)
 			}
 			if p.KeyBroker == nil {
@@ -365,6 +402,9 @@ func (p *Policy) Validate() error {
 	}
 	if p.KeyBroker != nil {
 		if err := p.KeyBroker.validate(); err != nil {
+			return errf("%w", err)
+		}
+		if err := CheckKeyBrokerCA(p.KeyBroker.CASHA256, p.Image.Dev); err != nil {
 			return errf("%w", err)
 		}
 	}

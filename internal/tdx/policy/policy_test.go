@@ -2,6 +2,10 @@ package policy
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"os"
 	"strings"
 	"testing"
 
@@ -110,6 +114,10 @@ func TestValidateRejects(t *testing.T) {
 		{"broker over http", func(p *Policy) { encrypt(p); p.KeyBroker.URL = "http://10.0.2.2:8444" }, "https://host"},
 		{"broker with path", func(p *Policy) { encrypt(p); p.KeyBroker.URL = "https://10.0.2.2:8444/kbs" }, "https://host"},
 		{"broker pin", func(p *Policy) { encrypt(p); p.KeyBroker.CASHA256 = strings.Repeat("AB", 32) }, "ca_sha256"},
+		{"DEV broker in production", func(p *Policy) {
+			encrypt(p)
+			p.Image.Dev, p.TDX.Simulate, p.KeyBroker.CASHA256 = false, false, DevBrokerCASHA256
+		}, "DEV broker certificate deploy/dev-broker/tls.crt"},
 		{"cipher", func(p *Policy) { encrypt(p); p.Payloads[0].Encryption.Cipher = "aes-cbc-essiv:sha256" }, "encryption must be aes-xts-plain64"},
 		{"512-byte IV sectors", func(p *Policy) { encrypt(p); p.Payloads[0].Encryption.IVLargeSectors = false }, "iv_large_sectors true"},
 		{"shared key", func(p *Policy) {
@@ -124,6 +132,38 @@ func TestValidateRejects(t *testing.T) {
 		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestDevBrokerCASHA256: the constant is the digest of the DEV broker's
+// certificate (whose key is public), and only a dev image may pin it.
+func TestDevBrokerCASHA256(t *testing.T) {
+	b, err := os.ReadFile("../../../deploy/dev-broker/tls.crt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		t.Fatal("deploy/dev-broker/tls.crt holds no PEM certificate")
+	}
+	sum := sha256.Sum256(blk.Bytes)
+	if got := hex.EncodeToString(sum[:]); got != DevBrokerCASHA256 {
+		t.Fatalf("DevBrokerCASHA256 = %s, but deploy/dev-broker/tls.crt's DER digest is %s", DevBrokerCASHA256, got)
+	}
+	if err := CheckKeyBrokerCA(DevBrokerCASHA256, false); err == nil || !strings.Contains(err.Error(), "mark the image dev") {
+		t.Errorf("non-dev image: %v", err)
+	}
+	if err := CheckKeyBrokerCA(DevBrokerCASHA256, true); err != nil {
+		t.Errorf("dev image: %v", err)
+	}
+	if err := CheckKeyBrokerCA(strings.Repeat("0f", 32), false); err != nil {
+		t.Errorf("own broker: %v", err)
+	}
+	p := validPolicy()
+	encrypt(p)
+	p.KeyBroker.CASHA256 = DevBrokerCASHA256
+	if err := p.Validate(); err != nil {
+		t.Errorf("dev image pinning the DEV broker: %v", err)
 	}
 }
 
@@ -157,6 +197,21 @@ func TestValidName(t *testing.T) {
 	} {
 		if got := ValidName(name); got != want {
 			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// TestCheckKeyBrokerURL: the one key broker URL rule, shared by the
+// manifest and the boot policy.
+func TestCheckKeyBrokerURL(t *testing.T) {
+	for _, ok := range []string{"https://10.0.2.2:8444", "https://kbs.example/", "https://[fd00::2]:8444"} {
+		if err := CheckKeyBrokerURL(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"http://10.0.2.2:8444", "https://10.0.2.2:8444/kbs", "https://u:p@10.0.2.2", "https://10.0.2.2?x=1", "https://10.0.2.2#f", "https://", "10.0.2.2:8444", "https://%zz"} {
+		if err := CheckKeyBrokerURL(bad); err == nil || !strings.Contains(err.Error(), "must be https://host:port") {
+			t.Errorf("%s: %v", bad, err)
 		}
 	}
 }

@@ -266,7 +266,7 @@ func Decode(r io.Reader) (*Document, error) {
 			return nil, err
 		}
 	}
-	if err := d.Accepted.check(); err != nil {
+	if err := d.Accepted.Check(); err != nil {
 		return nil, err
 	}
 	return &d, nil
@@ -285,9 +285,11 @@ func checkEvents(field string, evs []Event) error {
 	return nil
 }
 
-// check validates the accepted-value sets: unique non-empty names, values
-// of register size, pinned events.
-func (a *Accepted) check() error {
+// Check validates the accepted-value sets: unique non-empty names, values
+// of register size, pinned events (an accepted value is recorded from a
+// TD's event log, so every digest is known). Decode calls it, and
+// `verifier reference merge` before it adds a recorded value.
+func (a *Accepted) Check() error {
 	if a == nil {
 		return nil
 	}
@@ -306,6 +308,11 @@ func (a *Accepted) check() error {
 		}
 		if err := checkEvents(field+".events", m.Events); err != nil {
 			return err
+		}
+		for j, e := range m.Events {
+			if !e.Pinned() {
+				return fmt.Errorf("reference values: %s.events[%d] (%q) is not pinned: an accepted value's events come from a TD's event log (verifier record)", field, j, e.Description)
+			}
 		}
 	}
 	return nil

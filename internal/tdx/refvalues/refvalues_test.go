@@ -66,7 +66,8 @@ func TestEventDigestsAndAcceptedSet(t *testing.T) {
 	d := &Document{Schema: Schema, Image: Image{Name: "img", Version: "1"}, Source: "builder", Events: map[string][]Event{
 		"rtmr0": {{Type: "EV_PLATFORM_CONFIG_FLAGS", Description: "ACPI DATA etc/acpi/tables", Digest: NotPinned}, {Type: "EV_SEPARATOR", Description: "separator", Digest: strings.Repeat("39", 48)}},
 	}}
-	d.Accepted = &Accepted{RTMR0: []AcceptedValue{{Name: "tcg-2G-2cpu", Platform: "p", Value: strings.Repeat("ab", 48), Events: []Event{}, Source: "recorded"}}}
+	d.Accepted = &Accepted{RTMR0: []AcceptedValue{{Name: "tcg-2G-2cpu", Platform: "p", Value: strings.Repeat("ab", 48),
+		Events: []Event{{Type: "EV_SEPARATOR", Description: "sep", Digest: strings.Repeat("3a", 48)}}, Source: "recorded"}}}
 	b, err := d.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +84,7 @@ func TestEventDigestsAndAcceptedSet(t *testing.T) {
 		{`"name": "tcg-2G-2cpu"`, `"name": ""`, "has no name"},
 		{`"value": "` + strings.Repeat("ab", 48), `"value": "ab`, "accepted.rtmr0[0].value must be 96 hex digits"},
 		{`"source": "recorded"`, `"source": "recorded", "extra": 1`, "unknown field"},
+		{`"digest": "` + strings.Repeat("3a", 48), `"digest": "not-pinned`, "accepted.rtmr0[0].events[0] (\"sep\") is not pinned"},
 	} {
 		doc := strings.Replace(string(b), tc.old, tc.new, 1)
 		if doc == string(b) {
