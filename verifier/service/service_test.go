@@ -203,7 +203,10 @@ func (f *fixture) attestOK(t testing.TB, doc *attestation.Response) (*result.Cla
 
 func (f *fixture) verifyToken(t testing.TB, tok string, doc *attestation.Response) *result.Claims {
 	t.Helper()
-	_, jwks := f.get(t, PathJWKS)
+	code, jwks := f.get(t, PathJWKS)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", PathJWKS, code, jwks)
+	}
 	c, err := result.Verify([]byte(tok), jwks)
 	if err != nil {
 		t.Fatalf("token does not verify against the JWKS: %v", err)
