@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tdforge/tdforge/internal/guest/devmapper"
@@ -34,7 +35,11 @@ const (
 	DefaultTryTimeout = 10 * time.Second
 )
 
-// Unlocker fetches keys from Broker and maps dm-crypt devices.
+// Unlocker fetches keys from Broker and maps dm-crypt devices. initd uses
+// one Unlocker for the whole boot (encrypted payloads, then sealed
+// volumes): once a fetch has found the broker unreachable, or not the
+// pinned one, every later fetch tries once instead of running the whole
+// schedule again, until a fetch succeeds.
 type Unlocker struct {
 	Broker policy.KeyBroker
 	// Quote quotes the TD (initd's quoting backend).
@@ -49,6 +54,9 @@ type Unlocker struct {
 	Logf func(format string, a ...any)
 	// Map stacks the dm-crypt table; nil: device-mapper (devmapper.Create).
 	Map func(name string, t devmapper.Target) (string, error)
+
+	mu   sync.Mutex
+	down error // why the last finished fetch found no usable broker; nil: none did
 }
 
 // CryptName is the name of payload name's plaintext device-mapper device.
@@ -115,12 +123,17 @@ func (u *Unlocker) Fetch(ctx context.Context, resource string, runtimeLog []byte
 	if tries <= 0 {
 		tries = DefaultTries
 	}
+	if down := u.brokerDown(); down != nil {
+		u.logf("key broker %s: one try for %s, as an earlier fetch this boot found it %v", u.Broker.URL, resource, down)
+		tries = 1
+	}
 	wait := or(u.Backoff, DefaultBackoff)
 	var last error
 	for i := 1; i <= tries; i++ {
 		start := time.Now()
 		key, err := c.Fetch(ctx, resource)
 		if err == nil {
+			u.setDown(nil)
 			u.logf("key broker %s released %s (try %d, %dms)", u.Broker.URL, resource, i, time.Since(start).Milliseconds())
 			return key, nil
 		}
@@ -140,7 +153,26 @@ func (u *Unlocker) Fetch(ctx context.Context, resource string, runtimeLog []byte
 		}
 		wait = min(2*wait, or(u.MaxBackoff, DefaultMaxBackoff))
 	}
+	var te *kbs.TransportError
+	switch {
+	case errors.Is(last, kbs.ErrPinMismatch):
+		u.setDown(errors.New("not trusted (certificate not the pinned one)"))
+	case errors.As(last, &te):
+		u.setDown(errors.New("unreachable"))
+	}
 	return nil, Reason(last, tries)
+}
+
+func (u *Unlocker) brokerDown() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.down
+}
+
+func (u *Unlocker) setDown(err error) {
+	u.mu.Lock()
+	u.down = err
+	u.mu.Unlock()
 }
 
 // Reason turns a failed fetch into the short reason initd measures and

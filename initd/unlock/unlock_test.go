@@ -213,3 +213,51 @@ func selfSigned(t *testing.T) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
+
+// One Unlocker serves the whole boot: once a fetch found the broker
+// unreachable or untrusted, later fetches try once, not the whole
+// schedule again.
+func TestUnlockRemembersBrokerDown(t *testing.T) {
+	f := newFixture(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	u, _, logs := f.unlocker("https://"+addr, f.pin())
+	if _, err := u.Unlock(context.Background(), encPayload(), "253:0", nil); err == nil || !strings.HasPrefix(err.Error(), "broker unreachable after 3 tries: ") {
+		t.Fatalf("first Unlock = %v", err)
+	}
+	logs.Reset()
+	_, err = u.Fetch(context.Background(), "tdforge/dev/volume", nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "broker unreachable after 1 tries: ") || strings.Count(logs.String(), "try %d/%d") != 1 {
+		t.Fatalf("second Fetch = %v\n%s", err, logs.String())
+	}
+
+	// An impostor is remembered too.
+	mitm := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("the client talked to the impostor: %s %s", r.Method, r.URL)
+	}))
+	mitm.TLS = &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}
+	mitm.StartTLS()
+	defer mitm.Close()
+	u, _, logs = f.unlocker(mitm.URL, f.pin())
+	if _, err := u.Unlock(context.Background(), encPayload(), "253:0", nil); err == nil || strings.Count(logs.String(), "try %d/%d") != 3 {
+		t.Fatalf("first Unlock = %v\n%s", err, logs.String())
+	}
+	logs.Reset()
+	if _, err := u.Unlock(context.Background(), encPayload(), "253:0", nil); err == nil || !strings.HasPrefix(err.Error(), "broker not trusted") || strings.Count(logs.String(), "try %d/%d") != 1 {
+		t.Fatalf("second Unlock = %v\n%s", err, logs.String())
+	}
+
+	// A refusal is per key, not a broker that is down: not remembered.
+	f.appraise.Store(func() (*broker.Appraisal, error) {
+		return &broker.Appraisal{Trusted: false, Reason: "RTMR2: the quote's RTMR2 is 00…, the reference expects 11… (appraisal against dev.json)", PolicyID: "dev.json"}, nil
+	})
+	u, _, _ = f.unlocker(f.srv.URL, f.pin())
+	u.Unlock(context.Background(), encPayload(), "253:0", nil)
+	if d := u.brokerDown(); d != nil {
+		t.Fatalf("a refusal was remembered as %v", d)
+	}
+}
