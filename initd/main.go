@@ -145,10 +145,11 @@ func main() {
 	}
 	phase("network", time.Since(start))
 
+	cel := publishCCEL(p.TDX.Simulate, agentGID)
 	prov, provErr := startQuoting(p.TDX.Simulate, agentUID, agentGID)
 	// One Unlocker for the payloads and the volumes: a broker it found
 	// unreachable or untrusted is tried once more per key, not per schedule.
-	unl := newUnlocker(p, prov, provErr)
+	unl := newUnlocker(p, prov, provErr, cel)
 
 	if len(res.Pending) > 0 {
 		start = time.Now()
@@ -188,23 +189,31 @@ func main() {
 	shutdown(sup)
 }
 
-// startQuoting is the guest's one privileged quoting path: initd opens the
-// quote backend (root-only on hardware; the simulator's keys are root-only
-// too) and serves it to the agent's uid on quote.DefaultSocket
-// (initd/quoted). It also republishes the firmware's CCEL, root-only under
-// /sys/firmware/acpi/tables, for the agent's group, or why there is none.
-// It returns the quote backend (or why there is none) for initd's own
-// quotes (the key broker's).
-func startQuoting(simulate bool, agentUID, agentGID int) (quote.Provider, error) {
+// publishCCEL republishes the firmware's CCEL, root-only under
+// /sys/firmware/acpi/tables, for the agent's group, or why there is none,
+// and returns the same for initd's own evidence (the key broker's).
+func publishCCEL(simulate bool, agentGID int) quoted.CCEL {
 	sources := []quoted.CCELSource{quoted.ACPISource(quoted.DefaultACPITables)}
 	if simulate {
 		sources = append(sources, quoted.CCELSource{Table: filepath.Join(sim.Dir, sim.CCELTableFile), Log: filepath.Join(sim.Dir, sim.CCELFile)})
 	}
-	if absent, err := quoted.PublishCCEL(quoted.DefaultCCELDir, agentGID, sources...); err != nil {
+	c, err := quoted.PublishCCEL(quoted.DefaultCCELDir, agentGID, sources...)
+	if err != nil {
 		logf("CCEL not published: %v", err)
-	} else if absent != "" {
-		logf("CCEL absent: %s", absent)
+		return quoted.CCEL{Absent: fmt.Sprintf("no CCEL: initd could not republish it: %v", err)}
 	}
+	if c.Absent != "" {
+		logf("CCEL absent: %s", c.Absent)
+	}
+	return c
+}
+
+// startQuoting is the guest's one privileged quoting path: initd opens the
+// quote backend (root-only on hardware; the simulator's keys are root-only
+// too) and serves it to the agent's uid on quote.DefaultSocket
+// (initd/quoted). It returns the quote backend (or why there is none) for
+// initd's own quotes (the key broker's).
+func startQuoting(simulate bool, agentUID, agentGID int) (quote.Provider, error) {
 	prov, openErr := quote.Open(simulate)
 	if openErr != nil {
 		logf("quote backend FAILED: %v", openErr)
@@ -233,12 +242,13 @@ func startQuoting(simulate bool, agentUID, agentGID int) (quote.Provider, error)
 // newUnlocker asks the policy's key broker for payload keys, quoting with
 // prov; nil when the policy names none. It runs before any service starts,
 // so no agent quote competes.
-func newUnlocker(p *policy.Policy, prov quote.Provider, provErr error) *unlock.Unlocker {
+func newUnlocker(p *policy.Policy, prov quote.Provider, provErr error, cel quoted.CCEL) *unlock.Unlocker {
 	if p.KeyBroker == nil {
 		return nil // validation forbids this; every encrypted payload and volume stays locked
 	}
 	return &unlock.Unlocker{
-		Broker: *p.KeyBroker, CCELDir: quoted.DefaultCCELDir, Logf: logf,
+		Broker: *p.KeyBroker, Logf: logf,
+		CCELTable: cel.Table, CCELLog: cel.Log, CCELAbsent: cel.Absent,
 		Quote: func(rd [64]byte) ([]byte, error) {
 			if prov == nil {
 				return nil, fmt.Errorf("no quote backend: %v", provErr)

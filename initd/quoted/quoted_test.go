@@ -422,9 +422,9 @@ func TestPublishCCELFromACPI(t *testing.T) {
 	os.MkdirAll(out, 0o755)
 	os.WriteFile(filepath.Join(out, AbsentFile), []byte("stale"), 0o644)
 	gid := os.Getgid()
-	absent, err := PublishCCEL(out, gid, ACPISource(filepath.Join(t.TempDir(), "none")), ACPISource(acpi))
-	if err != nil || absent != "" {
-		t.Fatalf("PublishCCEL: %q %v", absent, err)
+	c, err := PublishCCEL(out, gid, ACPISource(filepath.Join(t.TempDir(), "none")), ACPISource(acpi))
+	if err != nil || c.Absent != "" || string(c.Table) != "table" || string(c.Log) != "log" {
+		t.Fatalf("PublishCCEL: %+v %v", c, err)
 	}
 	for name, want := range map[string]string{"CCEL": "table", "data/CCEL": "log"} {
 		p := filepath.Join(out, name)
@@ -442,13 +442,13 @@ func TestPublishCCELFromACPI(t *testing.T) {
 func TestPublishCCELAbsent(t *testing.T) {
 	acpi := t.TempDir()
 	out := filepath.Join(t.TempDir(), "acpi")
-	absent, err := PublishCCEL(out, os.Getgid(), ACPISource(acpi))
+	c, err := PublishCCEL(out, os.Getgid(), ACPISource(acpi))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := "no CCEL ACPI table: " + filepath.Join(acpi, "CCEL") + " does not exist (the firmware did not publish its event log)"
-	if absent != want {
-		t.Fatalf("reason %q, want %q", absent, want)
+	if c.Absent != want || c.Table != nil || c.Log != nil {
+		t.Fatalf("reason %q, want %q (table %d bytes)", c.Absent, want, len(c.Table))
 	}
 	if b, _ := os.ReadFile(filepath.Join(out, AbsentFile)); string(b) != want+"\n" {
 		t.Fatalf("%s holds %q", AbsentFile, b)
@@ -472,12 +472,13 @@ func TestPublishCCELTrimsPadding(t *testing.T) {
 	os.WriteFile(filepath.Join(acpi, "CCEL"), table, 0o400)
 	os.WriteFile(filepath.Join(acpi, "data", "CCEL"), log, 0o400)
 	out := filepath.Join(t.TempDir(), "acpi")
-	if _, err := PublishCCEL(out, os.Getgid(), ACPISource(acpi)); err != nil {
+	c, err := PublishCCEL(out, os.Getgid(), ACPISource(acpi))
+	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(filepath.Join(out, "data", "CCEL"))
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || !bytes.Equal(c.Log, got) {
+		t.Fatalf("returned a %d-byte log, wrote %d: %v", len(c.Log), len(got), err)
 	}
 	if len(got) >= len(log)/8 || !bytes.Equal(got, log[:len(got)]) {
 		t.Fatalf("published %d of the area's %d bytes", len(got), len(log))

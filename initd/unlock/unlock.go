@@ -13,8 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -23,7 +21,6 @@ import (
 	"github.com/tdforge/tdforge/internal/image/crypt"
 	"github.com/tdforge/tdforge/internal/tdx/kbs"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
-	"github.com/tdforge/tdforge/internal/tdx/quote"
 )
 
 // Defaults of the retry schedule: 6 tries, waiting 1, 2, 4, 8 and 15 s
@@ -44,9 +41,10 @@ type Unlocker struct {
 	Broker policy.KeyBroker
 	// Quote quotes the TD (initd's quoting backend).
 	Quote func(reportData [64]byte) ([]byte, error)
-	// CCELDir is where initd republished the CCEL (quote.CCELDir), sent
-	// beside the quote.
-	CCELDir string
+	// The CCEL initd republished (quoted.PublishCCEL): its table and
+	// log, or why there is none; sent beside the quote.
+	CCELTable, CCELLog []byte
+	CCELAbsent         string
 	// Retry schedule; zero values take the defaults.
 	Tries                           int
 	Backoff, MaxBackoff, TryTimeout time.Duration
@@ -116,8 +114,7 @@ func (u *Unlocker) Fetch(ctx context.Context, resource string, runtimeLog []byte
 	c := &kbs.Client{URL: u.Broker.URL, Quote: u.Quote, HTTP: &http.Client{Timeout: or(u.TryTimeout, DefaultTryTimeout)}}
 	copy(c.CASHA256[:], pin)
 	c.Extra = func() ([]byte, []byte, []byte, string) {
-		table, log, absent := readCCEL(u.CCELDir)
-		return runtimeLog, log, table, absent
+		return runtimeLog, u.CCELLog, u.CCELTable, u.ccelAbsent()
 	}
 	tries := u.Tries
 	if tries <= 0 {
@@ -210,19 +207,13 @@ func or(d, def time.Duration) time.Duration {
 	return def
 }
 
-// readCCEL reads the republished CCEL (table and log) or the reason there
-// is none, as the agent does.
-func readCCEL(dir string) (table, log []byte, absent string) {
-	if dir == "" {
-		return nil, nil, "no CCEL: initd was given no CCEL directory"
+// ccelAbsent is why the evidence carries no CCEL ("" when it does).
+func (u *Unlocker) ccelAbsent() string {
+	switch {
+	case u.CCELAbsent != "":
+		return u.CCELAbsent
+	case u.CCELTable == nil || u.CCELLog == nil:
+		return "no CCEL: initd gave its key broker client none"
 	}
-	table, err1 := os.ReadFile(filepath.Join(dir, "CCEL"))
-	log, err2 := os.ReadFile(filepath.Join(dir, "data", "CCEL"))
-	if err1 == nil && err2 == nil {
-		return table, log, ""
-	}
-	if why, err := os.ReadFile(filepath.Join(dir, quote.CCELAbsentFile)); err == nil && len(strings.TrimSpace(string(why))) > 0 {
-		return nil, nil, strings.TrimSpace(string(why))
-	}
-	return nil, nil, fmt.Sprintf("no CCEL: %s/CCEL and data/CCEL are not both readable", dir)
+	return ""
 }

@@ -90,7 +90,7 @@ func (f *fixture) pin() string {
 func (f *fixture) unlocker(url, pin string) (*Unlocker, *[]devmapper.Target, *bytes.Buffer) {
 	var tables []devmapper.Target
 	var logs bytes.Buffer
-	return &Unlocker{Broker: policy.KeyBroker{URL: url, CASHA256: pin}, Quote: f.quote, CCELDir: "",
+	return &Unlocker{Broker: policy.KeyBroker{URL: url, CASHA256: pin}, Quote: f.quote,
 		Tries: 3, Backoff: 10 * time.Millisecond, TryTimeout: 2 * time.Second,
 		Logf: func(format string, a ...any) { logs.WriteString(strings.TrimSpace(format) + "\n") },
 		Map: func(name string, t devmapper.Target) (string, error) {
@@ -191,6 +191,29 @@ func TestUnlockBrokerDown(t *testing.T) {
 	u, tables, _ := f.unlocker(f.srv.URL, f.pin())
 	if _, err := u.Unlock(context.Background(), encPayload(), "253:0", nil); err != nil || len(*tables) != 1 || n.Load() != 3 {
 		t.Fatalf("Unlock = %v after %d appraisals", err, n.Load())
+	}
+}
+
+// The CCEL initd published travels beside the quote as given: it is not
+// read back from the files.
+func TestUnlockSendsCCEL(t *testing.T) {
+	f := newFixture(t)
+	u, _, _ := f.unlocker(f.srv.URL, f.pin())
+	u.CCELTable, u.CCELLog = []byte("table"), []byte("log")
+	if _, err := u.Fetch(context.Background(), resID, []byte("runtime log")); err != nil {
+		t.Fatal(err)
+	}
+	ev := <-f.evidence
+	if string(ev.CCELTable) != "table" || string(ev.CCEL) != "log" || ev.CCELAbsent != "" {
+		t.Fatalf("the broker got CCEL table %q, log %q, absent %q", ev.CCELTable, ev.CCEL, ev.CCELAbsent)
+	}
+	u, _, _ = f.unlocker(f.srv.URL, f.pin())
+	u.CCELAbsent = "no CCEL ACPI table: the firmware did not publish its event log"
+	if _, err := u.Fetch(context.Background(), resID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-f.evidence; ev.CCELAbsent != u.CCELAbsent || ev.CCEL != nil {
+		t.Fatalf("the broker got CCEL absent %q, log %q", ev.CCELAbsent, ev.CCEL)
 	}
 }
 
