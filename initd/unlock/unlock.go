@@ -3,8 +3,11 @@
 // internal/tdx/kbs, TLS pinned by the measured ca_sha256, a fresh quote
 // from initd's own quoting backend), retrying with backoff for a bounded
 // time, then stacks dm-crypt (crypt.Table) on the payload's verity device.
-// The key lives only in the Go slice, zeroed once the table is loaded, and
-// in the kernel: never in a file or a log. It implements payload.Unlocker.
+// The key lives in TD memory only: the released slice, zeroed once the
+// table is loaded; the table's params string (crypt.Table), which holds it
+// in hex and, being a Go string, is not zeroed but left to the garbage
+// collector; and the kernel. Never in a file or a log. It implements
+// payload.Unlocker.
 package unlock
 
 import (

@@ -8,8 +8,11 @@
 //
 // mounted at the policy's mount point, owned by the volume's first user.
 // Both keys (and dm-integrity's journal MAC key) are derived from the
-// released 64-byte value with HKDF-SHA256; they exist only in Go slices,
-// zeroed once the tables are loaded, and in the kernel.
+// released 64-byte value with HKDF-SHA256. They live in TD memory only:
+// Go slices, zeroed once the tables are loaded; the tables' params
+// strings, which hold them in hex and, being Go strings, are not zeroed
+// but left to the garbage collector; and the kernel. Never in a file or a
+// log.
 //
 // A partition whose first block is all zeros is a first boot: initd has
 // dm-integrity format it and creates the filesystem (Mkfs). Anything else
