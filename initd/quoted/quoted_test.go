@@ -155,6 +155,67 @@ func TestSocketServesSimulatorQuotes(t *testing.T) {
 	}
 }
 
+// flaky fails its first n Accepts with err, as a process out of file
+// descriptors does.
+type flaky struct {
+	net.Listener
+	n   int
+	err error
+}
+
+func (l *flaky) Accept() (net.Conn, error) {
+	if l.n > 0 {
+		l.n--
+		return nil, l.err
+	}
+	return l.Listener.Accept()
+}
+
+// An Accept error other than a closed listener does not stop the socket
+// for the rest of the boot: Serve pauses and accepts again.
+func TestSocketSurvivesAcceptErrors(t *testing.T) {
+	dir, _ := tsmtest.SimState(t)
+	p, err := quote.OpenSimulator(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "quote.sock")
+	ln, err := Listen(sock, os.Getgid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	srv := &Server{Provider: p, UID: os.Getuid(), Logf: func(f string, a ...any) { fmt.Fprintf(&logs, f+"\n", a...) }}
+	done := make(chan error, 1)
+	go func() {
+		done <- srv.Serve(&flaky{Listener: ln, n: 3, err: os.NewSyscallError("accept4", syscall.EMFILE)})
+	}()
+	quoted := make(chan error, 1)
+	go func() {
+		c, err := quote.OpenSocket(sock)
+		if err == nil {
+			_, err = c.Attest(nonce(7), spki(7))
+		}
+		quoted <- err
+	}()
+	select {
+	case err := <-done:
+		ln.Close()
+		t.Fatalf("Serve stopped on an Accept error: %v", err)
+	case err := <-quoted:
+		if err != nil {
+			t.Fatalf("quote after EMFILE: %v", err)
+		}
+	}
+	ln.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if strings.Count(logs.String(), "too many open files") != 3 {
+		t.Fatalf("logs:\n%s", logs.String())
+	}
+}
+
 func TestSocketRefusesOtherUIDs(t *testing.T) {
 	dir, _ := tsmtest.SimState(t)
 	p, _ := quote.OpenSimulator(dir)
