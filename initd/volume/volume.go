@@ -212,8 +212,6 @@ type Opener struct {
 // Result is the outcome of opening one volume.
 type Result struct {
 	Status volstatus.Status
-	// Formatted says this boot created the volume (first boot).
-	Formatted bool
 }
 
 // Open opens (or, on first boot, creates) volume v and mounts it, then
@@ -298,7 +296,7 @@ func (o *Opener) open(ctx context.Context, v policy.Volume) Result {
 	} else {
 		o.logf("volume %s: opened and mounted at %s", v.Name, v.Mount)
 	}
-	return Result{Status: volstatus.Status{State: volstatus.Mounted}, Formatted: first}
+	return Result{Status: volstatus.Status{State: volstatus.Mounted}}
 }
 
 // own gives the mount's root directory to the volume's first user (mode
