@@ -25,7 +25,7 @@ import (
 	"github.com/tdforge/tdforge/internal/guest/devmapper"
 	resource "github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
-	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/simtd"
 	"github.com/tdforge/tdforge/verifier/broker"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
@@ -67,18 +67,7 @@ func newFixture(t *testing.T) *fixture {
 	b.Register(mux)
 	f.srv = httptest.NewTLSServer(mux)
 	t.Cleanup(f.srv.Close)
-	pki, err := sim.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	plat := sim.NewPlatform([48]byte{1}, [3][48]byte{{2}, {3}, {4}}, "0000000010000000", "e702060000000000")
-	s, err := sim.New(pki, func() (*sim.Registers, error) {
-		return &sim.Registers{Platform: plat, RTMR3: strings.Repeat("00", 48)}, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.quote = s.Quote
+	f.quote = simtd.New(t, nil, simtd.Registers(1, 2)).Quote
 	return f
 }
 
