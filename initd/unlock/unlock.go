@@ -154,11 +154,14 @@ func (u *Unlocker) Fetch(ctx context.Context, resource string, runtimeLog []byte
 		wait = min(2*wait, or(u.MaxBackoff, DefaultMaxBackoff))
 	}
 	var te *kbs.TransportError
+	var ref *kbs.RefusedError
 	switch {
 	case errors.Is(last, kbs.ErrPinMismatch):
 		u.setDown(errors.New("not trusted (certificate not the pinned one)"))
 	case errors.As(last, &te):
 		u.setDown(errors.New("unreachable"))
+	case errors.As(last, &ref):
+		u.setDown(nil) // it answered: reachable and the pinned one
 	}
 	return nil, Reason(last, tries)
 }
