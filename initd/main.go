@@ -145,11 +145,19 @@ func main() {
 	}
 	phase("network", time.Since(start))
 
+	cel := publishCCEL(p.TDX.Simulate, agentGID)
 	prov, provErr := startQuoting(p.TDX.Simulate, agentUID, agentGID)
+	// One Unlocker for the payloads and the volumes: a broker it found
+	// unreachable or untrusted is tried once more per key, not per schedule.
+	unl := newUnlocker(p, prov, provErr, cel)
 
 	if len(res.Pending) > 0 {
 		start = time.Now()
-		if err := pass.Open(context.Background(), res, newUnlocker(p, prov, provErr)); err != nil {
+		var pu payload.Unlocker // nil, not a nil *unlock.Unlocker: Open then locks them
+		if unl != nil {
+			pu = unl
+		}
+		if err := pass.Open(context.Background(), res, pu); err != nil {
 			fatal(res, err)
 		}
 		logf("rtmr3 %x", res.RTMR3)
@@ -159,7 +167,7 @@ func main() {
 	var volumesDown map[string]string
 	if len(p.Volumes) > 0 {
 		start = time.Now()
-		if volumesDown, err = openVolumes(p, pass, res, prov, provErr); err != nil {
+		if volumesDown, err = openVolumes(p, pass, res, unl); err != nil {
 			fatal(res, err)
 		}
 		logf("rtmr3 %x", res.RTMR3)
@@ -181,23 +189,31 @@ func main() {
 	shutdown(sup)
 }
 
-// startQuoting is the guest's one privileged quoting path: initd opens the
-// quote backend (root-only on hardware; the simulator's keys are root-only
-// too) and serves it to the agent's uid on quote.DefaultSocket
-// (initd/quoted). It also republishes the firmware's CCEL, root-only under
-// /sys/firmware/acpi/tables, for the agent's group, or why there is none.
-// It returns the quote backend (or why there is none) for initd's own
-// quotes (the key broker's).
-func startQuoting(simulate bool, agentUID, agentGID int) (quote.Provider, error) {
+// publishCCEL republishes the firmware's CCEL, root-only under
+// /sys/firmware/acpi/tables, for the agent's group, or why there is none,
+// and returns the same for initd's own evidence (the key broker's).
+func publishCCEL(simulate bool, agentGID int) quoted.CCEL {
 	sources := []quoted.CCELSource{quoted.ACPISource(quoted.DefaultACPITables)}
 	if simulate {
 		sources = append(sources, quoted.CCELSource{Table: filepath.Join(sim.Dir, sim.CCELTableFile), Log: filepath.Join(sim.Dir, sim.CCELFile)})
 	}
-	if absent, err := quoted.PublishCCEL(quoted.DefaultCCELDir, agentGID, sources...); err != nil {
+	c, err := quoted.PublishCCEL(quoted.DefaultCCELDir, agentGID, sources...)
+	if err != nil {
 		logf("CCEL not published: %v", err)
-	} else if absent != "" {
-		logf("CCEL absent: %s", absent)
+		return quoted.CCEL{Absent: fmt.Sprintf("no CCEL: initd could not republish it: %v", err)}
 	}
+	if c.Absent != "" {
+		logf("CCEL absent: %s", c.Absent)
+	}
+	return c
+}
+
+// startQuoting is the guest's one privileged quoting path: initd opens the
+// quote backend (root-only on hardware; the simulator's keys are root-only
+// too) and serves it to the agent's uid on quote.DefaultSocket
+// (initd/quoted). It returns the quote backend (or why there is none) for
+// initd's own quotes (the key broker's).
+func startQuoting(simulate bool, agentUID, agentGID int) (quote.Provider, error) {
 	prov, openErr := quote.Open(simulate)
 	if openErr != nil {
 		logf("quote backend FAILED: %v", openErr)
@@ -224,13 +240,15 @@ func startQuoting(simulate bool, agentUID, agentGID int) (quote.Provider, error)
 }
 
 // newUnlocker asks the policy's key broker for payload keys, quoting with
-// prov. It runs before any service starts, so no agent quote competes.
-func newUnlocker(p *policy.Policy, prov quote.Provider, provErr error) payload.Unlocker {
+// prov; nil when the policy names none. It runs before any service starts,
+// so no agent quote competes.
+func newUnlocker(p *policy.Policy, prov quote.Provider, provErr error, cel quoted.CCEL) *unlock.Unlocker {
 	if p.KeyBroker == nil {
-		return nil // validation forbids this; Open then locks every encrypted payload
+		return nil // validation forbids this; every encrypted payload and volume stays locked
 	}
 	return &unlock.Unlocker{
-		Broker: *p.KeyBroker, CCELDir: quoted.DefaultCCELDir, Logf: logf,
+		Broker: *p.KeyBroker, Logf: logf,
+		CCELTable: cel.Table, CCELLog: cel.Log, CCELAbsent: cel.Absent,
 		Quote: func(rd [64]byte) ([]byte, error) {
 			if prov == nil {
 				return nil, fmt.Errorf("no quote backend: %v", provErr)
@@ -246,7 +264,7 @@ func newUnlocker(p *policy.Policy, prov quote.Provider, provErr error) payload.U
 // reason (volume-locked: no key; volume-failed: the key did not open it),
 // never reformatted. It returns the volumes that did not open and why; an
 // error only when RTMR3 or a status file could not be written.
-func openVolumes(p *policy.Policy, pass *payload.Pass, res *payload.Result, prov quote.Provider, provErr error) (map[string]string, error) {
+func openVolumes(p *policy.Policy, pass *payload.Pass, res *payload.Result, u *unlock.Unlocker) (map[string]string, error) {
 	down := map[string]string{}
 	uids := map[string][2]int{}
 	for _, s := range p.Services {
@@ -256,16 +274,8 @@ func openVolumes(p *policy.Policy, pass *payload.Pass, res *payload.Result, prov
 		StatusDir: volstatus.Dir, Logf: logf,
 		Owner: func(user string) (int, int, bool) { u, ok := uids[user]; return u[0], u[1], ok },
 		Fetch: func(ctx context.Context, resource string) ([]byte, error) {
-			u, ok := newUnlocker(p, prov, provErr).(*unlock.Unlocker)
-			if !ok {
+			if u == nil {
 				return nil, errors.New("the policy names no key broker")
-			}
-			// The payloads' tries already found the broker unreachable or
-			// untrusted this boot: one more try, not another 30 s.
-			for _, why := range res.Locked {
-				if strings.HasPrefix(why, "broker unreachable") || strings.HasPrefix(why, "broker not trusted") {
-					u.Tries = 1
-				}
 			}
 			cel, err := res.Log.MarshalBinary()
 			if err != nil {

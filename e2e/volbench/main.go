@@ -96,7 +96,11 @@ func run() error {
 	vdc, _ := devmapper.DevNum("/dev/vdc")
 	vdd, _ := devmapper.DevNum("/dev/vdd")
 	sectors := uint64(size / 512)
-	cnode, err := devmapper.Create("bench-crypt-only", "", false, volume.CryptTable(vdc, sectors, keys.Crypt))
+	ct, err := volume.CryptTable(vdc, sectors, keys.Crypt)
+	if err != nil {
+		return err
+	}
+	cnode, err := devmapper.Create("bench-crypt-only", "", false, ct)
 	if err != nil {
 		return err
 	}

@@ -35,22 +35,30 @@ func ACPISource(acpiDir string) CCELSource {
 	return CCELSource{Table: filepath.Join(acpiDir, "CCEL"), Log: filepath.Join(acpiDir, "data", "CCEL")}
 }
 
+// CCEL is what PublishCCEL published: the table and its log (events
+// only), or, with neither, why there is none.
+type CCEL struct {
+	Table, Log []byte
+	Absent     string
+}
+
 // PublishCCEL copies the first source whose table exists to dir/CCEL and
 // dir/data/CCEL (0640 root:gid, initd being root, so the agent's group reads them and
-// nothing else) and returns "". When no source has a table, it writes the
-// reason to dir/AbsentFile instead and returns it. A table without its log
+// nothing else) and returns what it wrote, for initd's own evidence (the
+// key broker's). When no source has a table, it writes the reason to
+// dir/AbsentFile instead and returns it in Absent. A table without its log
 // is an error: the firmware published half an event log. dir is replaced
 // as a whole, so stale copies never survive.
-func PublishCCEL(dir string, gid int, sources ...CCELSource) (absent string, err error) {
+func PublishCCEL(dir string, gid int, sources ...CCELSource) (CCEL, error) {
 	if err := os.RemoveAll(dir); err != nil {
-		return "", err
+		return CCEL{}, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o750); err != nil {
-		return "", err
+		return CCEL{}, err
 	}
 	for _, d := range []string{dir, filepath.Join(dir, "data")} {
 		if err := os.Chown(d, os.Getuid(), gid); err != nil {
-			return "", err
+			return CCEL{}, err
 		}
 	}
 	var missing []string
@@ -61,27 +69,34 @@ func PublishCCEL(dir string, gid int, sources ...CCELSource) (absent string, err
 			continue
 		}
 		if err != nil {
-			return "", fmt.Errorf("CCEL table: %w", err)
+			return CCEL{}, fmt.Errorf("CCEL table: %w", err)
 		}
 		log, err := os.ReadFile(src.Log)
 		if err != nil {
-			return "", fmt.Errorf("CCEL table %s is present but its event log is not: %w", src.Table, err)
+			return CCEL{}, fmt.Errorf("CCEL table %s is present but its event log is not: %w", src.Table, err)
 		}
 		if err := writeGroup(filepath.Join(dir, "CCEL"), table, gid); err != nil {
-			return "", err
+			return CCEL{}, err
 		}
 		// Only the events: the rest of the log area is unmeasured padding
 		// that every verifier would otherwise receive and decode.
-		return "", writeGroup(filepath.Join(dir, "data", "CCEL"), log[:ccel.Used(log)], gid)
+		log = log[:ccel.Used(log)]
+		if err := writeGroup(filepath.Join(dir, "data", "CCEL"), log, gid); err != nil {
+			return CCEL{}, err
+		}
+		return CCEL{Table: table, Log: log}, nil
 	}
-	absent = "no CCEL ACPI table: the firmware did not publish its event log"
+	absent := "no CCEL ACPI table: the firmware did not publish its event log"
 	if len(missing) > 0 {
 		absent = fmt.Sprintf("no CCEL ACPI table: %s does not exist (the firmware did not publish its event log)", missing[0])
 		for _, m := range missing[1:] {
 			absent += fmt.Sprintf("; nor does %s", m)
 		}
 	}
-	return absent, writeGroup(filepath.Join(dir, AbsentFile), []byte(absent+"\n"), gid)
+	if err := writeGroup(filepath.Join(dir, AbsentFile), []byte(absent+"\n"), gid); err != nil {
+		return CCEL{}, err
+	}
+	return CCEL{Absent: absent}, nil
 }
 
 func writeGroup(path string, b []byte, gid int) error {

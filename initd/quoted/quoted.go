@@ -71,23 +71,32 @@ func Listen(path string, gid int) (net.Listener, error) {
 	return ln, nil
 }
 
-// Serve answers connections on ln until it is closed.
+// Accept errors other than a closed listener (EMFILE, ECONNABORTED, ...)
+// are retried after a pause that doubles from minAcceptBackoff to
+// maxAcceptBackoff, as net/http does: the socket must outlive them.
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
+
+// Serve answers connections on ln until it is closed; it then returns nil.
 func (s *Server) Serve(ln net.Listener) error {
 	slots := make(chan struct{}, MaxConns)
+	var wait time.Duration
 	for {
 		slots <- struct{}{}
 		c, err := ln.Accept()
 		if err != nil {
+			<-slots
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				<-slots
-				continue
-			}
-			return err
+			wait = min(max(2*wait, minAcceptBackoff), maxAcceptBackoff)
+			s.logf("quoting socket: accept: %v (retrying in %v)", err, wait)
+			time.Sleep(wait)
+			continue
 		}
+		wait = 0
 		go func() {
 			defer func() { <-slots }()
 			s.handle(c)

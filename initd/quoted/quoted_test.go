@@ -155,6 +155,67 @@ func TestSocketServesSimulatorQuotes(t *testing.T) {
 	}
 }
 
+// flaky fails its first n Accepts with err, as a process out of file
+// descriptors does.
+type flaky struct {
+	net.Listener
+	n   int
+	err error
+}
+
+func (l *flaky) Accept() (net.Conn, error) {
+	if l.n > 0 {
+		l.n--
+		return nil, l.err
+	}
+	return l.Listener.Accept()
+}
+
+// An Accept error other than a closed listener does not stop the socket
+// for the rest of the boot: Serve pauses and accepts again.
+func TestSocketSurvivesAcceptErrors(t *testing.T) {
+	dir, _ := tsmtest.SimState(t)
+	p, err := quote.OpenSimulator(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "quote.sock")
+	ln, err := Listen(sock, os.Getgid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	srv := &Server{Provider: p, UID: os.Getuid(), Logf: func(f string, a ...any) { fmt.Fprintf(&logs, f+"\n", a...) }}
+	done := make(chan error, 1)
+	go func() {
+		done <- srv.Serve(&flaky{Listener: ln, n: 3, err: os.NewSyscallError("accept4", syscall.EMFILE)})
+	}()
+	quoted := make(chan error, 1)
+	go func() {
+		c, err := quote.OpenSocket(sock)
+		if err == nil {
+			_, err = c.Attest(nonce(7), spki(7))
+		}
+		quoted <- err
+	}()
+	select {
+	case err := <-done:
+		ln.Close()
+		t.Fatalf("Serve stopped on an Accept error: %v", err)
+	case err := <-quoted:
+		if err != nil {
+			t.Fatalf("quote after EMFILE: %v", err)
+		}
+	}
+	ln.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if strings.Count(logs.String(), "too many open files") != 3 {
+		t.Fatalf("logs:\n%s", logs.String())
+	}
+}
+
 func TestSocketRefusesOtherUIDs(t *testing.T) {
 	dir, _ := tsmtest.SimState(t)
 	p, _ := quote.OpenSimulator(dir)
@@ -422,9 +483,9 @@ func TestPublishCCELFromACPI(t *testing.T) {
 	os.MkdirAll(out, 0o755)
 	os.WriteFile(filepath.Join(out, AbsentFile), []byte("stale"), 0o644)
 	gid := os.Getgid()
-	absent, err := PublishCCEL(out, gid, ACPISource(filepath.Join(t.TempDir(), "none")), ACPISource(acpi))
-	if err != nil || absent != "" {
-		t.Fatalf("PublishCCEL: %q %v", absent, err)
+	c, err := PublishCCEL(out, gid, ACPISource(filepath.Join(t.TempDir(), "none")), ACPISource(acpi))
+	if err != nil || c.Absent != "" || string(c.Table) != "table" || string(c.Log) != "log" {
+		t.Fatalf("PublishCCEL: %+v %v", c, err)
 	}
 	for name, want := range map[string]string{"CCEL": "table", "data/CCEL": "log"} {
 		p := filepath.Join(out, name)
@@ -442,13 +503,13 @@ func TestPublishCCELFromACPI(t *testing.T) {
 func TestPublishCCELAbsent(t *testing.T) {
 	acpi := t.TempDir()
 	out := filepath.Join(t.TempDir(), "acpi")
-	absent, err := PublishCCEL(out, os.Getgid(), ACPISource(acpi))
+	c, err := PublishCCEL(out, os.Getgid(), ACPISource(acpi))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := "no CCEL ACPI table: " + filepath.Join(acpi, "CCEL") + " does not exist (the firmware did not publish its event log)"
-	if absent != want {
-		t.Fatalf("reason %q, want %q", absent, want)
+	if c.Absent != want || c.Table != nil || c.Log != nil {
+		t.Fatalf("reason %q, want %q (table %d bytes)", c.Absent, want, len(c.Table))
 	}
 	if b, _ := os.ReadFile(filepath.Join(out, AbsentFile)); string(b) != want+"\n" {
 		t.Fatalf("%s holds %q", AbsentFile, b)
@@ -472,12 +533,13 @@ func TestPublishCCELTrimsPadding(t *testing.T) {
 	os.WriteFile(filepath.Join(acpi, "CCEL"), table, 0o400)
 	os.WriteFile(filepath.Join(acpi, "data", "CCEL"), log, 0o400)
 	out := filepath.Join(t.TempDir(), "acpi")
-	if _, err := PublishCCEL(out, os.Getgid(), ACPISource(acpi)); err != nil {
+	c, err := PublishCCEL(out, os.Getgid(), ACPISource(acpi))
+	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(filepath.Join(out, "data", "CCEL"))
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || !bytes.Equal(c.Log, got) {
+		t.Fatalf("returned a %d-byte log, wrote %d: %v", len(c.Log), len(got), err)
 	}
 	if len(got) >= len(log)/8 || !bytes.Equal(got, log[:len(got)]) {
 		t.Fatalf("published %d of the area's %d bytes", len(got), len(log))

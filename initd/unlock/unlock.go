@@ -3,8 +3,11 @@
 // internal/tdx/kbs, TLS pinned by the measured ca_sha256, a fresh quote
 // from initd's own quoting backend), retrying with backoff for a bounded
 // time, then stacks dm-crypt (crypt.Table) on the payload's verity device.
-// The key lives only in the Go slice, zeroed once the table is loaded, and
-// in the kernel: never in a file or a log. It implements payload.Unlocker.
+// The key lives in TD memory only: the released slice, zeroed once the
+// table is loaded; the table's params string (crypt.Table), which holds it
+// in hex and, being a Go string, is not zeroed but left to the garbage
+// collector; and the kernel. Never in a file or a log. It implements
+// payload.Unlocker.
 package unlock
 
 import (
@@ -13,16 +16,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tdforge/tdforge/internal/guest/devmapper"
 	"github.com/tdforge/tdforge/internal/image/crypt"
 	"github.com/tdforge/tdforge/internal/tdx/kbs"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
-	"github.com/tdforge/tdforge/internal/tdx/quote"
 )
 
 // Defaults of the retry schedule: 6 tries, waiting 1, 2, 4, 8 and 15 s
@@ -34,14 +35,19 @@ const (
 	DefaultTryTimeout = 10 * time.Second
 )
 
-// Unlocker fetches keys from Broker and maps dm-crypt devices.
+// Unlocker fetches keys from Broker and maps dm-crypt devices. initd uses
+// one Unlocker for the whole boot (encrypted payloads, then sealed
+// volumes): once a fetch has found the broker unreachable, or not the
+// pinned one, every later fetch tries once instead of running the whole
+// schedule again, until a fetch succeeds.
 type Unlocker struct {
 	Broker policy.KeyBroker
 	// Quote quotes the TD (initd's quoting backend).
 	Quote func(reportData [64]byte) ([]byte, error)
-	// CCELDir is where initd republished the CCEL (quote.CCELDir), sent
-	// beside the quote.
-	CCELDir string
+	// The CCEL initd republished (quoted.PublishCCEL): its table and
+	// log, or why there is none; sent beside the quote.
+	CCELTable, CCELLog []byte
+	CCELAbsent         string
 	// Retry schedule; zero values take the defaults.
 	Tries                           int
 	Backoff, MaxBackoff, TryTimeout time.Duration
@@ -49,6 +55,9 @@ type Unlocker struct {
 	Logf func(format string, a ...any)
 	// Map stacks the dm-crypt table; nil: device-mapper (devmapper.Create).
 	Map func(name string, t devmapper.Target) (string, error)
+
+	mu   sync.Mutex
+	down error // why the last finished fetch found no usable broker; nil: none did
 }
 
 // CryptName is the name of payload name's plaintext device-mapper device.
@@ -108,12 +117,15 @@ func (u *Unlocker) Fetch(ctx context.Context, resource string, runtimeLog []byte
 	c := &kbs.Client{URL: u.Broker.URL, Quote: u.Quote, HTTP: &http.Client{Timeout: or(u.TryTimeout, DefaultTryTimeout)}}
 	copy(c.CASHA256[:], pin)
 	c.Extra = func() ([]byte, []byte, []byte, string) {
-		table, log, absent := readCCEL(u.CCELDir)
-		return runtimeLog, log, table, absent
+		return runtimeLog, u.CCELLog, u.CCELTable, u.ccelAbsent()
 	}
 	tries := u.Tries
 	if tries <= 0 {
 		tries = DefaultTries
+	}
+	if down := u.brokerDown(); down != nil {
+		u.logf("key broker %s: one try for %s, as an earlier fetch this boot found it %v", u.Broker.URL, resource, down)
+		tries = 1
 	}
 	wait := or(u.Backoff, DefaultBackoff)
 	var last error
@@ -121,6 +133,7 @@ func (u *Unlocker) Fetch(ctx context.Context, resource string, runtimeLog []byte
 		start := time.Now()
 		key, err := c.Fetch(ctx, resource)
 		if err == nil {
+			u.setDown(nil)
 			u.logf("key broker %s released %s (try %d, %dms)", u.Broker.URL, resource, i, time.Since(start).Milliseconds())
 			return key, nil
 		}
@@ -140,7 +153,29 @@ func (u *Unlocker) Fetch(ctx context.Context, resource string, runtimeLog []byte
 		}
 		wait = min(2*wait, or(u.MaxBackoff, DefaultMaxBackoff))
 	}
+	var te *kbs.TransportError
+	var ref *kbs.RefusedError
+	switch {
+	case errors.Is(last, kbs.ErrPinMismatch):
+		u.setDown(errors.New("not trusted (certificate not the pinned one)"))
+	case errors.As(last, &te):
+		u.setDown(errors.New("unreachable"))
+	case errors.As(last, &ref):
+		u.setDown(nil) // it answered: reachable and the pinned one
+	}
 	return nil, Reason(last, tries)
+}
+
+func (u *Unlocker) brokerDown() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.down
+}
+
+func (u *Unlocker) setDown(err error) {
+	u.mu.Lock()
+	u.down = err
+	u.mu.Unlock()
 }
 
 // Reason turns a failed fetch into the short reason initd measures and
@@ -178,19 +213,13 @@ func or(d, def time.Duration) time.Duration {
 	return def
 }
 
-// readCCEL reads the republished CCEL (table and log) or the reason there
-// is none, as the agent does.
-func readCCEL(dir string) (table, log []byte, absent string) {
-	if dir == "" {
-		return nil, nil, "no CCEL: initd was given no CCEL directory"
+// ccelAbsent is why the evidence carries no CCEL ("" when it does).
+func (u *Unlocker) ccelAbsent() string {
+	switch {
+	case u.CCELAbsent != "":
+		return u.CCELAbsent
+	case u.CCELTable == nil || u.CCELLog == nil:
+		return "no CCEL: initd gave its key broker client none"
 	}
-	table, err1 := os.ReadFile(filepath.Join(dir, "CCEL"))
-	log, err2 := os.ReadFile(filepath.Join(dir, "data", "CCEL"))
-	if err1 == nil && err2 == nil {
-		return table, log, ""
-	}
-	if why, err := os.ReadFile(filepath.Join(dir, quote.CCELAbsentFile)); err == nil && len(strings.TrimSpace(string(why))) > 0 {
-		return nil, nil, strings.TrimSpace(string(why))
-	}
-	return nil, nil, fmt.Sprintf("no CCEL: %s/CCEL and data/CCEL are not both readable", dir)
+	return ""
 }

@@ -25,7 +25,7 @@ import (
 	"github.com/tdforge/tdforge/internal/guest/devmapper"
 	resource "github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
-	"github.com/tdforge/tdforge/internal/tdx/sim"
+	"github.com/tdforge/tdforge/internal/testutil/simtd"
 	"github.com/tdforge/tdforge/verifier/broker"
 	"github.com/tdforge/tdforge/verifier/verify"
 )
@@ -67,18 +67,7 @@ func newFixture(t *testing.T) *fixture {
 	b.Register(mux)
 	f.srv = httptest.NewTLSServer(mux)
 	t.Cleanup(f.srv.Close)
-	pki, err := sim.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	plat := sim.NewPlatform([48]byte{1}, [3][48]byte{{2}, {3}, {4}}, "0000000010000000", "e702060000000000")
-	s, err := sim.New(pki, func() (*sim.Registers, error) {
-		return &sim.Registers{Platform: plat, RTMR3: strings.Repeat("00", 48)}, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.quote = s.Quote
+	f.quote = simtd.New(t, nil, simtd.Registers(1, 2)).Quote
 	return f
 }
 
@@ -90,7 +79,7 @@ func (f *fixture) pin() string {
 func (f *fixture) unlocker(url, pin string) (*Unlocker, *[]devmapper.Target, *bytes.Buffer) {
 	var tables []devmapper.Target
 	var logs bytes.Buffer
-	return &Unlocker{Broker: policy.KeyBroker{URL: url, CASHA256: pin}, Quote: f.quote, CCELDir: "",
+	return &Unlocker{Broker: policy.KeyBroker{URL: url, CASHA256: pin}, Quote: f.quote,
 		Tries: 3, Backoff: 10 * time.Millisecond, TryTimeout: 2 * time.Second,
 		Logf: func(format string, a ...any) { logs.WriteString(strings.TrimSpace(format) + "\n") },
 		Map: func(name string, t devmapper.Target) (string, error) {
@@ -194,6 +183,29 @@ func TestUnlockBrokerDown(t *testing.T) {
 	}
 }
 
+// The CCEL initd published travels beside the quote as given: it is not
+// read back from the files.
+func TestUnlockSendsCCEL(t *testing.T) {
+	f := newFixture(t)
+	u, _, _ := f.unlocker(f.srv.URL, f.pin())
+	u.CCELTable, u.CCELLog = []byte("table"), []byte("log")
+	if _, err := u.Fetch(context.Background(), resID, []byte("runtime log")); err != nil {
+		t.Fatal(err)
+	}
+	ev := <-f.evidence
+	if string(ev.CCELTable) != "table" || string(ev.CCEL) != "log" || ev.CCELAbsent != "" {
+		t.Fatalf("the broker got CCEL table %q, log %q, absent %q", ev.CCELTable, ev.CCEL, ev.CCELAbsent)
+	}
+	u, _, _ = f.unlocker(f.srv.URL, f.pin())
+	u.CCELAbsent = "no CCEL ACPI table: the firmware did not publish its event log"
+	if _, err := u.Fetch(context.Background(), resID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-f.evidence; ev.CCELAbsent != u.CCELAbsent || ev.CCEL != nil {
+		t.Fatalf("the broker got CCEL absent %q, log %q", ev.CCELAbsent, ev.CCEL)
+	}
+}
+
 func TestReason(t *testing.T) {
 	if got := Reason(errors.New("x"), 1).Error(); got != "key release failed: x" {
 		t.Error(got)
@@ -212,4 +224,52 @@ func selfSigned(t *testing.T) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// One Unlocker serves the whole boot: once a fetch found the broker
+// unreachable or untrusted, later fetches try once, not the whole
+// schedule again.
+func TestUnlockRemembersBrokerDown(t *testing.T) {
+	f := newFixture(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	u, _, logs := f.unlocker("https://"+addr, f.pin())
+	if _, err := u.Unlock(context.Background(), encPayload(), "253:0", nil); err == nil || !strings.HasPrefix(err.Error(), "broker unreachable after 3 tries: ") {
+		t.Fatalf("first Unlock = %v", err)
+	}
+	logs.Reset()
+	_, err = u.Fetch(context.Background(), "tdforge/dev/volume", nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "broker unreachable after 1 tries: ") || strings.Count(logs.String(), "try %d/%d") != 1 {
+		t.Fatalf("second Fetch = %v\n%s", err, logs.String())
+	}
+
+	// An impostor is remembered too.
+	mitm := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("the client talked to the impostor: %s %s", r.Method, r.URL)
+	}))
+	mitm.TLS = &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}
+	mitm.StartTLS()
+	defer mitm.Close()
+	u, _, logs = f.unlocker(mitm.URL, f.pin())
+	if _, err := u.Unlock(context.Background(), encPayload(), "253:0", nil); err == nil || strings.Count(logs.String(), "try %d/%d") != 3 {
+		t.Fatalf("first Unlock = %v\n%s", err, logs.String())
+	}
+	logs.Reset()
+	if _, err := u.Unlock(context.Background(), encPayload(), "253:0", nil); err == nil || !strings.HasPrefix(err.Error(), "broker not trusted") || strings.Count(logs.String(), "try %d/%d") != 1 {
+		t.Fatalf("second Unlock = %v\n%s", err, logs.String())
+	}
+
+	// A refusal is per key, not a broker that is down: not remembered.
+	f.appraise.Store(func() (*broker.Appraisal, error) {
+		return &broker.Appraisal{Trusted: false, Reason: "RTMR2: the quote's RTMR2 is 00…, the reference expects 11… (appraisal against dev.json)", PolicyID: "dev.json"}, nil
+	})
+	u, _, _ = f.unlocker(f.srv.URL, f.pin())
+	u.Unlock(context.Background(), encPayload(), "253:0", nil)
+	if d := u.brokerDown(); d != nil {
+		t.Fatalf("a refusal was remembered as %v", d)
+	}
 }

@@ -9,11 +9,14 @@ import (
 	"github.com/diskfs/go-diskfs/backend"
 	"github.com/diskfs/go-diskfs/filesystem/ext4"
 	"github.com/google/uuid"
+
+	"github.com/tdforge/tdforge/internal/image/crypt"
 )
 
 // BlockSize is the volume's block size: dm-integrity's, dm-crypt's sector
-// and ext4's, so that no layer ever does a read-modify-write of a block.
-const BlockSize = 4096
+// (the encrypted payloads' crypt.SectorSize) and ext4's, so that no layer
+// ever does a read-modify-write of a block.
+const BlockSize = crypt.SectorSize
 
 // Mkfs creates an ext4 filesystem with an internal journal on the fresh
 // device f of size bytes, with filesystem UUID id and label label (the

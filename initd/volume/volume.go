@@ -8,8 +8,11 @@
 //
 // mounted at the policy's mount point, owned by the volume's first user.
 // Both keys (and dm-integrity's journal MAC key) are derived from the
-// released 64-byte value with HKDF-SHA256; they exist only in Go slices,
-// zeroed once the tables are loaded, and in the kernel.
+// released 64-byte value with HKDF-SHA256. They live in TD memory only:
+// Go slices, zeroed once the tables are loaded; the tables' params
+// strings, which hold them in hex and, being Go strings, are not zeroed
+// but left to the garbage collector; and the kernel. Never in a file or a
+// log.
 //
 // A partition whose first block is all zeros is a first boot: initd has
 // dm-integrity format it and creates the filesystem (Mkfs). Anything else
@@ -39,12 +42,15 @@ import (
 	"github.com/tdforge/tdforge/internal/guest/blockdev"
 	"github.com/tdforge/tdforge/internal/guest/devmapper"
 	"github.com/tdforge/tdforge/internal/guest/volstatus"
+	"github.com/tdforge/tdforge/internal/image/crypt"
 	"github.com/tdforge/tdforge/internal/inputs/secret"
 	"github.com/tdforge/tdforge/internal/tdx/policy"
 )
 
 // KeySize is the size of the value the key broker releases for a volume:
-// that of every key-broker resource.
+// that of every key-broker resource, the HKDF input all of its keys are
+// derived from (not itself a dm-crypt key: that is CryptKey's,
+// crypt.KeySize bytes).
 const KeySize = secret.KeySize
 
 // HKDF info strings of the derived keys (the salt is the volume UUID).
@@ -116,17 +122,25 @@ func IntegrityTable(device string, length uint64, k Keys) devmapper.Target {
 // encrypts under a new key: its ciphertext cannot be compared with the
 // old one's. The salt is covered by the superblock MAC.
 func CryptKey(k Keys, salt []byte) ([]byte, error) {
-	key := make([]byte, 64)
+	key := make([]byte, crypt.KeySize)
 	if _, err := io.ReadFull(hkdf.New(sha256.New, k.Crypt, salt, []byte(InfoCrypt)), key); err != nil {
 		return nil, err
 	}
 	return key, nil
 }
 
-// CryptTable is the dm-crypt target with key over the integrity device.
-func CryptTable(device string, length uint64, key []byte) devmapper.Target {
-	return devmapper.Target{Length: length, Type: "crypt",
-		Params: fmt.Sprintf("aes-xts-plain64 %s 0 %s 0 2 sector_size:%d iv_large_sectors", hex.EncodeToString(key), device, BlockSize)}
+// CryptTable is the dm-crypt target with key (CryptKey's) over the
+// integrity device for length sectors: the encrypted payloads' format
+// (crypt.Table: aes-xts-plain64, crypt.SectorSize-byte sectors,
+// iv_large_sectors).
+func CryptTable(device string, length uint64, key []byte) (devmapper.Target, error) {
+	// The resource only names a released key of the wrong size in an
+	// error; key here is always CryptKey's derived one.
+	n, params, err := crypt.Table(crypt.Params(""), key, device, length*512)
+	if err != nil {
+		return devmapper.Target{}, err
+	}
+	return devmapper.Target{Length: n, Type: "crypt", Params: params}, nil
 }
 
 // Map stacks volume name's dm-integrity and dm-crypt devices on partition
@@ -164,7 +178,12 @@ func Map(name, uuid, part string, keys Keys) (string, uint64, error) {
 		devmapper.Remove(iname)
 		return "", 0, err
 	}
-	cnode, err := devmapper.Create(cryptName(name), "TDFORGE-VOL-"+uuid, false, CryptTable(idev, provided, key))
+	ct, err := CryptTable(idev, provided, key)
+	if err != nil {
+		devmapper.Remove(iname)
+		return "", 0, err
+	}
+	cnode, err := devmapper.Create(cryptName(name), "TDFORGE-VOL-"+uuid, false, ct)
 	if err != nil {
 		devmapper.Remove(iname)
 		return "", 0, fmt.Errorf("dm-crypt: %v", err)
@@ -194,8 +213,6 @@ type Opener struct {
 // Result is the outcome of opening one volume.
 type Result struct {
 	Status volstatus.Status
-	// Formatted says this boot created the volume (first boot).
-	Formatted bool
 }
 
 // Open opens (or, on first boot, creates) volume v and mounts it, then
@@ -280,7 +297,7 @@ func (o *Opener) open(ctx context.Context, v policy.Volume) Result {
 	} else {
 		o.logf("volume %s: opened and mounted at %s", v.Name, v.Mount)
 	}
-	return Result{Status: volstatus.Status{State: volstatus.Mounted}, Formatted: first}
+	return Result{Status: volstatus.Status{State: volstatus.Mounted}}
 }
 
 // own gives the mount's root directory to the volume's first user (mode

@@ -42,6 +42,9 @@ const (
 
 // Target is one line of a device-mapper table: Length 512-byte sectors
 // from Start mapped by target Type with Params (as dmsetup prints them).
+// Params may hold a key in hex (dm-crypt, dm-integrity): an immutable
+// string, never zeroed, only garbage collected; it must reach only the
+// kernel, never a file or a log.
 type Target struct {
 	Start, Length uint64
 	Type          string
@@ -157,9 +160,11 @@ func DevNum(path string) (string, error) {
 
 // Create makes the mapped device name (with uuid, which may be empty)
 // from targets, activates it and returns its node, /dev/mapper/<name>.
-// readOnly loads the table read-only. The ioctl buffers, which may hold a
-// key (dm-crypt), are zeroed before Create returns; the caller zeroes its
-// own copies. On any error nothing is left mapped.
+// readOnly loads the table read-only. The byte buffers Create builds,
+// which may hold a key (dm-crypt), are zeroed before it returns; the
+// targets' Params are Go strings, which cannot be zeroed: a key in them
+// stays in the TD's (private) memory until the garbage collector reuses
+// it. On any error nothing is left mapped.
 func Create(name, uuid string, readOnly bool, targets ...Target) (string, error) {
 	if name == "" || len(name) >= dmNameLen || strings.ContainsAny(name, "/ ") {
 		return "", fmt.Errorf("device-mapper: invalid device name %q", name)
@@ -177,9 +182,16 @@ func Create(name, uuid string, readOnly bool, targets ...Target) (string, error)
 		Remove(name)
 		return "", fmt.Errorf("device-mapper %s: %s: %w", name, what, err)
 	}
-	var data []byte
-	for _, t := range targets {
-		s := targetSpec(t)
+	// One allocation of the right size: append growing data would leave
+	// copies of the key behind that nothing zeroes.
+	specs := make([][]byte, len(targets))
+	size := 0
+	for i, t := range targets {
+		specs[i] = targetSpec(t)
+		size += len(specs[i])
+	}
+	data := make([]byte, 0, size)
+	for _, s := range specs {
 		data = append(data, s...)
 		clear(s)
 	}

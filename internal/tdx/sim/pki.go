@@ -309,13 +309,12 @@ func ParseRoot(pemCert []byte) (*x509.CertPool, error) {
 // verify.Options.TrustedRoots. A PKI whose root does not parse yields an
 // empty pool, which trusts nothing.
 func RootPool(pki *PKI) *x509.CertPool {
-	pool := x509.NewCertPool()
 	if pki != nil {
-		if c, err := parseCertPEM("root", pki.RootCert); err == nil {
-			pool.AddCert(c)
+		if pool, err := ParseRoot([]byte(pki.RootCert)); err == nil {
+			return pool
 		}
 	}
-	return pool
+	return x509.NewCertPool()
 }
 
 func parseCertPEM(what, s string) (*x509.Certificate, error) {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/tdforge/tdforge/internal/canonjson"
 
@@ -58,6 +59,18 @@ type Platform struct {
 type Registers struct {
 	Platform
 	RTMR3 string `json:"rtmr3"` // hex, 48 bytes
+}
+
+// PlainRegisters is the register file of a plain simulated dev TD (for
+// tests: internal/testutil/simtd, tsmtest): MRTD is the byte mrtd and
+// RTMR0 the byte rtmr0, each repeated 48 times; RTMR1 to RTMR3, MRSEAM and
+// TEE_TCB_SVN are zero; the TD attributes set SEPT_VE_DISABLE only and
+// XFAM is that of a current Xeon.
+func PlainRegisters(mrtd, rtmr0 byte) *Registers {
+	rep := func(b byte, n int) string { return strings.Repeat(hex.EncodeToString([]byte{b}), n) }
+	z := rep(0, 48)
+	return &Registers{Platform: Platform{MRTD: rep(mrtd, 48), RTMR: [3]string{rep(rtmr0, 48), z, z},
+		TDAttributes: "0000001000000000", XFAM: "e71a060000000000", MRSEAM: z, TEETCBSVN: rep(0, 16)}, RTMR3: z}
 }
 
 // PKI is the simulator's attestation identity: a root CA, an intermediate

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tdforge/tdforge/internal/inputs/debpkg"
+
 	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/tdforge/tdforge/internal/testutil/guestvm/guestinit"
@@ -53,8 +55,8 @@ func Kernel(t testing.TB) KernelPackage {
 	t.Helper()
 	deb := testdeps.Kernel61Deb(t)
 	root := filepath.Join(t.TempDir(), "kernel")
-	if out, err := exec.Command("dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
-		t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
+	if _, err := debpkg.ExtractTree(deb, "", root); err != nil {
+		t.Fatalf("unpacking %s: %v", deb, err)
 	}
 	kernels, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
 	mods, _ := filepath.Glob(filepath.Join(root, "lib", "modules", "*"))

@@ -34,16 +34,11 @@ type TD struct {
 	PKI *sim.PKI
 }
 
-// Registers is the register file of a plain simulated dev TD: MRTD is the
-// byte mrtd and RTMR0 the byte rtmr0, each repeated 48 times; RTMR1 to
-// RTMR3, MRSEAM and TEE_TCB_SVN are zero; the TD attributes set
-// SEPT_VE_DISABLE only and XFAM is that of a current Xeon.
-func Registers(mrtd, rtmr0 byte) *sim.Registers {
-	rep := func(b byte, n int) string { return strings.Repeat(hex.EncodeToString([]byte{b}), n) }
-	z := rep(0, 48)
-	return &sim.Registers{Platform: sim.Platform{MRTD: rep(mrtd, 48), RTMR: [3]string{rep(rtmr0, 48), z, z},
-		TDAttributes: "0000001000000000", XFAM: "e71a060000000000", MRSEAM: z, TEETCBSVN: rep(0, 16)}, RTMR3: z}
-}
+// Registers is the register file of a plain simulated dev TD
+// (sim.PlainRegisters): MRTD is the byte mrtd and RTMR0 the byte rtmr0,
+// each repeated 48 times; the rest is zero but for the TD attributes
+// (SEPT_VE_DISABLE) and XFAM.
+func Registers(mrtd, rtmr0 byte) *sim.Registers { return sim.PlainRegisters(mrtd, rtmr0) }
 
 // New returns a TD quoting regs under pki, or under a fresh PKI when pki
 // is nil. It fails t when the simulator does not start.

@@ -4,10 +4,8 @@
 package tsmtest
 
 import (
-	"encoding/hex"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
@@ -17,8 +15,10 @@ import (
 )
 
 // SimState lays out simulator state as firmware.Init does, in a fresh
-// directory only its owner can enter: a new PKI and registers with MRTD
-// 0xab.. and zero RTMRs. It returns the directory and the PKI.
+// directory only its owner can enter: a new PKI and a plain register file
+// (sim.PlainRegisters) with MRTD 0xab.. and zero RTMRs. It returns the
+// directory and the PKI. (It cannot use internal/testutil/simtd, which
+// imports internal/tdx/quote, whose tests use this package.)
 func SimState(t testing.TB) (string, *sim.PKI) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "tdx-sim")
@@ -29,11 +29,7 @@ func SimState(t testing.TB) (string, *sim.PKI) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	z := hex.EncodeToString(make([]byte, 48))
-	regs := &sim.Registers{Platform: sim.Platform{
-		MRTD: strings.Repeat("ab", 48), RTMR: [3]string{z, z, z}, TDAttributes: "0000000000000000",
-		XFAM: "e700060000000000", MRSEAM: z, TEETCBSVN: strings.Repeat("00", 16),
-	}, RTMR3: z}
+	regs := sim.PlainRegisters(0xab, 0)
 	if err := sim.SavePKI(dir, pki); err != nil {
 		t.Fatal(err)
 	}
