@@ -77,6 +77,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	keys.Resource = "tdforge/bench/volume"
 	node, provided, err := volume.Map("bench", "00000000-0000-8000-8000-000000000000", "/dev/vdb", keys)
 	if err != nil {
 		return err
@@ -96,7 +97,7 @@ func run() error {
 	vdc, _ := devmapper.DevNum("/dev/vdc")
 	vdd, _ := devmapper.DevNum("/dev/vdd")
 	sectors := uint64(size / 512)
-	ct, err := volume.CryptTable(vdc, sectors, keys.Crypt)
+	ct, err := volume.CryptTable(keys.Resource, vdc, sectors, keys.Crypt)
 	if err != nil {
 		return err
 	}

@@ -100,7 +100,7 @@ func TestTables(t *testing.T) {
 	if len(key) != 64 || bytes.Equal(key, other) || bytes.Equal(key, k.Crypt) {
 		t.Error("the dm-crypt key must be 64 bytes bound to the superblock salt")
 	}
-	ct, err := CryptTable("253:4", 1024, key)
+	ct, err := CryptTable("tdforge/dev/state", "253:4", 1024, key)
 	if err != nil || ct.Length != 1024 || ct.Type != "crypt" || !strings.HasPrefix(ct.Params, "aes-xts-plain64 ") || !strings.HasSuffix(ct.Params, " 0 253:4 0 2 sector_size:4096 iv_large_sectors") {
 		t.Errorf("crypt table %+v", ct)
 	}

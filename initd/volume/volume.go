@@ -73,6 +73,9 @@ type Keys struct {
 	Crypt      []byte
 	Integrity  []byte // 32 bytes: dm-integrity internal_hash hmac(sha256)
 	JournalMAC []byte // 32 bytes: dm-integrity journal_mac hmac(sha256)
+	// Resource is the key-broker resource the value was released as (the
+	// volume's key id; its dm-crypt layer is described as a payload's).
+	Resource string
 }
 
 // DeriveKeys derives the volume's keys from the released value (KeySize
@@ -133,10 +136,8 @@ func CryptKey(k Keys, salt []byte) ([]byte, error) {
 // integrity device for length sectors: the encrypted payloads' format
 // (crypt.Table: aes-xts-plain64, crypt.SectorSize-byte sectors,
 // iv_large_sectors).
-func CryptTable(device string, length uint64, key []byte) (devmapper.Target, error) {
-	// The resource only names a released key of the wrong size in an
-	// error; key here is always CryptKey's derived one.
-	n, params, err := crypt.Table(crypt.Params(""), key, device, length*512)
+func CryptTable(resource, device string, length uint64, key []byte) (devmapper.Target, error) {
+	n, params, err := crypt.Table(crypt.Params(resource), key, device, length*512)
 	if err != nil {
 		return devmapper.Target{}, err
 	}
@@ -178,7 +179,7 @@ func Map(name, uuid, part string, keys Keys) (string, uint64, error) {
 		devmapper.Remove(iname)
 		return "", 0, err
 	}
-	ct, err := CryptTable(idev, provided, key)
+	ct, err := CryptTable(keys.Resource, idev, provided, key)
 	if err != nil {
 		devmapper.Remove(iname)
 		return "", 0, err
@@ -249,6 +250,7 @@ func (o *Opener) open(ctx context.Context, v policy.Volume) Result {
 		return locked(err.Error())
 	}
 	keys, err := DeriveKeys(value, v.UUID)
+	keys.Resource = v.Key
 	clear(value)
 	if err != nil {
 		return failed("%v", err)
