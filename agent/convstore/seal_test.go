@@ -396,22 +396,7 @@ func BenchmarkAppend(b *testing.B) {
 			bigStore(b, dir, n, 20)
 			s := open(b, dir)
 			defer s.Close()
-			owner, id := Owner("bench"), ""
-			b.ResetTimer()
-			for i := range b.N {
-				if i%900 == 0 {
-					b.StopTimer()
-					c, _, err := s.Create(ctx, owner, "b", "", nil)
-					if err != nil {
-						b.Fatal(err)
-					}
-					id = c.ID
-					b.StartTimer()
-				}
-				if _, err := s.Append(ctx, owner, id, "", Message{Role: "user", Content: "more"}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			appendEach(b, s, nil, 900)
 		})
 	}
 }
@@ -437,10 +422,17 @@ func BenchmarkAppendLong(b *testing.B) {
 	for i := range msgs {
 		msgs[i] = Message{Role: "user", Content: strings.Repeat("m", 8<<10)}
 	}
+	appendEach(b, s, msgs, 300)
+}
+
+// appendEach times b.N Appends of one short message, to a new conversation
+// starting with msgs every `every` appends (created outside the timer), so
+// no conversation reaches MaxMessages.
+func appendEach(b *testing.B, s *Store, msgs []Message, every int) {
 	owner, id := Owner("bench"), ""
 	b.ResetTimer()
 	for i := range b.N {
-		if i%300 == 0 {
+		if i%every == 0 {
 			b.StopTimer()
 			c, _, err := s.Create(ctx, owner, "b", "", msgs)
 			if err != nil {
